@@ -1,0 +1,5 @@
+"""``python -m densitylab`` runs the command line."""
+
+from densitylab.cli import main
+
+main()

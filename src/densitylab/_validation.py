@@ -1,0 +1,38 @@
+"""Input checks shared by every public entry point: one clear ``ValueError`` per problem."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def as_points(
+    x: ArrayLike, *, name: str = "x", dim: int | None = None, min_rows: int = 1
+) -> np.ndarray:
+    """Return ``x`` as a float64 array of shape ``(n, dim)`` or raise a ``ValueError``.
+
+    A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``.
+    """
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {type(x).__name__}") from err
+    if arr.ndim == 1 and dim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, dim), got an array with shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} columns, got {arr.shape[1]}")
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
+        raise ValueError(f"{name} contains NaN or infinite values (first at row {row})")
+    return arr
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer >= ``minimum``, else raise a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
