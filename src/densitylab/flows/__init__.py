@@ -1,0 +1,33 @@
+"""Normalizing flows in PyTorch: transforms, the flow composition, and named builders.
+
+Direction convention: ``to_latent`` is x -> z, ``to_data`` is z -> x; both return
+``(output, log|det J|)`` of the direction they compute.
+"""
+
+from densitylab.flows.builders import BUILDERS, build, glow, realnvp, stack, unstack
+from densitylab.flows.flow import Flow, standard_normal_log_prob
+from densitylab.flows.transforms import (
+    ActNorm,
+    AffineCoupling,
+    InvertibleLinear,
+    Permutation,
+    Transform,
+    TriangularCoupling,
+)
+
+__all__ = [
+    "BUILDERS",
+    "ActNorm",
+    "AffineCoupling",
+    "Flow",
+    "InvertibleLinear",
+    "Permutation",
+    "Transform",
+    "TriangularCoupling",
+    "build",
+    "glow",
+    "realnvp",
+    "stack",
+    "standard_normal_log_prob",
+    "unstack",
+]

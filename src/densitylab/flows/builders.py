@@ -1,0 +1,196 @@
+"""Named flow architectures, and stacking of same-shaped flows into one batched model.
+
+Every builder records its arguments in ``flow.config`` so that ``build(**flow.config)``
+recreates the architecture (used by save/load and by :func:`stack`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from densitylab._validation import check_positive_int
+from densitylab.flows.flow import Flow
+from densitylab.flows.nets import check_activation, check_hidden
+from densitylab.flows.transforms import (
+    ActNorm,
+    AffineCoupling,
+    InvertibleLinear,
+    Permutation,
+    Transform,
+    TriangularCoupling,
+)
+
+MIXINGS = (None, "reverse", "permute")
+
+
+def half_mask(dim: int, flip: bool) -> torch.Tensor:
+    """Conditioning mask on the first half of the coordinates (``flip``: the second half)."""
+    mask = torch.arange(dim) < dim // 2 if dim % 2 == 0 else torch.arange(dim) <= dim // 2
+    return ~mask if flip else mask
+
+
+def _check_common(dim: int, n_layers: int, hidden: Sequence[int], activation: str) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"dim must be an integer >= 2 for a coupling flow, got {dim!r}")
+    check_positive_int(n_layers, "n_layers")
+    check_hidden(hidden)
+    check_activation(activation)
+
+
+def realnvp(
+    dim: int,
+    n_layers: int = 4,
+    hidden: Sequence[int] = (32, 32),
+    *,
+    activation: str = "leaky_relu",
+    separate_nets: bool = True,
+    scale: str = "factor",
+    zero_init: bool = False,
+    mixing: str | None = None,
+    triangular: bool = False,
+    seed: int = 0,
+    n_models: int = 1,
+) -> Flow:
+    """RealNVP: ``n_layers`` affine couplings; defaults are the coursework's model.
+
+    Without ``mixing`` the masks alternate between the two halves; with ``mixing="reverse"``
+    or ``"permute"`` (a fixed random permutation) the mask stays and a permutation sits
+    between consecutive couplings. ``triangular=True`` uses :class:`TriangularCoupling`.
+
+    Example:
+        >>> flow = realnvp(dim=2, n_layers=4, hidden=(32, 32))
+    """
+    _check_common(dim, n_layers, hidden, activation)
+    if mixing not in MIXINGS:
+        raise ValueError(f"unknown mixing {mixing!r}; choose one of {list(MIXINGS)}")
+    generator = torch.Generator().manual_seed(seed)
+    coupling = TriangularCoupling if triangular else AffineCoupling
+    transforms: list[Transform] = []
+    for layer in range(n_layers):
+        if layer > 0 and mixing == "reverse":
+            transforms.append(Permutation.reverse(dim, n_models))
+        elif layer > 0 and mixing == "permute":
+            transforms.append(Permutation.random(dim, n_models, generator))
+        flip = mixing is None and layer % 2 == 1
+        transforms.append(
+            coupling(
+                half_mask(dim, flip),
+                hidden=hidden,
+                activation=activation,
+                separate_nets=separate_nets,
+                scale=scale,
+                zero_init=zero_init,
+                n_models=n_models,
+                generator=generator,
+            )
+        )
+    config = dict(
+        builder="realnvp", dim=dim, n_layers=n_layers, hidden=list(hidden),
+        activation=activation, separate_nets=separate_nets, scale=scale, zero_init=zero_init,
+        mixing=mixing, triangular=triangular, seed=seed,
+    )  # fmt: skip
+    return Flow(transforms, config)
+
+
+def glow(
+    dim: int,
+    n_layers: int = 4,
+    hidden: Sequence[int] = (32, 32),
+    *,
+    activation: str = "leaky_relu",
+    separate_nets: bool = True,
+    scale: str = "factor",
+    zero_init: bool = False,
+    seed: int = 0,
+    n_models: int = 1,
+) -> Flow:
+    """Glow: ``n_layers`` steps of ActNorm -> InvertibleLinear -> AffineCoupling.
+
+    References:
+        Kingma & Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolutions".
+    """
+    _check_common(dim, n_layers, hidden, activation)
+    generator = torch.Generator().manual_seed(seed)
+    transforms: list[Transform] = []
+    for _ in range(n_layers):
+        transforms += [
+            ActNorm(dim, n_models),
+            InvertibleLinear(dim, n_models, generator),
+            AffineCoupling(
+                half_mask(dim, False),
+                hidden=hidden,
+                activation=activation,
+                separate_nets=separate_nets,
+                scale=scale,
+                zero_init=zero_init,
+                n_models=n_models,
+                generator=generator,
+            ),
+        ]
+    config = dict(
+        builder="glow", dim=dim, n_layers=n_layers, hidden=list(hidden), activation=activation,
+        separate_nets=separate_nets, scale=scale, zero_init=zero_init, seed=seed,
+    )  # fmt: skip
+    return Flow(transforms, config)
+
+
+BUILDERS: dict[str, Callable[..., Flow]] = {"realnvp": realnvp, "glow": glow}
+
+
+def build(builder: str, **config) -> Flow:
+    """Build a flow by builder name, e.g. ``build("glow", dim=2, n_layers=3)``."""
+    if builder not in BUILDERS:
+        raise ValueError(f"unknown flow model {builder!r}; choose one of {sorted(BUILDERS)}")
+    return BUILDERS[builder](**config)
+
+
+def stack(flows: Sequence[Flow]) -> Flow:
+    """Stack flows of one architecture (seeds may differ) into one ``M``-model flow.
+
+    The result computes all of them in one batched pass; :func:`unstack` takes them apart.
+    """
+    if not flows:
+        raise ValueError("stack needs at least one flow")
+    configs = [{k: v for k, v in f.config.items() if k != "seed"} for f in flows]
+    if any(c != configs[0] for c in configs):
+        raise ValueError("only flows of the same architecture can be stacked")
+    stacked = build(**flows[0].config, n_models=sum(f.n_models for f in flows))
+    stacked.to(dtype=flows[0].dtype, device=flows[0].device)
+    states = [f.state_dict() for f in flows]
+    merged = {key: _concat([s[key] for s in states]) for key in states[0]}
+    stacked.load_state_dict(merged)
+    stacked.config["seed"] = [seed for f in flows for seed in _as_list(f.config["seed"])]
+    return stacked
+
+
+def unstack(flow: Flow) -> list[Flow]:
+    """Split an ``M``-model flow into ``M`` single flows (copies of the parameters)."""
+    seeds = _as_list(flow.config["seed"])
+    state = flow.state_dict()
+    singles = []
+    for m, seed in enumerate(seeds):
+        single = build(**{**flow.config, "seed": seed}).to(dtype=flow.dtype, device=flow.device)
+        single.load_state_dict({k: _slice(v, m, len(seeds)) for k, v in state.items()})
+        singles.append(single)
+    return singles
+
+
+def _as_list(seed: int | list[int]) -> list[int]:
+    return list(seed) if isinstance(seed, list) else [seed]
+
+
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-model tensors concatenate on their leading dimension; shared scalars stay."""
+    if tensors[0].dim() == 0:
+        return tensors[0].clone()
+    return torch.cat(tensors, dim=0)
+
+
+def _slice(tensor: torch.Tensor, m: int, n_models: int) -> torch.Tensor:
+    """Model ``m``'s rows: a leading dimension of ``n_models * k`` holds ``k`` rows per model."""
+    if tensor.dim() == 0:
+        return tensor.clone()
+    rows = tensor.shape[0] // n_models
+    return tensor[m * rows : (m + 1) * rows].clone()

@@ -1,0 +1,342 @@
+"""Invertible transforms with exact log-determinants.
+
+Direction, stated once for the whole package: ``to_latent`` maps data ``x`` to latent ``z``
+(the normalizing direction) and ``to_data`` maps ``z`` back to ``x`` (the generative
+direction). Each returns ``(output, logabsdet)`` where ``logabsdet`` is ``log|det J|`` of the
+direction it computes, so the two are negatives of each other at corresponding points.
+
+Shapes: a transform built for one model takes ``(n, D)`` and returns ``(n, D)``, ``(n,)``. A
+transform holding a stack of ``M`` independent models (``n_models=M``; every parameter carries
+a leading dimension ``M``) takes ``(M, n, D)`` (or ``(n, D)``, shared by all models) and returns
+``(M, n, D)``, ``(M, n)``. Internally everything is computed on ``(M, n, D)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from densitylab.flows.nets import StackedMLP
+
+SCALINGS = ("factor", "tanh")
+
+
+def as_input(x: Tensor, like: Tensor, dim: int) -> Tensor:
+    """Check a public input (tensor or array) and return it as a tensor like ``like``."""
+    x = torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    if x.dim() not in (2, 3) or x.shape[-1] != dim:
+        raise ValueError(f"input must have shape (n, {dim}) or (M, n, {dim}), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("input contains NaN or infinite values")
+    return x
+
+
+class Transform(nn.Module, ABC):
+    """Base class: subclasses implement ``_to_latent`` and ``_to_data`` on ``(M, n, D)``."""
+
+    def __init__(self, dim: int, n_models: int = 1) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.dim = dim
+        self.n_models = n_models
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x -> z; returns ``(z, log|det dz/dx|)``."""
+        return self._public(self._to_latent, x)
+
+    def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z -> x; returns ``(x, log|det dx/dz|)``."""
+        return self._public(self._to_data, z)
+
+    def _public(self, method, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = as_input(x, self._anchor, self.dim)
+        squeeze = x.dim() == 2 and self.n_models == 1
+        out, logdet = method(lift(x, self.n_models))
+        return (out[0], logdet[0]) if squeeze else (out, logdet)
+
+    @abstractmethod
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x -> z on ``(M, n, D)``."""
+
+    @abstractmethod
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z -> x on ``(M, n, D)``."""
+
+
+def lift(x: Tensor, n_models: int) -> Tensor:
+    """View ``(n, D)`` as ``(M, n, D)`` shared by all models; pass ``(M, n, D)`` through."""
+    if x.dim() == 2:
+        return x.unsqueeze(0).expand(n_models, -1, -1)
+    if x.shape[0] != n_models:
+        raise ValueError(f"input holds {x.shape[0]} model slices, the transform {n_models}")
+    return x
+
+
+class AffineCoupling(Transform):
+    """Affine coupling (RealNVP): the masked part passes unchanged, the rest is scaled and shifted.
+
+    ``to_latent``: ``z_a = x_a``, ``z_b = x_b * exp(s(x_a)) + t(x_a)``, log-det ``sum(s)``;
+    ``to_data``: ``x_b = (z_b - t(z_a)) * exp(-s(z_a))``, log-det ``-sum(s)``. The Jacobian is
+    triangular (identity block, zero block, diagonal ``exp(s)``), hence the cheap log-det, and
+    the inverse never needs to invert ``s`` or ``t``, hence invertible by construction.
+
+    Args:
+        mask: length-``D`` booleans; ``True`` marks the conditioning coordinates ``x_a``.
+        hidden: widths of the hidden layers of each conditioner network.
+        activation: ``"leaky_relu"``, ``"relu"`` or ``"tanh"``.
+        separate_nets: separate s and t networks (the coursework) or one network with both outputs.
+        scale: ``"factor"`` multiplies the raw scale by a learnable per-dimension factor
+            initialised to 0 (the coursework); ``"tanh"`` bounds it as ``factor * tanh(s_raw)``
+            with the factor initialised to 1.
+        zero_init: zero the output layer so the coupling starts as the identity.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP", ICLR.
+    """
+
+    def __init__(
+        self,
+        mask: Sequence[bool] | Tensor,
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "leaky_relu",
+        separate_nets: bool = True,
+        scale: str = "factor",
+        zero_init: bool = False,
+        n_models: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        super().__init__(len(mask), n_models)
+        if mask.all() or not mask.any():
+            raise ValueError("a coupling mask needs both conditioning and transformed coordinates")
+        if scale not in SCALINGS:
+            raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALINGS)}")
+        cond, trans = mask.nonzero().flatten(), (~mask).nonzero().flatten()
+        # index buffers follow .to(device) but are rebuilt from the mask, not saved
+        self.register_buffer("cond_idx", cond, persistent=False)
+        self.register_buffer("trans_idx", trans, persistent=False)
+        self.register_buffer("merge_idx", torch.argsort(torch.cat([cond, trans])), persistent=False)
+        self.separate_nets = separate_nets
+        self.scale = scale
+        n_a, n_b = len(cond), len(trans)
+        self.net = StackedMLP(
+            n_nets=n_models * (2 if separate_nets else 1),
+            in_features=n_a,
+            hidden=hidden,
+            out_features=n_b if separate_nets else 2 * n_b,
+            activation=activation,
+            zero_init_output=zero_init,
+            generator=generator,
+        )
+        start = 0.0 if scale == "factor" else 1.0
+        self.scale_factor = nn.Parameter(torch.full((n_models, 1, n_b), start))
+
+    def scale_and_shift(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
+        """``s(x_a), t(x_a)`` for ``x_a`` of shape ``(M, n, D_a)``, each ``(M, n, D_b)``."""
+        m, n, n_a = x_a.shape
+        if self.separate_nets:
+            both = x_a.unsqueeze(1).expand(m, 2, n, n_a).reshape(2 * m, n, n_a)
+            raw_s, t = self.net(both).view(m, 2, n, -1).unbind(1)
+        else:
+            raw_s, t = self.net(x_a).chunk(2, dim=-1)
+        if self.scale == "tanh":
+            raw_s = torch.tanh(raw_s)
+        return self.scale_factor * raw_s, t
+
+    def _pass_to_latent(self, x_a: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The conditioning part's own map, x_a -> z_a (identity here)."""
+        return x_a, None
+
+    def _pass_to_data(self, z_a: Tensor) -> Tensor:
+        return z_a
+
+    def _merge(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat([a, b], dim=-1).index_select(-1, self.merge_idx)
+
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x_a, x_b = x.index_select(-1, self.cond_idx), x.index_select(-1, self.trans_idx)
+        s, t = self.scale_and_shift(x_a)
+        z_a, logdet_a = self._pass_to_latent(x_a)
+        logdet = s.sum(-1) if logdet_a is None else s.sum(-1) + logdet_a
+        return self._merge(z_a, x_b * torch.exp(s) + t), logdet
+
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        z_a, z_b = z.index_select(-1, self.cond_idx), z.index_select(-1, self.trans_idx)
+        x_a = self._pass_to_data(z_a)
+        s, t = self.scale_and_shift(x_a)
+        _, logdet_a = self._pass_to_latent(x_a)
+        logdet = -s.sum(-1) if logdet_a is None else -(s.sum(-1) + logdet_a)
+        return self._merge(x_a, (z_b - t) * torch.exp(-s)), logdet
+
+
+class TriangularCoupling(AffineCoupling):
+    """Affine coupling whose conditioning part is also mixed: ``z_a = A x_a``.
+
+    ``A`` is lower-triangular with a positive diagonal ``exp(d)`` (learned, starting at the
+    identity), so the full Jacobian stays block lower-triangular with blocks ``A`` and
+    ``diag(exp(s))``: log-det ``sum(d) + sum(s)``. ``s`` and ``t`` still read the untouched
+    ``x_a``, so the inverse first solves ``A x_a = z_a`` (a triangular solve), then proceeds as
+    the plain coupling.
+    """
+
+    def __init__(self, mask: Sequence[bool] | Tensor, **kwargs) -> None:
+        super().__init__(mask, **kwargs)
+        n_a = len(self.cond_idx)
+        self.lower = nn.Parameter(torch.zeros(self.n_models, n_a * (n_a - 1) // 2))
+        self.log_diag = nn.Parameter(torch.zeros(self.n_models, n_a))
+
+    def matrix(self) -> Tensor:
+        """``A`` of shape ``(M, D_a, D_a)``."""
+        lower = strictly_triangular(self.lower, self.log_diag.shape[-1])
+        return lower + torch.diag_embed(torch.exp(self.log_diag))
+
+    def _pass_to_latent(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = self.log_diag.sum(-1, keepdim=True).expand(x_a.shape[0], x_a.shape[1])
+        return x_a @ self.matrix().transpose(-1, -2), logdet
+
+    def _pass_to_data(self, z_a: Tensor) -> Tensor:
+        solved = torch.linalg.solve_triangular(self.matrix(), z_a.transpose(-1, -2), upper=False)
+        return solved.transpose(-1, -2)
+
+
+def strictly_triangular(entries: Tensor, size: int, upper: bool = False) -> Tensor:
+    """``(M, size, size)`` matrix with ``entries`` ``(M, size*(size-1)/2)`` below (or above)
+    the diagonal and zeros elsewhere: only live entries are parameters."""
+    rows, cols = torch.tril_indices(size, size, offset=-1, device=entries.device)
+    if upper:
+        rows, cols = cols, rows
+    matrix = entries.new_zeros(entries.shape[0], size, size)
+    matrix[:, rows, cols] = entries
+    return matrix
+
+
+def strictly_triangular_entries(matrix: Tensor, upper: bool = False) -> Tensor:
+    """Inverse of :func:`strictly_triangular`: the live entries of ``(M, size, size)``."""
+    rows, cols = torch.tril_indices(matrix.shape[-1], matrix.shape[-1], offset=-1)
+    if upper:
+        rows, cols = cols, rows
+    return matrix[:, rows, cols]
+
+
+class Permutation(Transform):
+    """A fixed permutation of the coordinates (log-det 0): reversal, or random from a seed."""
+
+    def __init__(self, permutation: Tensor) -> None:
+        permutation = torch.as_tensor(permutation, dtype=torch.long)
+        n_models, dim = (1, len(permutation)) if permutation.dim() == 1 else permutation.shape
+        super().__init__(dim, n_models)
+        self.register_buffer("perm", permutation.reshape(n_models, 1, dim).clone())
+        self.register_buffer("inverse_perm", torch.argsort(self.perm, dim=-1))
+
+    @classmethod
+    def reverse(cls, dim: int, n_models: int = 1) -> Permutation:
+        return cls(torch.arange(dim - 1, -1, -1).repeat(n_models, 1))
+
+    @classmethod
+    def random(
+        cls, dim: int, n_models: int = 1, generator: torch.Generator | None = None
+    ) -> Permutation:
+        return cls(torch.stack([torch.randperm(dim, generator=generator) for _ in range(n_models)]))
+
+    def _permute(self, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        out = x.gather(-1, index.expand_as(x))
+        return out, x.new_zeros(x.shape[:-1])
+
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._permute(x, self.perm)
+
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self._permute(z, self.inverse_perm)
+
+
+class ActNorm(Transform):
+    """Per-coordinate affine normalisation ``z = (x + bias) * exp(log_scale)`` (Glow).
+
+    Data-dependent initialisation: the first ``to_latent`` call in training mode sets bias and
+    scale so that batch has zero mean and unit variance per coordinate. Whether that happened
+    is the buffer ``initialized``, so a saved and reloaded model keeps its normalisation.
+
+    References:
+        Kingma & Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolutions".
+    """
+
+    def __init__(self, dim: int, n_models: int = 1) -> None:
+        super().__init__(dim, n_models)
+        self.log_scale = nn.Parameter(torch.zeros(n_models, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(n_models, 1, dim))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Set bias and scale from a batch ``(M, n, D)``: zero mean, unit variance."""
+        mean, std = x.mean(dim=1, keepdim=True), x.std(dim=1, keepdim=True)
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
+        self.initialized.fill_(True)
+
+    def _logdet(self, x: Tensor) -> Tensor:
+        return self.log_scale.sum(-1).expand(x.shape[0], x.shape[1])
+
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.training and not self.initialized:
+            self.initialize(x)
+        return (x + self.bias) * torch.exp(self.log_scale), self._logdet(x)
+
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return z * torch.exp(-self.log_scale) - self.bias, -self._logdet(z)
+
+
+class InvertibleLinear(Transform):
+    """Glow's invertible 1x1 convolution for vectors: ``z = W x``, LU-parameterised.
+
+    ``W = P L (U + diag(sign * exp(log_s)))`` with ``P`` a fixed permutation, ``L`` unit
+    lower-triangular and ``U`` strictly upper-triangular, so ``log|det W| = sum(log_s)`` costs
+    O(D) and the inverse is two triangular solves. Starts at a random rotation.
+
+    References:
+        Kingma & Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolutions".
+    """
+
+    def __init__(
+        self, dim: int, n_models: int = 1, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__(dim, n_models)
+        gaussian = torch.randn(n_models, dim, dim, generator=generator, dtype=torch.float64)
+        rotation, _ = torch.linalg.qr(gaussian)
+        perm, lower, upper = torch.linalg.lu(rotation)
+        diagonal = torch.diagonal(upper, dim1=-2, dim2=-1)
+        self.register_buffer("perm", perm.float())
+        self.register_buffer("sign", torch.sign(diagonal).float())
+        self.lower = nn.Parameter(strictly_triangular_entries(lower).float())
+        self.upper = nn.Parameter(strictly_triangular_entries(upper, upper=True).float())
+        self.log_s = nn.Parameter(torch.log(diagonal.abs()).float())
+
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        eye = torch.eye(self.dim, dtype=self.lower.dtype, device=self.lower.device)
+        lower = strictly_triangular(self.lower, self.dim) + eye
+        diagonal = torch.diag_embed(self.sign * torch.exp(self.log_s))
+        upper = strictly_triangular(self.upper, self.dim, upper=True) + diagonal
+        return lower, upper
+
+    def weight(self) -> Tensor:
+        """``W`` of shape ``(M, D, D)``."""
+        lower, upper = self._factors()
+        return self.perm @ lower @ upper
+
+    def _logdet(self, x: Tensor) -> Tensor:
+        return self.log_s.sum(-1, keepdim=True).expand(x.shape[0], x.shape[1])
+
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x @ self.weight().transpose(-1, -2), self._logdet(x)
+
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        lower, upper = self._factors()
+        rhs = self.perm.transpose(-1, -2) @ z.transpose(-1, -2)
+        y = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(upper, y, upper=True)
+        return x.transpose(-1, -2), -self._logdet(z)
