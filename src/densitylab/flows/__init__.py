@@ -4,13 +4,22 @@ Direction convention: ``to_latent`` is x -> z, ``to_data`` is z -> x; both retur
 ``(output, log|det J|)`` of the direction they compute.
 """
 
-from densitylab.flows.builders import BUILDERS, build, glow, realnvp, stack, unstack
+from densitylab.flows.builders import (
+    BUILDERS,
+    build,
+    glow,
+    realnvp,
+    stack,
+    standardized,
+    unstack,
+)
 from densitylab.flows.flow import Flow, standard_normal_log_prob
 from densitylab.flows.transforms import (
     ActNorm,
     AffineCoupling,
     InvertibleLinear,
     Permutation,
+    Standardize,
     Transform,
     TriangularCoupling,
 )
@@ -22,6 +31,7 @@ __all__ = [
     "Flow",
     "InvertibleLinear",
     "Permutation",
+    "Standardize",
     "Transform",
     "TriangularCoupling",
     "build",
@@ -29,5 +39,6 @@ __all__ = [
     "realnvp",
     "stack",
     "standard_normal_log_prob",
+    "standardized",
     "unstack",
 ]

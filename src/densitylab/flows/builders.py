@@ -18,6 +18,7 @@ from densitylab.flows.transforms import (
     AffineCoupling,
     InvertibleLinear,
     Permutation,
+    Standardize,
     Transform,
     TriangularCoupling,
 )
@@ -139,11 +140,27 @@ def glow(
 BUILDERS: dict[str, Callable[..., Flow]] = {"realnvp": realnvp, "glow": glow}
 
 
-def build(builder: str, **config) -> Flow:
-    """Build a flow by builder name, e.g. ``build("glow", dim=2, n_layers=3)``."""
+def build(builder: str, standardize: bool = False, **config) -> Flow:
+    """Build a flow by builder name, e.g. ``build("glow", dim=2, n_layers=3)``.
+
+    ``standardize=True`` prepends a :class:`Standardize` transform (see :func:`standardized`).
+    """
     if builder not in BUILDERS:
         raise ValueError(f"unknown flow model {builder!r}; choose one of {sorted(BUILDERS)}")
-    return BUILDERS[builder](**config)
+    flow = BUILDERS[builder](**config)
+    return _with_standardize(flow) if standardize else flow
+
+
+def standardized(flow: Flow) -> Flow:
+    """The same flow behind a :class:`Standardize` transform (identity until fitted)."""
+    if flow.config.get("standardize"):
+        return flow
+    return _with_standardize(flow)
+
+
+def _with_standardize(flow: Flow) -> Flow:
+    first = Standardize(flow.dim, flow.n_models).to(dtype=flow.dtype, device=flow.device)
+    return Flow([first, *flow.transforms], {**flow.config, "standardize": True})
 
 
 def stack(flows: Sequence[Flow]) -> Flow:

@@ -254,6 +254,36 @@ class Permutation(Transform):
         return self._permute(z, self.inverse_perm)
 
 
+class Standardize(Transform):
+    """Fixed standardisation ``z = (x - mean) / std``, fitted once on training data.
+
+    Training on standardised data is a change of units; putting this map inside the flow
+    keeps its log-determinant ``-sum(log std)`` in every density, so ``log_prob`` is always
+    in the user's own units. Its statistics are buffers: saved, never trained.
+    """
+
+    def __init__(self, dim: int, n_models: int = 1) -> None:
+        super().__init__(dim, n_models)
+        self.register_buffer("mean", torch.zeros(n_models, 1, dim))
+        self.register_buffer("log_std", torch.zeros(n_models, 1, dim))
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> Standardize:
+        """Set mean and standard deviation per model from ``x`` of shape ``(M, n, D)``."""
+        self.mean.copy_(x.mean(dim=1, keepdim=True))
+        self.log_std.copy_(torch.log(x.std(dim=1, keepdim=True).clamp_min(1e-12)))
+        return self
+
+    def _logdet(self, x: Tensor) -> Tensor:
+        return self.log_std.sum(-1).expand(x.shape[0], x.shape[1])
+
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return (x - self.mean) * torch.exp(-self.log_std), -self._logdet(x)
+
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return z * torch.exp(self.log_std) + self.mean, self._logdet(z)
+
+
 class ActNorm(Transform):
     """Per-coordinate affine normalisation ``z = (x + bias) * exp(log_scale)`` (Glow).
 

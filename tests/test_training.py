@@ -1,0 +1,145 @@
+"""The fitting loop: it learns, it is reproducible, batched training equals separate training,
+and divergence, early stopping and bad options behave as promised."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import densitylab as dl
+from densitylab import flows
+
+
+def gaussian_data(n: int = 600, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    cov = np.array([[1.0, 0.8], [0.8, 1.0]])
+    return scale * (rng.multivariate_normal([1.0, -2.0], cov, size=n))
+
+
+def gaussian_entropy(scale: float = 1.0) -> float:
+    cov = scale**2 * np.array([[1.0, 0.8], [0.8, 1.0]])
+    return 0.5 * math.log(np.linalg.det(2 * math.pi * math.e * cov))
+
+
+def parameters(flow) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in flow.parameters()])
+
+
+def test_fit_learns_a_correlated_gaussian_to_its_entropy():
+    x, test = gaussian_data(1000), gaussian_data(5000, seed=1)
+    result = dl.fit(flows.realnvp(2, n_layers=4, seed=1), x, epochs=60, lr=5e-3, verbose=False)
+    test_nll = -result.flow.log_prob(test).mean().item()
+    assert test_nll == pytest.approx(gaussian_entropy(), abs=0.05)
+    assert result.history.train_nll[-1] < result.history.train_nll[0]
+    assert len(result.history.val_nll) == result.epochs_run == 60
+    assert result.stop_reason == "completed"
+
+
+def test_best_model_by_validation_is_returned():
+    x = gaussian_data(400)
+    result = dl.fit(flows.realnvp(2, n_layers=2, seed=0), x, epochs=15, lr=2e-2, verbose=False)
+    val = x[result.val_indices]
+    assert result.best_val_nll == pytest.approx(min(result.history.val_nll))
+    assert result.best_epoch == 1 + int(np.argmin(result.history.val_nll))
+    assert -result.flow.log_prob(val).mean().item() == pytest.approx(result.best_val_nll, rel=1e-5)
+    assert len(result.val_indices) == 40 and len(result.train_indices) == 360
+    assert set(result.val_indices).isdisjoint(result.train_indices)
+
+
+def test_same_seed_is_bit_for_bit_reproducible():
+    x = gaussian_data(300)
+    runs = [dl.fit(flows.glow(2, 2, seed=3), x, epochs=4, seed=5, verbose=False) for _ in range(2)]
+    assert torch.equal(parameters(runs[0].flow), parameters(runs[1].flow))
+    assert runs[0].history.train_nll == runs[1].history.train_nll
+    other = dl.fit(flows.glow(2, 2, seed=3), x, epochs=4, seed=6, verbose=False)
+    assert not torch.equal(parameters(other.flow), parameters(runs[0].flow))
+
+
+@pytest.mark.parametrize("builder", ["realnvp", "glow"])
+def test_fit_many_equals_fitting_each_alone(builder):
+    seeds = [0, 1, 2]
+    datasets = [gaussian_data(256, seed=s) for s in seeds]
+    make = [lambda s=s: flows.build(builder, dim=2, n_layers=2, seed=s).double() for s in seeds]
+    options = dict(epochs=3, batch_size=32, lr=1e-2, verbose=False, standardize=True)
+    together = dl.fit_many([m() for m in make], datasets, seed=seeds, **options)
+    for m, seed in enumerate(seeds):
+        alone = dl.fit(make[m](), datasets[m], seed=seed, **options)
+        torch.testing.assert_close(parameters(together[m].flow), parameters(alone.flow))
+        np.testing.assert_allclose(together[m].history.val_nll, alone.history.val_nll, rtol=1e-10)
+        assert together[m].best_epoch == alone.best_epoch
+
+
+def test_standardization_keeps_densities_in_user_units():
+    x = gaussian_data(300)
+    small = dl.fit(flows.realnvp(2, 2).double(), x, epochs=3, standardize=True, verbose=False)
+    large = dl.fit(flows.realnvp(2, 2).double(), 100 * x, epochs=3, standardize=True, verbose=False)
+    points = gaussian_data(50, seed=9)
+    log_small = small.flow.log_prob(points)
+    log_large = large.flow.log_prob(100 * points)
+    torch.testing.assert_close(log_large, log_small - 2 * math.log(100))
+    assert small.flow.config["standardize"] is True
+
+
+def test_divergence_is_caught_and_the_best_model_kept():
+    x = gaussian_data(200)
+    with pytest.warns(RuntimeWarning, match=r"diverged at epoch \d+"):
+        result = dl.fit(flows.realnvp(2, 2, seed=0), x, epochs=200, lr=1e4, verbose=False)
+    assert result.stop_reason == "diverged"
+    assert result.epochs_run < 200
+    assert torch.isfinite(result.flow.log_prob(x)).all()
+
+
+def test_patience_stops_when_validation_stalls():
+    x = gaussian_data(200)
+    result = dl.fit(flows.realnvp(2, 2), x, epochs=100, lr=1e-12, patience=3, verbose=False)
+    assert result.stop_reason == "early-stopping"
+    assert result.epochs_run == result.best_epoch + 3
+
+
+def test_clipping_and_cosine_schedule_change_the_updates():
+    x = gaussian_data(200)
+    start = parameters(flows.realnvp(2, 2))
+    clipped = dl.fit(flows.realnvp(2, 2), x, epochs=2, lr=1e-2, clip_grad=1e-9, verbose=False)
+    free = dl.fit(flows.realnvp(2, 2), x, epochs=2, lr=1e-2, verbose=False)
+    cosine = dl.fit(flows.realnvp(2, 2), x, epochs=2, lr=1e-2, schedule="cosine", verbose=False)
+    moved = {name: (parameters(r.flow) - start).abs().max().item()
+             for name, r in [("clipped", clipped), ("free", free), ("cosine", cosine)]}  # fmt: skip
+    assert moved["free"] > 1e-3
+    assert 0 < moved["clipped"] < moved["free"]  # Adam normalises, so clipping slows not stops
+    assert not torch.equal(parameters(cosine.flow), parameters(free.flow))
+
+
+def test_threads_are_restored():
+    before = torch.get_num_threads()
+    dl.fit(flows.realnvp(2, 1), gaussian_data(100), epochs=1, threads=1, verbose=False)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(lr=-1.0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(val_fraction=1.0), "val_fraction"),
+        (dict(patience=0), "patience"),
+        (dict(schedule="step"), "schedule"),
+        (dict(clip_grad=0.0), "clip_grad"),
+    ],
+)
+def test_bad_options_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        dl.fit(flows.realnvp(2, 1), gaussian_data(50), **kwargs)
+
+
+def test_bad_data_raises():
+    with pytest.raises(ValueError, match="NaN"):
+        dl.fit(flows.realnvp(2, 1), np.array([[0.0, 1.0], [np.nan, 0.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="2 columns"):
+        dl.fit(flows.realnvp(2, 1), np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="equal size"):
+        dl.fit_many([flows.realnvp(2, 1)] * 2, [gaussian_data(50), gaussian_data(60)], epochs=1)
