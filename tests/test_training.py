@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import densitylab as dl
-from densitylab import flows
+from densitylab import flows, training
 
 
 def gaussian_data(n: int = 600, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -143,3 +143,35 @@ def test_bad_data_raises():
         dl.fit(flows.realnvp(2, 1), np.zeros((10, 3)))
     with pytest.raises(ValueError, match="equal size"):
         dl.fit_many([flows.realnvp(2, 1)] * 2, [gaussian_data(50), gaussian_data(60)], epochs=1)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    x = gaussian_data(200)
+    options = dict(epochs=6, batch_size=32, lr=1e-2, verbose=False, schedule="cosine")
+    straight = dl.fit(flows.glow(2, 2, seed=1), x, **options)
+
+    validate, calls = training._Loop._validate, []
+
+    def interrupt_in_epoch_five(loop):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return validate(loop)
+
+    monkeypatch.setattr(training._Loop, "_validate", interrupt_in_epoch_five)
+    with pytest.warns(UserWarning, match="interrupted"):
+        stopped = dl.fit(flows.glow(2, 2, seed=1), x, **options,
+                         checkpoint=tmp_path / "ckpt", checkpoint_every=3)  # fmt: skip
+    monkeypatch.undo()
+    assert stopped.stop_reason == "interrupted" and stopped.epochs_run == 4
+    assert torch.isfinite(stopped.flow.log_prob(x)).all()
+
+    resumed = dl.fit(flows.glow(2, 2, seed=1), x, **options, checkpoint=tmp_path / "ckpt",
+                     resume=True)  # fmt: skip
+    assert resumed.epochs_run == 6 and resumed.stop_reason == "completed"
+    assert torch.equal(parameters(resumed.flow), parameters(straight.flow))
+    assert resumed.history.val_nll == straight.history.val_nll
+
+    with pytest.raises(ValueError, match="other data"):
+        dl.fit(flows.glow(2, 2, seed=1), 2 * x, **options, checkpoint=tmp_path / "ckpt",
+               resume=True)  # fmt: skip

@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from densitylab._files import atomic_directory
 
 FORMAT = "densitylab-model"
 VERSION = 1
@@ -40,18 +39,12 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not _is_model_dir(path):
         raise ValueError(f"{path} exists and is not a densitylab model; not overwriting it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as staging:
         tensor_path = staging / TENSOR_FILE
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tensor_path)
         header = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config,
                   "sha256": _sha256(tensor_path)}  # fmt: skip
         (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
-        _replace_dir(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
@@ -92,17 +85,6 @@ def _is_model_dir(path: Path) -> bool:
         return json.loads((path / CONFIG_FILE).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``; an existing ``target`` is swapped out, then removed."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:

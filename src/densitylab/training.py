@@ -9,19 +9,25 @@ trajectory. Data stay in tensors: a batch is an index into them, never a per-sam
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from densitylab._files import atomic_directory
 from densitylab._validation import as_points, check_positive_int
 from densitylab.flows import Flow, stack, standardized, unstack
 
@@ -78,6 +84,9 @@ def fit(
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 25,
+    resume: bool = False,
 ) -> FitResult:
     """Fit ``flow`` to data ``x`` of shape ``(n, D)`` by minimising the NLL with Adam.
 
@@ -95,6 +104,10 @@ def fit(
             for small flows and immune to oversubscription on a busy machine; ``None`` keeps
             torch's setting.
         verbose: progress bar; by default only when stderr is a terminal.
+        checkpoint: a directory where the full training state is saved every
+            ``checkpoint_every`` epochs. Ctrl-C stops training and returns the best model
+            so far; ``resume`` then continues from the last checkpoint.
+        resume: continue from ``checkpoint`` if it exists; the data and options must match.
 
     Example:
         >>> result = fit(realnvp(dim=2), x, epochs=200)
@@ -103,7 +116,8 @@ def fit(
     return fit_many(
         [flow], x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
         x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule,
-        standardize=standardize, threads=threads, verbose=verbose,
+        standardize=standardize, threads=threads, verbose=verbose, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every, resume=resume,
     )[0]  # fmt: skip
 
 
@@ -123,6 +137,9 @@ def fit_many(
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 25,
+    resume: bool = False,
 ) -> list[FitResult]:
     """Fit M flows of one architecture in one vectorised computation.
 
@@ -134,6 +151,7 @@ def fit_many(
     if n_models == 0:
         raise ValueError("fit_many needs at least one flow")
     options = _check_options(epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule)
+    check_positive_int(checkpoint_every, "checkpoint_every")
     seeds = [seed] * n_models if isinstance(seed, int | np.integer) else list(seed)
     if len(seeds) != n_models:
         raise ValueError(f"got {len(seeds)} seeds for {n_models} flows")
@@ -157,6 +175,10 @@ def fit_many(
 
     with torch_threads(threads):
         loop = _Loop(model, x_train, x_valid, seeds, options)
+        if checkpoint is not None:
+            loop.checkpoint = _Checkpoint(Path(checkpoint), checkpoint_every)
+            if resume and loop.checkpoint.exists():
+                loop.checkpoint.restore(loop)
         loop.run(_progress_enabled(verbose))
     return loop.results(splits)
 
@@ -237,6 +259,16 @@ class _Loop:
         self.bad_steps = torch.zeros(self.n_models, dtype=torch.long)
         self.stop_reason = ["completed"] * self.n_models
         self.wall_time = 0.0
+        self.epoch = self.step = 0  # completed so far; a resumed run starts after them
+        self.checkpoint: _Checkpoint | None = None
+
+    def fingerprint(self) -> str:
+        """Identifies the data, model shape and options a checkpoint belongs to."""
+        digest = hashlib.sha256()
+        for tensor in (self.x_train, self.x_val):
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        digest.update(json.dumps([asdict(self.options), self.model.config], default=str).encode())
+        return digest.hexdigest()
 
     # -- one epoch ---------------------------------------------------------------------------
     def _batches(self) -> Tensor:
@@ -321,29 +353,34 @@ class _Loop:
     def run(self, show_progress: bool) -> None:
         options = self.options
         n_batches = math.ceil(self.x_train.shape[1] / options.batch_size)
-        total_steps, step = options.epochs * n_batches, 0
+        total_steps = options.epochs * n_batches
         active = torch.ones(self.n_models, dtype=torch.bool)
-        start = time.perf_counter()
+        if self.epoch:  # resumed: models that had stopped stay stopped
+            active &= ~self._stopped(self.epoch)
+        start = time.perf_counter() - self.wall_time
         self.model.train()
         with _progress(show_progress, options.epochs, self.n_models) as advance:
             try:
-                for epoch in range(1, options.epochs + 1):
+                for epoch in range(self.epoch + 1, options.epochs + 1):
+                    if not active.any():
+                        break
                     train_sum = torch.zeros(self.n_models, dtype=torch.float64)
                     for index in self._batches():
-                        train_sum += self._step(index, step, total_steps).double()
-                        step += 1
+                        train_sum += self._step(index, self.step, total_steps).double()
+                        self.step += 1
                     val_nll = self._validate()
                     self._keep_best(val_nll, epoch)
-                    elapsed = time.perf_counter() - start
+                    self.wall_time = time.perf_counter() - start
                     for m, history in enumerate(self.histories):
                         history.train_nll.append(float(train_sum[m]) / n_batches)
                         history.val_nll.append(float(val_nll[m]))
-                        history.seconds.append(elapsed)
+                        history.seconds.append(self.wall_time)
+                    self.epoch = epoch
                     active &= ~self._stopped(epoch)
                     advance(epoch, self.histories)
-                    if not active.any():
-                        break
-            except KeyboardInterrupt:
+                    if self.checkpoint and epoch % self.checkpoint.every == 0:
+                        self.checkpoint.save(self)
+            except KeyboardInterrupt:  # resume restarts from the last periodic checkpoint
                 self.stop_reason = ["interrupted"] * self.n_models
                 warnings.warn("training interrupted: keeping the best model so far", stacklevel=3)
         self.wall_time = time.perf_counter() - start
@@ -385,6 +422,64 @@ class _Loop:
             )
             for m, flow in enumerate(flows)
         ]
+
+
+class _Checkpoint:
+    """The whole training state in a directory: tensors in safetensors, the rest in JSON."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every = path, every
+
+    def exists(self) -> bool:
+        return (self.path / "progress.json").is_file()
+
+    def save(self, loop: _Loop) -> None:
+        tensors = {f"model.{k}": v for k, v in loop.model.state_dict().items()}
+        tensors |= {f"best.{k}": v for k, v in loop.best_state.items()}
+        tensors |= {f"rng.{m}": g.get_state() for m, g in enumerate(loop.generators)}
+        optimizer = loop.optimizer.state_dict()
+        for index, state in optimizer["state"].items():
+            tensors |= {f"adam.{index}.{name}": value for name, value in state.items()}
+        progress = {
+            "fingerprint": loop.fingerprint(), "epoch": loop.epoch, "step": loop.step,
+            "wall_time": loop.wall_time, "best_epoch": loop.best_epoch,
+            "best_val": loop.best_val.tolist(), "bad_steps": loop.bad_steps.tolist(),
+            "histories": [asdict(h) for h in loop.histories],
+        }  # fmt: skip
+        with atomic_directory(self.path) as staging:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                      staging / "state.safetensors")  # fmt: skip
+            (staging / "progress.json").write_text(json.dumps(progress))
+
+    def restore(self, loop: _Loop) -> None:
+        progress = json.loads((self.path / "progress.json").read_text())
+        if progress["fingerprint"] != loop.fingerprint():
+            raise ValueError(
+                f"checkpoint {self.path} belongs to other data, model or options; "
+                "remove it or start without resume"
+            )
+        tensors = load_file(self.path / "state.safetensors")
+
+        def part(prefix: str) -> dict[str, Tensor]:
+            return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+        loop.model.load_state_dict(part("model."))
+        loop.best_state = part("best.")
+        for m, generator in enumerate(loop.generators):
+            generator.set_state(tensors[f"rng.{m}"])
+        optimizer = loop.optimizer.state_dict()
+        adam = part("adam.")
+        optimizer["state"] = {
+            int(i): {name: adam[f"{i}.{name}"] for name in ("step", "exp_avg", "exp_avg_sq")}
+            for i in {key.split(".")[0] for key in adam}
+        }
+        loop.optimizer.load_state_dict(optimizer)
+        loop.epoch, loop.step = progress["epoch"], progress["step"]
+        loop.wall_time = progress["wall_time"]
+        loop.best_epoch = progress["best_epoch"]
+        loop.best_val = torch.tensor(progress["best_val"], dtype=torch.float64)
+        loop.bad_steps = torch.tensor(progress["bad_steps"], dtype=torch.long)
+        loop.histories = [History(**h) for h in progress["histories"]]
 
 
 @contextmanager
