@@ -1,0 +1,3 @@
+"""Experiments that are not "train these flows": filled in below."""
+
+CUSTOM_STUDIES = ()

@@ -1,0 +1,77 @@
+"""Declarative experiment specs: what data, which models, what budget. No code runs here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Data:
+    """A built-in distribution; test points are a fresh sample, or a split of the data."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    n: int = 1500
+    seed: int = 0
+    test_fraction: float | None = None  # None: 20,000 fresh test points from the truth
+    n_test: int = 20000
+
+
+@dataclass(frozen=True)
+class Model:
+    builder: str = "realnvp"
+    layers: int = 4
+    hidden: tuple[int, ...] = (32, 32)
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. separate_nets, triangular
+
+
+@dataclass(frozen=True)
+class Budget:
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    seed: int = 8
+    standardize: bool = False
+    schedule: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model trained on one data set; ``label`` names it in tables and legends."""
+
+    label: str
+    data: Data
+    model: Model
+    budget: Budget
+
+    def quick(self) -> Run:
+        """The same run at a budget for smoke tests and previews."""
+        data = replace(self.data, n=min(self.data.n, 1000), n_test=4000)
+        return replace(
+            self, data=data, budget=replace(self.budget, epochs=max(8, self.budget.epochs // 25))
+        )
+
+
+@dataclass(frozen=True)
+class FlowExperiment:
+    """Flow runs plus the figures to draw and a function turning the numbers into findings."""
+
+    name: str
+    title: str
+    question: str  # what the source document asks, in our words
+    runs: tuple[Run, ...]
+    figures: tuple[str, ...] = ("loss", "density", "layers")
+    findings: Callable[[dict[str, dict[str, Any]]], str] = lambda metrics: ""
+
+
+@dataclass(frozen=True)
+class CustomExperiment:
+    """An experiment whose work is not "train these flows": datasets, KDE, engines."""
+
+    name: str
+    title: str
+    question: str
+    run: Callable[..., Any]  # (out_dir: Path, quick: bool) -> Outcome

@@ -1,0 +1,166 @@
+"""Figures of flows: loss curves, layer-by-layer traces, samples against data, latent codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from densitylab.training import History
+
+POINT = dict(s=3, alpha=0.5, linewidths=0)
+
+
+def robust_limits(*clouds: np.ndarray, quantile: float = 0.005, pad: float = 0.1):
+    """Axis limits ``((x0, x1), (y0, y1))`` covering all but the extreme tails of the points."""
+    stacked = np.concatenate([c[:, :2] for c in clouds])
+    low, high = np.quantile(stacked, [quantile, 1 - quantile], axis=0)
+    margin = pad * (high - low)
+    return tuple((float(lo), float(hi)) for lo, hi in zip(low - margin, high + margin, strict=True))
+
+
+def loss_curves(
+    histories: Mapping[str, History], entropy: float | None = None, title: str = "Training curves"
+) -> Figure:
+    """Train (dashed) and validation (solid) NLL per epoch for each labelled run."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    colors = [f"C{i}" for i in range(10)]
+    values = []
+    for (label, history), color in zip(histories.items(), colors * 10, strict=False):
+        epochs = np.arange(1, len(history.train_nll) + 1)
+        ax.plot(epochs, history.train_nll, "--", color=color, lw=1, label=f"{label} train")
+        ax.plot(epochs, history.val_nll, "-", color=color, lw=1.5, label=f"{label} validation")
+        values += history.train_nll + history.val_nll
+    if entropy is not None:
+        ax.axhline(entropy, color="black", lw=1, ls=":", label=f"true entropy {entropy:.3f}")
+        values.append(entropy)
+    finite = np.asarray([v for v in values if np.isfinite(v)])
+    if finite.size:  # the first epochs can be far above the rest: keep the interesting range
+        low, high = finite.min(), np.quantile(finite, 0.95)
+        ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    ax.set(xlabel="epoch", ylabel="negative log-likelihood (nats per point)", title=title)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def trace_panels(
+    trace: Sequence[np.ndarray], labels: Sequence[str], title: str, data: np.ndarray | None = None
+) -> Figure:
+    """Samples after every layer, prior first and data last, on shared axes."""
+    n = len(trace)
+    cols = min(n, 6)
+    rows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(2.8 * cols, 3.0 * rows + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    (x0, x1), (y0, y1) = robust_limits(*trace, *([data] if data is not None else []))
+    for ax, points, label in zip(axes, trace, labels, strict=False):
+        ax.scatter(points[:, 0], points[:, 1], color="C0", **POINT)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal", adjustable="box")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("$x_2$")
+    for ax in axes[-cols:]:
+        ax.set_xlabel("$x_1$")
+    fig.suptitle(title)
+    return fig
+
+
+def draw_samples(ax, data: np.ndarray, samples: np.ndarray, title: str, labels=("data", "model")):
+    """Held-out data and generated samples on one axis."""
+    ax.scatter(data[:, 0], data[:, 1], color="C0", label=labels[0], **POINT)
+    ax.scatter(samples[:, 0], samples[:, 1], color="C3", label=labels[1], **POINT)
+    (x0, x1), (y0, y1) = robust_limits(data, samples)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="$x_1$", ylabel="$x_2$", title=title)
+    ax.set_aspect("equal", adjustable="box")
+    ax.legend(markerscale=4, fontsize=8, loc="upper right")
+
+
+def draw_latent(ax, z: np.ndarray, title: str):
+    """Latent codes against N(0, I): its 1-, 2- and 3-sigma circles hold 39%, 86%, 99% of mass."""
+    ax.scatter(z[:, 0], z[:, 1], color="C2", label="latent codes z", **POINT)
+    angle = np.linspace(0, 2 * np.pi, 200)
+    for radius, style in [(1, "-"), (2, "--"), (3, ":")]:
+        ax.plot(radius * np.cos(angle), radius * np.sin(angle), style, color="black", lw=1,
+                label=f"N(0, I) {radius}-sigma")  # fmt: skip
+    limit = max(4.0, float(np.quantile(np.abs(z[:, :2]), 0.995)) * 1.1)
+    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="$z_1$", ylabel="$z_2$", title=title)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, markerscale=4, loc="upper right")
+
+
+def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2) -> Figure:
+    """One panel per entry: ``draw(ax, *arguments, title=label)`` for ``label: arguments``."""
+    n = len(panels)
+    fig = Figure(figsize=(size * n, size + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
+    for ax, (label, arguments) in zip(axes, panels.items(), strict=True):
+        draw(ax, *arguments, title=label)
+    fig.suptitle(title)
+    return fig
+
+
+def samples_vs_data(data: np.ndarray, samples: np.ndarray, title: str) -> Figure:
+    """Held-out data and generated samples on one plot."""
+    return panel_row(draw_samples, {title: (data, samples)}, "", size=5)
+
+
+def latent_codes(z: np.ndarray, title: str) -> Figure:
+    """Latent codes of held-out points against N(0, I)."""
+    return panel_row(draw_latent, {title: (z,)}, "", size=5)
+
+
+def density_image(
+    ax, grid, density: np.ndarray, vmax: float | None = None, title: str = ""
+):  # returns the image for a colorbar
+    """Draw a density on ``grid`` as an image into ``ax`` (a helper for panel figures)."""
+    (x0, x1), (y0, y1) = grid.bounds
+    image = ax.imshow(density.reshape(grid.shape), origin="lower", extent=(x0, x1, y0, y1),
+                      cmap="viridis", vmin=0, vmax=vmax, aspect="equal")  # fmt: skip
+    ax.set(xlabel="$x_1$", ylabel="$x_2$", title=title)
+    return image
+
+
+def density_row(
+    panels: Mapping[str, np.ndarray], grid, title: str, shared_scale: bool = True
+) -> Figure:
+    """Density images side by side (e.g. the truth and a model) on one colour scale."""
+    n = len(panels)
+    fig = Figure(figsize=(3.6 * n + 0.8, 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)).ravel()
+    vmax = max(float(np.max(p)) for p in panels.values()) if shared_scale else None
+    for ax, (label, density) in zip(axes, panels.items(), strict=True):
+        image = density_image(ax, grid, density, vmax=vmax, title=label)
+        if not shared_scale:
+            fig.colorbar(image, ax=ax, shrink=0.8)
+    if shared_scale:
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="density p(x)")
+    fig.suptitle(title)
+    return fig
+
+
+def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, np.ndarray]],
+                       title: str) -> Figure:  # fmt: skip
+    """Per column ``(label, grid, true_density or None, model_density)``: the truth above the
+    model, both on the column's colour scale, so each estimate is read against its target."""
+    has_truth = any(c[2] is not None for c in columns)
+    rows, n = (2 if has_truth else 1), len(columns)
+    fig = Figure(figsize=(3.4 * n + 0.6, 3.3 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, n, squeeze=False)
+    for j, (label, grid, truth, model) in enumerate(columns):
+        vmax = max(float(np.max(model)), float(np.max(truth)) if truth is not None else 0.0)
+        if has_truth:
+            if truth is not None:
+                density_image(axes[0, j], grid, truth, vmax, f"true p(x): {label}")
+            else:
+                axes[0, j].set_visible(False)
+        image = density_image(axes[-1, j], grid, model, vmax, f"model: {label}")
+        fig.colorbar(image, ax=axes[:, j].tolist(), shrink=0.7, location="bottom", label="p(x)")
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,111 @@
+"""The command line as a user runs it: outputs written, errors one clear line, nothing half-done."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from densitylab.cli import app, main
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    """Run the CLI in-process the way the entry point does (errors become one line, exit 2)."""
+    result = runner.invoke(app, list(args), catch_exceptions=True)
+    if isinstance(result.exception, ValueError | FileNotFoundError):
+        return 2, f"error: {result.exception}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "moons"
+    code, output = invoke("train", "moons", "--epochs", "3", "-n", "300", "--n-test", "500",
+                          "--out", str(out), "--quiet")  # fmt: skip
+    assert code == 0, output
+    return out
+
+
+def test_help_everywhere():
+    for command in ([], ["train"], ["sample"], ["score"], ["run"], ["reproduce"], ["datasets"]):
+        code, output = invoke(*command, "--help")
+        assert code == 0 and "Usage" in output
+    completed = subprocess.run([sys.executable, "-m", "densitylab", "--help"],
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    assert "train" in completed.stdout and "reproduce" in completed.stdout
+
+
+def test_train_writes_the_run_directory(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert names == {"config.json", "metrics.json", "history.csv", "model", "figures"}
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["entropy"] == pytest.approx(1.0076, abs=1e-3)
+    assert metrics["test_nll"] > metrics["entropy"] - 0.1
+    assert len((trained_run / "history.csv").read_text().splitlines()) == 4
+    figures = {p.name for p in (trained_run / "figures").iterdir()}
+    assert {"loss.png", "density.png", "samples.png", "latent.png", "layers.png"} <= figures
+
+
+def test_sample_and_score(trained_run, tmp_path):
+    code, output = invoke("sample", str(trained_run), "-n", "50", "--out", str(tmp_path / "s.csv"))
+    assert code == 0, output
+    samples = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
+    assert samples.shape == (50, 2)
+    code, output = invoke("score", str(trained_run), str(tmp_path / "s.csv"),
+                          "--out", str(tmp_path / "scores.csv"))  # fmt: skip
+    assert code == 0, output
+    scores = np.loadtxt(tmp_path / "scores.csv", skiprows=1)
+    assert scores.shape == (50,) and np.isfinite(scores).all()
+
+
+def test_train_on_a_user_file(tmp_path):
+    data = np.random.default_rng(0).normal(size=(200, 3))
+    np.save(tmp_path / "mine.npy", data)
+    code, output = invoke("train", str(tmp_path / "mine.npy"), "--epochs", "2", "--layers", "2",
+                          "--out", str(tmp_path / "run"), "-q")  # fmt: skip
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_test"] == 40 and "entropy" not in metrics
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "nowhere.csv", "--out", "x"], "nowhere.csv"),
+        (["train", "moons", "--hidden", "32,a", "--out", "x"], "--hidden"),
+        (["train", "moons", "--model", "maf", "--epochs", "1", "--out", "x"], "maf"),
+        (["train", "moons", "--epochs", "0", "--out", "x"], "epochs"),
+        (["run", "no-such-experiment", "--out", "x"], "no-such-experiment"),
+    ],
+)
+def test_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, output = invoke(*args)
+    assert code == 2 and message in output and "Traceback" not in output
+    assert not (tmp_path / "x").exists()
+
+
+def test_entry_point_prints_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["densitylab", "score", "missing-run", "p.csv", "--out", "o"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+
+
+def test_experiments_listing_and_quick_run(tmp_path):
+    code, output = invoke("experiments")
+    assert code == 0 and "depth" in output and "flows-per-dataset" in output
+    code, output = invoke("run", "depth", "--out", str(tmp_path / "depth"), "--quick", "-q")
+    assert code == 0, output
+    outcome = json.loads((tmp_path / "depth" / "outcome.json").read_text())
+    assert "K=4" in outcome["findings"] and set(outcome["metrics"]) == {"K=2", "K=4"}
