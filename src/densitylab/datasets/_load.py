@@ -1,0 +1,155 @@
+"""Reading the user's own points from ``.csv``, ``.npy`` or ``.npz`` files, with errors that
+name the file and the row and column at fault."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+MIN_ROWS = 2
+
+
+def load(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read points, one per row, as a float64 array of shape ``(n, d)``.
+
+    Supported: ``.csv`` (comma-, semicolon-, tab- or space-separated; an optional header row
+    whose cells are all non-numeric; blank lines and ``#`` comments skipped), ``.npy`` (a 2-D
+    array) and ``.npz`` (a single array, or one named ``x`` or ``data``). In messages, CSV rows
+    are numbered as lines of the file (from 1) and columns from 1.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unsupported extension, non-numeric cell, NaN/inf, ragged rows, an array
+            that is not 2-D, or fewer than 2 rows.
+
+    Example:
+        >>> import densitylab as dl
+        >>> x = dl.datasets.load("points.csv")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(sorted(_READERS))}"
+        )
+    points = reader(path)
+    if points.shape[0] < MIN_ROWS:
+        raise ValueError(f"{path}: needs at least {MIN_ROWS} rows (points), got {points.shape[0]}")
+    return np.ascontiguousarray(points, dtype=np.float64)
+
+
+def _split(line: str, delimiter: str | None) -> list[str]:
+    return [cell.strip() for cell in line.split(delimiter)]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err.reason})") from None
+    lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise ValueError(f"{path}: no data rows")
+    first = lines[0][1]
+    delimiter = next((d for d in (",", ";", "\t") if d in first), None)
+    if not any(_is_number(cell) for cell in _split(first, delimiter)):
+        lines = lines[1:]  # header row
+    if not lines:
+        raise ValueError(f"{path}: only a header row, no data rows")
+    width = len(_split(lines[0][1], delimiter))
+    rows = []
+    for number, line in lines:
+        cells = _split(line, delimiter)
+        if len(cells) != width:
+            raise ValueError(
+                f"{path}: row {number} has {len(cells)} columns, expected {width} "
+                f"(as in row {lines[0][0]})"
+            )
+        values = []
+        for column, cell in enumerate(cells, start=1):
+            try:
+                value = float(cell)
+            except ValueError:
+                what = "is empty" if not cell else f"is not a number: {cell!r}"
+                raise ValueError(f"{path}: row {number}, column {column} {what}") from None
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"{path}: row {number}, column {column} is {cell!r} (NaN/inf not allowed)"
+                )
+            values.append(value)
+        rows.append(values)
+    return np.array(rows, dtype=np.float64)
+
+
+def _check_array(array: np.ndarray, where: str) -> np.ndarray:
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: expected a numeric array, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{where}: expected a 2-D array of shape (n, d), one point per row; "
+            f"got shape {array.shape}"
+        )
+    finite = np.isfinite(array)
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        raise ValueError(
+            f"{where}: row {row + 1}, column {column + 1} is {array[row, column]} "
+            "(NaN/inf not allowed)"
+        )
+    return array.astype(np.float64)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot read as .npy ({err})") from None
+    return _check_array(array, str(path))
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if len(keys) == 1:
+                key = keys[0]
+            else:
+                key = next((k for k in ("x", "data") if k in keys), None)
+                if key is None:
+                    raise ValueError(
+                        f"{path}: holds arrays {keys}; expected a single array or one named "
+                        "'x' or 'data'"
+                    )
+            array = archive[key]
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: cannot read as .npz ({err})") from None
+    return _check_array(array, f"{path} [{key}]")
+
+
+_READERS: dict[str, Callable[[Path], np.ndarray]] = {
+    ".csv": _read_csv,
+    ".npy": _read_npy,
+    ".npz": _read_npz,
+}
