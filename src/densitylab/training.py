@@ -281,7 +281,7 @@ class _Loop:
         """One Adam step on every model; returns the per-model batch NLL (detached)."""
         batch = self.x_train.gather(1, index.unsqueeze(-1).expand(-1, -1, self.x_train.shape[2]))
         nll = -self.model._log_prob(batch).mean(dim=1)
-        self.optimizer.zero_grad(set_to_none=False)
+        self.optimizer.zero_grad(set_to_none=True)
         nll.sum().backward()
         finite = self._finite(nll)
         if self.options.schedule == "cosine":
@@ -304,7 +304,7 @@ class _Loop:
         The common case costs one fused norm over all gradients; per-model norms are only
         computed when clipping or when something is not finite.
         """
-        grads = [p.grad for p in self.params]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         if self.options.clip_grad is None:
             total = torch.nn.utils.get_total_norm(grads, foreach=True)
             if bool(torch.isfinite(total)) and bool(torch.isfinite(nll).all()):
@@ -321,7 +321,8 @@ class _Loop:
         """Skip the update for models whose loss or gradient is not finite."""
         self.bad_steps = torch.where(finite, 0, self.bad_steps + 1)
         for p in self.params:
-            self._per_model(p.grad)[~finite] = 0.0
+            if p.grad is not None:
+                self._per_model(p.grad)[~finite] = 0.0
         saved = [self._per_model(p)[~finite].clone() for p in self.params]
         self.optimizer.step()
         for p, old in zip(self.params, saved, strict=True):

@@ -129,6 +129,7 @@ def run_figures(result, test, truth, seed: int) -> dict:
     from densitylab.evaluation import flow_log_prob, flow_samples, latent_codes
     from densitylab.grids import make_grid
     from densitylab.plots import flows as flow_plots
+    from densitylab.plots.kde import density_panels
 
     flow = result.flow
     samples = flow_samples(flow, min(len(test), 2000), seed)
@@ -144,10 +145,11 @@ def run_figures(result, test, truth, seed: int) -> dict:
         figures["layers"] = flow_plots.trace_panels(trace, labels, "Samples after every layer, z -> x")
         bounds = truth.bounds() if truth is not None else flow_plots.robust_limits(test)
         grid = make_grid(bounds, 150)
-        panels = {"flow p(x)": np.exp(flow_log_prob(flow, grid.points))}
+        panels = {"flow p(x)": np.exp(flow_log_prob(flow, grid.points)).reshape(grid.shape)}
         if truth is not None:
-            panels = {"true p(x)": np.exp(truth.log_prob(grid.points)), **panels}
-        figures["density"] = flow_plots.density_row(panels, grid, "Density on a 150x150 grid")
+            truth_image = np.exp(truth.log_prob(grid.points)).reshape(grid.shape)
+            panels = {"true p(x)": truth_image, **panels}
+        figures["density"] = density_panels(panels, grid, "Density on a 150x150 grid")
     return figures
 
 

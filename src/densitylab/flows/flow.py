@@ -58,17 +58,17 @@ class Flow(nn.Module):
 
     # -- internal (M, n, D) computations, free of checks: the training loop calls these --------
     def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logdet = x.new_zeros(x.shape[:-1])
+        logdet = None
         for transform in self.transforms:
             x, step = transform._to_latent(x)
-            logdet = logdet + step
+            logdet = step if logdet is None else logdet + step
         return x, logdet
 
     def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        logdet = z.new_zeros(z.shape[:-1])
+        logdet = None
         for transform in reversed(self.transforms):
             z, step = transform._to_data(z)
-            logdet = logdet + step
+            logdet = step if logdet is None else logdet + step
         return z, logdet
 
     def _log_prob(self, x: Tensor) -> Tensor:

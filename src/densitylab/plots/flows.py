@@ -127,24 +127,6 @@ def density_image(
     return image
 
 
-def density_row(
-    panels: Mapping[str, np.ndarray], grid, title: str, shared_scale: bool = True
-) -> Figure:
-    """Density images side by side (e.g. the truth and a model) on one colour scale."""
-    n = len(panels)
-    fig = Figure(figsize=(3.6 * n + 0.8, 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)).ravel()
-    vmax = max(float(np.max(p)) for p in panels.values()) if shared_scale else None
-    for ax, (label, density) in zip(axes, panels.items(), strict=True):
-        image = density_image(ax, grid, density, vmax=vmax, title=label)
-        if not shared_scale:
-            fig.colorbar(image, ax=ax, shrink=0.8)
-    if shared_scale:
-        fig.colorbar(image, ax=list(axes), shrink=0.8, label="density p(x)")
-    fig.suptitle(title)
-    return fig
-
-
 def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, np.ndarray]],
                        title: str) -> Figure:  # fmt: skip
     """Per column ``(label, grid, true_density or None, model_density)``: the truth above the

@@ -19,6 +19,7 @@ def density_panels(
     points_label: str = "data",
     cmap: str = "viridis",
     max_cols: int = 4,
+    clip_quantile: float | None = 0.999,
 ) -> Figure:
     """One panel per density image (e.g. the truth, then KDEs for several bandwidths).
 
@@ -34,6 +35,9 @@ def density_panels(
         points_label: legend label of ``points``.
         cmap: matplotlib colormap name.
         max_cols: panels per row.
+        clip_quantile: the colour scale ends at this quantile of all pixel values (marked by
+            an arrow on the colorbar) so a singular peak, like the spiral's at the origin, does
+            not paint everything else black; ``None`` uses the maximum.
     """
     if not images:
         raise ValueError("density_panels needs at least one image")
@@ -42,7 +46,10 @@ def density_panels(
             raise ValueError(
                 f"image {name!r} has shape {np.shape(image)}, the grid has shape {grid.shape}"
             )
-    vmax = max(float(np.max(image)) for image in images.values())
+    pixels = np.concatenate([np.ravel(image) for image in images.values()])
+    peak = float(pixels.max())
+    vmax = peak if clip_quantile is None else float(np.quantile(pixels, clip_quantile))
+    vmax = peak if vmax <= 0 else vmax
     n = len(images)
     cols = min(n, max_cols)
     rows = -(-n // cols)
@@ -76,6 +83,7 @@ def density_panels(
         ax.set_xlabel("$x_1$")
     if points is not None:
         axes[0].legend(loc="upper right", fontsize=8, markerscale=4, framealpha=0.6)
-    fig.colorbar(mesh, ax=axes[:n].tolist(), label="density", shrink=0.9)
+    extend = "max" if vmax < peak else "neither"
+    fig.colorbar(mesh, ax=axes[:n].tolist(), label="density", shrink=0.9, extend=extend)
     fig.suptitle(title)
     return fig
