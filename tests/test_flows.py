@@ -234,3 +234,9 @@ def test_float32_and_numpy_input():
     x = np.random.default_rng(0).normal(size=(10, 2))
     log_p = flow.log_prob(x)
     assert log_p.dtype == torch.float32 and log_p.shape == (10,)
+
+
+def test_standardized_flow_keeps_dtype():
+    flow = flows.standardized(flows.realnvp(2).double())
+    assert flow.dtype == torch.float64
+    assert flow.log_prob(torch.zeros(1, 2, dtype=torch.float64)).dtype == torch.float64

@@ -46,7 +46,9 @@ class Flow(nn.Module):
         self.transforms = nn.ModuleList(transforms)
         self.dim, self.n_models = dims.pop(), models.pop()
         self.config = dict(config or {})
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        like = transforms[0]._anchor  # dtype and device follow the transforms
+        self.register_buffer("_anchor", torch.zeros((), dtype=like.dtype, device=like.device),
+                             persistent=False)  # fmt: skip
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,377 @@
+"""Compiled training epochs for RealNVP coupling stacks (numba): no Python work per step.
+
+Small flows spend their time in per-operation overhead, not arithmetic: a coursework step is
+~300 tiny torch operations. Here a whole epoch (batch gather, forward pass, the hand-derived
+backward pass, gradient checks, clipping and Adam) is one compiled call over a flat float64
+parameter vector per model. The mathematics is the PyTorch flow's; ``tests/test_compiled.py``
+checks gradients against ``torch.autograd`` and whole training runs against the plain path.
+
+Backward pass of one coupling ``z_b = x_b * exp(s) + t``, ``s = f * r`` (``r`` the raw net
+output; ``s = f * tanh(r)`` for the tanh scale), with ``g_y = dL/dy`` and the log-det term
+``-mean(sum s)`` of the loss contributing ``-1/n`` to every ``g_s``::
+
+    g_x_b = g_z_b * exp(s)            g_t = g_z_b
+    g_s   = g_z_b * x_b * exp(s) - 1/n
+    g_f   = sum_i g_s * r             g_r = g_s * f
+    g_x_a = g_z_a + (back-propagation of g_r and g_t through the s and t networks)
+
+and for a network layer ``y = act(a W + b)``: ``g_pre = g_y * act'(pre)``,
+``g_W = a^T g_pre``, ``g_b = sum_i g_pre``, ``g_a = g_pre W^T``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from densitylab.flows.flow import Flow
+from densitylab.flows.transforms import AffineCoupling, Standardize
+
+ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1, "tanh": 2}
+SCALE_CODES = {"factor": 0, "tanh": 1}
+LOG_2PI = math.log(2 * math.pi)
+
+try:  # numba is an optional accelerator: without it, training uses the plain torch loop
+    import numba
+
+    warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
+    _jit = numba.njit(cache=True, fastmath=False)
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+
+def available() -> bool:
+    return numba is not None
+
+
+def supports(flow: Flow) -> bool:
+    """True for RealNVP-style flows: affine couplings with contiguous masks, optionally behind
+    a :class:`Standardize` (which only shifts and scales the data)."""
+    body = list(flow.transforms)
+    if body and isinstance(body[0], Standardize):
+        body = body[1:]
+    return bool(body) and all(
+        type(t) is AffineCoupling and t.blocks is not None for t in body
+    )
+
+
+@dataclass
+class Layout:
+    """Where each parameter of one model lives in the flat vector, and the network shapes."""
+
+    size: int
+    cond_first: np.ndarray  # (K,) bool
+    widths: np.ndarray  # (K, L + 1) layer widths, input first
+    split: np.ndarray  # (K,) width of the first block of the mask
+    w_off: np.ndarray  # (K, nets, L) offsets of weight matrices (row-major fan_in x fan_out)
+    b_off: np.ndarray  # (K, nets, L)
+    f_off: np.ndarray  # (K,) offsets of the scale factors
+    nets: int
+    activation: int
+    scale: int
+
+
+def layout_of(couplings: list[AffineCoupling]) -> Layout:
+    first = couplings[0]
+    nets = 2 if first.separate_nets else 1
+    n_layers = len(first.net.weights)
+    widths = np.zeros((len(couplings), n_layers + 1), dtype=np.int64)
+    w_off = np.zeros((len(couplings), nets, n_layers), dtype=np.int64)
+    b_off = np.zeros_like(w_off)
+    f_off = np.zeros(len(couplings), dtype=np.int64)
+    offset = 0
+    for k, c in enumerate(couplings):
+        shapes = [tuple(w.shape[1:]) for w in c.net.weights]
+        widths[k] = [shapes[0][0], *(s[1] for s in shapes)]
+        for g in range(nets):
+            for layer, (fan_in, fan_out) in enumerate(shapes):
+                w_off[k, g, layer], offset = offset, offset + fan_in * fan_out
+                b_off[k, g, layer], offset = offset, offset + fan_out
+        f_off[k], offset = offset, offset + c.scale_factor.shape[-1]
+    return Layout(
+        size=offset,
+        cond_first=np.array([c.blocks[0] for c in couplings]),
+        widths=widths,
+        split=np.array([c.blocks[1][0] for c in couplings], dtype=np.int64),
+        w_off=w_off, b_off=b_off, f_off=f_off, nets=nets,
+        activation=ACTIVATION_CODES[first.net.activation_name], scale=SCALE_CODES[first.scale],
+    )  # fmt: skip
+
+
+class CompiledStack:
+    """The couplings of an ``M``-model flow as an ``(M, P)`` float64 array, and back."""
+
+    def __init__(self, flow: Flow) -> None:
+        body = list(flow.transforms)
+        self.standardize = body[0] if isinstance(body[0], Standardize) else None
+        self.couplings: list[AffineCoupling] = body[1:] if self.standardize else body
+        self.layout = layout_of(self.couplings)
+        self.n_models = flow.n_models
+
+    def pack(self) -> np.ndarray:
+        """Copy the torch parameters into a new ``(M, P)`` array."""
+        lay, nets = self.layout, self.layout.nets
+        theta = np.zeros((self.n_models, lay.size))
+        for m in range(self.n_models):
+            for k, c in enumerate(self.couplings):
+                for g in range(nets):
+                    for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
+                        weight = w[m * nets + g].detach().double().cpu().numpy().ravel()
+                        bias = b[m * nets + g].detach().double().cpu().numpy().ravel()
+                        w_at, b_at = lay.w_off[k, g, layer], lay.b_off[k, g, layer]
+                        theta[m, w_at : w_at + weight.size] = weight
+                        theta[m, b_at : b_at + bias.size] = bias
+                factor = c.scale_factor[m].detach().double().cpu().numpy().ravel()
+                theta[m, lay.f_off[k] : lay.f_off[k] + factor.size] = factor
+        return theta
+
+    @torch.no_grad()
+    def unpack(self, theta: np.ndarray) -> None:
+        """Write an ``(M, P)`` array back into the torch parameters."""
+        lay, nets = self.layout, self.layout.nets
+        for k, c in enumerate(self.couplings):
+            for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
+                fan_in, fan_out = w.shape[1:]
+                for m in range(self.n_models):
+                    for g in range(nets):
+                        o, p = lay.w_off[k, g, layer], lay.b_off[k, g, layer]
+                        weight = theta[m, o : o + fan_in * fan_out]
+                        w[m * nets + g].copy_(_tensor(weight, (fan_in, fan_out), w))
+                        b[m * nets + g].copy_(_tensor(theta[m, p : p + fan_out], (1, fan_out), b))
+            d_b, f = c.scale_factor.shape[-1], lay.f_off[k]
+            for m in range(self.n_models):
+                c.scale_factor[m].copy_(_tensor(theta[m, f : f + d_b], (1, d_b), c.scale_factor))
+
+    def standardized(self, x: np.ndarray) -> np.ndarray:
+        """Data as the couplings see it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
+        if self.standardize is None:
+            return np.ascontiguousarray(x, dtype=np.float64)
+        mean = self.standardize.mean.detach().double().cpu().numpy()
+        log_std = self.standardize.log_std.detach().double().cpu().numpy()
+        return np.ascontiguousarray((x - mean) * np.exp(-log_std))  # as Standardize computes it
+
+    def log_det_offset(self) -> np.ndarray:
+        """Per model, the standardisation's constant log-determinant ``-sum(log std)``."""
+        if self.standardize is None:
+            return np.zeros(self.n_models)
+        return -self.standardize.log_std.detach().double().cpu().numpy().sum(axis=(1, 2))
+
+    def new_adam(self) -> dict[str, np.ndarray]:
+        """Zeroed Adam state per model: first and second moments and the step count."""
+        zeros = np.zeros((self.n_models, self.layout.size))
+        return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
+
+    def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
+                  clip, bad) -> np.ndarray:  # fmt: skip
+        """One epoch for every model; returns per-model sums of batch NLLs and updates ``bad``
+        (consecutive non-finite steps per model) in place."""
+        lay = self.layout
+        sums = np.zeros(self.n_models)
+        grad = np.zeros(lay.size)
+        for m in range(self.n_models):
+            sums[m], bad[m] = _epoch(
+                theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
+                batch_size, lr, total_steps, step, schedule, clip, bad[m], lay.cond_first,
+                lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
+                lay.activation, lay.scale,
+            )  # fmt: skip
+        return sums
+
+
+def _tensor(values: np.ndarray, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(values.reshape(shape)).to(dtype=like.dtype, device=like.device)
+
+
+# --------------------------------------------------------------------------------------------
+# compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
+# --------------------------------------------------------------------------------------------
+def _define_kernels():
+    from numba import types
+    from numba.typed import List
+
+    matrix = types.float64[:, ::1]
+    @_jit
+    def activate(pre, code):
+        if code == 0:
+            return np.where(pre > 0, pre, 0.01 * pre)
+        if code == 1:
+            return np.maximum(pre, 0.0)
+        return np.tanh(pre)
+
+    @_jit
+    def activation_grad(pre, out, code):
+        if code == 0:
+            return np.where(pre > 0, 1.0, 0.01)
+        if code == 1:
+            return np.where(pre > 0, 1.0, 0.0)
+        return 1.0 - out * out
+
+    @_jit
+    def net_forward(theta, x_a, k, g, widths, w_off, b_off, act, pres, outs):
+        """Forward through net ``g`` of coupling ``k``; keeps pre-activations for backward."""
+        n_layers = widths.shape[1] - 1
+        a = x_a
+        for layer in range(n_layers):
+            fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
+            start = w_off[k, g, layer]
+            w = theta[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
+            b = theta[b_off[k, g, layer] : b_off[k, g, layer] + fan_out]
+            pre = np.dot(a, w) + b
+            pres.append(pre)
+            a = activate(pre, act) if layer < n_layers - 1 else pre
+            outs.append(a)
+        return a
+
+    @_jit
+    def net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, pres, outs, base):
+        """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a."""
+        n_layers = widths.shape[1] - 1
+        g_a = g_out
+        for layer in range(n_layers - 1, -1, -1):
+            fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
+            pre, out = pres[base + layer], outs[base + layer]
+            g_pre = g_a if layer == n_layers - 1 else g_a * activation_grad(pre, out, act)
+            below = x_a if layer == 0 else outs[base + layer - 1]
+            wo, bo = w_off[k, g, layer], b_off[k, g, layer]
+            grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_pre).ravel()
+            grad[bo : bo + fan_out] += g_pre.sum(axis=0)
+            w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
+            g_a = np.dot(g_pre, w.T)
+        return g_a
+
+    @_jit
+    def nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
+                     act, scale):  # fmt: skip
+        """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
+        n, dim = x.shape
+        n_couplings = widths.shape[0]
+        grad[:] = 0.0
+        h = x.copy()
+        inputs, raws = List.empty_list(matrix), List.empty_list(matrix)
+        shifts, pres = List.empty_list(matrix), List.empty_list(matrix)
+        outs = List.empty_list(matrix)
+        logdet = np.zeros(n)
+        for k in range(n_couplings):
+            first, second = h[:, : split[k]], h[:, split[k] :]
+            x_a, x_b = (first, second) if cond_first[k] else (second, first)
+            x_a = np.ascontiguousarray(x_a)
+            if nets == 2:
+                raw = net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
+                shift = net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, pres, outs)
+            else:
+                both = net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
+                d_b = both.shape[1] // 2
+                raw, shift = both[:, :d_b].copy(), both[:, d_b:].copy()
+            d_b = raw.shape[1]
+            factor = theta[f_off[k] : f_off[k] + d_b]
+            s = factor * (raw if scale == 0 else np.tanh(raw))
+            z_b = x_b * np.exp(s) + shift
+            logdet += s.sum(axis=1)
+            inputs.append(h)
+            raws.append(raw)
+            shifts.append(np.exp(s))
+            h = np.empty_like(h)
+            if cond_first[k]:
+                h[:, : split[k]] = x_a
+                h[:, split[k] :] = z_b
+            else:
+                h[:, : split[k]] = z_b
+                h[:, split[k] :] = x_a
+        nll = 0.5 * (h * h).sum() / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
+        g_h = h / n
+        per_net = widths.shape[1] - 1
+        for k in range(n_couplings - 1, -1, -1):
+            h_in = inputs[k]
+            first_in, second_in = h_in[:, : split[k]], h_in[:, split[k] :]
+            g_first, g_second = g_h[:, : split[k]], g_h[:, split[k] :]
+            if cond_first[k]:
+                x_a, x_b, g_za, g_zb = first_in, second_in, g_first, g_second
+            else:
+                x_a, x_b, g_za, g_zb = second_in, first_in, g_second, g_first
+            x_a = np.ascontiguousarray(x_a)
+            e, raw = shifts[k], raws[k]
+            d_b = raw.shape[1]
+            fo = f_off[k]
+            factor = theta[fo : fo + d_b]
+            g_xb = g_zb * e
+            g_s = g_zb * x_b * e - 1.0 / n
+            squashed = raw if scale == 0 else np.tanh(raw)
+            grad[fo : fo + d_b] += (g_s * squashed).sum(axis=0)
+            g_raw = g_s * factor if scale == 0 else g_s * factor * (1.0 - squashed * squashed)
+            g_shift = np.ascontiguousarray(g_zb)
+            base = k * nets * per_net
+            if nets == 2:
+                g_xa = net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
+                                    w_off, b_off, act, pres, outs, base)  # fmt: skip
+                g_xa += net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
+                                     pres, outs, base + per_net)  # fmt: skip
+            else:
+                g_out = np.concatenate((g_raw, g_shift), axis=1)
+                g_xa = net_backward(theta, grad, x_a, g_out, k, 0, widths, w_off, b_off, act,
+                                    pres, outs, base)  # fmt: skip
+            g_xa += g_za
+            g_h = np.empty_like(g_h)
+            if cond_first[k]:
+                g_h[:, : split[k]] = g_xa
+                g_h[:, split[k] :] = g_xb
+            else:
+                g_h[:, : split[k]] = g_xb
+                g_h[:, split[k] :] = g_xa
+        return nll
+
+    @_jit
+    def epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
+              clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
+              scale):  # fmt: skip
+        """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
+
+        Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
+        end (``bad`` carries the count in from the previous epoch); such steps are skipped.
+        """
+        n = order.shape[0]
+        total = 0.0
+        t = step
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = x[idx]
+            nll = nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
+                               nets, act, scale)  # fmt: skip
+            total += nll
+            norm = np.sqrt((grad * grad).sum())
+            rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
+            t += 1
+            if not (np.isfinite(nll) and np.isfinite(norm)):
+                bad += 1
+                continue
+            bad = 0
+            if clip > 0 and norm > clip:
+                grad *= clip / (norm + 1e-6)
+            count[0] += 1.0
+            m1[:] = 0.9 * m1 + 0.1 * grad
+            m2[:] = 0.999 * m2 + 0.001 * grad * grad
+            c1 = 1.0 - 0.9 ** count[0]
+            c2 = 1.0 - 0.999 ** count[0]
+            theta -= rate / c1 * m1 / (np.sqrt(m2 / c2) + 1e-8)
+        return total, bad
+
+    return nll_and_grad, epoch
+
+
+if numba is not None:
+    _nll_and_grad, _epoch = _define_kernels()
+
+
+def nll_and_grad(
+    stack: CompiledStack, theta: np.ndarray, x: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Mean NLL of ``x`` under one packed model and its gradient (for tests and inspection)."""
+    lay = stack.layout
+    grad = np.zeros(lay.size)
+    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64), lay.cond_first,
+                        lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
+                        lay.activation, lay.scale)  # fmt: skip
+    return nll, grad
