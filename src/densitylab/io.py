@@ -29,7 +29,7 @@ TENSOR_FILE = "model.safetensors"
 
 
 def save(obj: Any, path: str | os.PathLike) -> Path:
-    """Save a flow or a fitted estimator to the directory ``path`` (created or replaced).
+    """Save a flow, a fitted estimator or a baseline to ``path`` (a directory, created or replaced).
 
     Example:
         >>> dl.save(estimator, "model/")
@@ -136,9 +136,36 @@ def _load_estimator(tensors: dict[str, torch.Tensor], config: dict, device) -> A
     return estimator
 
 
+def _save_baseline(model) -> tuple[dict[str, torch.Tensor], dict]:
+    return dict(model.state_dict()), {**model.config,
+                                      "dtype": str(model.dtype).removeprefix("torch.")}  # fmt: skip
+
+
+def _baseline_loader(name: str) -> Callable:
+    """Loader for ``densitylab.baselines.<name>``: rebuild from the config, then the tensors."""
+
+    def load_baseline(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
+        from densitylab import baselines
+
+        config = dict(config)
+        dtype = getattr(torch, str(config.pop("dtype", "float32")), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"the saved {name} names an unknown dtype")
+        try:
+            model = getattr(baselines, name)(**config).to(dtype=dtype, device=device)
+            model.load_state_dict(tensors)
+        except (TypeError, RuntimeError) as err:
+            raise ValueError(f"the saved {name} does not match its configuration: {err}") from err
+        return model.eval()
+
+    return load_baseline
+
+
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "flow": ("densitylab.flows.flow.Flow", (_save_flow, _load_flow)),
     "flow-density": ("densitylab.estimators.FlowDensity", (_save_estimator, _load_estimator)),
+    "vae": ("densitylab.baselines.vae.VAE", (_save_baseline, _baseline_loader("VAE"))),
+    "gan": ("densitylab.baselines.gan.GAN", (_save_baseline, _baseline_loader("GAN"))),
 }
 SAVERS = {kind: funcs[0] for kind, (_, funcs) in KINDS.items()}
 LOADERS = {kind: funcs[1] for kind, (_, funcs) in KINDS.items()}

@@ -1,0 +1,21 @@
+"""Baselines to compare the flows with: a VAE (ELBO and importance-weighted log-likelihood)
+and a GAN (samples only, no likelihood).
+
+Both share the flows' conventions: ``(n, dim)`` inputs (arrays or tensors), tensors out,
+explicit seeds, training on index-batched tensors with the same split, seed and divergence
+rules as :func:`densitylab.fit`, and ``densitylab.save`` / ``densitylab.load`` persistence.
+
+Example:
+    >>> import densitylab as dl
+    >>> vae = dl.baselines.fit_vae(dl.baselines.VAE(dim=2), x, epochs=300).model
+    >>> log_p, se = vae.log_prob_iw(x_test, k=1000, seed=0)
+    >>> gan = dl.baselines.fit_gan(dl.baselines.GAN(dim=2), x, epochs=300).model
+    >>> gan.sample(1000, seed=0)
+"""
+
+from __future__ import annotations
+
+from densitylab.baselines.gan import GAN, GANFitResult, GANHistory, fit_gan
+from densitylab.baselines.vae import VAE, VAEFitResult, fit_vae
+
+__all__ = ["GAN", "VAE", "GANFitResult", "GANHistory", "VAEFitResult", "fit_gan", "fit_vae"]
