@@ -31,7 +31,7 @@ def parameters(model: torch.nn.Module) -> torch.Tensor:
 def linear_vae() -> tuple[VAE, np.ndarray]:
     """A linear-Gaussian VAE (the family holds N(MU, SIGMA) exactly) fitted to it."""
     result = fit_vae(VAE(2, latent_dim=2, hidden=(), seed=0), gaussian(1000, 0), epochs=30,
-                     batch_size=100, lr=2e-2, seed=0, standardize=True, verbose=False)  # fmt: skip
+                     batch_size=100, lr=2e-2, seed=0, standardize=True, verbose=False)
     assert result.stop_reason == "completed" and result.epochs_run == 30
     return result.model, gaussian(1000, 1)
 
@@ -95,7 +95,7 @@ def test_best_vae_by_validation_is_returned():
     [
         (lambda: VAE(2, hidden=(8, 8), seed=4), fit_vae),
         (lambda: GAN(2, hidden=(8, 8), seed=4), fit_gan),
-    ],  # fmt: skip
+    ],
     ids=["vae", "gan"],
 )
 def test_same_seed_is_reproducible(make, fit):
@@ -103,7 +103,7 @@ def test_same_seed_is_reproducible(make, fit):
     runs = [fit(make(), x, epochs=3, lr=1e-2, seed=5, verbose=False) for _ in range(2)]
     assert torch.equal(parameters(runs[0].model), parameters(runs[1].model))
     rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.history.rows()]
-            for run in runs]  # fmt: skip
+            for run in runs]
     assert rows[0] == rows[1]
     other = fit(make(), x, epochs=3, lr=1e-2, seed=6, verbose=False)
     assert not torch.equal(parameters(other.model), parameters(runs[0].model))
@@ -121,7 +121,7 @@ def test_global_torch_rng_is_never_touched():
 def test_vae_save_load_round_trip(tmp_path):
     x = gaussian(200, 4)
     vae = fit_vae(VAE(2, latent_dim=3, hidden=(8, 8), seed=2), x, epochs=3, lr=1e-2,
-                  standardize=True, verbose=False).model  # fmt: skip
+                  standardize=True, verbose=False).model
     dl.save(vae, tmp_path / "vae")
     loaded = dl.load(tmp_path / "vae")
     assert isinstance(loaded, VAE) and loaded.config == vae.config
@@ -135,7 +135,7 @@ def test_vae_save_load_round_trip(tmp_path):
 def test_gan_save_load_round_trip(tmp_path):
     x = gaussian(200, 5)
     gan = fit_gan(GAN(2, hidden=(8,), seed=2).double(), x, epochs=2, standardize=True,
-                  verbose=False).model  # fmt: skip
+                  verbose=False).model
     dl.save(gan, tmp_path / "gan")
     loaded = dl.load(tmp_path / "gan")
     assert isinstance(loaded, GAN) and loaded.dtype == torch.float64
@@ -199,7 +199,7 @@ def test_bad_hyper_parameters_and_inputs_raise(call):
     [
         (lambda: VAE(2, hidden=(16, 16)), fit_vae),
         (lambda: GAN(2, hidden=(16, 16)), fit_gan),
-    ],  # fmt: skip
+    ],
     ids=["vae", "gan"],
 )
 def test_divergence_is_caught_and_a_finite_model_kept(make, fit):

@@ -28,7 +28,7 @@ def invoke(*args: str):
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "moons"
     code, output = invoke("train", "moons", "--epochs", "3", "-n", "300", "--n-test", "500",
-                          "--out", str(out), "--quiet")  # fmt: skip
+                          "--out", str(out), "--quiet")
     assert code == 0, output
     return out
 
@@ -38,7 +38,7 @@ def test_help_everywhere():
         code, output = invoke(*command, "--help")
         assert code == 0 and "Usage" in output
     completed = subprocess.run([sys.executable, "-m", "densitylab", "--help"],
-                               capture_output=True, text=True, check=True)  # fmt: skip
+                               capture_output=True, text=True, check=True)
     assert "train" in completed.stdout and "reproduce" in completed.stdout
 
 
@@ -59,7 +59,7 @@ def test_sample_and_score(trained_run, tmp_path):
     samples = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
     assert samples.shape == (50, 2)
     code, output = invoke("score", str(trained_run), str(tmp_path / "s.csv"),
-                          "--out", str(tmp_path / "scores.csv"))  # fmt: skip
+                          "--out", str(tmp_path / "scores.csv"))
     assert code == 0, output
     scores = np.loadtxt(tmp_path / "scores.csv", skiprows=1)
     assert scores.shape == (50,) and np.isfinite(scores).all()
@@ -69,7 +69,7 @@ def test_train_on_a_user_file(tmp_path):
     data = np.random.default_rng(0).normal(size=(200, 3))
     np.save(tmp_path / "mine.npy", data)
     code, output = invoke("train", str(tmp_path / "mine.npy"), "--epochs", "2", "--layers", "2",
-                          "--out", str(tmp_path / "run"), "-q")  # fmt: skip
+                          "--out", str(tmp_path / "run"), "-q")
     assert code == 0, output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_test"] == 40 and "entropy" not in metrics

@@ -105,10 +105,10 @@ def test_resume_with_the_compiled_engine(tmp_path, monkeypatch):
     monkeypatch.setattr(training._Loop, "_validate", interrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         dl.fit(flows.realnvp(2, 2, seed=1).double(), x, **options, checkpoint=tmp_path / "c",
-               checkpoint_every=2)  # fmt: skip
+               checkpoint_every=2)
     monkeypatch.undo()
     resumed = dl.fit(flows.realnvp(2, 2, seed=1).double(), x, **options, checkpoint=tmp_path / "c",
-                     resume=True)  # fmt: skip
+                     resume=True)
     assert resumed.history.val_nll == straight.history.val_nll
 
 

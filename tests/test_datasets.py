@@ -33,7 +33,7 @@ def test_names_are_sorted_and_complete() -> None:
     expected = {
         "moons", "circles", "gaussians-grid", "gaussians-rot", "gmm", "spiral",
         "checkerboard", "8gaussians", "2spirals", "pinwheel", "rings", "swissroll",
-    }  # fmt: skip
+    }
     assert NAMES == sorted(expected)
 
 
@@ -234,7 +234,7 @@ def _two_spirals_reference(x: np.ndarray, s: float = 0.1, w: float = 0.5 / 3) ->
     ("name", "reference"),
     [("moons", _moons_reference), ("swissroll", _swissroll_reference),
      ("2spirals", _two_spirals_reference)],
-)  # fmt: skip
+)
 def test_curve_densities_match_adaptive_quadrature(name: str, reference) -> None:
     dist = dl.datasets.get(name)
     (x0, x1), (y0, y1) = dist.bounds()
@@ -288,7 +288,7 @@ def _pinwheel_reference(y: np.ndarray) -> float:
             jac = np.column_stack(
                 [(_pinwheel_forward(f + e, k) - _pinwheel_forward(f - e, k)) / (2 * h)
                  for e in np.eye(2) * h]
-            )  # fmt: skip
+            )
             density = stats.norm.pdf(f[0], 1.0, 0.3) * stats.norm.pdf(f[1], 0.0, 0.1) / 5
             total += density / abs(np.linalg.det(jac))
     return float(np.log(total))

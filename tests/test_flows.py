@@ -48,7 +48,7 @@ TRANSFORMS = {
     "permutation": lambda d, g: Permutation.random(d, generator=g),
     "actnorm": lambda d, g: ActNorm(d),
     "invertible-linear": lambda d, g: InvertibleLinear(d, generator=g),
-}  # fmt: skip
+}
 
 FLOWS = {
     "realnvp": lambda d, s: flows.realnvp(d, n_layers=3, hidden=(16, 16), seed=s),

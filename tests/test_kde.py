@@ -88,7 +88,7 @@ def test_full_matrix_matches_sklearn_on_transformed_data(data, queries):
     ref = KernelDensity(bandwidth=1.0).fit(data @ np.linalg.inv(h).T)
     expected = ref.score_samples(queries @ np.linalg.inv(h).T) - math.log(abs(np.linalg.det(h)))
     np.testing.assert_allclose(KDE(bandwidth=h).fit(data).score_samples(queries), expected,
-                               rtol=0, atol=1e-10)  # fmt: skip
+                               rtol=0, atol=1e-10)
 
 
 def test_pruned_sum_is_exact_for_small_bandwidths():
@@ -162,7 +162,7 @@ def test_weights_equal_repeated_points(data):
     for h in (0.2, (0.3, 0.1), [[0.3, 0.0], [0.1, 0.2]]):
         weighted = KDE(bandwidth=h).fit(x, sample_weight=counts).score_samples(q)
         np.testing.assert_allclose(weighted, KDE(bandwidth=h).fit(repeated).score_samples(q),
-                                   rtol=1e-12)  # fmt: skip
+                                   rtol=1e-12)
 
 
 @pytest.mark.parametrize("h", [(0.1, 0.1), (0.3, 0.15), [[0.2, 0.0], [0.1, 0.3]]])

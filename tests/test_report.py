@@ -34,7 +34,7 @@ def test_report_has_every_section_figure_and_derivation(report):
 
 
 @pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),
-                    reason="Debian's chromium and chromium-driver are not installed")  # fmt: skip
+                    reason="Debian's chromium and chromium-driver are not installed")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -43,7 +43,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     options.binary_location = shutil.which("chromium")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+                 "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:

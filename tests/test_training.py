@@ -106,7 +106,7 @@ def test_clipping_and_cosine_schedule_change_the_updates():
     free = dl.fit(flows.realnvp(2, 2), x, epochs=2, lr=1e-2, verbose=False)
     cosine = dl.fit(flows.realnvp(2, 2), x, epochs=2, lr=1e-2, schedule="cosine", verbose=False)
     moved = {name: (parameters(r.flow) - start).abs().max().item()
-             for name, r in [("clipped", clipped), ("free", free), ("cosine", cosine)]}  # fmt: skip
+             for name, r in [("clipped", clipped), ("free", free), ("cosine", cosine)]}
     assert moved["free"] > 1e-3
     assert 0 < moved["clipped"] < moved["free"]  # Adam normalises, so clipping slows not stops
     assert not torch.equal(parameters(cosine.flow), parameters(free.flow))
@@ -161,17 +161,17 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(training._Loop, "_validate", interrupt_in_epoch_five)
     with pytest.warns(UserWarning, match="interrupted"):
         stopped = dl.fit(flows.glow(2, 2, seed=1), x, **options,
-                         checkpoint=tmp_path / "ckpt", checkpoint_every=3)  # fmt: skip
+                         checkpoint=tmp_path / "ckpt", checkpoint_every=3)
     monkeypatch.undo()
     assert stopped.stop_reason == "interrupted" and stopped.epochs_run == 4
     assert torch.isfinite(stopped.flow.log_prob(x)).all()
 
     resumed = dl.fit(flows.glow(2, 2, seed=1), x, **options, checkpoint=tmp_path / "ckpt",
-                     resume=True)  # fmt: skip
+                     resume=True)
     assert resumed.epochs_run == 6 and resumed.stop_reason == "completed"
     assert torch.equal(parameters(resumed.flow), parameters(straight.flow))
     assert resumed.history.val_nll == straight.history.val_nll
 
     with pytest.raises(ValueError, match="other data"):
         dl.fit(flows.glow(2, 2, seed=1), 2 * x, **options, checkpoint=tmp_path / "ckpt",
-               resume=True)  # fmt: skip
+               resume=True)

@@ -73,14 +73,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
             )
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
         flow = build(self.model, dim=x.shape[1], n_layers=self.n_layers,
-                     hidden=tuple(self.hidden), seed=seed)  # fmt: skip
+                     hidden=tuple(self.hidden), seed=seed)
         result = fit(
             flow, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             val_fraction=self.val_fraction, seed=seed, standardize=self.standardize,
             schedule=self.schedule, patience=self.patience, verbose=self.verbose,
-        )  # fmt: skip
+        )
         self.restore(result.flow, {"best_epoch": result.best_epoch,
-                                   "best_val_nll": result.best_val_nll})  # fmt: skip
+                                   "best_val_nll": result.best_val_nll})
         self.history_ = result.history
         return self
 

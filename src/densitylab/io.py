@@ -43,7 +43,7 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
         tensor_path = staging / TENSOR_FILE
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tensor_path)
         header = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config,
-                  "sha256": _sha256(tensor_path)}  # fmt: skip
+                  "sha256": _sha256(tensor_path)}
         (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
     return path
 
@@ -124,7 +124,7 @@ def _save_estimator(estimator) -> tuple[dict[str, torch.Tensor], dict]:
     check_fitted(estimator)
     tensors, flow_config = _save_flow(estimator.flow_)
     return tensors, {"params": estimator.get_params(), "flow": flow_config,
-                     "fitted": estimator.fitted_summary()}  # fmt: skip
+                     "fitted": estimator.fitted_summary()}
 
 
 def _load_estimator(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
@@ -138,7 +138,7 @@ def _load_estimator(tensors: dict[str, torch.Tensor], config: dict, device) -> A
 
 def _save_baseline(model) -> tuple[dict[str, torch.Tensor], dict]:
     return dict(model.state_dict()), {**model.config,
-                                      "dtype": str(model.dtype).removeprefix("torch.")}  # fmt: skip
+                                      "dtype": str(model.dtype).removeprefix("torch.")}
 
 
 def _baseline_loader(name: str) -> Callable:

@@ -123,7 +123,7 @@ def fit(
         x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule,
         standardize=standardize, threads=threads, verbose=verbose, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, resume=resume, engine=engine,
-    )[0]  # fmt: skip
+    )[0]
 
 
 def fit_many(
@@ -483,7 +483,7 @@ class _CompiledEpochs:
             self.theta, self.adam, self.x, order.numpy(), options.batch_size, options.lr,
             total_steps, loop.step, int(options.schedule == "cosine"), options.clip_grad or 0.0,
             self.bad,
-        )  # fmt: skip
+        )
         n_batches = math.ceil(self.x.shape[1] / options.batch_size)
         loop.step += n_batches
         loop.bad_steps = torch.from_numpy(self.bad.copy())
@@ -522,10 +522,10 @@ class _Checkpoint:
             "wall_time": loop.wall_time, "best_epoch": loop.best_epoch,
             "best_val": loop.best_val.tolist(), "bad_steps": loop.bad_steps.tolist(),
             "histories": [asdict(h) for h in loop.histories],
-        }  # fmt: skip
+        }
         with atomic_directory(self.path) as staging:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                      staging / "state.safetensors")  # fmt: skip
+                      staging / "state.safetensors")
             (staging / "progress.json").write_text(json.dumps(progress))
 
     def restore(self, loop: _Loop) -> None:

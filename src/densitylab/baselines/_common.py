@@ -76,9 +76,9 @@ class MLP(nn.Module):
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
             bound = fan_in**-0.5
             self.weights.append(nn.Parameter(torch.empty(fan_in, fan_out).uniform_(
-                -bound, bound, generator=rng)))  # fmt: skip
+                -bound, bound, generator=rng)))
             self.biases.append(nn.Parameter(torch.empty(fan_out).uniform_(
-                -bound, bound, generator=rng)))  # fmt: skip
+                -bound, bound, generator=rng)))
 
     def forward(self, x: Tensor) -> Tensor:
         last = len(self.weights) - 1
@@ -161,7 +161,7 @@ def all_finite(losses: Sequence[Tensor], params: Sequence[nn.Parameter]) -> bool
     """Whether every loss and every gradient norm is finite (a step is skipped otherwise)."""
     grads = [p.grad for p in params if p.grad is not None]
     norms = torch.stack([*(loss.detach().reshape(()) for loss in losses),
-                         *torch._foreach_norm(grads)])  # fmt: skip
+                         *torch._foreach_norm(grads)])
     return bool(torch.isfinite(norms).all())
 
 

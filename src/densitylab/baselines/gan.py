@@ -80,7 +80,7 @@ class GAN(StandardizedModel):
         self.generator = MLP(self.latent_dim, widths, dim, activation, rng)
         self.discriminator = MLP(dim, widths, 1, activation, rng)
         self.config = {"dim": self.dim, "latent_dim": self.latent_dim, "hidden": list(widths),
-                       "activation": activation, "seed": int(seed)}  # fmt: skip
+                       "activation": activation, "seed": int(seed)}
 
     def _latent(self, n: int, rng: torch.Generator) -> Tensor:
         return randn((n, self.latent_dim), rng, self.loc)
@@ -120,10 +120,10 @@ class GANHistory:
     def rows(self) -> Iterator[dict[str, float]]:
         """One dict per epoch (epoch counted from 1), e.g. for ``history.csv``."""
         columns = zip(self.discriminator_loss, self.generator_loss, self.r1_penalty,
-                      self.val_energy, self.seconds, strict=True)  # fmt: skip
+                      self.val_energy, self.seconds, strict=True)
         for epoch, (d, g, r1, energy, seconds) in enumerate(columns, 1):
             yield {"epoch": epoch, "discriminator_loss": d, "generator_loss": g,
-                   "r1_penalty": r1, "val_energy": energy, "seconds": seconds}  # fmt: skip
+                   "r1_penalty": r1, "val_energy": energy, "seconds": seconds}
 
 
 @dataclass
@@ -237,7 +237,7 @@ def fit_gan(
     return GANFitResult(
         model=model, history=history, wall_time=time.perf_counter() - start,
         stop_reason=stop_reason, train_indices=train_idx, val_indices=val_idx,
-    )  # fmt: skip
+    )
 
 
 def _step(
@@ -300,13 +300,13 @@ def _gan_progress(enabled: bool, epochs: int):
 
     columns = (TextColumn("[bold]training GAN[/]"), BarColumn(),
                TextColumn("epoch {task.completed}/{task.total}"),
-               TextColumn("{task.fields[losses]}"), TimeRemainingColumn())  # fmt: skip
+               TextColumn("{task.fields[losses]}"), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("fit", total=epochs, losses="")
 
         def advance(epoch: int, h: GANHistory) -> None:
             label = (f"D {h.discriminator_loss[-1]:.3f}  G {h.generator_loss[-1]:.3f}  "
-                     f"val energy {h.val_energy[-1]:.4f}")  # fmt: skip
+                     f"val energy {h.val_energy[-1]:.4f}")
             progress.update(task, completed=epoch, losses=label)
 
         yield advance

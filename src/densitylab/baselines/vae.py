@@ -90,7 +90,7 @@ class VAE(StandardizedModel):
         self.decoder = MLP(self.latent_dim, widths, dim, activation, rng)
         self.decoder_log_std = nn.Parameter(torch.zeros(dim))
         self.config = {"dim": self.dim, "latent_dim": self.latent_dim, "hidden": list(widths),
-                       "activation": activation, "seed": int(seed)}  # fmt: skip
+                       "activation": activation, "seed": int(seed)}
 
     # -- internal computations in standardised units u = (x - loc) / scale ---------------------
     def _encode(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -312,4 +312,4 @@ def fit_vae(
         model=model, history=history, best_epoch=best_epoch, best_val_loss=best_val,
         wall_time=time.perf_counter() - start, stop_reason=stop_reason,
         train_indices=train_idx, val_indices=val_idx,
-    )  # fmt: skip
+    )

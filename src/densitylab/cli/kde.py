@@ -68,7 +68,7 @@ def kde(
     For a built-in distribution the metrics include the held-out log-likelihood on a fresh sample
     of the same size and, on the grid, KL(true || KDE) and the integrated squared error; for a
     data file, the exact leave-one-out log-likelihood.
-    """  # fmt: skip
+    """
     import numpy as np
 
     from densitylab import datasets, metrics
@@ -119,7 +119,7 @@ def kde(
             )
             report["grid"] = {"bounds": bounds, "resolution": resolution} | divergences
             images = {"true density": np.exp(truth.log_prob(grid.points)).reshape(grid.shape),
-                      f"KDE, {label}": estimate}  # fmt: skip
+                      f"KDE, {label}": estimate}
             figures["density"] = density_panels(images, grid, f"{truth.name}: truth and KDE")
         else:
             figures["density"] = density_panels(
@@ -130,7 +130,7 @@ def kde(
         "resolution": resolution, "truth": None if truth is None else truth.name,
         "truth_params": None if truth is None else getattr(truth, "params", None),
         "environment": environment(),
-    }  # fmt: skip
+    }
     config_text = json.dumps(config, indent=2, default=str)
     metrics_text = json.dumps(report, indent=2)
     with atomic_directory(out) as staging:
@@ -149,4 +149,4 @@ def environment() -> dict[str, str]:
     from densitylab import __version__
 
     return {"densitylab": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}  # fmt: skip
+            "python": platform.python_version(), "machine": platform.machine()}

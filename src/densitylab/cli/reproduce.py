@@ -26,7 +26,7 @@ def reproduce(
         experiments.get(name)
     outcomes = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())  # fmt: skip
+               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("experiments", total=len(names))
         for name in names:

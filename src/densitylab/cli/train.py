@@ -76,13 +76,13 @@ def train(
         seed=seed, patience=patience or None, schedule=None if schedule == "none" else schedule,
         standardize=standardize, verbose=None if not quiet else False,
         checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume,
-    )  # fmt: skip
+    )
     config = {
         "command": "train", "data": data, "model": model, "layers": layers, "hidden": widths,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "seed": seed,
         "n_train_and_val": len(x), "val_fraction": val_fraction, "standardize": standardize,
         "patience": patience, "flow": result.flow.config, "environment": environment(),
-    }  # fmt: skip
+    }
     write_run(out, config, result, test, truth, seed, keep_checkpoint=result.stop_reason == "interrupted")
     typer.echo(summary_line(out, result, json.loads((out / "metrics.json").read_text())))
 
@@ -94,7 +94,7 @@ def environment() -> dict[str, str]:
     from densitylab import __version__
 
     return {"densitylab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}  # fmt: skip
+            "python": platform.python_version(), "machine": platform.machine()}
 
 
 def write_run(out: Path, config: dict, result, test, truth, seed: int, keep_checkpoint: bool) -> None:
@@ -108,7 +108,7 @@ def write_run(out: Path, config: dict, result, test, truth, seed: int, keep_chec
     report |= {"best_epoch": result.best_epoch, "best_val_nll": result.best_val_nll,
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "wall_time": result.wall_time,
-               "seconds_per_epoch": result.wall_time / max(result.epochs_run, 1)}  # fmt: skip
+               "seconds_per_epoch": result.wall_time / max(result.epochs_run, 1)}
     figures = run_figures(result, test, truth, seed)
     with atomic_directory(out) as staging:
         (staging / "config.json").write_text(json.dumps(config, indent=2))

@@ -13,7 +13,7 @@ from densitylab.experiments.spec import CustomExperiment
 from densitylab.grids import make_grid
 
 KDE_PART = {"gmm sigma=0.5": ("gmm", {"sigma": 0.5}), "gmm sigma=1": ("gmm", {"sigma": 1.0}),
-            "spiral": ("spiral", {})}  # fmt: skip
+            "spiral": ("spiral", {})}
 BANDWIDTHS = (0.1, 0.5, 1.0)
 RULES = ("scott", "silverman", "cv")
 
@@ -26,16 +26,16 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
     dists = datasets.catalogue()
     flows_part = {d.name + _params(d): d.sample(1000, seed=0) for d in dists}
     kde_part = {label: datasets.get(name, **params).sample(2000 if quick else 10000, seed=0)
-                for label, (name, params) in KDE_PART.items()}  # fmt: skip
+                for label, (name, params) in KDE_PART.items()}
     figures = {
         "flow-part": (overview(flows_part, "Every built-in distribution, 1000 samples each"),
                       "Samples of every toy distribution (N=1000), as drawn for the flow studies."),
         "kde-part": (overview(kde_part, "The KDE study's distributions, 10000 samples each"),
                      "The two Gaussian mixtures and the spiral of the KDE study (N=10000)."),
-    }  # fmt: skip
+    }
     plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()})
     rows = [[d.name, _params(d).strip(" ()") or "-", f"{d.entropy():.4f}", d.description]
-            for d in dists]  # fmt: skip
+            for d in dists]
     entropies = {d.name + _params(d): d.entropy() for d in dists}
     low, high = min(entropies, key=entropies.get), max(entropies, key=entropies.get)
     findings = (
@@ -51,7 +51,7 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
         tables=[Table("Built-in distributions and their exact entropies (nats)",
                       ["name", "parameters", "entropy", "description"], rows)],
         metrics={"entropy": entropies}, seconds=time.perf_counter() - start,
-    )  # fmt: skip
+    )
 
 
 def _params(dist) -> str:
@@ -78,7 +78,7 @@ def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:
             score = _score(kde, truth, held_out, resolution)
             results[f"{label} | {bandwidth}"] = score
             rows.append([label, _bandwidth_label(bandwidth, kde), f"{score['ise']:.5f}",
-                         f"{score['kl']:.4f}", f"{score['held_out_ll']:.4f}"])  # fmt: skip
+                         f"{score['kl']:.4f}", f"{score['held_out_ll']:.4f}"])
             if bandwidth in BANDWIDTHS:
                 images[f"KDE h={bandwidth:g}"] = kde.evaluate_grid(grid)
         slug = label.replace(" ", "-").replace("=", "")
@@ -98,14 +98,14 @@ def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:
                       "grid, and mean log-likelihood of fresh points (higher is better)",
                       ["distribution", "bandwidth", "ISE", "KL", "held-out log-lik."], rows)],
         metrics=results, seconds=time.perf_counter() - start,
-    )  # fmt: skip
+    )
 
 
 def _score(kde, truth, held_out: np.ndarray, resolution: int) -> dict[str, float]:
     grid = metrics.grid_divergences(truth.log_prob, kde.score_samples, truth.bounds(), resolution)
     return {"ise": grid["ise"], "kl": grid["kl"], "tv": grid["tv"],
             "held_out_ll": float(np.mean(kde.score_samples(held_out))),
-            "bandwidth": kde.bandwidth_.tolist()}  # fmt: skip
+            "bandwidth": kde.bandwidth_.tolist()}
 
 
 def _bandwidth_label(bandwidth, kde) -> str:
@@ -139,6 +139,12 @@ def _kde_findings(results: dict[str, dict[str, float]]) -> str:
     return " ".join(sentences)
 
 
+def _comparison(out: Path, quick: bool) -> Outcome:
+    from densitylab.experiments.comparison import run_comparison
+
+    return run_comparison(out, quick)
+
+
 CUSTOM_STUDIES = (
     CustomExperiment("datasets", "The toy distributions", "Scatter of every toy distribution.",
                      run_datasets),
@@ -146,4 +152,8 @@ CUSTOM_STUDIES = (
                      "The coursework's KDE study: bandwidths 0.1, 0.5, 1 against the truth on two "
                      "Gaussian mixtures and the spiral, and what Scott, Silverman and CV choose.",
                      run_kde_bandwidth),
-)  # fmt: skip
+    CustomExperiment("flows-vs-baselines", "Flows against KDE, a VAE and a GAN",
+                     "RealNVP, Glow, KDE, a VAE and a GAN on four data sets: likelihood where it "
+                     "exists, gap to the entropy, sample distances and training time.",
+                     _comparison),
+)

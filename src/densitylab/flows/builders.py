@@ -91,7 +91,7 @@ def realnvp(
         builder="realnvp", dim=dim, n_layers=n_layers, hidden=list(hidden),
         activation=activation, separate_nets=separate_nets, scale=scale, zero_init=zero_init,
         mixing=mixing, triangular=triangular, seed=seed,
-    )  # fmt: skip
+    )
     return Flow(transforms, config)
 
 
@@ -133,7 +133,7 @@ def glow(
     config = dict(
         builder="glow", dim=dim, n_layers=n_layers, hidden=list(hidden), activation=activation,
         separate_nets=separate_nets, scale=scale, zero_init=zero_init, seed=seed,
-    )  # fmt: skip
+    )
     return Flow(transforms, config)
 
 

@@ -99,7 +99,7 @@ def layout_of(couplings: list[AffineCoupling]) -> Layout:
         split=np.array([c.blocks[1][0] for c in couplings], dtype=np.int64),
         w_off=w_off, b_off=b_off, f_off=f_off, nets=nets,
         activation=ACTIVATION_CODES[first.net.activation_name], scale=SCALE_CODES[first.scale],
-    )  # fmt: skip
+    )
 
 
 class CompiledStack:
@@ -166,7 +166,7 @@ class CompiledStack:
         return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
-                  clip, bad) -> np.ndarray:  # fmt: skip
+                  clip, bad) -> np.ndarray:
         """One epoch for every model; returns per-model sums of batch NLLs and updates ``bad``
         (consecutive non-finite steps per model) in place."""
         lay = self.layout
@@ -178,7 +178,7 @@ class CompiledStack:
                 batch_size, lr, total_steps, step, schedule, clip, bad[m], lay.cond_first,
                 lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
                 lay.activation, lay.scale,
-            )  # fmt: skip
+            )
         return sums
 
 
@@ -245,7 +245,7 @@ def _define_kernels():
 
     @_jit
     def nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
-                     act, scale):  # fmt: skip
+                     act, scale):
         """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
         n, dim = x.shape
         n_couplings = widths.shape[0]
@@ -306,13 +306,13 @@ def _define_kernels():
             base = k * nets * per_net
             if nets == 2:
                 g_xa = net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
-                                    w_off, b_off, act, pres, outs, base)  # fmt: skip
+                                    w_off, b_off, act, pres, outs, base)
                 g_xa += net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
-                                     pres, outs, base + per_net)  # fmt: skip
+                                     pres, outs, base + per_net)
             else:
                 g_out = np.concatenate((g_raw, g_shift), axis=1)
                 g_xa = net_backward(theta, grad, x_a, g_out, k, 0, widths, w_off, b_off, act,
-                                    pres, outs, base)  # fmt: skip
+                                    pres, outs, base)
             g_xa += g_za
             g_h = np.empty_like(g_h)
             if cond_first[k]:
@@ -326,7 +326,7 @@ def _define_kernels():
     @_jit
     def epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
               clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
-              scale):  # fmt: skip
+              scale):
         """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
 
         Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
@@ -339,7 +339,7 @@ def _define_kernels():
             idx = order[start : start + batch_size]
             batch = x[idx]
             nll = nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
-                               nets, act, scale)  # fmt: skip
+                               nets, act, scale)
             total += nll
             norm = np.sqrt((grad * grad).sum())
             rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
@@ -373,5 +373,5 @@ def nll_and_grad(
     grad = np.zeros(lay.size)
     nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64), lay.cond_first,
                         lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
-                        lay.activation, lay.scale)  # fmt: skip
+                        lay.activation, lay.scale)
     return nll, grad

@@ -48,7 +48,7 @@ class Flow(nn.Module):
         self.config = dict(config or {})
         like = transforms[0]._anchor  # dtype and device follow the transforms
         self.register_buffer("_anchor", torch.zeros((), dtype=like.dtype, device=like.device),
-                             persistent=False)  # fmt: skip
+                             persistent=False)
 
     @property
     def device(self) -> torch.device:

@@ -88,7 +88,7 @@ def draw_latent(ax, z: np.ndarray, title: str):
     angle = np.linspace(0, 2 * np.pi, 200)
     for radius, style in [(1, "-"), (2, "--"), (3, ":")]:
         ax.plot(radius * np.cos(angle), radius * np.sin(angle), style, color="black", lw=1,
-                label=f"N(0, I) {radius}-sigma")  # fmt: skip
+                label=f"N(0, I) {radius}-sigma")
     limit = max(4.0, float(np.quantile(np.abs(z[:, :2]), 0.995)) * 1.1)
     ax.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="$z_1$", ylabel="$z_2$", title=title)
     ax.set_aspect("equal")
@@ -122,13 +122,13 @@ def density_image(
     """Draw a density on ``grid`` as an image into ``ax`` (a helper for panel figures)."""
     (x0, x1), (y0, y1) = grid.bounds
     image = ax.imshow(density.reshape(grid.shape), origin="lower", extent=(x0, x1, y0, y1),
-                      cmap="viridis", vmin=0, vmax=vmax, aspect="equal")  # fmt: skip
+                      cmap="viridis", vmin=0, vmax=vmax, aspect="equal")
     ax.set(xlabel="$x_1$", ylabel="$x_2$", title=title)
     return image
 
 
 def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, np.ndarray]],
-                       title: str) -> Figure:  # fmt: skip
+                       title: str) -> Figure:
     """Per column ``(label, grid, true_density or None, model_density)``: the truth above the
     model, both on the column's colour scale, so each estimate is read against its target."""
     has_truth = any(c[2] is not None for c in columns)
@@ -144,5 +144,33 @@ def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, n
                 axes[0, j].set_visible(False)
         image = density_image(axes[-1, j], grid, model, vmax, f"model: {label}")
         fig.colorbar(image, ax=axes[:, j].tolist(), shrink=0.7, location="bottom", label="p(x)")
+    fig.suptitle(title)
+    return fig
+
+
+def sample_grid(
+    panels: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str,
+) -> Figure:
+    """A table of sample plots: ``panels[row, col] = (data, samples)``; rows share axes."""
+    fig = Figure(figsize=(2.7 * len(cols), 2.8 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey="row", sharex="row")
+    for i, row in enumerate(rows):
+        (x0, x1), (y0, y1) = robust_limits(*(c for col in cols for c in panels[row, col]))
+        for j, col in enumerate(cols):
+            data, samples = panels[row, col]
+            ax = axes[i, j]
+            ax.scatter(samples[:, 0], samples[:, 1], color="C3", label="samples", **POINT)
+            ax.scatter(data[:, 0], data[:, 1], color="C0", s=5, alpha=0.8, linewidths=0,
+                       label="test data")
+            ax.set(xlim=(x0, x1), ylim=(y0, y1))
+            ax.set_title(f"{col}" if i == 0 else "", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"{row}\n$x_2$")
+            if i == len(rows) - 1:
+                ax.set_xlabel("$x_1$")
+    axes[0, -1].legend(markerscale=4, fontsize=7, loc="upper right")
     fig.suptitle(title)
     return fig

@@ -70,7 +70,7 @@ def density_panels(
         )
         if points is not None:
             ax.scatter(points[:, 0], points[:, 1], s=2, c="white", alpha=0.4, linewidths=0,
-                       label=points_label)  # fmt: skip
+                       label=points_label)
         ax.set_title(name, fontsize=10)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
