@@ -37,11 +37,17 @@ LOG_2PI = math.log(2 * math.pi)
 
 try:  # numba is an optional accelerator: without it, training uses the plain torch loop
     import numba
+    from numba import types
+    from numba.typed import List
 
     warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
-    _jit = numba.njit(cache=True, fastmath=False)
+    _jit = numba.njit(cache=True)  # compiled once, then loaded from __pycache__
+    MATRIX = types.float64[:, ::1]
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
+
+    def _jit(function):
+        return function
 
 
 def available() -> bool:
@@ -189,180 +195,171 @@ def _tensor(values: np.ndarray, shape: tuple[int, ...], like: torch.Tensor) -> t
 # --------------------------------------------------------------------------------------------
 # compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
 # --------------------------------------------------------------------------------------------
-def _define_kernels():
-    from numba import types
-    from numba.typed import List
+@_jit
+def _activate(pre, code):
+    if code == 0:
+        return np.where(pre > 0, pre, 0.01 * pre)
+    if code == 1:
+        return np.maximum(pre, 0.0)
+    return np.tanh(pre)
 
-    matrix = types.float64[:, ::1]
-    @_jit
-    def activate(pre, code):
-        if code == 0:
-            return np.where(pre > 0, pre, 0.01 * pre)
-        if code == 1:
-            return np.maximum(pre, 0.0)
-        return np.tanh(pre)
+@_jit
+def _activation_grad(pre, out, code):
+    if code == 0:
+        return np.where(pre > 0, 1.0, 0.01)
+    if code == 1:
+        return np.where(pre > 0, 1.0, 0.0)
+    return 1.0 - out * out
 
-    @_jit
-    def activation_grad(pre, out, code):
-        if code == 0:
-            return np.where(pre > 0, 1.0, 0.01)
-        if code == 1:
-            return np.where(pre > 0, 1.0, 0.0)
-        return 1.0 - out * out
+@_jit
+def _net_forward(theta, x_a, k, g, widths, w_off, b_off, act, pres, outs):
+    """Forward through net ``g`` of coupling ``k``; keeps pre-activations for backward."""
+    n_layers = widths.shape[1] - 1
+    a = x_a
+    for layer in range(n_layers):
+        fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
+        start = w_off[k, g, layer]
+        w = theta[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
+        b = theta[b_off[k, g, layer] : b_off[k, g, layer] + fan_out]
+        pre = np.dot(a, w) + b
+        pres.append(pre)
+        a = _activate(pre, act) if layer < n_layers - 1 else pre
+        outs.append(a)
+    return a
 
-    @_jit
-    def net_forward(theta, x_a, k, g, widths, w_off, b_off, act, pres, outs):
-        """Forward through net ``g`` of coupling ``k``; keeps pre-activations for backward."""
-        n_layers = widths.shape[1] - 1
-        a = x_a
-        for layer in range(n_layers):
-            fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
-            start = w_off[k, g, layer]
-            w = theta[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
-            b = theta[b_off[k, g, layer] : b_off[k, g, layer] + fan_out]
-            pre = np.dot(a, w) + b
-            pres.append(pre)
-            a = activate(pre, act) if layer < n_layers - 1 else pre
-            outs.append(a)
-        return a
+@_jit
+def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, pres, outs, base):
+    """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a."""
+    n_layers = widths.shape[1] - 1
+    g_a = g_out
+    for layer in range(n_layers - 1, -1, -1):
+        fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
+        pre, out = pres[base + layer], outs[base + layer]
+        g_pre = g_a if layer == n_layers - 1 else g_a * _activation_grad(pre, out, act)
+        below = x_a if layer == 0 else outs[base + layer - 1]
+        wo, bo = w_off[k, g, layer], b_off[k, g, layer]
+        grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_pre).ravel()
+        grad[bo : bo + fan_out] += g_pre.sum(axis=0)
+        w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
+        g_a = np.dot(g_pre, w.T)
+    return g_a
 
-    @_jit
-    def net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, pres, outs, base):
-        """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a."""
-        n_layers = widths.shape[1] - 1
-        g_a = g_out
-        for layer in range(n_layers - 1, -1, -1):
-            fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
-            pre, out = pres[base + layer], outs[base + layer]
-            g_pre = g_a if layer == n_layers - 1 else g_a * activation_grad(pre, out, act)
-            below = x_a if layer == 0 else outs[base + layer - 1]
-            wo, bo = w_off[k, g, layer], b_off[k, g, layer]
-            grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_pre).ravel()
-            grad[bo : bo + fan_out] += g_pre.sum(axis=0)
-            w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
-            g_a = np.dot(g_pre, w.T)
-        return g_a
+@_jit
+def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
+                 act, scale):
+    """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
+    n, dim = x.shape
+    n_couplings = widths.shape[0]
+    grad[:] = 0.0
+    h = x.copy()
+    inputs, raws = List.empty_list(MATRIX), List.empty_list(MATRIX)
+    shifts, pres = List.empty_list(MATRIX), List.empty_list(MATRIX)
+    outs = List.empty_list(MATRIX)
+    logdet = np.zeros(n)
+    for k in range(n_couplings):
+        first, second = h[:, : split[k]], h[:, split[k] :]
+        x_a, x_b = (first, second) if cond_first[k] else (second, first)
+        x_a = np.ascontiguousarray(x_a)
+        if nets == 2:
+            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
+            shift = _net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, pres, outs)
+        else:
+            both = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
+            d_b = both.shape[1] // 2
+            raw, shift = both[:, :d_b].copy(), both[:, d_b:].copy()
+        d_b = raw.shape[1]
+        factor = theta[f_off[k] : f_off[k] + d_b]
+        s = factor * (raw if scale == 0 else np.tanh(raw))
+        z_b = x_b * np.exp(s) + shift
+        logdet += s.sum(axis=1)
+        inputs.append(h)
+        raws.append(raw)
+        shifts.append(np.exp(s))
+        h = np.empty_like(h)
+        if cond_first[k]:
+            h[:, : split[k]] = x_a
+            h[:, split[k] :] = z_b
+        else:
+            h[:, : split[k]] = z_b
+            h[:, split[k] :] = x_a
+    nll = 0.5 * (h * h).sum() / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
+    g_h = h / n
+    per_net = widths.shape[1] - 1
+    for k in range(n_couplings - 1, -1, -1):
+        h_in = inputs[k]
+        first_in, second_in = h_in[:, : split[k]], h_in[:, split[k] :]
+        g_first, g_second = g_h[:, : split[k]], g_h[:, split[k] :]
+        if cond_first[k]:
+            x_a, x_b, g_za, g_zb = first_in, second_in, g_first, g_second
+        else:
+            x_a, x_b, g_za, g_zb = second_in, first_in, g_second, g_first
+        x_a = np.ascontiguousarray(x_a)
+        e, raw = shifts[k], raws[k]
+        d_b = raw.shape[1]
+        fo = f_off[k]
+        factor = theta[fo : fo + d_b]
+        g_xb = g_zb * e
+        g_s = g_zb * x_b * e - 1.0 / n
+        squashed = raw if scale == 0 else np.tanh(raw)
+        grad[fo : fo + d_b] += (g_s * squashed).sum(axis=0)
+        g_raw = g_s * factor if scale == 0 else g_s * factor * (1.0 - squashed * squashed)
+        g_shift = np.ascontiguousarray(g_zb)
+        base = k * nets * per_net
+        if nets == 2:
+            g_xa = _net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
+                                w_off, b_off, act, pres, outs, base)
+            g_xa += _net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
+                                 pres, outs, base + per_net)
+        else:
+            g_out = np.concatenate((g_raw, g_shift), axis=1)
+            g_xa = _net_backward(theta, grad, x_a, g_out, k, 0, widths, w_off, b_off, act,
+                                pres, outs, base)
+        g_xa += g_za
+        g_h = np.empty_like(g_h)
+        if cond_first[k]:
+            g_h[:, : split[k]] = g_xa
+            g_h[:, split[k] :] = g_xb
+        else:
+            g_h[:, : split[k]] = g_xb
+            g_h[:, split[k] :] = g_xa
+    return nll
 
-    @_jit
-    def nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
-                     act, scale):
-        """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
-        n, dim = x.shape
-        n_couplings = widths.shape[0]
-        grad[:] = 0.0
-        h = x.copy()
-        inputs, raws = List.empty_list(matrix), List.empty_list(matrix)
-        shifts, pres = List.empty_list(matrix), List.empty_list(matrix)
-        outs = List.empty_list(matrix)
-        logdet = np.zeros(n)
-        for k in range(n_couplings):
-            first, second = h[:, : split[k]], h[:, split[k] :]
-            x_a, x_b = (first, second) if cond_first[k] else (second, first)
-            x_a = np.ascontiguousarray(x_a)
-            if nets == 2:
-                raw = net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
-                shift = net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, pres, outs)
-            else:
-                both = net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
-                d_b = both.shape[1] // 2
-                raw, shift = both[:, :d_b].copy(), both[:, d_b:].copy()
-            d_b = raw.shape[1]
-            factor = theta[f_off[k] : f_off[k] + d_b]
-            s = factor * (raw if scale == 0 else np.tanh(raw))
-            z_b = x_b * np.exp(s) + shift
-            logdet += s.sum(axis=1)
-            inputs.append(h)
-            raws.append(raw)
-            shifts.append(np.exp(s))
-            h = np.empty_like(h)
-            if cond_first[k]:
-                h[:, : split[k]] = x_a
-                h[:, split[k] :] = z_b
-            else:
-                h[:, : split[k]] = z_b
-                h[:, split[k] :] = x_a
-        nll = 0.5 * (h * h).sum() / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
-        g_h = h / n
-        per_net = widths.shape[1] - 1
-        for k in range(n_couplings - 1, -1, -1):
-            h_in = inputs[k]
-            first_in, second_in = h_in[:, : split[k]], h_in[:, split[k] :]
-            g_first, g_second = g_h[:, : split[k]], g_h[:, split[k] :]
-            if cond_first[k]:
-                x_a, x_b, g_za, g_zb = first_in, second_in, g_first, g_second
-            else:
-                x_a, x_b, g_za, g_zb = second_in, first_in, g_second, g_first
-            x_a = np.ascontiguousarray(x_a)
-            e, raw = shifts[k], raws[k]
-            d_b = raw.shape[1]
-            fo = f_off[k]
-            factor = theta[fo : fo + d_b]
-            g_xb = g_zb * e
-            g_s = g_zb * x_b * e - 1.0 / n
-            squashed = raw if scale == 0 else np.tanh(raw)
-            grad[fo : fo + d_b] += (g_s * squashed).sum(axis=0)
-            g_raw = g_s * factor if scale == 0 else g_s * factor * (1.0 - squashed * squashed)
-            g_shift = np.ascontiguousarray(g_zb)
-            base = k * nets * per_net
-            if nets == 2:
-                g_xa = net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
-                                    w_off, b_off, act, pres, outs, base)
-                g_xa += net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
-                                     pres, outs, base + per_net)
-            else:
-                g_out = np.concatenate((g_raw, g_shift), axis=1)
-                g_xa = net_backward(theta, grad, x_a, g_out, k, 0, widths, w_off, b_off, act,
-                                    pres, outs, base)
-            g_xa += g_za
-            g_h = np.empty_like(g_h)
-            if cond_first[k]:
-                g_h[:, : split[k]] = g_xa
-                g_h[:, split[k] :] = g_xb
-            else:
-                g_h[:, : split[k]] = g_xb
-                g_h[:, split[k] :] = g_xa
-        return nll
+@_jit
+def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
+          clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
+          scale):
+    """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
 
-    @_jit
-    def epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
-              clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
-              scale):
-        """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
-
-        Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
-        end (``bad`` carries the count in from the previous epoch); such steps are skipped.
-        """
-        n = order.shape[0]
-        total = 0.0
-        t = step
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            batch = x[idx]
-            nll = nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
-                               nets, act, scale)
-            total += nll
-            norm = np.sqrt((grad * grad).sum())
-            rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
-            t += 1
-            if not (np.isfinite(nll) and np.isfinite(norm)):
-                bad += 1
-                continue
-            bad = 0
-            if clip > 0 and norm > clip:
-                grad *= clip / (norm + 1e-6)
-            count[0] += 1.0
-            m1[:] = 0.9 * m1 + 0.1 * grad
-            m2[:] = 0.999 * m2 + 0.001 * grad * grad
-            c1 = 1.0 - 0.9 ** count[0]
-            c2 = 1.0 - 0.999 ** count[0]
-            theta -= rate / c1 * m1 / (np.sqrt(m2 / c2) + 1e-8)
-        return total, bad
-
-    return nll_and_grad, epoch
+    Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
+    end (``bad`` carries the count in from the previous epoch); such steps are skipped.
+    """
+    n = order.shape[0]
+    total = 0.0
+    t = step
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        batch = x[idx]
+        nll = _nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
+                           nets, act, scale)
+        total += nll
+        norm = np.sqrt((grad * grad).sum())
+        rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
+        t += 1
+        if not (np.isfinite(nll) and np.isfinite(norm)):
+            bad += 1
+            continue
+        bad = 0
+        if clip > 0 and norm > clip:
+            grad *= clip / (norm + 1e-6)
+        count[0] += 1.0
+        m1[:] = 0.9 * m1 + 0.1 * grad
+        m2[:] = 0.999 * m2 + 0.001 * grad * grad
+        c1 = 1.0 - 0.9 ** count[0]
+        c2 = 1.0 - 0.999 ** count[0]
+        theta -= rate / c1 * m1 / (np.sqrt(m2 / c2) + 1e-8)
+    return total, bad
 
 
-if numba is not None:
-    _nll_and_grad, _epoch = _define_kernels()
 
 
 def nll_and_grad(
