@@ -174,3 +174,21 @@ def sample_grid(
     axes[0, -1].legend(markerscale=4, fontsize=7, loc="upper right")
     fig.suptitle(title)
     return fig
+
+
+def grouped_bars(
+    labels: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str, title: str
+) -> Figure:
+    """One group of bars per label, one bar per series, on a log scale."""
+    fig = Figure(figsize=(max(6.0, 1.4 * len(labels) + 2), 4.5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    positions = np.arange(len(labels))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(positions, labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return fig
