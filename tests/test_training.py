@@ -175,3 +175,13 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="other data"):
         dl.fit(flows.glow(2, 2, seed=1), 2 * x, **options, checkpoint=tmp_path / "ckpt",
                resume=True)
+
+
+def test_device_choice():
+    x = gaussian_data(100)
+    result = dl.fit(flows.realnvp(2, 1), x, epochs=1, device="auto", verbose=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert result.flow.device.type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            dl.fit(flows.realnvp(2, 1), x, epochs=1, device="cuda")

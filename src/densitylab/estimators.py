@@ -47,6 +47,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         patience: int | None = None,
         random_state: int = 0,
         verbose: bool = False,
+        device: str = "cpu",
     ) -> None:
         self.model = model
         self.n_layers = n_layers
@@ -60,6 +61,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.patience = patience
         self.random_state = random_state
         self.verbose = verbose
+        self.device = device
 
     def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
         """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
@@ -78,6 +80,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             flow, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             val_fraction=self.val_fraction, seed=seed, standardize=self.standardize,
             schedule=self.schedule, patience=self.patience, verbose=self.verbose,
+            device=self.device,
         )
         self.restore(result.flow, {"best_epoch": result.best_epoch,
                                    "best_val_nll": result.best_val_nll})
@@ -99,8 +102,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_fitted(self)
         x = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.no_grad(), torch_threads(1):
-            log_p = self.flow_.log_prob(torch.as_tensor(x, dtype=self.flow_.dtype))
-        return log_p.double().numpy()
+            log_p = self.flow_.log_prob(x)
+        return log_p.double().cpu().numpy()
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``: higher is better, what ``GridSearchCV`` maximises."""
@@ -110,4 +113,4 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """``n_samples`` new points, shape ``(n_samples, n_features)``."""
         check_fitted(self)
         with torch.no_grad():
-            return self.flow_.sample(n_samples, seed=random_state).double().numpy()
+            return self.flow_.sample(n_samples, seed=random_state).double().cpu().numpy()

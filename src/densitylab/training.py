@@ -88,6 +88,7 @@ def fit(
     checkpoint_every: int = 25,
     resume: bool = False,
     engine: str = "auto",
+    device: str | torch.device | None = None,
 ) -> FitResult:
     """Fit ``flow`` to data ``x`` of shape ``(n, D)`` by minimising the NLL with Adam.
 
@@ -113,6 +114,8 @@ def fit(
             epoch with hand-derived gradients, in float64, for RealNVP flows on the CPU: the
             same model, batches and Adam updates, several times faster for small flows), or
             ``"auto"``: compiled where supported, else torch.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available); ``None`` keeps the
+            flow where it is. Model, data batches and the returned flow live there.
 
     Example:
         >>> result = fit(realnvp(dim=2), x, epochs=200)
@@ -122,7 +125,7 @@ def fit(
         [flow], x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
         x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule,
         standardize=standardize, threads=threads, verbose=verbose, checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every, resume=resume, engine=engine,
+        checkpoint_every=checkpoint_every, resume=resume, engine=engine, device=device,
     )[0]
 
 
@@ -146,6 +149,7 @@ def fit_many(
     checkpoint_every: int = 25,
     resume: bool = False,
     engine: str = "auto",
+    device: str | torch.device | None = None,
 ) -> list[FitResult]:
     """Fit M flows of one architecture in one vectorised computation.
 
@@ -174,6 +178,8 @@ def fit_many(
         raise ValueError("fit_many needs data sets of equal size; fit them separately")
 
     model = stack([standardized(f) if standardize else f for f in flows])
+    if device is not None:
+        model = model.to(resolve_device(device))
     x_train = torch.as_tensor(np.stack(train), dtype=model.dtype, device=model.device)
     x_valid = torch.as_tensor(np.stack(val), dtype=model.dtype, device=model.device)
     if standardize:
@@ -245,6 +251,16 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 ENGINES = ("auto", "torch", "compiled")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA if available, else CPU; a CUDA request without CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA device is available")
+    return device
 
 
 def _use_compiled(engine: str, model: Flow) -> bool:

@@ -56,6 +56,7 @@ def train(
     standardize: bool = typer.Option(False, help="Standardise inside the model (densities stay in your units)."),
     patience: int = typer.Option(0, help="Stop after this many epochs without improvement (0: never)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
+    device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -75,13 +76,13 @@ def train(
         flow, x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
         seed=seed, patience=patience or None, schedule=None if schedule == "none" else schedule,
         standardize=standardize, verbose=None if not quiet else False,
-        checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume,
+        checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
     )
     config = {
         "command": "train", "data": data, "model": model, "layers": layers, "hidden": widths,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "seed": seed,
         "n_train_and_val": len(x), "val_fraction": val_fraction, "standardize": standardize,
-        "patience": patience, "flow": result.flow.config, "environment": environment(),
+        "patience": patience, "device": device, "flow": result.flow.config, "environment": environment(),
     }
     write_run(out, config, result, test, truth, seed, keep_checkpoint=result.stop_reason == "interrupted")
     typer.echo(summary_line(out, result, json.loads((out / "metrics.json").read_text())))
