@@ -48,11 +48,11 @@ class Run:
     budget: Budget
 
     def quick(self) -> Run:
-        """The same run at a budget for smoke tests and previews."""
+        """The same run at a preview budget: fewer points and epochs, networks at most 64 wide."""
         data = replace(self.data, n=min(self.data.n, 1000), n_test=4000)
-        return replace(
-            self, data=data, budget=replace(self.budget, epochs=max(8, self.budget.epochs // 25))
-        )
+        model = replace(self.model, hidden=tuple(min(h, 64) for h in self.model.hidden))
+        budget = replace(self.budget, epochs=max(8, self.budget.epochs // 25))
+        return replace(self, data=data, model=model, budget=budget)
 
 
 @dataclass(frozen=True)
