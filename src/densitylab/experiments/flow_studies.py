@@ -64,11 +64,13 @@ def _layers_135(metrics: Metrics) -> str:
         f"Averaged over depths the gap to the entropy was {moons:.3f} nats on moons and "
         f"{circles:.3f} on circles, so {easier} was the easier data set here."
     )
-    widths = {lb: m for lb, m in metrics.items() if lb.startswith("moons K=5 h=")}
-    if widths:
-        best = ranked(widths)[0][0]
-        listing = ", ".join(f"{lb.split('h=')[1]}: {m['test_nll']:.3f}" for lb, m in widths.items())
-        sentences.append(f"Hidden-size sweep on moons with K=5 (test NLL): {listing}; best {best}.")
+    widths = {m["hidden"][0]: m for lb, m in metrics.items() if lb.startswith("moons K=5")}
+    if len(widths) > 1:
+        best = min(widths, key=lambda h: widths[h]["test_nll"])
+        listing = ", ".join(f"{h}: {widths[h]['test_nll']:.3f}" for h in sorted(widths))
+        sentences.append(
+            f"Hidden-size sweep on moons with K=5 (width: test NLL): {listing}; best width {best}."
+        )
     return " ".join(sentences)
 
 
