@@ -372,11 +372,15 @@ def test_density_panels_share_one_colour_scale(data):
 
     grid = make_grid(((-1.5, 3.5), (-1.5, 3.5)), 40)
     images = {f"h = {h}": KDE(bandwidth=h).fit(data).evaluate_grid(grid) for h in (0.1, 0.5, 1.0)}
-    fig = density_panels(images, grid, "KDE", points=data)
+    fig = density_panels(images, grid, "KDE", points=data, clip_quantile=None)
     shown = [ax for ax in fig.axes if ax.get_visible() and ax.images]
     assert len(shown) == 3
     vmax = max(image.max() for image in images.values())
     assert {ax.images[0].get_clim() for ax in shown} == {(0.0, vmax)}
+    clipped = density_panels(images, grid, "KDE", clip_quantile=0.9)
+    pixels = np.concatenate([image.ravel() for image in images.values()])
+    tops = [ax.images[0].get_clim()[1] for ax in clipped.axes if ax.images]
+    assert tops == pytest.approx([np.quantile(pixels, 0.9)] * 3)
     assert len(fig.axes) == 4  # three panels and one colorbar
     assert all(ax.get_title() for ax in shown) and shown[0].get_ylabel() == "$x_2$"
     with pytest.raises(ValueError, match="shape"):
