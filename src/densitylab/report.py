@@ -126,13 +126,14 @@ def write_report(out: Path, outcomes: list[Outcome], quick: bool) -> Path:
         [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["total", f"{total:.1f}"]],
     )
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
-    budget = "quick (reduced budgets: a preview, not the studies' numbers)" if quick else "full"
+    budget = ("at quick, reduced budgets: a preview, not the studies' numbers" if quick
+              else "at the budgets the source documents set")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>densitylab report</title>
 <style>{STYLE}</style></head><body>
 <h1>densitylab: density estimation with normalizing flows and KDE</h1>
 <p>Every study of the source documents, rerun by <code>densitylab reproduce</code>
-({html.escape(budget)} budgets). Negative log-likelihoods are in nats per point; for the
+{html.escape(budget)}. Negative log-likelihoods are in nats per point; for the
 built-in distributions the true entropy is the lowest test NLL any model can reach, so the
 gap to it measures how far a model is from the truth.</p>
 <nav><h2>Contents</h2><ol>{contents}<li><a href="#derivations">Derivations</a></li>
