@@ -240,3 +240,10 @@ def test_standardized_flow_keeps_dtype():
     flow = flows.standardized(flows.realnvp(2).double())
     assert flow.dtype == torch.float64
     assert flow.log_prob(torch.zeros(1, 2, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_recommended_is_a_stronger_realnvp():
+    flow = flows.recommended(3, seed=1)
+    assert flow.config["builder"] == "realnvp" and flow.config["n_layers"] == 8
+    assert flow.config["scale"] == "tanh" and flow.config["hidden"] == [64, 64]
+    assert flow.log_prob(torch.zeros(2, 3)).shape == (2,)
