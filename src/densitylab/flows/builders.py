@@ -68,6 +68,8 @@ def realnvp(
         raise ValueError(f"unknown mixing {mixing!r}; choose one of {list(MIXINGS)}")
     generator = torch.Generator().manual_seed(seed)
     coupling = TriangularCoupling if triangular else AffineCoupling
+    options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
+                   scale=scale, zero_init=zero_init, n_models=n_models, generator=generator)
     transforms: list[Transform] = []
     for layer in range(n_layers):
         if layer > 0 and mixing == "reverse":
@@ -75,18 +77,7 @@ def realnvp(
         elif layer > 0 and mixing == "permute":
             transforms.append(Permutation.random(dim, n_models, generator))
         flip = mixing is None and layer % 2 == 1
-        transforms.append(
-            coupling(
-                half_mask(dim, flip),
-                hidden=hidden,
-                activation=activation,
-                separate_nets=separate_nets,
-                scale=scale,
-                zero_init=zero_init,
-                n_models=n_models,
-                generator=generator,
-            )
-        )
+        transforms.append(coupling(half_mask(dim, flip), **options))
     config = dict(
         builder="realnvp", dim=dim, n_layers=n_layers, hidden=list(hidden),
         activation=activation, separate_nets=separate_nets, scale=scale, zero_init=zero_init,
@@ -114,21 +105,14 @@ def glow(
     """
     _check_common(dim, n_layers, hidden, activation)
     generator = torch.Generator().manual_seed(seed)
+    options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
+                   scale=scale, zero_init=zero_init, n_models=n_models, generator=generator)
     transforms: list[Transform] = []
     for _ in range(n_layers):
         transforms += [
             ActNorm(dim, n_models),
             InvertibleLinear(dim, n_models, generator),
-            AffineCoupling(
-                half_mask(dim, False),
-                hidden=hidden,
-                activation=activation,
-                separate_nets=separate_nets,
-                scale=scale,
-                zero_init=zero_init,
-                n_models=n_models,
-                generator=generator,
-            ),
+            AffineCoupling(half_mask(dim, False), **options),
         ]
     config = dict(
         builder="glow", dim=dim, n_layers=n_layers, hidden=list(hidden), activation=activation,
