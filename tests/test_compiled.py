@@ -121,3 +121,11 @@ def test_unsupported_models_are_refused_or_routed_to_torch():
     with pytest.raises(ValueError, match="unknown engine"):
         dl.fit(flows.realnvp(2, 2), x, epochs=1, engine="jax")
     assert dl.fit(flows.glow(2, 1), x, epochs=1, verbose=False).epochs_run == 1  # auto -> torch
+
+
+def test_auto_engine_batches_many_models_with_torch():
+    few = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(4)])
+    many = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(5)])
+    assert training._use_compiled("auto", few)
+    assert not training._use_compiled("auto", many)
+    assert training._use_compiled("compiled", many)

@@ -113,7 +113,8 @@ def fit(
         engine: ``"torch"`` (autograd, any flow, any device), ``"compiled"`` (a numba-compiled
             epoch with hand-derived gradients, in float64, for RealNVP flows on the CPU: the
             same model, batches and Adam updates, several times faster for small flows), or
-            ``"auto"``: compiled where supported, else torch.
+            ``"auto"``: compiled where supported and at most 4 models are trained together
+            (it runs stacked models one by one), else torch.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available); ``None`` keeps the
             flow where it is. Model, data batches and the returned flow live there.
 
@@ -251,6 +252,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 ENGINES = ("auto", "torch", "compiled")
+AUTO_COMPILED_MAX_MODELS = 4
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -275,7 +277,9 @@ def _use_compiled(engine: str, model: Flow) -> bool:
             "the compiled engine needs numba and a RealNVP flow (affine couplings with "
             "contiguous masks) on the CPU; use engine='torch'"
         )
-    return ok
+    # The compiled engine runs stacked models one after another, the torch engine batches
+    # them: measured (benchmarks/RESULTS.md), torch wins from about five models on.
+    return ok and (engine == "compiled" or model.n_models <= AUTO_COMPILED_MAX_MODELS)
 
 
 def _progress_enabled(verbose: bool | None) -> bool:
