@@ -453,6 +453,7 @@ def main() -> None:
         args.epochs, args.timing_epochs, args.many_epochs = 20, 5, 10
         args.points, args.repeats = 100_000, 1
     threads = [int(t) for t in args.threads.split(",")]
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show up in a log file at once
 
     print(f"# bench_flows: {' '.join(sys.argv[1:]) or '(defaults)'}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.platform()}")
@@ -476,10 +477,10 @@ def main() -> None:
     for r in active[1:]:
         train(r.name, data, 1, threads[0])  # warm-up: one-off start-up costs are not timed
 
-    print(
-        f"\nfits of {args.epochs} epochs at {threads[0]} thread(s), then of "
-        f"{args.timing_epochs} epochs at {threads[1:]}, implementations alternating:"
-    )
+    plan = f"{args.epochs} epochs at {threads[0]} thread(s)"
+    if threads[1:]:
+        plan += f", {args.timing_epochs} epochs (timing only) at {threads[1:]}"
+    print(f"\nfits of {plan}, implementations alternating:")
     for i, t in enumerate(threads):
         epochs = args.epochs if i == 0 else args.timing_epochs
         for r in active if i % 2 == 0 else active[::-1]:
@@ -525,12 +526,15 @@ def main() -> None:
             )
 
     print(
-        f"\n## Results ({args.epochs} epochs at {threads[0]} thread(s), {args.timing_epochs} "
-        "at more; s/epoch: the median epoch, training + validation; throughput: points per "
-        "second)\n"
+        f"\n## Results ({plan}; s/epoch: the median epoch, training + validation; "
+        "throughput: points per second)\n"
     )
     print_table(rows, threads)
-    print(f"\ncompiled engine one-time compile: {compile_s:.1f} s (excluded above)")
+    print(
+        f"\nfit_many, {N_MANY} models over 1 ({args.many_epochs} epochs; target <= 3): "
+        + ", ".join(f"{key} {m['ratio']:.2f}" for key, m in many.items())
+    )
+    print(f"compiled engine one-time compile: {compile_s:.1f} s (excluded above)")
     print("load average at end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
 
     if args.json:
