@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.linalg import solve_triangular
@@ -216,6 +217,29 @@ def test_chunking_does_not_change_results(data, queries):
     np.testing.assert_allclose(chunked, full, rtol=1e-13)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 97])  # one block / many row and column blocks
+def test_device_path_matches_scipy_and_the_tree_path(data, queries, chunk_size):
+    """The dense torch path (what runs on a GPU), exercised on the CPU."""
+    far = np.array([[40.0, -30.0], [1e3, 1e3]])
+    points = np.vstack([queries, far])
+    dense = KDE(bandwidth="scott", chunk_size=chunk_size, device="cpu").fit(data)
+    ours = dense.score_samples(points)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, KDE(bandwidth="scott").fit(data).score_samples(points),
+                               rtol=1e-12)
+    np.testing.assert_allclose(ours[: len(queries)], gaussian_kde(data.T).logpdf(queries.T),
+                               rtol=1e-10)
+    grid = make_grid(((-1.5, 3.5), (-1.5, 3.5)), 30)
+    np.testing.assert_allclose(dense.evaluate_grid(grid, log=True).ravel(),
+                               dense.score_samples(grid.points), rtol=1e-12)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error(data):
+    with pytest.raises(ValueError, match="no CUDA device"):
+        KDE(device="cuda").fit(data)
+
+
 def test_score_is_sum_of_score_samples(data, queries):
     kde = KDE(bandwidth=0.3).fit(data)
     assert kde.score(queries) == pytest.approx(kde.score_samples(queries).sum(), rel=1e-14)
@@ -352,7 +376,7 @@ def test_bad_queries_and_sampling_arguments(data):
 
 def test_sklearn_contract(data):
     kde = KDE(bandwidth=(0.2, 0.1), chunk_size=1000)
-    assert kde.get_params() == {"bandwidth": (0.2, 0.1), "chunk_size": 1000}
+    assert kde.get_params() == {"bandwidth": (0.2, 0.1), "chunk_size": 1000, "device": None}
     twin = clone(kde).set_params(bandwidth="silverman")
     assert twin.get_params()["bandwidth"] == "silverman"
     assert not hasattr(twin, "bandwidth_")
@@ -422,6 +446,11 @@ def test_cli_kde_on_builtin(tmp_path, have_datasets):
     assert report["grid"]["kl"] > -0.05 and report["grid"]["ise"] >= 0
     assert json.loads((out / "config.json").read_text())["bandwidth"] == "0.2,0.3"
     assert (out / "figures" / "density.png").stat().st_size > 0
+    on_device = CliRunner().invoke(app, [*args, "--device", "cpu", "--out", str(tmp_path / "d")])
+    assert on_device.exit_code == 0, on_device.output
+    dense = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert dense["held_out_log_likelihood"] == pytest.approx(report["held_out_log_likelihood"],
+                                                             rel=1e-12)
 
 
 def test_cli_kde_on_file_and_errors(tmp_path, have_datasets):

@@ -27,6 +27,8 @@ from numpy.typing import ArrayLike
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from densitylab import distributed as distributed_
+from densitylab._devices import resolve_device
 from densitylab._files import atomic_directory
 from densitylab._validation import as_points, check_positive_int
 from densitylab.flows import Flow, compiled, stack, standardized, unstack
@@ -89,6 +91,7 @@ def fit(
     resume: bool = False,
     engine: str = "auto",
     device: str | torch.device | None = None,
+    distributed: bool = False,
 ) -> FitResult:
     """Fit ``flow`` to data ``x`` of shape ``(n, D)`` by minimising the NLL with Adam.
 
@@ -113,10 +116,15 @@ def fit(
         engine: ``"torch"`` (autograd, any flow, any device), ``"compiled"`` (a numba-compiled
             epoch with hand-derived gradients, in float64, for RealNVP flows on the CPU: the
             same model, batches and Adam updates, several times faster for small flows), or
-            ``"auto"``: compiled where supported and at most 4 models are trained together
-            (it runs stacked models one by one), else torch.
+            ``"auto"``: compiled where supported and faster (small networks, at most 4 models
+            trained together: it runs stacked models one by one), else torch.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available); ``None`` keeps the
             flow where it is. Model, data batches and the returned flow live there.
+        distributed: data-parallel training over the processes of a running
+            ``torch.distributed`` process group (see :mod:`densitylab.distributed`; launch with
+            torchrun). Every process passes the same data and seed and gets the same result,
+            the one a single process would get, up to float rounding; only rank 0 shows
+            progress and writes checkpoints. Uses the torch engine.
 
     Example:
         >>> result = fit(realnvp(dim=2), x, epochs=200)
@@ -127,6 +135,7 @@ def fit(
         x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule,
         standardize=standardize, threads=threads, verbose=verbose, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, resume=resume, engine=engine, device=device,
+        distributed=distributed,
     )[0]
 
 
@@ -151,6 +160,7 @@ def fit_many(
     resume: bool = False,
     engine: str = "auto",
     device: str | torch.device | None = None,
+    distributed: bool = False,
 ) -> list[FitResult]:
     """Fit M flows of one architecture in one vectorised computation.
 
@@ -178,21 +188,27 @@ def fit_many(
     if len({len(t) for t in train}) != 1 or len({len(v) for v in val}) != 1:
         raise ValueError("fit_many needs data sets of equal size; fit them separately")
 
+    if distributed and not distributed_.is_initialized():
+        raise ValueError(
+            "distributed=True needs a running process group: launch with torchrun and train "
+            "inside `with densitylab.distributed.process_group(): ...`"
+        )
     model = stack([standardized(f) if standardize else f for f in flows])
     if device is not None:
-        model = model.to(resolve_device(device))
+        model = model.to(resolve_device(device, distributed))
     x_train = torch.as_tensor(np.stack(train), dtype=model.dtype, device=model.device)
     x_valid = torch.as_tensor(np.stack(val), dtype=model.dtype, device=model.device)
     if standardize:
         model.transforms[0].fit(x_train)
 
     with torch_threads(threads):
-        loop = _Loop(model, x_train, x_valid, seeds, options, _use_compiled(engine, model))
+        fast = _use_compiled(engine, model, distributed)
+        loop = _Loop(model, x_train, x_valid, seeds, options, fast, distributed)
         if checkpoint is not None:
             loop.checkpoint = _Checkpoint(Path(checkpoint), checkpoint_every)
             if resume and loop.checkpoint.exists():
                 loop.checkpoint.restore(loop)
-        loop.run(_progress_enabled(verbose))
+        loop.run(_progress_enabled(verbose) and distributed_.is_main_process())
     return loop.results(splits)
 
 
@@ -253,23 +269,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 ENGINES = ("auto", "torch", "compiled")
 AUTO_COMPILED_MAX_MODELS = 4
+AUTO_COMPILED_MAX_UNITS = 256  # hidden units per s/t network
+AUTO_COMPILED_MAX_PRODUCT = 64 * 64 * 2  # widest hidden-to-hidden weight matrix
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA if available, else CPU; a CUDA request without CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA device is available")
-    return device
-
-
-def _use_compiled(engine: str, model: Flow) -> bool:
+def _use_compiled(engine: str, model: Flow, distributed: bool) -> bool:
     """Resolve ``engine`` for this model; ``"compiled"`` on an unsupported model is an error."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
-    if engine == "torch":
+    if engine == "compiled" and distributed:
+        raise ValueError("distributed training uses the torch engine; use engine='auto' or 'torch'")
+    if engine == "torch" or distributed:
         return False
     ok = compiled.available() and compiled.supports(model) and model.device.type == "cpu"
     if engine == "compiled" and not ok:
@@ -277,9 +287,23 @@ def _use_compiled(engine: str, model: Flow) -> bool:
             "the compiled engine needs numba and a RealNVP flow (affine couplings with "
             "contiguous masks) on the CPU; use engine='torch'"
         )
-    # The compiled engine runs stacked models one after another, the torch engine batches
-    # them: measured (benchmarks/RESULTS.md), torch wins from about five models on.
-    return ok and (engine == "compiled" or model.n_models <= AUTO_COMPILED_MAX_MODELS)
+    if engine == "compiled":
+        return ok
+    return ok and _compiled_is_faster(model)
+
+
+def _compiled_is_faster(model: Flow) -> bool:
+    """Measured (1 thread, ``benchmarks/RESULTS.md``): the compiled engine wins for the small
+    networks it was made for; torch's batched float32 kernels win for wide networks (from
+    about 512 units, or two 128-unit layers) and for five or more stacked models, since the
+    compiled engine runs stacked models one after another."""
+    hidden = list(model.config.get("hidden", []))
+    widest_product = max((a * b for a, b in zip(hidden, hidden[1:], strict=False)), default=0)
+    return (
+        model.n_models <= AUTO_COMPILED_MAX_MODELS
+        and sum(hidden) <= AUTO_COMPILED_MAX_UNITS
+        and widest_product <= AUTO_COMPILED_MAX_PRODUCT
+    )
 
 
 def _progress_enabled(verbose: bool | None) -> bool:
@@ -290,9 +314,13 @@ class _Loop:
     """The training loop over a stacked model; state per model is a tensor of length M."""
 
     def __init__(
-        self, model: Flow, x_train: Tensor, x_val: Tensor, seeds, options: _Options, fast: bool
+        self, model: Flow, x_train: Tensor, x_val: Tensor, seeds, options: _Options, fast: bool,
+        distributed: bool = False,
     ):
         self.model, self.x_train, self.x_val, self.options = model, x_train, x_val, options
+        # data-parallel: gradients are averaged over processes by DDP (parameters are
+        # broadcast from rank 0 on construction); None trains in this process alone
+        self.ddp = _data_parallel(model) if distributed else None
         self.n_models = model.n_models
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -308,6 +336,7 @@ class _Loop:
         self.epoch = self.step = 0  # completed so far; a resumed run starts after them
         self.checkpoint: _Checkpoint | None = None
         self.fast = _CompiledEpochs(self) if fast else None
+        self.writes = distributed_.is_main_process()  # only rank 0 writes checkpoints
 
     def fingerprint(self) -> str:
         """Identifies the data, model shape and options a checkpoint belongs to."""
@@ -336,10 +365,9 @@ class _Loop:
 
     def _step(self, index: Tensor, step: int, total_steps: int) -> Tensor:
         """One Adam step on every model; returns the per-model batch NLL (detached)."""
-        batch = self.x_train.gather(1, index.unsqueeze(-1).expand(-1, -1, self.x_train.shape[2]))
-        nll = -self.model._log_prob(batch).mean(dim=1)
+        loss, nll = self._batch_loss(index)
         self.optimizer.zero_grad(set_to_none=True)
-        nll.sum().backward()
+        loss.backward()
         finite = self._finite(nll)
         if self.options.schedule == "cosine":
             for group in self.optimizer.param_groups:
@@ -349,7 +377,22 @@ class _Loop:
             self.bad_steps.zero_()
         else:
             self._step_finite_models_only(finite)
-        return nll.detach()
+        return nll
+
+    def _gather(self, index: Tensor) -> Tensor:
+        return self.x_train.gather(1, index.unsqueeze(-1).expand(-1, -1, self.x_train.shape[2]))
+
+    def _batch_loss(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss to differentiate and the per-model NLL of the (global) batch, detached."""
+        if self.ddp is None:
+            nll = -self.model._log_prob(self._gather(index)).mean(dim=1)
+            return nll.sum(), nll.detach()
+        # Each process scores its shard; DDP averages gradients over the processes, so
+        # scaling the shard's sum by world_size / batch gives the global batch mean's gradient.
+        batch_size = index.shape[1]
+        shard_sum = self.ddp(self._gather(distributed_.shard(index, dim=1))).sum(dim=1)
+        loss = -shard_sum.sum() * (distributed_.world_size() / batch_size)
+        return loss, distributed_.all_reduce_sum(-shard_sum.detach()) / batch_size
 
     def _per_model(self, tensor: Tensor) -> Tensor:
         """View a parameter-shaped tensor as ``(M, -1)``: rows are grouped by model."""
@@ -387,10 +430,12 @@ class _Loop:
 
     @torch.no_grad()
     def _validate(self) -> Tensor:
+        """Per-model validation NLL; data-parallel, each process scores a shard."""
         self.model.eval()
-        nll = -self.model._log_prob(self.x_val).mean(dim=1).double()
+        log_p = self.model._log_prob(distributed_.shard(self.x_val, dim=1)).double().sum(dim=1)
+        nll = -distributed_.all_reduce_sum(log_p) / self.x_val.shape[1]
         self.model.train()
-        return torch.nan_to_num(nll, nan=math.inf)
+        return torch.nan_to_num(nll, nan=math.inf).cpu()
 
     @torch.no_grad()
     def _keep_best(self, val_nll: Tensor, epoch: int) -> None:
@@ -433,7 +478,7 @@ class _Loop:
                     self.epoch = epoch
                     active &= ~self._stopped(epoch)
                     advance(epoch, self.histories)
-                    if self.checkpoint and epoch % self.checkpoint.every == 0:
+                    if self.checkpoint and epoch % self.checkpoint.every == 0 and self.writes:
                         self.checkpoint.save(self)
             except KeyboardInterrupt:  # resume restarts from the last periodic checkpoint
                 self.stop_reason = ["interrupted"] * self.n_models
@@ -477,6 +522,12 @@ class _Loop:
             )
             for m, flow in enumerate(flows)
         ]
+
+
+def _data_parallel(model: Flow) -> torch.nn.parallel.DistributedDataParallel:
+    """Wrap ``model`` for data-parallel training on its device (one GPU or the CPU)."""
+    device_ids = [model.device] if model.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 class _CompiledEpochs:

@@ -62,6 +62,7 @@ def kde(
     n: int = typer.Option(10000, "--n", "-n", help="Points drawn from a built-in distribution."),
     seed: int = typer.Option(0, help="Seed of the sample; held-out points use seed + 1."),
     resolution: int = typer.Option(100, help="Grid cells per axis for the figure and the grid metrics."),
+    device: str = typer.Option("", help="Evaluate on this torch device (cuda, cpu, auto) in dense blocks; default: the CPU's pruned kd-tree path."),
 ) -> None:
     """Fit a Gaussian KDE and write config.json, metrics.json and figures/density.png to OUT.
 
@@ -83,7 +84,7 @@ def kde(
     check_positive_int(n, "--n")
     check_positive_int(resolution, "--resolution", minimum=2)
     x, truth = datasets.resolve(data, n, seed)
-    model = KDE(bandwidth=spec).fit(x)
+    model = KDE(bandwidth=spec, device=device or None).fit(x)
     report: dict[str, Any] = {
         "n_points": len(x),
         "dim": x.shape[1],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -57,13 +58,18 @@ def train(
     patience: int = typer.Option(0, help="Stop after this many epochs without improvement (0: never)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
+    distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
     from densitylab import datasets, flows
+    from densitylab import distributed as parallel
+    from densitylab._devices import resolve_device
     from densitylab.training import fit
 
     widths = parse_hidden(hidden)
+    if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
+        raise ValueError("started by torchrun with several processes: add --distributed")
     if schedule not in ("none", "cosine"):
         raise ValueError(f"--schedule must be none or cosine, got {schedule!r}")
     x, truth = datasets.resolve(data, n, seed)
@@ -72,17 +78,29 @@ def train(
     else:
         test = truth.sample(n_test, seed=seed + 1)
     flow = flows.build(model, dim=x.shape[1], n_layers=layers, hidden=widths, seed=seed)
-    result = fit(
-        flow, x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
-        seed=seed, patience=patience or None, schedule=None if schedule == "none" else schedule,
-        standardize=standardize, verbose=None if not quiet else False,
-        checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
-    )
+
+    def train_flow():
+        return fit(
+            flow, x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+            seed=seed, patience=patience or None, schedule=None if schedule == "none" else schedule,
+            standardize=standardize, verbose=None if not quiet else False,
+            checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
+            distributed=distributed,
+        )
+
+    processes = 1
+    if distributed:
+        with parallel.process_group(resolve_device(device)):
+            result, writer, processes = train_flow(), parallel.is_main_process(), parallel.world_size()
+        if not writer:  # every process holds the same result; rank 0 writes it
+            return
+    else:
+        result = train_flow()
     config = {
         "command": "train", "data": data, "model": model, "layers": layers, "hidden": widths,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "seed": seed,
         "n_train_and_val": len(x), "val_fraction": val_fraction, "standardize": standardize,
-        "patience": patience, "device": device, "flow": result.flow.config, "environment": environment(),
+        "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
     }
     write_run(out, config, result, test, truth, seed, keep_checkpoint=result.stop_reason == "interrupted")
     typer.echo(summary_line(out, result, json.loads((out / "metrics.json").read_text())))

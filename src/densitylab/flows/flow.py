@@ -77,6 +77,10 @@ class Flow(nn.Module):
         z, logdet = self._to_latent(x)
         return standard_normal_log_prob(z) + logdet
 
+    def forward(self, x: Tensor) -> Tensor:
+        """``(M, n, D) -> (M, n)`` log-densities, unchecked; what DistributedDataParallel wraps."""
+        return self._log_prob(x)
+
     # -- public API ----------------------------------------------------------------------------
     def _lifted(self, x: Tensor) -> tuple[Tensor, bool]:
         x = as_input(x, self._anchor, self.dim)

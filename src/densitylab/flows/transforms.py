@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from densitylab.distributed import all_reduce_sum
 from densitylab.flows.nets import StackedMLP
 
 SCALINGS = ("factor", "tanh")
@@ -323,8 +324,16 @@ class ActNorm(Transform):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set bias and scale from a batch ``(M, n, D)``: zero mean, unit variance."""
-        mean, std = x.mean(dim=1, keepdim=True), x.std(dim=1, keepdim=True)
+        """Set bias and scale from a batch ``(M, n, D)``: zero mean, unit variance.
+
+        Under data-parallel training each process sees only its shard of the batch; the
+        statistics are summed over all processes, so every process gets the same
+        initialisation, the one a single process would compute from the whole batch.
+        """
+        count = all_reduce_sum(torch.tensor(float(x.shape[1]), dtype=x.dtype, device=x.device))
+        mean = all_reduce_sum(x.sum(dim=1, keepdim=True)) / count
+        squares = all_reduce_sum((x - mean).square().sum(dim=1, keepdim=True))
+        std = (squares / (count - 1)).sqrt()
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
         self.initialized.fill_(True)
