@@ -126,6 +126,16 @@ def test_unsupported_models_are_refused_or_routed_to_torch():
 def test_auto_engine_batches_many_models_with_torch():
     few = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(4)])
     many = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(5)])
-    assert training._use_compiled("auto", few)
-    assert not training._use_compiled("auto", many)
-    assert training._use_compiled("compiled", many)
+    assert training._use_compiled("auto", few, False)
+    assert not training._use_compiled("auto", many, False)
+    assert training._use_compiled("compiled", many, False)
+
+
+@pytest.mark.parametrize(("hidden", "compiled_wins"), [
+    ((32, 32), True), ((64, 64), True), ((256,), True),
+    ((512,), False), ((128, 128), False), ((1024,), False),
+])
+def test_auto_engine_leaves_wide_networks_to_torch(hidden, compiled_wins):
+    flow = flows.realnvp(2, 4, hidden)
+    assert training._use_compiled("auto", flow, False) is compiled_wins
+    assert training._use_compiled("compiled", flow, False)

@@ -32,6 +32,39 @@ def test_report_has_every_section_figure_and_derivation(report):
     assert "https://" not in page
     assert len(re.findall(r"<math ", page)) >= 10
     assert 'id="derivations"' in page and 'id="environment"' in page
+    assert "whole run (" in page
+
+
+def test_experiments_in_parallel_give_the_results_of_one_at_a_time(tmp_path):
+    names = ["depth", "kde-bandwidth", "numpy-vs-torch"]  # the last one runs alone, at the end
+    seen = []
+    apart = experiments.run_all(names, tmp_path / "apart", quick=True, jobs=2,
+                                on_progress=lambda running, done: seen.append((running, done)))
+    alone = experiments.run_all(names, tmp_path / "alone", quick=True, jobs=1)
+    assert [o.name for o in apart] == names
+    assert seen[-2] == (["numpy-vs-torch"], ["depth", "kde-bandwidth"]) or seen[-2] == (
+        ["numpy-vs-torch"], ["kde-bandwidth", "depth"])
+    assert seen[-1][0] == [] and sorted(seen[-1][1]) == sorted(names)
+    for a, b in zip(apart, alone, strict=True):
+        assert_same_numbers(a.metrics, b.metrics)
+        assert (tmp_path / "apart" / a.name / "outcome.json").is_file()
+
+
+def assert_same_numbers(a, b, path="metrics"):
+    """Equal structure and values (floats to 1e-9), timings aside."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            if not any(word in key for word in ("seconds", "time")):
+                assert_same_numbers(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_numbers(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), path
+    else:
+        assert a == b, path
 
 
 @pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),

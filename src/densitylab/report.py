@@ -115,15 +115,24 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_report(out: Path, outcomes: list[Outcome], quick: bool) -> Path:
-    """Write ``out/report.html`` from outcomes whose files live in ``out/<name>/``."""
-    env = environment()
+def write_report(
+    out: Path, outcomes: list[Outcome], quick: bool, wall_seconds: float | None = None,
+    jobs: int = 1,
+) -> Path:
+    """Write ``out/report.html`` from outcomes whose files live in ``out/<name>/``.
+
+    ``wall_seconds``: the whole run's wall time, with ``jobs`` experiments at a time.
+    """
+    env = environment() | {"experiments at once": jobs}
     total = sum(o.seconds for o in outcomes)
+    rows = [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["sum", f"{total:.1f}"]]
+    if wall_seconds is not None:
+        rows.append([f"whole run ({jobs} at once)", f"{wall_seconds:.1f}"])
     contents = "".join(f'<li><a href="#{o.name}">{html.escape(o.title)}</a></li>' for o in outcomes)
     timing = Table(
         "Wall time per experiment (seconds)",
         ["experiment", "seconds"],
-        [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["total", f"{total:.1f}"]],
+        rows,
     )
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
     budget = ("at quick, reduced budgets: a preview, not the studies' numbers" if quick

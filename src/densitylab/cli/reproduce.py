@@ -14,26 +14,36 @@ def reproduce(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for every experiment and report.html."),
     quick: bool = typer.Option(False, help="Reduced budgets (about two minutes): a preview of the report."),
     only: str = typer.Option("", help="Comma-separated experiment names to run (default: all)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Experiments run at once, each in its own process (0: one per CPU core, at most 4). Results do not depend on it."),
 ) -> None:
     """Run every experiment of the source documents and write OUT/report.html."""
+    import os
+    import time
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from densitylab import experiments
+    from densitylab._validation import check_positive_int
     from densitylab.report import write_report
 
     names = [n for n in only.split(",") if n] or experiments.names()
     for name in names:
         experiments.get(name)
-    outcomes = []
+    if jobs == 0:
+        jobs = min(os.cpu_count() or 1, 4)
+    check_positive_int(jobs, "--jobs")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+    start = time.perf_counter()
     with Progress(*columns) as progress:
         task = progress.add_task("experiments", total=len(names))
-        for name in names:
-            progress.update(task, description=f"running {name}")
-            outcomes.append(experiments.run(name, out / name, quick=quick, verbose=False))
-            progress.advance(task)
-        progress.update(task, description="done")
-    path = write_report(out, outcomes, quick)
-    total = sum(o.seconds for o in outcomes)
-    typer.echo(f"wrote {path} ({len(outcomes)} experiments, {total:.0f} s)")
+
+        def show(running: list[str], done: list[str]) -> None:
+            label = f"running {', '.join(running)}" if running else "done"
+            progress.update(task, completed=len(done), description=label)
+
+        outcomes = experiments.run_all(names, out, quick=quick, jobs=min(jobs, len(names)),
+                                       on_progress=show)
+    wall = time.perf_counter() - start
+    path = write_report(out, outcomes, quick, wall_seconds=wall, jobs=jobs)
+    typer.echo(f"wrote {path} ({len(outcomes)} experiments in {wall:.0f} s on {jobs} processes)")

@@ -12,6 +12,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
 from densitylab._files import atomic_directory
@@ -59,4 +62,66 @@ def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = 
     return outcome
 
 
-__all__ = ["Outcome", "get", "names", "registry", "run"]
+def run_all(
+    selected: Sequence[str],
+    out: str | os.PathLike,
+    quick: bool = False,
+    jobs: int = 1,
+    on_progress: Callable[[list[str], list[str]], None] = lambda running, done: None,
+) -> list[Outcome]:
+    """Run experiments into ``out/NAME``, up to ``jobs`` at a time in worker processes.
+
+    The experiments are independent and seeded, so their results do not depend on ``jobs``;
+    the costliest start first, and those that measure speed (``exclusive``) run alone at the
+    end. Returns the outcomes in the order of ``selected``. ``on_progress(running, done)`` is
+    called whenever an experiment starts or ends.
+    """
+    experiments = {name: get(name) for name in selected}
+    exclusive = [n for n in selected if experiments[n].exclusive]
+    shared = [n for n in selected if n not in exclusive]
+    results: dict[str, Outcome] = {}
+    if jobs > 1 and len(shared) > 1:
+        results |= _run_in_workers(shared, Path(out), quick, jobs, on_progress)
+    else:
+        exclusive = shared + exclusive
+    for name in exclusive:
+        on_progress([name], list(results))
+        results[name] = run(name, Path(out) / name, quick)
+    on_progress([], list(results))
+    return [results[name] for name in selected]
+
+
+def _run_in_workers(
+    selected: list[str], out: Path, quick: bool, jobs: int,
+    on_progress: Callable[[list[str], list[str]], None],
+) -> dict[str, Outcome]:
+    queue = sorted(selected, key=lambda name: -get(name).cost)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = get_context("spawn")  # fresh interpreters: no inherited torch or OpenMP state
+    results: dict[str, Outcome] = {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_limit_threads,
+                             initargs=(threads,)) as pool:
+        running: dict[Future, str] = {}
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    name = queue.pop(0)
+                    running[pool.submit(run, name, out / name, quick)] = name
+                on_progress(list(running.values()), list(results))
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    results[running.pop(future)] = future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker set-up: share the cores between the workers instead of oversubscribing them."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+__all__ = ["Outcome", "get", "names", "registry", "run", "run_all"]

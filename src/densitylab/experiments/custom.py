@@ -153,17 +153,17 @@ def _engines(out: Path, quick: bool) -> Outcome:
 
 CUSTOM_STUDIES = (
     CustomExperiment("datasets", "The toy distributions", "Scatter of every toy distribution.",
-                     run_datasets),
+                     run_datasets, cost=0.2),
     CustomExperiment("kde-bandwidth", "Kernel density estimation: the bandwidth trade-off",
                      "The coursework's KDE study: bandwidths 0.1, 0.5, 1 against the truth on two "
                      "Gaussian mixtures and the spiral, and what Scott, Silverman and CV choose.",
-                     run_kde_bandwidth),
+                     run_kde_bandwidth, cost=1.0),
     CustomExperiment("flows-vs-baselines", "Flows against KDE, a VAE and a GAN",
                      "RealNVP, Glow, KDE, a VAE and a GAN on four data sets: likelihood where it "
                      "exists, gap to the entropy, sample distances and training time.",
-                     _comparison),
+                     _comparison, cost=4.2),
     CustomExperiment("numpy-vs-torch", "NumPy against PyTorch (and the compiled engine)",
                      "The same RealNVP in NumPy, torch autograd and the compiled engine: seconds "
                      "per epoch and test NLL for batch sizes 64 to 1500 and widths 32 to 512.",
-                     _engines),
+                     _engines, cost=3.1, exclusive=True),
 )

@@ -122,6 +122,7 @@ FLOW_STUDIES = (
         ),
         figures=("loss", "density", "layers"),
         findings=_per_dataset,
+        cost=4,
     ),
     FlowExperiment(
         name="depth",
@@ -133,6 +134,7 @@ FLOW_STUDIES = (
             _run("K=4", Data("gaussians-rot", ROT5), epochs=250),
         ),
         findings=_depth,
+        cost=0.7,
     ),
     FlowExperiment(
         name="data-size",
@@ -144,6 +146,7 @@ FLOW_STUDIES = (
             _run("N=3000", Data("gaussians-rot", ROT5, n=3000), epochs=400),
         ),
         findings=_data_size,
+        cost=1.4,
     ),
     FlowExperiment(
         name="complexity",
@@ -155,6 +158,7 @@ FLOW_STUDIES = (
             _run("7 Gaussians", Data("gaussians-rot", {"num_gaussians": 7}), epochs=250),
         ),
         findings=_complexity,
+        cost=0.8,
     ),
     FlowExperiment(
         name="layers-1-3-5",
@@ -185,6 +189,7 @@ FLOW_STUDIES = (
         ),
         figures=("loss", "latent", "samples"),
         findings=_layers_135,
+        cost=9,
     ),
     FlowExperiment(
         name="realnvp-vs-glow",
@@ -208,6 +213,7 @@ FLOW_STUDIES = (
         ),
         figures=("loss", "samples", "density"),
         findings=_realnvp_vs_glow,
+        cost=4,
     ),
     FlowExperiment(
         name="checkerboard",
@@ -227,6 +233,7 @@ FLOW_STUDIES = (
         ),
         figures=("loss", "density", "latent", "samples", "layers"),
         findings=_checkerboard,
+        cost=2.1,
     ),
     FlowExperiment(
         name="triangular-coupling",
@@ -244,5 +251,6 @@ FLOW_STUDIES = (
         ),
         figures=("loss", "density"),
         findings=_triangular,
+        cost=1.9,
     ),
 )

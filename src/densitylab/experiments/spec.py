@@ -65,6 +65,8 @@ class FlowExperiment:
     runs: tuple[Run, ...]
     figures: tuple[str, ...] = ("loss", "density", "layers")
     findings: Callable[[dict[str, dict[str, Any]]], str] = lambda metrics: ""
+    cost: float = 1.0  # relative run time at full budget; when run in parallel, costly go first
+    exclusive: bool = False  # it measures speed: never run beside another experiment
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,5 @@ class CustomExperiment:
     title: str
     question: str
     run: Callable[..., Any]  # (out_dir: Path, quick: bool) -> Outcome
+    cost: float = 1.0  # as in FlowExperiment
+    exclusive: bool = False
