@@ -43,6 +43,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "tanh-act": ({"activation": "tanh"}, {}),
     "tanh+tanh-act": ({"scale": "tanh", "activation": "tanh"}, {}),
     "tanh+tanh-act+cosine": ({"scale": "tanh", "activation": "tanh"}, {"schedule": "cosine"}),
+    "shared-net+tanh": ({"separate_nets": False, "scale": "tanh"}, {}),
+    "shared-net+tanh-act": ({"separate_nets": False, "activation": "tanh"}, {}),
+    "shared-net+tanh+tanh-act": (
+        {"separate_nets": False, "scale": "tanh", "activation": "tanh"}, {}),
 }
 
 

@@ -37,7 +37,7 @@ def run_engines(out: Path, quick: bool) -> Outcome:
     start = time.perf_counter()
     moons = datasets.get("moons")
     x, test = moons.sample(1500, seed=0), moons.sample(20000, seed=1)
-    epochs = 2 if quick else 10
+    epochs = 2 if quick else 5
     configs = CONFIGS[:3] if quick else CONFIGS
     seconds: dict[str, list[float]] = {e: [] for e in ENGINES}
     rows, nll = [], {}

@@ -17,6 +17,9 @@ from torch import Tensor, nn
 from densitylab.flows.transforms import Transform, as_input, lift
 
 
+INFERENCE_CHUNK = 8192  # points per slice for large inputs in evaluation mode (see Flow._chunked)
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``log N(z; 0, I)`` over the last dimension."""
     return -0.5 * (z.square().sum(-1) + z.shape[-1] * math.log(2 * math.pi))
@@ -89,20 +92,35 @@ class Flow(nn.Module):
     def to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x -> z; returns ``(z, log|det dz/dx|)``."""
         x, squeeze = self._lifted(x)
-        z, logdet = self._to_latent(x)
+        z, logdet = self._chunked(self._to_latent, x)
         return (z[0], logdet[0]) if squeeze else (z, logdet)
 
     def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z -> x; returns ``(x, log|det dx/dz|)``."""
         z, squeeze = self._lifted(z)
-        x, logdet = self._to_data(z)
+        x, logdet = self._chunked(self._to_data, z)
         return (x[0], logdet[0]) if squeeze else (x, logdet)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density ``log p(x)`` in nats, shape ``(n,)`` (or ``(M, n)``)."""
         x, squeeze = self._lifted(x)
-        log_p = self._log_prob(x)
+        log_p = self._chunked(self._log_prob, x)
         return log_p[0] if squeeze else log_p
+
+    def _chunked(self, function, x: Tensor):
+        """``function(x)`` over ``(M, n, D)`` in slices of points, concatenated.
+
+        In evaluation mode large inputs pass in cache-sized slices: a network's intermediate
+        arrays then stay in cache instead of streaming through memory, several times faster
+        for a million points. (In training mode ActNorm may initialise from the whole input,
+        so it passes at once.)
+        """
+        if self.training or x.shape[1] <= INFERENCE_CHUNK:
+            return function(x)
+        parts = [function(part) for part in x.split(INFERENCE_CHUNK, dim=1)]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(column, dim=1) for column in zip(*parts, strict=True))
+        return torch.cat(parts, dim=1)
 
     def sample_latent(self, n: int, seed: int | torch.Generator | None = None) -> Tensor:
         """``n`` draws from the base N(0, I) per model, shape ``(M, n, D)``."""
@@ -121,7 +139,7 @@ class Flow(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log-density from one pass: ``log p(x) = log N(z) - log|det dx/dz|``."""
         z = self.sample_latent(n, seed)
-        x, logdet = self._to_data(z)
+        x, logdet = self._chunked(self._to_data, z)
         log_p = standard_normal_log_prob(z) - logdet
         return (x[0], log_p[0]) if self.n_models == 1 else (x, log_p)
 
