@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from densitylab.flows.transforms import Transform, as_input, lift
 
-
 INFERENCE_CHUNK = 8192  # points per slice for large inputs in evaluation mode (see Flow._chunked)
 
 
