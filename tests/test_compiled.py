@@ -126,16 +126,17 @@ def test_unsupported_models_are_refused_or_routed_to_torch():
 def test_auto_engine_batches_many_models_with_torch():
     few = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(4)])
     many = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(5)])
-    assert training._use_compiled("auto", few, False)
-    assert not training._use_compiled("auto", many, False)
-    assert training._use_compiled("compiled", many, False)
+    assert training._use_compiled("auto", few, False, 64)
+    assert not training._use_compiled("auto", many, False, 64)
+    assert training._use_compiled("compiled", many, False, 64)
 
 
-@pytest.mark.parametrize(("hidden", "compiled_wins"), [
-    ((32, 32), True), ((64, 64), True), ((256,), True),
-    ((512,), False), ((128, 128), False), ((1024,), False),
+@pytest.mark.parametrize(("hidden", "batch", "compiled_wins"), [  # measured crossovers
+    ((32, 32), 64, True), ((32, 32), 256, True), ((64, 64), 64, True), ((256,), 64, True),
+    ((32, 32), 1024, False), ((64, 64), 256, False),
+    ((512,), 64, False), ((128, 128), 64, False), ((1024,), 64, False),
 ])
-def test_auto_engine_leaves_wide_networks_to_torch(hidden, compiled_wins):
+def test_auto_engine_leaves_wide_networks_and_large_batches_to_torch(hidden, batch, compiled_wins):
     flow = flows.realnvp(2, 4, hidden)
-    assert training._use_compiled("auto", flow, False) is compiled_wins
-    assert training._use_compiled("compiled", flow, False)
+    assert training._use_compiled("auto", flow, False, batch) is compiled_wins
+    assert training._use_compiled("compiled", flow, False, batch)

@@ -99,3 +99,21 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert images and all(complete and width > 0 for complete, width, _ in images), images
     assert set(experiments.names()) <= set(sections)
     assert math_height > 20  # MathML laid out as mathematics, not collapsed text
+
+
+def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
+    entropy = {"moons": 1.0, "circles": 1.2}
+    gaps = {"moons": moons_gap, "circles": circles_gap}
+    return {
+        f"{data} K={k}": {"test_nll": entropy[data] + gaps[data], "entropy_gap": gaps[data],
+                          "test_nll_se": se, "hidden": [512]}
+        for data in ("moons", "circles") for k in (1, 3, 5)
+    }
+
+
+def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
+    from densitylab.experiments.flow_studies import _layers_135
+
+    assert "circles was the easier" in _layers_135(layer_metrics(0.40, 0.20, se=0.01))
+    assert "moons was the easier" in _layers_135(layer_metrics(0.20, 0.40, se=0.01))
+    assert "about equally hard" in _layers_135(layer_metrics(0.406, 0.403, se=0.04))

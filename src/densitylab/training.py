@@ -202,7 +202,7 @@ def fit_many(
         model.transforms[0].fit(x_train)
 
     with torch_threads(threads):
-        fast = _use_compiled(engine, model, distributed)
+        fast = _use_compiled(engine, model, distributed, options.batch_size)
         loop = _Loop(model, x_train, x_valid, seeds, options, fast, distributed)
         if checkpoint is not None:
             loop.checkpoint = _Checkpoint(Path(checkpoint), checkpoint_every)
@@ -270,10 +270,10 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 ENGINES = ("auto", "torch", "compiled")
 AUTO_COMPILED_MAX_MODELS = 4
 AUTO_COMPILED_MAX_UNITS = 256  # hidden units per s/t network
-AUTO_COMPILED_MAX_PRODUCT = 64 * 64 * 2  # widest hidden-to-hidden weight matrix
+AUTO_COMPILED_MAX_BATCH_MACS = 300_000  # multiply-adds of one network over one batch
 
 
-def _use_compiled(engine: str, model: Flow, distributed: bool) -> bool:
+def _use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int) -> bool:
     """Resolve ``engine`` for this model; ``"compiled"`` on an unsupported model is an error."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
@@ -289,20 +289,22 @@ def _use_compiled(engine: str, model: Flow, distributed: bool) -> bool:
         )
     if engine == "compiled":
         return ok
-    return ok and _compiled_is_faster(model)
+    return ok and _compiled_is_faster(model, batch_size)
 
 
-def _compiled_is_faster(model: Flow) -> bool:
-    """Measured (1 thread, ``benchmarks/RESULTS.md``): the compiled engine wins for the small
-    networks it was made for; torch's batched float32 kernels win for wide networks (from
-    about 512 units, or two 128-unit layers) and for five or more stacked models, since the
-    compiled engine runs stacked models one after another."""
-    hidden = list(model.config.get("hidden", []))
-    widest_product = max((a * b for a, b in zip(hidden, hidden[1:], strict=False)), default=0)
+def _compiled_is_faster(model: Flow, batch_size: int) -> bool:
+    """Measured on one thread (``benchmarks/RESULTS.md``): the compiled engine wins where
+    per-operation overhead dominates, small networks on small batches; torch's float32
+    kernels win for wide networks (512 units; 2 x 128), large batches (the (32, 32)
+    coursework nets from about 1024 points, (64, 64) nets from 256), and five or more
+    stacked models, since the compiled engine runs stacked models one after another."""
+    hidden = [int(h) for h in model.config.get("hidden", [])]
+    widths = [model.dim, *hidden, model.dim]
+    macs = sum(a * b for a, b in zip(widths, widths[1:], strict=False))
     return (
         model.n_models <= AUTO_COMPILED_MAX_MODELS
         and sum(hidden) <= AUTO_COMPILED_MAX_UNITS
-        and widest_product <= AUTO_COMPILED_MAX_PRODUCT
+        and batch_size * macs <= AUTO_COMPILED_MAX_BATCH_MACS
     )
 
 

@@ -59,10 +59,19 @@ def _layers_135(metrics: Metrics) -> str:
         sentences.append(f"On {data} the test NLL by depth was {listing}.")
     moons = sum(metrics[f"moons K={k}"]["entropy_gap"] for k in (1, 3, 5)) / 3
     circles = sum(metrics[f"circles K={k}"]["entropy_gap"] for k in (1, 3, 5)) / 3
-    easier = "moons" if moons < circles else "circles"
+    # standard error of each three-run average, from the runs' test-NLL standard errors
+    se = max(
+        sum(metrics[f"{data} K={k}"]["test_nll_se"] ** 2 for k in (1, 3, 5)) ** 0.5 / 3
+        for data in ("moons", "circles")
+    )
+    if abs(moons - circles) < 2 * se:
+        verdict = (f"a difference within two standard errors ({2 * se:.3f}), so the two "
+                   "were about equally hard for these flows")
+    else:
+        verdict = f"so {'moons' if moons < circles else 'circles'} was the easier data set here"
     sentences.append(
         f"Averaged over depths the gap to the entropy was {moons:.3f} nats on moons and "
-        f"{circles:.3f} on circles, so {easier} was the easier data set here."
+        f"{circles:.3f} on circles: {verdict}."
     )
     widths = {m["hidden"][0]: m for lb, m in metrics.items() if lb.startswith("moons K=5")}
     if len(widths) > 1:
