@@ -109,3 +109,6 @@ def test_experiments_listing_and_quick_run(tmp_path):
     assert code == 0, output
     outcome = json.loads((tmp_path / "depth" / "outcome.json").read_text())
     assert "K=4" in outcome["findings"] and set(outcome["metrics"]) == {"K=2", "K=4"}
+    metrics = json.loads((tmp_path / "depth" / "metrics.json").read_text())
+    assert metrics["K=4"]["test_nll"] == outcome["metrics"]["K=4"]["test_nll"]
+    assert outcome["findings"] in (tmp_path / "depth" / "findings.md").read_text()

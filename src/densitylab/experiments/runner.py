@@ -47,7 +47,11 @@ class Outcome:
     seconds: float = 0.0
 
     def write(self, directory: Path) -> None:
+        """``outcome.json`` (everything, for the report), plus ``metrics.json`` and
+        ``findings.md`` for a reader of the directory."""
         (directory / "outcome.json").write_text(json.dumps(asdict(self), indent=2, default=float))
+        (directory / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=float))
+        (directory / "findings.md").write_text(f"# {self.title}\n\n{self.findings}\n")
 
     @classmethod
     def read(cls, directory: Path) -> Outcome:
