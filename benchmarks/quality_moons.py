@@ -43,6 +43,12 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "tanh-act": ({"activation": "tanh"}, {}),
     "tanh+tanh-act": ({"scale": "tanh", "activation": "tanh"}, {}),
     "tanh+tanh-act+cosine": ({"scale": "tanh", "activation": "tanh"}, {"schedule": "cosine"}),
+    # exponential moving average of the weights (per epoch), validated and returned
+    "ema": ({}, {"ema": 0.9}),
+    "ema-0.98": ({}, {"ema": 0.98}),
+    "tanh+tanh-act+ema": ({"scale": "tanh", "activation": "tanh"}, {"ema": 0.9}),
+    "shared-net+tanh+tanh-act+ema": (
+        {"separate_nets": False, "scale": "tanh", "activation": "tanh"}, {"ema": 0.9}),
     "shared-net+tanh": ({"separate_nets": False, "scale": "tanh"}, {}),
     "shared-net+tanh-act": ({"separate_nets": False, "activation": "tanh"}, {}),
     "shared-net+tanh+tanh-act": (

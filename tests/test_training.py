@@ -145,9 +145,10 @@ def test_bad_data_raises():
         dl.fit_many([flows.realnvp(2, 1)] * 2, [gaussian_data(50), gaussian_data(60)], epochs=1)
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [None, 0.8])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ema):
     x = gaussian_data(200)
-    options = dict(epochs=6, batch_size=32, lr=1e-2, verbose=False, schedule="cosine")
+    options = dict(epochs=6, batch_size=32, lr=1e-2, verbose=False, schedule="cosine", ema=ema)
     straight = dl.fit(flows.glow(2, 2, seed=1), x, **options)
 
     validate, calls = training._Loop._validate, []
@@ -175,6 +176,35 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="other data"):
         dl.fit(flows.glow(2, 2, seed=1), 2 * x, **options, checkpoint=tmp_path / "ckpt",
                resume=True)
+
+
+@pytest.mark.parametrize("engine", ["torch", "compiled"])
+def test_ema_validates_the_moving_average_of_the_epoch_weights(monkeypatch, engine):
+    seen: list[torch.Tensor] = []
+    validate = training._Loop._validate
+
+    def record(loop):
+        seen.append(parameters(loop.model).clone())
+        return validate(loop)
+
+    monkeypatch.setattr(training._Loop, "_validate", record)
+    x = gaussian_data(300)
+    options = dict(epochs=5, batch_size=32, lr=1e-2, verbose=False, engine=engine)
+    dl.fit(flows.realnvp(2, 2, seed=1).double(), x, **options)
+    weights = list(seen)  # the training weights after each epoch
+    seen.clear()
+    averaged = dl.fit(flows.realnvp(2, 2, seed=1).double(), x, ema=0.7, **options)
+    expected = weights[0]
+    for epoch, w in enumerate(weights):
+        expected = expected if epoch == 0 else 0.7 * expected + 0.3 * w
+        torch.testing.assert_close(seen[epoch], expected, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(seen[-1], weights[-1])
+    torch.testing.assert_close(parameters(averaged.flow), seen[averaged.best_epoch - 1])
+
+
+def test_ema_must_be_a_decay():
+    with pytest.raises(ValueError, match="ema"):
+        dl.fit(flows.realnvp(2, 1), gaussian_data(50), epochs=1, ema=1.0)
 
 
 def test_device_choice():

@@ -83,6 +83,7 @@ def fit(
     patience: int | None = None,
     clip_grad: float | None = None,
     schedule: str | None = None,
+    ema: float | None = None,
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
@@ -103,6 +104,10 @@ def fit(
         patience: stop after this many epochs without a better validation NLL.
         clip_grad: clip the gradient norm (per model) to this value.
         schedule: ``None`` (constant ``lr``) or ``"cosine"`` (annealed to 0 over training).
+        ema: keep an exponential moving average of the weights, updated after every epoch
+            with this decay (e.g. ``0.9``: roughly the last ten epochs); validation, the
+            best-model rule and the returned model then use the averaged weights, which
+            smooths out the noise of small-batch Adam steps.
         standardize: put a fitted :class:`~densitylab.flows.Standardize` in front of the flow,
             so it learns on standardised data while densities stay in the user's units.
         threads: torch threads while training (restored afterwards). One thread is fastest
@@ -132,7 +137,7 @@ def fit(
     """
     return fit_many(
         [flow], x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
-        x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule,
+        x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule, ema=ema,
         standardize=standardize, threads=threads, verbose=verbose, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, resume=resume, engine=engine, device=device,
         distributed=distributed,
@@ -152,6 +157,7 @@ def fit_many(
     patience: int | None = None,
     clip_grad: float | None = None,
     schedule: str | None = None,
+    ema: float | None = None,
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
@@ -171,7 +177,9 @@ def fit_many(
     n_models = len(flows)
     if n_models == 0:
         raise ValueError("fit_many needs at least one flow")
-    options = _check_options(epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule)
+    options = _check_options(
+        epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule, ema
+    )
     check_positive_int(checkpoint_every, "checkpoint_every")
     seeds = [seed] * n_models if isinstance(seed, int | np.integer) else list(seed)
     if len(seeds) != n_models:
@@ -220,9 +228,12 @@ class _Options:
     patience: int | None
     clip_grad: float | None
     schedule: str | None
+    ema: float | None = None
 
 
-def _check_options(epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule) -> _Options:
+def _check_options(
+    epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule, ema
+) -> _Options:
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
@@ -235,7 +246,9 @@ def _check_options(epochs, batch_size, lr, val_fraction, patience, clip_grad, sc
         raise ValueError(f"clip_grad must be positive, got {clip_grad!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
-    return _Options(epochs, batch_size, float(lr), patience, clip_grad, schedule)
+    if ema is not None and not 0 <= ema < 1:
+        raise ValueError(f"ema must lie in [0, 1), got {ema!r}")
+    return _Options(epochs, batch_size, float(lr), patience, clip_grad, schedule, ema)
 
 
 def _per_model(x, n_models: int, dim: int, name: str) -> list[np.ndarray]:
@@ -339,6 +352,7 @@ class _Loop:
         self.checkpoint: _Checkpoint | None = None
         self.fast = _CompiledEpochs(self) if fast else None
         self.writes = distributed_.is_main_process()  # only rank 0 writes checkpoints
+        self.averaged: list[Tensor] | None = None  # moving average of params (option ema)
 
     def fingerprint(self) -> str:
         """Identifies the data, model shape and options a checkpoint belongs to."""
@@ -470,8 +484,9 @@ class _Loop:
                     if not active.any():
                         break
                     train_sum = self._train_epoch(total_steps)
-                    val_nll = self._validate()
-                    self._keep_best(val_nll, epoch)
+                    with self._averaged_weights():
+                        val_nll = self._validate()
+                        self._keep_best(val_nll, epoch)
                     self.wall_time = time.perf_counter() - start
                     for m, history in enumerate(self.histories):
                         history.train_nll.append(float(train_sum[m]) / n_batches)
@@ -488,6 +503,30 @@ class _Loop:
         self.wall_time = time.perf_counter() - start
         self.model.load_state_dict(self.best_state)
         self.model.eval()
+
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """With ``ema``: update the weights' moving average and put it in the model for the
+        duration (validation and best-model bookkeeping), then restore the training weights."""
+        decay = self.options.ema
+        if decay is None:
+            yield
+            return
+        with torch.no_grad():
+            if self.averaged is None:  # starts from the first epoch's weights, not the init
+                self.averaged = [p.detach().clone() for p in self.params]
+            else:
+                for average, p in zip(self.averaged, self.params, strict=True):
+                    average.lerp_(p, 1.0 - decay)
+            training = [p.detach().clone() for p in self.params]
+            for p, average in zip(self.params, self.averaged, strict=True):
+                p.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, weights in zip(self.params, training, strict=True):
+                    p.copy_(weights)
 
     def _stopped(self, epoch: int) -> Tensor:
         """Models that should stop now: persistently diverged, or out of patience."""
@@ -585,6 +624,8 @@ class _Checkpoint:
         tensors = {f"model.{k}": v for k, v in loop.model.state_dict().items()}
         tensors |= {f"best.{k}": v for k, v in loop.best_state.items()}
         tensors |= {f"rng.{m}": g.get_state() for m, g in enumerate(loop.generators)}
+        if loop.averaged is not None:
+            tensors |= {f"ema.{i}": a for i, a in enumerate(loop.averaged)}
         if loop.fast is not None:
             tensors |= loop.fast.state()
         else:
@@ -615,6 +656,8 @@ class _Checkpoint:
 
         loop.model.load_state_dict(part("model."))
         loop.best_state = part("best.")
+        if "ema.0" in tensors:
+            loop.averaged = [tensors[f"ema.{i}"] for i in range(len(loop.params))]
         for m, generator in enumerate(loop.generators):
             generator.set_state(tensors[f"rng.{m}"])
         if loop.optimizer is not None:
