@@ -14,6 +14,7 @@ from densitylab.flows import (
     AffineCoupling,
     InvertibleLinear,
     Permutation,
+    SplineCoupling,
     TriangularCoupling,
 )
 
@@ -48,6 +49,14 @@ TRANSFORMS = {
     "permutation": lambda d, g: Permutation.random(d, generator=g),
     "actnorm": lambda d, g: ActNorm(d),
     "invertible-linear": lambda d, g: InvertibleLinear(d, generator=g),
+    # bound 2.5: the standard-normal test points fall both inside the splines and in the tails
+    "spline-coupling": lambda d, g: SplineCoupling(
+        flows.builders.half_mask(d, False), hidden=(16,), bins=5, bound=2.5, generator=g
+    ),
+    "spline-coupling-odd-mask": lambda d, g: SplineCoupling(
+        torch.arange(d) % 2 == 1, activation="tanh", bins=3, bound=1.5, zero_init=False,
+        generator=g,
+    ),
 }
 
 FLOWS = {
@@ -56,6 +65,7 @@ FLOWS = {
     "realnvp-permute": lambda d, s: flows.realnvp(d, n_layers=3, mixing="permute", seed=s),
     "realnvp-triangular": lambda d, s: flows.realnvp(d, n_layers=2, triangular=True, seed=s),
     "glow": lambda d, s: flows.glow(d, n_layers=2, hidden=(16,), seed=s),
+    "nsf": lambda d, s: flows.nsf(d, n_layers=2, hidden=(16,), bins=6, bound=3.0, seed=s),
 }
 
 

@@ -8,6 +8,7 @@ from densitylab.flows.builders import (
     BUILDERS,
     build,
     glow,
+    nsf,
     realnvp,
     recommended,
     stack,
@@ -15,9 +16,11 @@ from densitylab.flows.builders import (
     unstack,
 )
 from densitylab.flows.flow import Flow, standard_normal_log_prob
+from densitylab.flows.splines import SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
     AffineCoupling,
+    Coupling,
     InvertibleLinear,
     Permutation,
     Standardize,
@@ -29,14 +32,17 @@ __all__ = [
     "BUILDERS",
     "ActNorm",
     "AffineCoupling",
+    "Coupling",
     "Flow",
     "InvertibleLinear",
     "Permutation",
+    "SplineCoupling",
     "Standardize",
     "Transform",
     "TriangularCoupling",
     "build",
     "glow",
+    "nsf",
     "realnvp",
     "recommended",
     "stack",

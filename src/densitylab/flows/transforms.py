@@ -78,7 +78,36 @@ def lift(x: Tensor, n_models: int) -> Tensor:
     return x
 
 
-class AffineCoupling(Transform):
+class Coupling(Transform):
+    """Base of coupling layers: a boolean mask splits ``x`` into the conditioning part ``x_a``
+    (``True``), which passes unchanged, and the part ``x_b`` transformed given ``x_a``."""
+
+    def __init__(self, mask: Sequence[bool] | Tensor, n_models: int = 1) -> None:
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        super().__init__(len(mask), n_models)
+        if mask.all() or not mask.any():
+            raise ValueError("a coupling mask needs both conditioning and transformed coordinates")
+        cond, trans = mask.nonzero().flatten(), (~mask).nonzero().flatten()
+        # index buffers follow .to(device) but are rebuilt from the mask, not saved
+        self.register_buffer("cond_idx", cond, persistent=False)
+        self.register_buffer("trans_idx", trans, persistent=False)
+        self.register_buffer("merge_idx", torch.argsort(torch.cat([cond, trans])), persistent=False)
+        # the usual masks are two contiguous blocks: then slicing replaces gathering (faster)
+        self.blocks = _as_blocks(mask)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.blocks is None:
+            return x.index_select(-1, self.cond_idx), x.index_select(-1, self.trans_idx)
+        first, second = x.split(self.blocks[1], dim=-1)
+        return (first, second) if self.blocks[0] else (second, first)
+
+    def _merge(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.blocks is None:
+            return torch.cat([a, b], dim=-1).index_select(-1, self.merge_idx)
+        return torch.cat([a, b] if self.blocks[0] else [b, a], dim=-1)
+
+
+class AffineCoupling(Coupling):
     """Affine coupling (RealNVP): the masked part passes unchanged, the rest is scaled and shifted.
 
     ``to_latent``: ``z_a = x_a``, ``z_b = x_b * exp(s(x_a)) + t(x_a)``, log-det ``sum(s)``;
@@ -111,22 +140,12 @@ class AffineCoupling(Transform):
         n_models: int = 1,
         generator: torch.Generator | None = None,
     ) -> None:
-        mask = torch.as_tensor(mask, dtype=torch.bool)
-        super().__init__(len(mask), n_models)
-        if mask.all() or not mask.any():
-            raise ValueError("a coupling mask needs both conditioning and transformed coordinates")
+        super().__init__(mask, n_models)
         if scale not in SCALINGS:
             raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALINGS)}")
-        cond, trans = mask.nonzero().flatten(), (~mask).nonzero().flatten()
-        # index buffers follow .to(device) but are rebuilt from the mask, not saved
-        self.register_buffer("cond_idx", cond, persistent=False)
-        self.register_buffer("trans_idx", trans, persistent=False)
-        self.register_buffer("merge_idx", torch.argsort(torch.cat([cond, trans])), persistent=False)
-        # the usual masks are two contiguous blocks: then slicing replaces gathering (faster)
-        self.blocks = _as_blocks(mask)
         self.separate_nets = separate_nets
         self.scale = scale
-        n_a, n_b = len(cond), len(trans)
+        n_a, n_b = len(self.cond_idx), len(self.trans_idx)
         self.net = StackedMLP(
             n_nets=n_models * (2 if separate_nets else 1),
             in_features=n_a,
@@ -157,17 +176,6 @@ class AffineCoupling(Transform):
 
     def _pass_to_data(self, z_a: Tensor) -> Tensor:
         return z_a
-
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.blocks is None:
-            return x.index_select(-1, self.cond_idx), x.index_select(-1, self.trans_idx)
-        first, second = x.split(self.blocks[1], dim=-1)
-        return (first, second) if self.blocks[0] else (second, first)
-
-    def _merge(self, a: Tensor, b: Tensor) -> Tensor:
-        if self.blocks is None:
-            return torch.cat([a, b], dim=-1).index_select(-1, self.merge_idx)
-        return torch.cat([a, b] if self.blocks[0] else [b, a], dim=-1)
 
     def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = self._split(x)
