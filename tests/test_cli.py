@@ -75,10 +75,25 @@ def test_train_on_a_user_file(tmp_path):
     assert metrics["n_test"] == 40 and "entropy" not in metrics
 
 
+def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
+    code, output = invoke("train", "moons", "--model", "nsf", "--standardize", "--epochs", "2",
+                          "-n", "300", "--n-test", "500", "--out", str(tmp_path / "nsf"), "-q")
+    assert code == 0, output
+    assert json.loads((tmp_path / "nsf" / "config.json").read_text())["flow"]["builder"] == "nsf"
+    code, output = invoke("train", "moons", "--scale", "tanh", "--activation", "tanh", "--ema",
+                          "0.9", "--epochs", "3", "-n", "300", "--n-test", "500",
+                          "--out", str(tmp_path / "recipe"), "-q")
+    assert code == 0, output
+    config = json.loads((tmp_path / "recipe" / "config.json").read_text())
+    assert config["ema"] == 0.9
+    assert config["flow"]["scale"] == "tanh" and config["flow"]["activation"] == "tanh"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["train", "nowhere.csv", "--out", "x"], "nowhere.csv"),
+        (["train", "moons", "--activation", "swish", "--out", "x"], "swish"),
         (["train", "moons", "--hidden", "32,a", "--out", "x"], "--hidden"),
         (["train", "moons", "--model", "maf", "--epochs", "1", "--out", "x"], "maf"),
         (["train", "moons", "--epochs", "0", "--out", "x"], "epochs"),

@@ -42,13 +42,16 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow family: realnvp or glow."),
+    model: str = typer.Option("realnvp", help="Flow family: realnvp, glow or nsf (rational-quadratic spline couplings; use with --standardize)."),
     layers: int = typer.Option(4, "--layers", "-k", help="Number of coupling layers (Glow: steps)."),
     hidden: str = typer.Option("32,32", help="Hidden widths of each s/t network, comma-separated."),
     epochs: int = typer.Option(1000, help="Training epochs."),
     batch_size: int = typer.Option(64, help="Mini-batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate (peak, with --schedule cosine)."),
     schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
+    ema: float = typer.Option(0.0, help="Validate and keep a moving average of the weights with this per-epoch decay (e.g. 0.9); 0: off."),
+    activation: str = typer.Option("leaky_relu", help="Conditioner activation: leaky_relu, relu or tanh."),
+    scale: str = typer.Option("factor", help="RealNVP/Glow scale: factor (the coursework's) or tanh (bounded)."),
     seed: int = typer.Option(8, help="Seed for the model, the split and the batches."),
     n: int = typer.Option(1500, "-n", help="Training points drawn from a built-in distribution."),
     n_test: int = typer.Option(20000, help="Fresh test points drawn from a built-in distribution."),
@@ -77,12 +80,14 @@ def train(
         x, test = split_test(x, test_fraction, seed)
     else:
         test = truth.sample(n_test, seed=seed + 1)
-    flow = flows.build(model, dim=x.shape[1], n_layers=layers, hidden=widths, seed=seed)
+    options = {"activation": activation} | ({} if model == "nsf" else {"scale": scale})
+    flow = flows.build(model, dim=x.shape[1], n_layers=layers, hidden=widths, seed=seed, **options)
 
     def train_flow():
         return fit(
             flow, x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
             seed=seed, patience=patience or None, schedule=None if schedule == "none" else schedule,
+            ema=ema or None,
             standardize=standardize, verbose=None if not quiet else False,
             checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
             distributed=distributed,
@@ -98,7 +103,7 @@ def train(
         result = train_flow()
     config = {
         "command": "train", "data": data, "model": model, "layers": layers, "hidden": widths,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "seed": seed,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "ema": ema, "seed": seed,
         "n_train_and_val": len(x), "val_fraction": val_fraction, "standardize": standardize,
         "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
     }
