@@ -53,9 +53,12 @@ TRANSFORMS = {
     "spline-coupling": lambda d, g: SplineCoupling(
         flows.builders.half_mask(d, False), hidden=(16,), bins=5, bound=2.5, generator=g
     ),
-    "spline-coupling-odd-mask": lambda d, g: SplineCoupling(
+    "spline-coupling-odd-mask-fourier": lambda d, g: SplineCoupling(
         torch.arange(d) % 2 == 1, activation="tanh", bins=3, bound=1.5, zero_init=False,
-        generator=g,
+        fourier=2, generator=g,
+    ),
+    "coupling-fourier": lambda d, g: AffineCoupling(
+        flows.builders.half_mask(d, False), hidden=(16,), fourier=3, generator=g
     ),
 }
 
@@ -66,6 +69,7 @@ FLOWS = {
     "realnvp-triangular": lambda d, s: flows.realnvp(d, n_layers=2, triangular=True, seed=s),
     "glow": lambda d, s: flows.glow(d, n_layers=2, hidden=(16,), seed=s),
     "nsf": lambda d, s: flows.nsf(d, n_layers=2, hidden=(16,), bins=6, bound=3.0, seed=s),
+    "realnvp-fourier": lambda d, s: flows.realnvp(d, n_layers=2, hidden=(16,), fourier=2, seed=s),
 }
 
 
@@ -271,3 +275,19 @@ def test_recommended_is_a_stronger_realnvp():
     assert flow.config["builder"] == "realnvp" and flow.config["n_layers"] == 8
     assert flow.config["scale"] == "tanh" and flow.config["hidden"] == [64, 64]
     assert flow.log_prob(torch.zeros(2, 3)).shape == (2,)
+
+
+def test_fourier_features_encode_the_conditioner_input():
+    from densitylab.flows.nets import StackedMLP, fourier_features
+
+    x = torch.tensor([[[0.5, -1.0]]], dtype=torch.float64)
+    encoded = fourier_features(x, 2)
+    expected = [0.5, -1.0, math.sin(0.5), math.sin(1.0), math.sin(-1.0), math.sin(-2.0),
+                math.cos(0.5), math.cos(1.0), math.cos(-1.0), math.cos(-2.0)]
+    torch.testing.assert_close(encoded[0, 0], torch.tensor(expected, dtype=torch.float64))
+    assert StackedMLP(1, 2, (8,), 1, fourier=2).weights[0].shape == (1, 10, 8)
+    with pytest.raises(ValueError, match="fourier"):
+        StackedMLP(1, 2, (8,), 1, fourier=-1)
+    from densitylab.flows import compiled
+
+    assert not compiled.supports(flows.realnvp(2, fourier=1))

@@ -52,6 +52,7 @@ def realnvp(
     zero_init: bool = False,
     mixing: str | None = None,
     triangular: bool = False,
+    fourier: int = 0,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -60,6 +61,7 @@ def realnvp(
     Without ``mixing`` the masks alternate between the two halves; with ``mixing="reverse"``
     or ``"permute"`` (a fixed random permutation) the mask stays and a permutation sits
     between consecutive couplings. ``triangular=True`` uses :class:`TriangularCoupling`.
+    ``fourier=L`` feeds the s and t networks ``L`` octaves of Fourier features of their input.
 
     Example:
         >>> flow = realnvp(dim=2, n_layers=4, hidden=(32, 32))
@@ -70,7 +72,8 @@ def realnvp(
     generator = torch.Generator().manual_seed(seed)
     coupling = TriangularCoupling if triangular else AffineCoupling
     options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
-                   scale=scale, zero_init=zero_init, n_models=n_models, generator=generator)
+                   scale=scale, zero_init=zero_init, n_models=n_models, generator=generator,
+                   fourier=fourier)
     transforms: list[Transform] = []
     for layer in range(n_layers):
         if layer > 0 and mixing == "reverse":
@@ -82,7 +85,7 @@ def realnvp(
     config = dict(
         builder="realnvp", dim=dim, n_layers=n_layers, hidden=list(hidden),
         activation=activation, separate_nets=separate_nets, scale=scale, zero_init=zero_init,
-        mixing=mixing, triangular=triangular, seed=seed,
+        mixing=mixing, triangular=triangular, fourier=fourier, seed=seed,
     )
     return Flow(transforms, config)
 
@@ -130,6 +133,7 @@ def nsf(
     bins: int = 8,
     bound: float = 4.0,
     activation: str = "leaky_relu",
+    fourier: int = 0,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -144,11 +148,12 @@ def nsf(
     generator = torch.Generator().manual_seed(seed)
     transforms: list[Transform] = [
         SplineCoupling(half_mask(dim, layer % 2 == 1), hidden=hidden, activation=activation,
-                       bins=bins, bound=bound, n_models=n_models, generator=generator)
+                       bins=bins, bound=bound, n_models=n_models, generator=generator,
+                       fourier=fourier)
         for layer in range(n_layers)
     ]
     config = dict(builder="nsf", dim=dim, n_layers=n_layers, hidden=list(hidden), bins=bins,
-                  bound=bound, activation=activation, seed=seed)
+                  bound=bound, activation=activation, fourier=fourier, seed=seed)
     return Flow(transforms, config)
 
 

@@ -61,7 +61,7 @@ def supports(flow: Flow) -> bool:
     if body and isinstance(body[0], Standardize):
         body = body[1:]
     return bool(body) and all(
-        type(t) is AffineCoupling and t.blocks is not None for t in body
+        type(t) is AffineCoupling and t.blocks is not None and t.net.fourier == 0 for t in body
     )
 
 

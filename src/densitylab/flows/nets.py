@@ -36,13 +36,27 @@ def check_activation(name: str) -> Callable[[Tensor], Tensor]:
     return ACTIVATIONS[name]
 
 
+def fourier_features(x: Tensor, octaves: int) -> Tensor:
+    """``[x, sin(2^k x), cos(2^k x)]`` for ``k < octaves`` along the last dimension.
+
+    The positional encoding of neural radiance fields: sinusoids of doubling frequency let a
+    small network represent sharp, high-frequency functions of its input.
+    """
+    if octaves == 0:
+        return x
+    frequencies = 2.0 ** torch.arange(octaves, dtype=x.dtype, device=x.device)
+    angles = (x.unsqueeze(-1) * frequencies).flatten(-2)
+    return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
 class StackedMLP(nn.Module):
     """``n_nets`` independent MLPs ``in_features -> hidden... -> out_features``.
 
     Layer ``l`` holds ``weight`` of shape ``(n_nets, fan_in, fan_out)`` and ``bias`` of shape
     ``(n_nets, 1, fan_out)``; ``forward`` maps ``(n_nets, n, in_features)`` to
     ``(n_nets, n, out_features)``. Initialisation matches ``torch.nn.Linear`` (uniform in
-    ``+-1/sqrt(fan_in)``), drawn from an explicit generator.
+    ``+-1/sqrt(fan_in)``), drawn from an explicit generator. With ``fourier > 0`` the input
+    first passes through :func:`fourier_features` with that many octaves.
     """
 
     def __init__(
@@ -54,11 +68,15 @@ class StackedMLP(nn.Module):
         activation: str = "leaky_relu",
         zero_init_output: bool = False,
         generator: torch.Generator | None = None,
+        fourier: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(fourier, bool) or not isinstance(fourier, int) or fourier < 0:
+            raise ValueError(f"fourier must be a non-negative integer, got {fourier!r}")
         self.activation_name = activation
         self.activation = check_activation(activation)
-        widths = (in_features, *check_hidden(hidden), out_features)
+        self.fourier = fourier
+        widths = (in_features * (1 + 2 * fourier), *check_hidden(hidden), out_features)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
@@ -74,6 +92,7 @@ class StackedMLP(nn.Module):
             self.biases.append(nn.Parameter(bias))
 
     def forward(self, x: Tensor) -> Tensor:
+        x = fourier_features(x, self.fourier)
         last = len(self.weights) - 1
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(bias, x, weight)

@@ -123,6 +123,7 @@ class SplineCoupling(Coupling):
         bound: half-width of the interval the splines cover; put the data inside it (e.g.
             standardise, see ``fit(..., standardize=True)``).
         zero_init: zero the conditioner's output layer so the coupling starts as the identity.
+        fourier: octaves of Fourier features of ``x_a`` fed to the network (0: none).
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class SplineCoupling(Coupling):
         zero_init: bool = True,
         n_models: int = 1,
         generator: torch.Generator | None = None,
+        fourier: int = 0,
     ) -> None:
         super().__init__(mask, n_models)
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
@@ -146,6 +148,7 @@ class SplineCoupling(Coupling):
         self.net = StackedMLP(
             n_nets=n_models, in_features=n_a, hidden=hidden, out_features=n_b * (3 * bins - 1),
             activation=activation, zero_init_output=zero_init, generator=generator,
+            fourier=fourier,
         )
 
     def _spline(self, x_a: Tensor, values: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:

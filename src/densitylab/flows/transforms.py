@@ -124,6 +124,8 @@ class AffineCoupling(Coupling):
             initialised to 0 (the coursework); ``"tanh"`` bounds it as ``factor * tanh(s_raw)``
             with the factor initialised to 1.
         zero_init: zero the output layer so the coupling starts as the identity.
+        fourier: octaves of Fourier features of ``x_a`` fed to the networks (0: none); helps
+            them draw sharp edges.
 
     References:
         Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP", ICLR.
@@ -139,6 +141,7 @@ class AffineCoupling(Coupling):
         zero_init: bool = False,
         n_models: int = 1,
         generator: torch.Generator | None = None,
+        fourier: int = 0,
     ) -> None:
         super().__init__(mask, n_models)
         if scale not in SCALINGS:
@@ -154,6 +157,7 @@ class AffineCoupling(Coupling):
             activation=activation,
             zero_init_output=zero_init,
             generator=generator,
+            fourier=fourier,
         )
         start = 0.0 if scale == "factor" else 1.0
         self.scale_factor = nn.Parameter(torch.full((n_models, 1, n_b), start))
