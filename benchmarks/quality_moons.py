@@ -49,6 +49,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "tanh+tanh-act+ema": ({"scale": "tanh", "activation": "tanh"}, {"ema": 0.9}),
     "shared-net+tanh+tanh-act+ema": (
         {"separate_nets": False, "scale": "tanh", "activation": "tanh"}, {"ema": 0.9}),
+    "tanh+tanh-act+cosine+ema": (
+        {"scale": "tanh", "activation": "tanh"}, {"schedule": "cosine", "ema": 0.9}),
+    "tanh+tanh-act+standardize+ema": (
+        {"scale": "tanh", "activation": "tanh"}, {"standardize": True, "ema": 0.9}),
     "shared-net+tanh": ({"separate_nets": False, "scale": "tanh"}, {}),
     "shared-net+tanh-act": ({"separate_nets": False, "activation": "tanh"}, {}),
     "shared-net+tanh+tanh-act": (
