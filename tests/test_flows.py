@@ -270,11 +270,12 @@ def test_standardized_flow_keeps_dtype():
     assert flow.log_prob(torch.zeros(1, 2, dtype=torch.float64)).dtype == torch.float64
 
 
-def test_recommended_is_a_stronger_realnvp():
+def test_recommended_is_a_spline_flow_with_its_recipe():
     flow = flows.recommended(3, seed=1)
-    assert flow.config["builder"] == "realnvp" and flow.config["n_layers"] == 8
-    assert flow.config["scale"] == "tanh" and flow.config["hidden"] == [64, 64]
+    assert flow.config["builder"] == "nsf" and flow.config["n_layers"] == 6
+    assert flow.config["bins"] == 10 and flow.config["hidden"] == [64, 64]
     assert flow.log_prob(torch.zeros(2, 3)).shape == (2,)
+    assert flows.RECOMMENDED_FIT["standardize"] is True
 
 
 def test_fourier_features_encode_the_conditioner_input():

@@ -6,6 +6,7 @@ Direction convention: ``to_latent`` is x -> z, ``to_data`` is z -> x; both retur
 
 from densitylab.flows.builders import (
     BUILDERS,
+    RECOMMENDED_FIT,
     build,
     glow,
     nsf,
@@ -30,6 +31,7 @@ from densitylab.flows.transforms import (
 
 __all__ = [
     "BUILDERS",
+    "RECOMMENDED_FIT",
     "ActNorm",
     "AffineCoupling",
     "Coupling",
