@@ -319,13 +319,19 @@ def _separable_log_image(
     zx, zy = (torch.from_numpy(np.ascontiguousarray(x[:, k] / sd[k])).to(device) for k in (0, 1))
     equal = bool(np.all(w == w[0]))  # then weigh once at the end
     weights = torch.from_numpy(w).to(device)
-    image = torch.zeros((len(ys), len(xs)), dtype=torch.float64, device=device)
+    on_cpu = gx.device.type == "cpu"
+    image = (np.zeros((len(ys), len(xs))) if on_cpu
+             else torch.zeros((len(ys), len(xs)), dtype=torch.float64, device=device))
     cols = max(1, min(block, 1 << 17) // max(len(xs), len(ys)))  # cache-sized chunks
     for j in range(0, len(x), cols):
         kx = (gx[:, None] - zx[j : j + cols]).square_().mul_(-0.5).exp_()
         ky = (gy[:, None] - zy[j : j + cols]).square_().mul_(-0.5).exp_()
-        image += (ky if equal else ky * weights[j : j + cols]) @ kx.T
-    image = image.cpu().numpy() * (w[0] if equal else 1.0)
+        ky = ky if equal else ky * weights[j : j + cols]
+        if on_cpu:  # NumPy's BLAS multiplies these float64 shapes ~1.7x faster than torch's
+            image += ky.numpy() @ kx.numpy().T
+        else:
+            image += ky @ kx.T
+    image = (image if on_cpu else image.cpu().numpy()) * (w[0] if equal else 1.0)
     small = image < _TINY
     with np.errstate(divide="ignore"):
         return np.log(image) - _LOG_2PI - math.log(sd[0] * sd[1]), small
