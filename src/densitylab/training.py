@@ -232,7 +232,7 @@ class _Options:
 
 
 def _check_options(
-    epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule, ema
+    epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule, ema=None
 ) -> _Options:
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")

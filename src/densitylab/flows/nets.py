@@ -19,6 +19,12 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "tanh": torch.tanh,
 }
+# in-place twins, for the fresh layer outputs of StackedMLP (autograd supports all three)
+_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
+    "leaky_relu": F.leaky_relu_,
+    "relu": F.relu_,
+    "tanh": torch.tanh_,
+}
 
 
 def check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
@@ -94,8 +100,12 @@ class StackedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = fourier_features(x, self.fourier)
         last = len(self.weights) - 1
+        activate = _IN_PLACE[self.activation_name]
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(bias, x, weight)
+            if weight.shape[1] == 1:  # one input: an outer product, one fused pass
+                x = torch.addcmul(bias, x, weight)
+            else:
+                x = torch.baddbmm(bias, x, weight)
             if layer < last:
-                x = self.activation(x)
+                x = activate(x)
         return x
