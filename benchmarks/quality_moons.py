@@ -53,6 +53,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
         {"scale": "tanh", "activation": "tanh"}, {"schedule": "cosine", "ema": 0.9}),
     "tanh+tanh-act+standardize+ema": (
         {"scale": "tanh", "activation": "tanh"}, {"standardize": True, "ema": 0.9}),
+    "tanh+tanh-act+zero-init+ema": (
+        {"scale": "tanh", "activation": "tanh", "zero_init": True}, {"ema": 0.9}),
+    "tanh+tanh-act+clip+ema": (
+        {"scale": "tanh", "activation": "tanh"}, {"clip_grad": 1.0, "ema": 0.9}),
     "shared-net+tanh": ({"separate_nets": False, "scale": "tanh"}, {}),
     "shared-net+tanh-act": ({"separate_nets": False, "activation": "tanh"}, {}),
     "shared-net+tanh+tanh-act": (
