@@ -451,6 +451,7 @@ class KDE(BaseEstimator):
         d = x.shape[1]
         self._log_norm = 0.5 * d * _LOG_2PI + float(np.sum(np.log(np.diag(chol))))
         self._index: _Index | None = None  # built on first pointwise evaluation
+        self._whitened: np.ndarray | None = None  # whitened data, for the device path
         return self
 
     def _whiten(self, x: np.ndarray) -> np.ndarray:
@@ -467,8 +468,10 @@ class KDE(BaseEstimator):
         check_is_fitted(self)
         x = as_points(X, name="X", dim=self.n_features_in_)
         if self._device is not None:
-            u, log_w = self._whiten(self.data_), np.log(self.weights_)
-            sums = _dense_log_kernel_sums(u, log_w, self._whiten(x), self._block, self._device)
+            if self._whitened is None:
+                self._whitened = self._whiten(self.data_)
+            sums = _dense_log_kernel_sums(self._whitened, np.log(self.weights_), self._whiten(x),
+                                          self._block, self._device)
             return sums - self._log_norm
         if self._index is None:
             self._index = _Index.build(self._whiten(self.data_), np.log(self.weights_))

@@ -31,7 +31,7 @@ def reproduce(
         experiments.get(name)
     if jobs == 0:
         jobs = min(os.cpu_count() or 1, 4)
-    check_positive_int(jobs, "--jobs")
+    jobs = min(check_positive_int(jobs, "--jobs"), len(names))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     start = time.perf_counter()
@@ -42,8 +42,7 @@ def reproduce(
             label = f"running {', '.join(running)}" if running else "done"
             progress.update(task, completed=len(done), description=label)
 
-        outcomes = experiments.run_all(names, out, quick=quick, jobs=min(jobs, len(names)),
-                                       on_progress=show)
+        outcomes = experiments.run_all(names, out, quick=quick, jobs=jobs, on_progress=show)
     wall = time.perf_counter() - start
     path = write_report(out, outcomes, quick, wall_seconds=wall, jobs=jobs)
     typer.echo(f"wrote {path} ({len(outcomes)} experiments in {wall:.0f} s on {jobs} processes)")

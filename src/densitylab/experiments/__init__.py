@@ -81,7 +81,8 @@ def run_all(
     shared = [n for n in selected if n not in exclusive]
     results: dict[str, Outcome] = {}
     if jobs > 1 and len(shared) > 1:
-        results |= _run_in_workers(shared, Path(out), quick, jobs, on_progress)
+        costliest_first = sorted(shared, key=lambda name: -experiments[name].cost)
+        results |= _run_in_workers(costliest_first, Path(out), quick, jobs, on_progress)
     else:
         exclusive = shared + exclusive
     for name in exclusive:
@@ -92,10 +93,11 @@ def run_all(
 
 
 def _run_in_workers(
-    selected: list[str], out: Path, quick: bool, jobs: int,
+    queue: list[str], out: Path, quick: bool, jobs: int,
     on_progress: Callable[[list[str], list[str]], None],
 ) -> dict[str, Outcome]:
-    queue = sorted(selected, key=lambda name: -get(name).cost)
+    """Run the experiments of ``queue`` in order, ``jobs`` at a time, in spawned processes."""
+    queue = list(queue)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = get_context("spawn")  # fresh interpreters: no inherited torch or OpenMP state
     results: dict[str, Outcome] = {}

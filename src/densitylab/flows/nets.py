@@ -79,8 +79,8 @@ class StackedMLP(nn.Module):
         super().__init__()
         if isinstance(fourier, bool) or not isinstance(fourier, int) or fourier < 0:
             raise ValueError(f"fourier must be a non-negative integer, got {fourier!r}")
+        check_activation(activation)
         self.activation_name = activation
-        self.activation = check_activation(activation)
         self.fourier = fourier
         widths = (in_features * (1 + 2 * fourier), *check_hidden(hidden), out_features)
         self.weights = nn.ParameterList()

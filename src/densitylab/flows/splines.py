@@ -92,18 +92,16 @@ def rational_quadratic(
         c = -slope * dy
         discriminant = (b.square() - 4 * a * c).clamp_min(0)
         xi = (2 * c / (-b - discriminant.sqrt())).clamp(0, 1)
-        out = x_k + xi * w
     else:
         xi = ((v - x_k) / w).clamp(0, 1)
-        out = y_k + h * (slope * xi.square() + d_k * xi * (1 - xi)) / (
-            slope + curvature * xi * (1 - xi)
-        )
     mix = xi * (1 - xi)
     denominator = slope + curvature * mix
     numerator = slope.square() * (d_k1 * xi.square() + 2 * slope * mix + d_k * (1 - xi).square())
     log_derivative = torch.log(numerator) - 2 * torch.log(denominator)
     if inverse:
-        log_derivative = -log_derivative
+        out, log_derivative = x_k + xi * w, -log_derivative
+    else:
+        out = y_k + h * (slope * xi.square() + d_k * mix) / denominator
     out = torch.where(inside, out.clamp(-bound, bound), values)  # rounding stays inside
     return out, torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
 
