@@ -89,6 +89,20 @@ def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
     assert config["flow"]["scale"] == "tanh" and config["flow"]["activation"] == "tanh"
 
 
+def test_train_the_recommended_model_with_its_recipe(tmp_path):
+    from densitylab.flows import RECOMMENDED_MODEL
+
+    code, output = invoke("train", "moons", "--model", "recommended", "-n", "300", "--n-test",
+                          "500", "--lr", "1e-3", "--epochs", "2", "--out", str(tmp_path / "rec"),
+                          "-q")
+    assert code == 0, output
+    config = json.loads((tmp_path / "rec" / "config.json").read_text())
+    assert config["flow"]["builder"] == "nsf" and config["flow"]["standardize"] is True
+    assert config["flow"]["fourier"] == RECOMMENDED_MODEL["fourier"]
+    assert (config["layers"], config["batch_size"], config["schedule"]) == (6, 256, "cosine")
+    assert config["lr"] == 1e-3 and config["epochs"] == 2  # what the user sets wins
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -97,6 +111,7 @@ def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
         (["train", "moons", "--hidden", "32,a", "--out", "x"], "--hidden"),
         (["train", "moons", "--model", "maf", "--epochs", "1", "--out", "x"], "maf"),
         (["train", "moons", "--epochs", "0", "--out", "x"], "epochs"),
+        (["train", "moons", "--schedule", "linear", "--out", "x"], "linear"),
         (["run", "no-such-experiment", "--out", "x"], "no-such-experiment"),
     ],
 )

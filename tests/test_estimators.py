@@ -47,3 +47,34 @@ def test_errors():
         dl.FlowDensity(model="maf").fit(np.zeros((10, 2)))
     with pytest.raises(ValueError, match="at least 2 features"):
         dl.FlowDensity().fit(np.zeros((10, 1)))
+
+
+def test_recommended_model_takes_its_architecture_and_recipe(tmp_path):
+    x = dl.datasets.get("moons").sample(600, seed=0)
+    est = dl.FlowDensity(model="recommended", epochs=2, random_state=0).fit(x)
+    config = est.flow_.config
+    assert config["builder"] == "nsf"
+    assert {k: config[k] for k in ("n_layers", "bins", "bound", "fourier")} == {
+        k: v for k, v in dl.flows.RECOMMENDED_MODEL.items() if k != "hidden"
+    }
+    assert tuple(config["hidden"]) == dl.flows.RECOMMENDED_MODEL["hidden"]
+    assert len(est.history_.train_nll) == 2
+    settings = dl.FlowDensity(model="recommended")._settings(10_000)
+    assert settings["epochs"] == dl.flows.recommended_epochs(10_000) == 28
+    assert (settings["batch_size"], settings["lr"], settings["schedule"]) == (256, 3e-3, "cosine")
+    # a value set by the user wins over the recipe, and the budget follows the batch size
+    settings = dl.FlowDensity(model="recommended", batch_size=128, n_layers=2)._settings(10_000)
+    assert settings["n_layers"] == 2 and settings["epochs"] == 15
+    dl.save(est, tmp_path / "m")
+    np.testing.assert_allclose(dl.load(tmp_path / "m").score_samples(x[:20]),
+                               est.score_samples(x[:20]), rtol=1e-12)
+
+
+def test_coursework_defaults_and_schedules():
+    settings = dl.FlowDensity()._settings(1500)
+    assert settings == {"builder": "realnvp", "n_layers": 4, "hidden": (32, 32), "epochs": 1000,
+                        "batch_size": 64, "lr": 1e-3, "schedule": None, "standardize": True}
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    dl.FlowDensity(hidden=(4,), epochs=1, schedule="constant").fit(x)
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        dl.FlowDensity(schedule="linear").fit(x)

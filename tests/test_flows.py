@@ -274,8 +274,34 @@ def test_recommended_is_a_spline_flow_with_its_recipe():
     flow = flows.recommended(3, seed=1)
     assert flow.config["builder"] == "nsf" and flow.config["n_layers"] == 6
     assert flow.config["bins"] == 10 and flow.config["hidden"] == [64, 64]
+    assert flow.config["fourier"] == 3
     assert flow.log_prob(torch.zeros(2, 3)).shape == (2,)
     assert flows.RECOMMENDED_FIT["standardize"] is True
+
+
+@pytest.mark.parametrize("n", [1, 300, 1500, 10_000, 1_000_000])
+def test_recommended_budget_is_counted_in_optimizer_steps(n):
+    epochs = flows.recommended_epochs(n)
+    train = n - round(0.1 * n)
+    steps = epochs * math.ceil(max(train, 1) / flows.RECOMMENDED_FIT["batch_size"])
+    assert steps >= flows.RECOMMENDED_STEPS
+    assert epochs == 1 or steps - math.ceil(max(train, 1) / 256) < flows.RECOMMENDED_STEPS
+
+
+def test_recipes_fill_in_what_the_user_left_unset():
+    from densitylab.flows.recipes import settings
+
+    coursework = settings("glow", 1500)
+    assert coursework == {"builder": "glow", "n_layers": 4, "hidden": (32, 32), "epochs": 1000,
+                          "batch_size": 64, "lr": 1e-3, "schedule": None, "standardize": False}
+    best = settings("recommended", 300, hidden=[16], schedule="constant", epochs=None)
+    assert best["builder"] == "nsf" and best["hidden"] == (16,) and best["schedule"] is None
+    assert best["epochs"] == flows.recommended_epochs(300) == 500  # 2 steps per epoch
+    assert best["standardize"] is True and best["fourier"] == 3
+    with pytest.raises(ValueError, match="unknown model 'maf'"):
+        settings("maf", 10)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        settings("realnvp", 10, schedule="step")
 
 
 def test_fourier_features_encode_the_conditioner_input():

@@ -117,3 +117,41 @@ def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
     assert "circles was the easier" in _layers_135(layer_metrics(0.40, 0.20, se=0.01))
     assert "moons was the easier" in _layers_135(layer_metrics(0.20, 0.40, se=0.01))
     assert "about equally hard" in _layers_135(layer_metrics(0.406, 0.403, se=0.04))
+
+
+def test_limits_scores_every_distribution_against_its_entropy(report):
+    from densitylab import datasets
+    from densitylab.experiments.limits import MODELS, label
+
+    outcome = experiments.runner.Outcome.read(report.parent / "limits")
+    expected = {label(d): d.entropy() for d in datasets.catalogue()}
+    assert set(outcome.metrics) == set(expected) and len(expected) == 13
+    for dist, scores in outcome.metrics.items():
+        assert scores["entropy"] == pytest.approx(expected[dist], abs=1e-12)
+        for model in MODELS:
+            s = scores[model]
+            assert s["entropy_gap"] == pytest.approx(s["test_nll"] - expected[dist], abs=1e-12)
+            assert s["test_nll_se"] > 0 and s["train_seconds"] > 0
+    assert set(outcome.figures) == {"gaps.png", "density.png"}
+    assert len(outcome.tables[0].rows) == 13
+
+
+def limit_scores(gaps: dict[str, dict[str, float]]) -> dict:
+    return {dist: {"entropy": 1.0, **{m: {"entropy_gap": g, "test_nll": 1.0 + g,
+                                          "test_nll_se": 0.01, "train_seconds": 2.0}
+                                      for m, g in per_model.items()}}
+            for dist, per_model in gaps.items()}
+
+
+def test_limits_findings_count_what_was_measured():
+    from densitylab.experiments.limits import MODELS, _findings
+
+    gaps = {f"d{i}": dict(zip(MODELS, (0.3, 0.2, 0.01 * i, 0.045), strict=True))
+            for i in range(1, 8)}
+    text = _findings(limit_scores(gaps))
+    # recommended gaps 0.01..0.07: five within 0.05; largest d7 (0.070) and d6 (0.060)
+    assert "recommended: within 0.05 nats of the entropy on 5 of 7 distributions" in text
+    assert "largest on d7 (0.070) and d6 (0.060)" in text
+    assert "KDE (CV): within 0.05 nats of the entropy on 7 of 7" in text
+    assert "The recommended model has the smallest gap on 4 of 7 distributions" in text
+    assert "d7 is the hardest to reach" in text

@@ -12,7 +12,8 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
-from densitylab.flows import BUILDERS, Flow, build
+from densitylab.flows import Flow, build
+from densitylab.flows.recipes import settings
 from densitylab.training import fit, torch_threads
 
 
@@ -24,26 +25,33 @@ def check_fitted(estimator: FlowDensity) -> None:
 class FlowDensity(DensityMixin, BaseEstimator):
     """A normalizing-flow density estimator with the scikit-learn contract.
 
-    ``fit(X)`` trains a RealNVP or Glow flow by maximum likelihood (see :func:`densitylab.fit`);
+    ``fit(X)`` trains a flow by maximum likelihood (see :func:`densitylab.fit`);
     ``score_samples(X)`` is the log-density per row, ``score(X)`` its sum, and
     ``sample(n, random_state)`` draws new points. NumPy in, NumPy out.
 
+    ``model`` is ``"realnvp"``, ``"glow"``, ``"nsf"`` or ``"recommended"`` (the spline flow of
+    :func:`densitylab.flows.recommended` trained with its recipe). Hyper-parameters left at
+    ``None`` take the model's default: 4 layers of (32, 32), 1000 epochs, batches of 64, Adam
+    1e-3 at a constant rate for the first three (the coursework's setting); 6 layers of
+    (64, 64), about 1000 steps (:func:`~densitylab.flows.recommended_epochs`), batches of 256,
+    Adam 3e-3 on a cosine schedule for ``"recommended"``.
+
     Example:
-        >>> est = FlowDensity(model="realnvp", n_layers=4, epochs=300).fit(x)
+        >>> est = FlowDensity(model="recommended").fit(x)
         >>> est.score_samples(x[:5])
     """
 
     def __init__(
         self,
         model: str = "realnvp",
-        n_layers: int = 4,
-        hidden: Sequence[int] = (32, 32),
-        epochs: int = 1000,
-        batch_size: int = 64,
-        lr: float = 1e-3,
+        n_layers: int | None = None,
+        hidden: Sequence[int] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
         val_fraction: float = 0.1,
         standardize: bool = True,
-        schedule: str | None = None,
+        schedule: str | None = None,  # None: the model's default; "constant" or "cosine"
         patience: int | None = None,
         random_state: int = 0,
         verbose: bool = False,
@@ -65,8 +73,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
         """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
-        if self.model not in BUILDERS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(BUILDERS)}")
+        self._settings(1)  # unknown model or schedule: fail before looking at the data
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         if x.shape[1] < 2:
             raise ValueError(
@@ -74,18 +81,25 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"got {x.shape[1]} feature(s)"
             )
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
-        flow = build(self.model, dim=x.shape[1], n_layers=self.n_layers,
-                     hidden=tuple(self.hidden), seed=seed)
+        architecture = self._settings(len(x))
+        fit_options = {k: architecture.pop(k)
+                       for k in ("epochs", "batch_size", "lr", "schedule", "standardize")}
+        flow = build(architecture.pop("builder"), dim=x.shape[1], seed=seed, **architecture)
         result = fit(
-            flow, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            val_fraction=self.val_fraction, seed=seed, standardize=self.standardize,
-            schedule=self.schedule, patience=self.patience, verbose=self.verbose,
-            device=self.device,
+            flow, x, **fit_options, val_fraction=self.val_fraction, seed=seed,
+            patience=self.patience, verbose=self.verbose, device=self.device,
         )
         self.restore(result.flow, {"best_epoch": result.best_epoch,
                                    "best_val_nll": result.best_val_nll})
         self.history_ = result.history
         return self
+
+    def _settings(self, n: int) -> dict[str, Any]:
+        """Builder, architecture and budget of a fit on ``n`` points: the values set, the
+        model's defaults (:mod:`densitylab.flows.recipes`) for those left at ``None``."""
+        chosen = {name: getattr(self, name) for name in
+                  ("n_layers", "hidden", "epochs", "batch_size", "lr", "schedule", "standardize")}
+        return settings(self.model, n, self.val_fraction, **chosen)
 
     def restore(self, flow: Flow, summary: dict[str, Any]) -> None:
         """Set the fitted state (used by :meth:`fit` and by :func:`densitylab.load`)."""

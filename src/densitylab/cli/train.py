@@ -42,13 +42,13 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow family: realnvp, glow or nsf (rational-quadratic spline couplings; use with --standardize)."),
-    layers: int = typer.Option(4, "--layers", "-k", help="Number of coupling layers (Glow: steps)."),
-    hidden: str = typer.Option("32,32", help="Hidden widths of each s/t network, comma-separated."),
-    epochs: int = typer.Option(1000, help="Training epochs."),
-    batch_size: int = typer.Option(64, help="Mini-batch size."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate (peak, with --schedule cosine)."),
-    schedule: str = typer.Option("none", help="Learning-rate schedule: none or cosine."),
+    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), or recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
+    hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
+    epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
+    batch_size: int | None = typer.Option(None, help="Mini-batch size. Default 64 (recommended: 256)."),
+    lr: float | None = typer.Option(None, help="Adam learning rate (peak, with --schedule cosine). Default 1e-3 (recommended: 3e-3)."),
+    schedule: str | None = typer.Option(None, help="Learning-rate schedule: constant or cosine. Default constant (recommended: cosine)."),
     ema: float = typer.Option(0.0, help="Validate and keep a moving average of the weights with this per-epoch decay (e.g. 0.9); 0: off."),
     activation: str = typer.Option("leaky_relu", help="Conditioner activation: leaky_relu, relu or tanh."),
     scale: str = typer.Option("factor", help="RealNVP/Glow scale: factor (the coursework's) or tanh (bounded)."),
@@ -57,7 +57,7 @@ def train(
     n_test: int = typer.Option(20000, help="Fresh test points drawn from a built-in distribution."),
     val_fraction: float = typer.Option(0.1, help="Fraction of the training data for validation."),
     test_fraction: float = typer.Option(0.2, help="Fraction of a data file held out for testing."),
-    standardize: bool = typer.Option(False, help="Standardise inside the model (densities stay in your units)."),
+    standardize: bool | None = typer.Option(None, "--standardize/--no-standardize", help="Standardise inside the model (densities stay in your units). Default off (recommended: on)."),
     patience: int = typer.Option(0, help="Stop after this many epochs without improvement (0: never)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
@@ -68,27 +68,30 @@ def train(
     from densitylab import datasets, flows
     from densitylab import distributed as parallel
     from densitylab._devices import resolve_device
+    from densitylab.flows.recipes import settings
     from densitylab.training import fit
 
-    widths = parse_hidden(hidden)
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
-    if schedule not in ("none", "cosine"):
-        raise ValueError(f"--schedule must be none or cosine, got {schedule!r}")
+    chosen = {"n_layers": layers, "hidden": parse_hidden(hidden) if hidden else None,
+              "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
+              "standardize": standardize}
+    settings(model, 1, **chosen)  # unknown model or schedule: fail before drawing data
     x, truth = datasets.resolve(data, n, seed)
     if truth is None:
         x, test = split_test(x, test_fraction, seed)
     else:
         test = truth.sample(n_test, seed=seed + 1)
-    options = {"activation": activation} | ({} if model == "nsf" else {"scale": scale})
-    flow = flows.build(model, dim=x.shape[1], n_layers=layers, hidden=widths, seed=seed, **options)
+    architecture = settings(model, len(x), val_fraction, **chosen)
+    budget = {k: architecture.pop(k) for k in ("epochs", "batch_size", "lr", "schedule", "standardize")}
+    builder = architecture.pop("builder")
+    options = {"activation": activation} | ({} if builder == "nsf" else {"scale": scale})
+    flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
 
     def train_flow():
         return fit(
-            flow, x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
-            seed=seed, patience=patience or None, schedule=None if schedule == "none" else schedule,
-            ema=ema or None,
-            standardize=standardize, verbose=None if not quiet else False,
+            flow, x, **budget, val_fraction=val_fraction,
+            seed=seed, patience=patience or None, ema=ema or None, verbose=None if not quiet else False,
             checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
             distributed=distributed,
         )
@@ -102,9 +105,9 @@ def train(
     else:
         result = train_flow()
     config = {
-        "command": "train", "data": data, "model": model, "layers": layers, "hidden": widths,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule, "ema": ema, "seed": seed,
-        "n_train_and_val": len(x), "val_fraction": val_fraction, "standardize": standardize,
+        "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
+        "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"] or "constant",
+        "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
         "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
     }
     write_run(out, config, result, test, truth, seed, keep_checkpoint=result.stop_reason == "interrupted")

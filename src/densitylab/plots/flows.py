@@ -128,22 +128,30 @@ def density_image(
 
 
 def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, np.ndarray]],
-                       title: str) -> Figure:
+                       title: str, per_row: int | None = None) -> Figure:
     """Per column ``(label, grid, true_density or None, model_density)``: the truth above the
-    model, both on the column's colour scale, so each estimate is read against its target."""
+    model, both on the column's colour scale, so each estimate is read against its target.
+    ``per_row`` wraps many columns into blocks of that many."""
     has_truth = any(c[2] is not None for c in columns)
-    rows, n = (2 if has_truth else 1), len(columns)
-    fig = Figure(figsize=(3.4 * n + 0.6, 3.3 * rows + 0.5), layout="constrained")
-    axes = fig.subplots(rows, n, squeeze=False)
-    for j, (label, grid, truth, model) in enumerate(columns):
+    rows_per_block = 2 if has_truth else 1
+    width = min(per_row or len(columns), len(columns))
+    blocks = -(-len(columns) // width)
+    fig = Figure(figsize=(3.4 * width + 0.6, 3.3 * rows_per_block * blocks + 0.5),
+                 layout="constrained")
+    axes = fig.subplots(rows_per_block * blocks, width, squeeze=False)
+    for index, (label, grid, truth, model) in enumerate(columns):
+        block, j = divmod(index, width)
+        pair = axes[rows_per_block * block: rows_per_block * (block + 1), j]
         vmax = max(float(np.max(model)), float(np.max(truth)) if truth is not None else 0.0)
         if has_truth:
             if truth is not None:
-                density_image(axes[0, j], grid, truth, vmax, f"true p(x): {label}")
+                density_image(pair[0], grid, truth, vmax, f"true p(x): {label}")
             else:
-                axes[0, j].set_visible(False)
-        image = density_image(axes[-1, j], grid, model, vmax, f"model: {label}")
-        fig.colorbar(image, ax=axes[:, j].tolist(), shrink=0.7, location="bottom", label="p(x)")
+                pair[0].set_visible(False)
+        image = density_image(pair[-1], grid, model, vmax, f"model: {label}")
+        fig.colorbar(image, ax=pair.tolist(), shrink=0.7, location="bottom", label="p(x)")
+    for ax in axes[rows_per_block * (blocks - 1):, len(columns) - width * (blocks - 1):].flat:
+        ax.set_visible(False)
     fig.suptitle(title)
     return fig
 
@@ -177,18 +185,28 @@ def sample_grid(
 
 
 def grouped_bars(
-    labels: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str, title: str
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    ylabel: str,
+    title: str,
+    log: bool = True,
+    reference: tuple[float, str] | None = None,
 ) -> Figure:
-    """One group of bars per label, one bar per series, on a log scale."""
+    """One group of bars per label, one bar per series, on a log scale unless ``log=False``;
+    ``reference = (value, label)`` draws a dashed horizontal line (a target, say)."""
     fig = Figure(figsize=(max(6.0, 1.4 * len(labels) + 2), 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
     positions = np.arange(len(labels))
     for i, (name, values) in enumerate(series.items()):
         ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
-    ax.set_xticks(positions, labels, fontsize=8)
-    ax.set_yscale("log")
+    if reference is not None:
+        ax.axhline(reference[0], color="black", linestyle="--", linewidth=1, label=reference[1])
+    ax.set_xticks(positions, labels, fontsize=8, rotation=30 if len(labels) > 8 else 0,
+                  ha="right" if len(labels) > 8 else "center")
+    if log:
+        ax.set_yscale("log")
     ax.set(ylabel=ylabel, title=title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
