@@ -34,7 +34,8 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(PIP) -e ".[bench]"
-	$(PY) benchmarks/run.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_kde.py
+	$(PY) benchmarks/bench_flows.py
 
 clean:
 	rm -rf $(VENV) report
