@@ -475,3 +475,18 @@ def test_cli_kde_on_file_and_errors(tmp_path, have_datasets):
         assert result.exit_code != 0
         assert isinstance(result.exception, ValueError)
         assert not bad.exists()  # nothing half-written
+
+
+def test_grid_runs_on_one_thread_and_restores_the_callers_threads():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from densitylab.grids import make_grid
+
+    before = (torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()])
+    x = np.random.default_rng(0).normal(size=(500, 2))
+    kde = KDE(bandwidth=[0.3, 0.2]).fit(x)
+    grid = make_grid(((-3, 3), (-3, 3)), 20)
+    np.testing.assert_allclose(kde.evaluate_grid(grid).ravel(),
+                               np.exp(kde.score_samples(grid.points)), rtol=1e-12)
+    assert (torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]) == before

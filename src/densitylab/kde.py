@@ -23,9 +23,10 @@ default path is faster; on a GPU raw throughput wins.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -303,6 +304,25 @@ def _dense_log_kernel_sums(
     return out.cpu().numpy()
 
 
+@contextlib.contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """One BLAS and one torch thread while ``active``: the grid's small products and
+    exponentials ran 3x slower on two threads than on one (benchmarks/RESULTS.md)."""
+    if not active:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = _torch()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _separable_log_image(
     x: np.ndarray, w: np.ndarray, sd: np.ndarray, xs: np.ndarray, ys: np.ndarray, block: int,
     device: Any = None,
@@ -496,9 +516,10 @@ class KDE(BaseEstimator):
         cov = self.covariance_
         if cov[0, 1] == 0.0 and cov[1, 0] == 0.0:
             sd = np.sqrt(np.diag(cov))
-            log_image, small = _separable_log_image(
-                self.data_, self.weights_, sd, grid.xs, grid.ys, self._block, self._device
-            )
+            with _one_thread(self._device is None):
+                log_image, small = _separable_log_image(
+                    self.data_, self.weights_, sd, grid.xs, grid.ys, self._block, self._device
+                )
             if small.any():
                 log_image[small] = self.score_samples(grid.points[small.ravel()])
         else:
