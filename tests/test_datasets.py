@@ -502,3 +502,9 @@ def test_cli_plot_directory_error(tmp_path) -> None:
     result = CliRunner().invoke(app, ["datasets", "--plot", str(blocker / "sub")])
     assert isinstance(result.exception, ValueError)
     assert "cannot create the plot directory" in str(result.exception)
+
+
+def test_label_names_the_law_with_its_parameters():
+    assert dl.datasets.get("gmm", sigma=1.0).label == "gmm (sigma=1)"
+    assert dl.datasets.get("checkerboard").label == "checkerboard"
+    assert dl.datasets.get("gmm", sigma=1.0).params_text == "sigma=1"

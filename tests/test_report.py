@@ -121,10 +121,10 @@ def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
 
 def test_limits_scores_every_distribution_against_its_entropy(report):
     from densitylab import datasets
-    from densitylab.experiments.limits import MODELS, label
+    from densitylab.experiments.limits import MODELS
 
     outcome = experiments.runner.Outcome.read(report.parent / "limits")
-    expected = {label(d): d.entropy() for d in datasets.catalogue()}
+    expected = {d.label: d.entropy() for d in datasets.catalogue()}
     assert set(outcome.metrics) == set(expected) and len(expected) == 13
     for dist, scores in outcome.metrics.items():
         assert scores["entropy"] == pytest.approx(expected[dist], abs=1e-12)

@@ -65,8 +65,7 @@ def datasets(
     table.add_column("entropy (nats)", justify="right")
     table.add_column("description")
     for dist, entropy in zip(dists, entropies, strict=True):
-        params = ", ".join(f"{k}={v:g}" for k, v in dist.params.items()) or "-"
-        table.add_row(dist.name, params, f"{entropy:.4f}", dist.description)
+        table.add_row(dist.name, dist.params_text or "-", f"{entropy:.4f}", dist.description)
     console.print(table)
 
     if plot is not None:

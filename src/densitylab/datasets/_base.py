@@ -77,6 +77,16 @@ class Distribution(ABC):
         """The law's parameters, e.g. ``{"noise": 0.1}`` (a copy: instances are immutable)."""
         return dict(self._params)
 
+    @property
+    def params_text(self) -> str:
+        """The parameters as ``"key=value, ..."`` (empty when there are none)."""
+        return ", ".join(f"{k}={v:g}" for k, v in self._params.items())
+
+    @property
+    def label(self) -> str:
+        """How tables and figures name the law: ``"gmm (sigma=1)"``, or just the name."""
+        return f"{self.name} ({self.params_text})" if self._params else self.name
+
     # -- public API ---------------------------------------------------------------------------
     def sample(self, n: int, seed: Seed = 0) -> np.ndarray:
         """Draw ``n`` independent points, shape ``(n, 2)``, from an explicit seed or Generator."""

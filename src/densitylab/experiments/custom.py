@@ -24,7 +24,7 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
 
     start = time.perf_counter()
     dists = datasets.catalogue()
-    flows_part = {d.name + _params(d): d.sample(1000, seed=0) for d in dists}
+    flows_part = {d.label: d.sample(1000, seed=0) for d in dists}
     kde_part = {label: datasets.get(name, **params).sample(2000 if quick else 10000, seed=0)
                 for label, (name, params) in KDE_PART.items()}
     figures = {
@@ -34,9 +34,9 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
                      "The two Gaussian mixtures and the spiral of the KDE study (N=10000)."),
     }
     plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()})
-    rows = [[d.name, _params(d).strip(" ()") or "-", f"{d.entropy():.4f}", d.description]
+    rows = [[d.name, d.params_text or "-", f"{d.entropy():.4f}", d.description]
             for d in dists]
-    entropies = {d.name + _params(d): d.entropy() for d in dists}
+    entropies = {d.label: d.entropy() for d in dists}
     low, high = min(entropies, key=entropies.get), max(entropies, key=entropies.get)
     findings = (
         f"The entropies span {entropies[low]:.3f} nats ({low}) to {entropies[high]:.3f} nats "
@@ -52,12 +52,6 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
                       ["name", "parameters", "entropy", "description"], rows)],
         metrics={"entropy": entropies}, seconds=time.perf_counter() - start,
     )
-
-
-def _params(dist) -> str:
-    if not dist.params:
-        return ""
-    return " (" + ", ".join(f"{k}={v:g}" for k, v in dist.params.items()) + ")"
 
 
 def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:

@@ -43,14 +43,9 @@ KDE_CV = "KDE (CV)"
 MODELS = (*FLOWS, KDE_CV)
 
 
-def label(dist: datasets.Distribution) -> str:
-    params = ", ".join(f"{k}={v:g}" for k, v in dist.params.items())
-    return f"{dist.name} ({params})" if params else dist.name
-
-
 def _runs(quick: bool) -> list[Run]:
     runs = [
-        Run(f"{label(d)} | {model_name}", Data(d.name, dict(d.params), n=N_FIT), model, budget)
+        Run(f"{d.label} | {model_name}", Data(d.name, dict(d.params), n=N_FIT), model, budget)
         for d in datasets.catalogue()
         for model_name, (model, budget) in FLOWS.items()
     ]
@@ -63,11 +58,11 @@ def _scores(log_p: np.ndarray, entropy: float, seconds: float) -> dict[str, floa
             "train_seconds": seconds}
 
 
-def run_limits(out: Path, quick: bool, verbose: bool = False) -> Outcome:
+def run_limits(out: Path, quick: bool) -> Outcome:
     start = time.perf_counter()
     runs = _runs(quick)
     prepared = {r.label: prepare(r.data) for r in runs}
-    results, batched = train_runs(runs, prepared, verbose)
+    results, batched = train_runs(runs, prepared, verbose=False)
     scores: dict[str, dict[str, Any]] = {}
     for run in runs:
         dist_label, model_name = run.label.split(" | ")

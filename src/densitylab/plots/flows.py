@@ -189,10 +189,9 @@ def grouped_bars(
     series: Mapping[str, Sequence[float]],
     ylabel: str,
     title: str,
-    log: bool = True,
     reference: tuple[float, str] | None = None,
 ) -> Figure:
-    """One group of bars per label, one bar per series, on a log scale unless ``log=False``;
+    """One group of bars per label, one bar per series, on a log scale;
     ``reference = (value, label)`` draws a dashed horizontal line (a target, say)."""
     fig = Figure(figsize=(max(6.0, 1.4 * len(labels) + 2), 4.5), layout="constrained")
     ax = fig.subplots()
@@ -204,8 +203,7 @@ def grouped_bars(
         ax.axhline(reference[0], color="black", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks(positions, labels, fontsize=8, rotation=30 if len(labels) > 8 else 0,
                   ha="right" if len(labels) > 8 else "center")
-    if log:
-        ax.set_yscale("log")
+    ax.set_yscale("log")
     ax.set(ylabel=ylabel, title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
