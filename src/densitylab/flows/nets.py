@@ -27,6 +27,9 @@ _IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+_NARROW = 4  # a layer with at most fan_in / 4 outputs is computed transposed (StackedMLP.forward)
+
+
 def check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
     """Validate hidden layer widths: a non-empty sequence of positive integers."""
     widths = tuple(hidden) if isinstance(hidden, Sequence) else (hidden,)
@@ -104,6 +107,9 @@ class StackedMLP(nn.Module):
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             if weight.shape[1] == 1:  # one input: an outer product, one fused pass
                 x = torch.addcmul(bias, x, weight)
+            elif weight.shape[2] * _NARROW <= weight.shape[1]:
+                # few outputs: BLAS is ~3.5x faster at (W^T x^T)^T than at x W (a thin product)
+                x = torch.baddbmm(bias.mT, weight.mT, x.mT).mT
             else:
                 x = torch.baddbmm(bias, x, weight)
             if layer < last:
