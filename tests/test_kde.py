@@ -122,23 +122,33 @@ def test_any_shape_matches_brute_force(d, n, m, seed, scale):
     np.testing.assert_allclose(ours, brute_log_density(x, w, h, q), rtol=1e-12, atol=1e-11)
 
 
-@pytest.mark.parametrize("spread", [1.0, 30.0])  # expanded matrix product / direct differences
-@pytest.mark.parametrize("with_shift", [False, True])
-def test_block_sum_paths_agree(spread, with_shift):
-    from densitylab.kde import _block_logsumexp
+def test_compiled_exponential_is_accurate_to_two_ulp():
+    from densitylab._kde_kernels import _exp
+
+    x = np.concatenate([np.linspace(-708.0, 709.0, 20001), [0.0, -1e-300, 1e-300, 0.5, -0.5]])
+    ours = np.array([_exp(v) for v in x])
+    np.testing.assert_allclose(ours, np.exp(x), rtol=4.5e-16, atol=0)
+    assert _exp(-709.0) == 0.0 and _exp(-np.inf) == 0.0  # below the range: exactly nothing
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_compiled_sums_agree_with_log_sum_exp(d):
+    from densitylab._kde_kernels import _expanded_sum, _leaf_sum
 
     rng = np.random.default_rng(11)
-    a = spread * rng.standard_normal((20, 2))
-    b = np.vstack([rng.standard_normal((5, 2)), a, 3 * rng.standard_normal((300, 2))])
-    log_w = rng.uniform(-8.0, -5.0, len(b))
-    terms = log_w - 0.5 * np.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
-    terms_loo = terms.copy()
-    terms_loo[np.arange(20), 5 + np.arange(20)] = -np.inf
-    for diagonal, t in ((None, terms), (5, terms_loo)):
-        expected = logsumexp(t, axis=1)
-        shift = expected + rng.uniform(-5, 5, 20) if with_shift else None
-        out = _block_logsumexp(a, b, log_w, 64, diagonal, shift)  # several column chunks
-        np.testing.assert_allclose(out, expected, rtol=1e-13)
+    u = rng.standard_normal((300, d)) * 3
+    log_w = rng.uniform(-8.0, -5.0, len(u))
+    a = rng.standard_normal(d)
+    terms = log_w - 0.5 * np.sum((a - u) ** 2, axis=1)
+    shift = logsumexp(terms) + 3.0
+    u_t, buf = np.ascontiguousarray(u.T), np.empty(len(u))
+    direct = _leaf_sum(u_t, log_w, 0, len(u), a, shift, -1, buf)
+    c = log_w - 0.5 * np.sum(u * u, axis=1)
+    expanded = _expanded_sum(u_t, c, len(u), a, shift + 0.5 * a @ a, buf)
+    np.testing.assert_allclose([direct, expanded], np.exp(logsumexp(terms) - shift), rtol=1e-13)
+    left_out = _leaf_sum(u_t, log_w, 0, len(u), a, shift, 7, buf)  # leave-one-out: term 7
+    np.testing.assert_allclose(left_out, np.exp(logsumexp(np.delete(terms, 7)) - shift),
+                               rtol=1e-13)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ bandwidth matrix and ``H H^T`` the kernel covariance (per-axis standard deviatio
 ``H = diag(h_1, ..., h_d)``).
 
 Evaluation is exact to float64 rounding and fast: data and queries are whitened once and sorted
-into small spatial groups (kd-tree leaves); each query group sums over the data with a matrix
-product and a log-sum-exp, centred on the group so the expansion ``|a - b|^2 = |a|^2 + |b|^2 -
-2 a.b`` keeps full precision. A data leaf is skipped only when a bound proves that all skipped
-leaves together hold less than ``2**-56`` of the sum (below double-precision rounding). On a
-regular 2-D grid with an axis-aligned kernel the density image is one product of two small kernel
-matrices. Kernel exponentials run in torch (float64), on torch's intra-op threads.
+into small spatial groups (kd-tree leaves). Each query group sums its nearest data leaf exactly
+and skips a data leaf only when a bound proves that all skipped leaves together hold less than
+``2**-56`` of that sum (below double-precision rounding); the kept terms are summed by compiled
+loops, centred on the group so the expansion ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b`` keeps full
+precision, groups in parallel (``densitylab._kde_kernels``, on as many threads as torch uses).
+On a regular 2-D grid with an axis-aligned kernel the density image is one product of two small
+kernel matrices, computed in torch.
 
 With ``device`` set (a GPU, typically) the same sums run there instead, densely: every kernel in
 bounded blocks of exact pairwise distances, combined by log-sum-exp. No pruning, so on a CPU the
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,7 @@ from scipy.linalg import solve_triangular
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from densitylab import _kde_kernels as kernels
 from densitylab._bandwidth import BANDWIDTH_RULES, resolve_bandwidth
 from densitylab._devices import resolve_device
 from densitylab._validation import as_points, check_positive_int
@@ -47,13 +51,11 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_DELTA = -56.0 * math.log(2.0)  # pruned kernel mass, relative to the sum it is left out of
 _DEFAULT_BLOCK = 1 << 21  # kernel values per block: 16 MB of float64
 _TREE_LEAF = 16  # kd-tree leaf size, for data and queries
-_DATA_LEAF = 32  # most data points per leaf of the pruning bounds
-_QUERY_GROUP = 128  # most query points summed together
+_DATA_LEAF = 64  # most data points per leaf of the pruning bounds (tighter costs more per leaf)
+_QUERY_GROUP = 64  # most query points sharing one set of kept leaves
+_GROUPS_PER_TASK = 8  # fewer groups than this per thread: not worth a second thread
 _MAX_GROUP_DIAMETER = 8.0  # widest query group, in kernel widths; smaller groups prune better
 _TINY = 1e-280  # grid cells below this are recomputed in log space
-# Rounding in the expanded exponent grows like |a|^2 eps; past |a|^2 / 2 = 32 (query groups wider
-# than ~16 kernel widths, which only a lone sparse leaf can be) differences are formed directly.
-_MAX_EXPANDED_HALF_NORM = 32.0
 
 
 def _torch() -> Any:
@@ -71,12 +73,10 @@ def _tree(points: np.ndarray) -> Any:
     return cKDTree(points, leafsize=_TREE_LEAF, balanced_tree=False, compact_nodes=False)
 
 
-def _tree_groups(
-    tree: Any, max_size: int, max_diameter: float = math.inf, keep_whole: int = 0
-) -> np.ndarray:
+def _tree_groups(tree: Any, max_size: int, max_diameter: float = math.inf) -> np.ndarray:
     """Spatial groups: start offsets into ``tree.indices`` (plus the end) of the largest tree
-    nodes with at most ``max_size`` points and a cell at most ``max_diameter`` across; a node of
-    at most ``keep_whole`` points is never split. Consecutive groups are neighbours in space.
+    nodes with at most ``max_size`` points and a cell at most ``max_diameter`` across.
+    Consecutive groups are neighbours in space.
 
     Identical points can make a leaf larger than ``max_size``: it is cut into pieces.
     """
@@ -89,8 +89,8 @@ def _tree_groups(
         small = (
             size <= max_size and sum((b - a) ** 2 for a, b in zip(lo, hi, strict=True)) <= max_d2
         )
-        if node.split_dim == -1 or small or size <= keep_whole:
-            starts.extend(range(node.start_idx, node.end_idx, max(max_size, keep_whole)))
+        if node.split_dim == -1 or small:
+            starts.extend(range(node.start_idx, node.end_idx, max_size))
             continue
         k, split = node.split_dim, node.split
         stack.append((node.greater, [*lo[:k], split, *lo[k + 1 :]], hi))
@@ -105,19 +105,12 @@ def _boxes(points: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     )
 
 
-def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    """Row-wise log-sum-exp of a small 2-D array; rows of ``-inf`` give ``-inf``."""
-    top = a.max(axis=1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
-
-
 @dataclass(frozen=True)
 class _Index:
     """Whitened data sorted into spatial leaves, with each leaf's bounding box and log weight."""
 
     points: np.ndarray  # (n, d), leaf order
+    points_t: np.ndarray  # (d, n), the same, coordinates as rows (the kernels' layout)
     log_w: np.ndarray  # (n,), log of normalised weights, leaf order
     starts: np.ndarray  # (leaves + 1,)
     lo: np.ndarray  # (leaves, d)
@@ -133,145 +126,43 @@ class _Index:
         points, log_w = u[tree.indices], log_w[tree.indices]
         lo, hi = _boxes(points, starts)
         log_leaf_w = np.logaddexp.reduceat(log_w, starts[:-1])
-        return cls(points, log_w, starts, lo, hi, log_leaf_w, tree)
+        return cls(points, np.ascontiguousarray(points.T), log_w, starts, lo, hi, log_leaf_w, tree)
 
     def scaled(self, s: float) -> _Index:
         """The same index for coordinates multiplied by ``s > 0`` (a bandwidth divided by s)."""
         return dataclasses.replace(
-            self, points=self.points * s, lo=self.lo * s, hi=self.hi * s, scale=self.scale * s
+            self, points=self.points * s, points_t=self.points_t * s, lo=self.lo * s,
+            hi=self.hi * s, scale=self.scale * s,
         )
 
-    def query_groups(self) -> np.ndarray:
-        """Leave-one-out query groups, as boundaries in leaf numbers: runs of whole leaves."""
-        starts = _tree_groups(
-            self.tree, _QUERY_GROUP, _MAX_GROUP_DIAMETER / self.scale, keep_whole=_DATA_LEAF
-        )
-        return np.searchsorted(self.starts, starts)
 
-
-def _block_logsumexp(
-    a: np.ndarray,
-    b: np.ndarray,
-    b_log_w: np.ndarray,
-    block: int,
-    diagonal: int | None,
-    shift: np.ndarray | None,
-) -> np.ndarray:
-    """``log sum_j exp(log_w_j - |a_r - b_j|^2 / 2)`` per row ``r`` of ``a``.
-
-    When every ``|a_r|`` is small (``a`` and ``b`` are centred on the query leaf), the exponent is
-    expanded as ``a.b - |b|^2/2 - |a|^2/2`` and computed by one matrix product, which keeps
-    float64 precision; otherwise the differences are formed directly (slower, equally exact).
-    ``shift``: per-row values no term exceeds by more than ~700, subtracted inside the product
-    (saving a pass for the row maxima), or ``None``. ``diagonal``: column of ``b`` that matches
-    row 0 of ``a``; the pairs ``(r, diagonal + r)`` are left out (leave-one-out sums).
-    """
-    torch = _torch()
-    q, d = a.shape
-    half_a2 = 0.5 * np.einsum("ij,ij->i", a, a)
-    expand = half_a2.max() <= _MAX_EXPANDED_HALF_NORM
-    if expand:  # rows [a, 1, -shift] times columns [b, log_w - |b|^2/2, 1]
-        a1 = np.ones((q, d + 2))
-        a1[:, :d], a1[:, d + 1] = a, 0.0 if shift is None else -half_a2 - shift
-        b1 = np.ones((len(b), d + 2))
-        b1[:, :d], b1[:, d] = b, b_log_w - 0.5 * np.einsum("ij,ij->i", b, b)
-        a_t, b_t = torch.from_numpy(a1), torch.from_numpy(b1)
-    else:
-        a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
-        log_w_t = torch.from_numpy(b_log_w)
-        shift_t = None if shift is None else torch.from_numpy(shift)
-    rows = np.arange(q)
-    cols = max(1, block // (q if expand else q * d))
-    maxima, sums = [], []
-    for j in range(0, len(b), cols):
-        if expand:
-            e = a_t @ b_t[j : j + cols].T
-        else:
-            e = (a_t[:, None, :] - b_t[None, j : j + cols, :]).square_().sum(-1)
-            e = e.mul_(-0.5).add_(log_w_t[j : j + cols])
-            if shift_t is not None:
-                e -= shift_t[:, None]
-        if diagonal is not None:
-            hit = (diagonal + rows >= j) & (diagonal + rows < j + e.shape[1])
-            e[rows[hit], diagonal + rows[hit] - j] = -math.inf
-        if shift is not None:
-            m = np.zeros(q)
-        else:
-            m = e.amax(1).numpy()
-            m = np.where(np.isfinite(m), m, 0.0)
-            e -= torch.from_numpy(m)[:, None]
-        sums.append(e.exp_().sum(1).numpy())
-        maxima.append(m)
-    if len(sums) == 1:
-        lse = maxima[0] + np.log(sums[0])
-    else:
-        m_all, s_all = np.array(maxima), np.array(sums)
-        top = m_all.max(0)
-        lse = top + np.log(np.sum(s_all * np.exp(m_all - top), axis=0))
-    if shift is not None:
-        lse += shift
-    return lse - half_a2 if expand and shift is None else lse
-
-
-def _log_kernel_sums(
-    index: _Index, queries: np.ndarray | None, block: int = _DEFAULT_BLOCK
-) -> np.ndarray:
+def _log_kernel_sums(index: _Index, queries: np.ndarray | None) -> np.ndarray:
     """``log sum_j w_j exp(-|v - u_j|^2 / 2)`` for whitened queries ``v`` (rows).
 
     With ``queries=None`` the queries are the indexed points themselves, each leaving itself out
-    (leave-one-out), and the result follows the index's leaf order.
+    (leave-one-out), grouped by their own leaves, and the result follows the index's leaf order.
     """
-    loo = queries is None
-    sizes = np.diff(index.starts)
-    if loo:  # query groups: runs of the index's own leaves
-        groups = index.query_groups()
-        qorder, qpoints, qstarts = None, index.points, index.starts[groups]
-        qlo = np.minimum.reduceat(index.lo, groups[:-1], axis=0)
-        qhi = np.maximum.reduceat(index.hi, groups[:-1], axis=0)
+    n_leaves = len(index.starts) - 1
+    if queries is None:
+        qorder, qpoints, qstarts = None, index.points, index.starts
+        skips, own_leaves = np.arange(len(qpoints)), np.arange(n_leaves)
     else:
         tree = _tree(queries)
         qorder, qstarts = tree.indices, _tree_groups(tree, _QUERY_GROUP, _MAX_GROUP_DIAMETER)
-        qpoints = queries[qorder]
-        qlo, qhi = _boxes(qpoints, qstarts)
+        qpoints = np.ascontiguousarray(queries[qorder])
+        skips, own_leaves = np.full(len(qpoints), -1), np.full(len(qstarts) - 1, -1)
     out = np.empty(len(qpoints))
-    for k in range(len(qstarts) - 1):
-        rows = slice(qstarts[k], qstarts[k + 1])
-        v = qpoints[rows]
-        gap = np.maximum(index.lo - qhi[k], qlo[k] - index.hi)
-        np.maximum(gap, 0.0, out=gap)
-        upper = index.log_leaf_w - 0.5 * np.einsum("ij,ij->i", gap, gap)  # bound per data leaf
-        # Exact terms of near points bound every sum of this query group from below: the group
-        # itself (each point without itself) for leave-one-out, else the most promising leaf.
-        if loo:
-            own: slice | int = slice(groups[k], groups[k + 1])
-            near, near_log_w = v, index.log_w[rows]
-        else:
-            own = int(np.argmax(upper))
-            near = index.points[index.starts[own] : index.starts[own + 1]]
-            near_log_w = index.log_w[index.starts[own] : index.starts[own + 1]]
-        terms = near_log_w - 0.5 * np.sum((v[:, None, :] - near[None, :, :]) ** 2, axis=-1)
-        if loo:
-            np.fill_diagonal(terms, -math.inf)
-        near_sums = _logsumexp_rows(terms)
-        lower = float(np.min(near_sums))
-        # Drop the leaves whose bounds add up to less than 2^-56 of the smallest sum.
-        upper[own] = math.inf
-        by_bound = np.argsort(upper)
-        cumulative = np.logaddexp.accumulate(upper[by_bound])
-        n_drop = int(np.searchsorted(cumulative, lower + _LOG_DELTA, side="right"))
-        keep = np.ones(len(sizes), dtype=bool)
-        keep[by_bound[:n_drop]] = False
-        mask = np.repeat(keep, sizes)
-        centre = 0.5 * (qlo[k] + qhi[k])
-        diagonal = int(sizes[: groups[k]][keep[: groups[k]]].sum()) if loo else None
-        # No term exceeds its leaf's bound, so the near sums can serve as shifts when no bound
-        # of another kept leaf lies far above them.
-        kept_bounds = upper[by_bound[n_drop:]]
-        top_other = kept_bounds[np.isfinite(kept_bounds)].max(initial=-math.inf)
-        shift = near_sums if top_other - lower < 700.0 else None
-        out[rows] = _block_logsumexp(
-            v - centre, index.points[mask] - centre, index.log_w[mask], block, diagonal, shift
-        )
+    args = (index.points_t, index.log_w, index.starts, index.lo, index.hi, index.log_leaf_w,
+            qpoints, qstarts, skips, own_leaves, _LOG_DELTA)
+    n_groups = len(qstarts) - 1
+    threads = min(_torch().get_num_threads(), max(1, n_groups // _GROUPS_PER_TASK))
+    if threads == 1:
+        kernels.log_kernel_sums(*args, np.array([0, n_groups]), out)
+    else:  # a few tasks per thread balance uneven groups
+        bounds = np.linspace(0, n_groups, 4 * threads + 1).astype(np.int64)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda k: kernels.log_kernel_sums(*args, bounds[k : k + 2], out),
+                          range(len(bounds) - 1)))
     if qorder is None:
         return out
     result = np.empty_like(out)
@@ -304,6 +195,22 @@ def _dense_log_kernel_sums(
     return out.cpu().numpy()
 
 
+@functools.cache
+def _thread_pools() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # lists the loaded libraries once (~4 ms); limits take ~30 us
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread. The KDE's linear algebra is tiny (``d x d`` factors, ``n x d``
+    solves), and an OpenBLAS pool woken by it keeps spinning for a while, taking a core from
+    the kernel threads (sums at two threads were 1.3x slower after a fit)."""
+    with _thread_pools().limit(limits=1, user_api="blas"):
+        yield
+
+
 @contextlib.contextmanager
 def _one_thread(active: bool) -> Iterator[None]:
     """One BLAS and one torch thread while ``active``: the grid's small products and
@@ -311,13 +218,11 @@ def _one_thread(active: bool) -> Iterator[None]:
     if not active:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
     torch = _torch()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(1):
+        with _one_blas_thread():
             yield
     finally:
         torch.set_num_threads(previous)
@@ -400,14 +305,16 @@ class KDE(BaseEstimator):
             - ``"scott"`` / ``"silverman"``: ``H = factor * chol(Sigma)`` with ``Sigma`` the
               (weighted) data covariance and the rule's factor; ``"cv"``: the factor maximising
               the leave-one-out log-likelihood. Rules live in ``BANDWIDTH_RULES``.
-        chunk_size: largest number of kernel values held at once (query x data block); ``None``
-            means ``2**21`` (16 MB of float64). Memory stays bounded for any number of points.
+        chunk_size: largest number of kernel values held at once by the grid and the ``device``
+            paths (query x data block); ``None`` means ``2**21`` (16 MB of float64). The default
+            pointwise path holds a few arrays of the data's size per thread. Memory stays
+            bounded for any number of points.
         device: ``None`` (default) evaluates on the CPU with kd-tree pruning, the fastest path
             on a CPU; a torch device (``"cuda"``, ``"cpu"``, ``"auto"``: CUDA when available)
             evaluates every kernel there in dense blocks, for GPUs. Both are exact.
 
-    The work runs on torch's intra-op threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``);
-    on a machine busy with other jobs one thread is often the fastest.
+    Pointwise sums use as many threads as torch (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``); on a machine busy with other jobs one thread is often the fastest.
 
     Attributes:
         bandwidth_: the matrix ``H``, ``(d, d)``; lower-triangular under a rule.
@@ -459,15 +366,16 @@ class KDE(BaseEstimator):
         x, w = x[positive], w[positive] / w[positive].sum()
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
-        h, factor = resolve_bandwidth(self.bandwidth, x, w)
+        with _one_blas_thread():
+            h, factor = resolve_bandwidth(self.bandwidth, x, w)
+            chol, mean = _cholesky_of_gram(h), w @ x
         self._device = None if self.device is None else resolve_device(self.device)
-        chol = _cholesky_of_gram(h)
         self.bandwidth_ = h
         self.covariance_ = h @ h.T
         self.factor_ = factor
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
-        self._chol, self._mean = chol, w @ x
+        self._chol, self._mean = chol, mean
         d = x.shape[1]
         self._log_norm = 0.5 * d * _LOG_2PI + float(np.sum(np.log(np.diag(chol))))
         self._index: _Index | None = None  # built on first pointwise evaluation
@@ -493,9 +401,10 @@ class KDE(BaseEstimator):
             sums = _dense_log_kernel_sums(self._whitened, np.log(self.weights_), self._whiten(x),
                                           self._block, self._device)
             return sums - self._log_norm
-        if self._index is None:
-            self._index = _Index.build(self._whiten(self.data_), np.log(self.weights_))
-        return _log_kernel_sums(self._index, self._whiten(x), self._block) - self._log_norm
+        with _one_blas_thread():
+            if self._index is None:
+                self._index = _Index.build(self._whiten(self.data_), np.log(self.weights_))
+            return _log_kernel_sums(self._index, self._whiten(x)) - self._log_norm
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``."""

@@ -1,0 +1,261 @@
+"""Compiled (numba) kernel sums for the exact KDE, pruned by provable bounds.
+
+``log_kernel_sums`` computes ``log sum_j w_j exp(-|v_i - u_j|^2 / 2)`` for whitened queries
+``v_i`` and data ``u_j`` sorted into spatial leaves (see ``densitylab.kde``). Each query group
+(a small, compact set of queries) bounds every data leaf's contribution from above by its box
+distance and sums its nearest leaf exactly; it skips the leaves whose bounds add up to less
+than ``2**-57`` of the smallest of those exact sums, and each query then skips the farthest
+kept leaves whose bounds at that query add up to less than ``2**-57`` of its own: at most
+``2**-56`` of the result is left out, below float64 rounding. The kept terms are summed in one
+fused loop (distance, exponential, sum) with an exponential that LLVM vectorises.
+The kernel releases the GIL: Python threads share the groups (numba's own threading layer
+would reset the OpenMP thread count torch reads).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, fastmath={"contract"})  # contract: fused multiply-adds only
+# reassoc lets LLVM split a sum into vector lanes; used only where the loops are plain sums
+_jit_sums = numba.njit(cache=True, fastmath={"contract", "reassoc"})
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split in two (Cody & Waite): k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer kept in the low bits
+_INV_FACTORIALS = tuple(1.0 / math.factorial(k) for k in range(14))
+_MAX_SHIFTED = 700.0  # no term may exceed its shift by more: exp stays finite
+_SMALLEST_TRUSTED = 1e-280  # shifted sums below this are recomputed with the exact maximum
+# Rounding in the expanded exponent grows like |a|^2 eps; past |a|^2 / 2 = 32 (queries more than
+# 8 kernel widths from their group's centre, which only a lone sparse group has) differences
+# are formed directly.
+_MAX_EXPANDED_HALF_NORM = 32.0
+
+
+@_jit
+def _exp(x):
+    """``exp(x)`` for ``x <= 709`` to about 2 ulp, 0 below -708; branch-free, so loops over it
+    vectorise. ``x = k ln2 + r`` with ``|r| <= ln2 / 2``; ``exp(r)`` by its degree-13 Taylor
+    polynomial (Estrin's scheme); ``2**k`` added into the exponent bits."""
+    c = _INV_FACTORIALS
+    y = max(x, -708.0)
+    t = y * _LOG2E + _ROUND
+    k = t - _ROUND
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    r2 = r * r
+    r4 = r2 * r2
+    p01 = c[0] + c[1] * r + (c[2] + c[3] * r) * r2
+    p23 = c[4] + c[5] * r + (c[6] + c[7] * r) * r2
+    p45 = c[8] + c[9] * r + (c[10] + c[11] * r) * r2
+    p6 = c[12] + c[13] * r
+    p = p01 + p23 * r4 + (p45 + p6 * r4) * (r4 * r4)
+    bits = np.float64(p).view(np.int64) + (np.float64(t).view(np.int64) << 52)
+    return np.int64(bits).view(np.float64) if x >= -708.0 else 0.0
+
+
+@_jit_sums
+def _leaf_sum(points_t, log_w, start, end, v, shift, skip, buf):
+    """``sum_j exp(log_w_j - |v - u_j|^2 / 2 - shift)`` over data ``start:end``, without the
+    point ``skip`` (an index, or -1)."""
+    m = end - start
+    for j in range(m):
+        buf[j] = log_w[start + j] - shift
+    for k in range(points_t.shape[0]):
+        vk = v[k]
+        row = points_t[k]
+        for j in range(m):
+            diff = vk - row[start + j]
+            buf[j] -= 0.5 * diff * diff
+    if start <= skip < end:
+        buf[skip - start] = -np.inf
+    total = 0.0
+    for j in range(m):
+        total += _exp(buf[j])
+    return total
+
+
+@_jit_sums
+def _expanded_sum(kept_t, kept_c, m, a, offset, buf):
+    """``sum_{j < m} exp(c_j + a.u_j - offset)``: with ``c_j = log_w_j - |u_j|^2 / 2`` and
+    ``offset = shift + |a|^2 / 2`` this is ``_leaf_sum``'s sum with the squared distance
+    expanded, fewer operations per term and float64-accurate while ``a`` and ``u`` are centred
+    near the group (the caller checks ``|a|``)."""
+    if kept_t.shape[0] == 2:  # two dimensions, the common case: one fused pass
+        a0, a1 = a[0], a[1]
+        row0, row1 = kept_t[0], kept_t[1]
+        total = 0.0
+        for j in range(m):
+            total += _exp(kept_c[j] + a0 * row0[j] + a1 * row1[j] - offset)
+        return total
+    for j in range(m):
+        buf[j] = kept_c[j] - offset
+    for k in range(kept_t.shape[0]):
+        ak = a[k]
+        row = kept_t[k]
+        for j in range(m):
+            buf[j] += ak * row[j]
+    total = 0.0
+    for j in range(m):
+        total += _exp(buf[j])
+    return total
+
+
+@_jit
+def _leaf_max(points_t, log_w, start, end, v, skip):
+    """Largest term ``log_w_j - |v - u_j|^2 / 2`` over data ``start:end`` without ``skip``."""
+    top = -np.inf
+    for j in range(start, end):
+        if j == skip:
+            continue
+        e = log_w[j]
+        for k in range(points_t.shape[0]):
+            diff = v[k] - points_t[k, j]
+            e -= 0.5 * diff * diff
+        top = max(top, e)
+    return top
+
+
+@_jit
+def _exact_log_sum(points_t, log_w, starts, leaves, v, skip, buf):
+    """Log of the sum over ``leaves`` by the safe two-pass log-sum-exp (maximum first)."""
+    top = -np.inf
+    for leaf in leaves:
+        top = max(top, _leaf_max(points_t, log_w, starts[leaf], starts[leaf + 1], v, skip))
+    if top == -np.inf:
+        return -np.inf
+    total = 0.0
+    for leaf in leaves:
+        total += _leaf_sum(points_t, log_w, starts[leaf], starts[leaf + 1], v, top, skip, buf)
+    return top + math.log(total)
+
+
+@numba.njit(cache=True, fastmath={"contract"}, nogil=True)
+def log_kernel_sums(points_t, log_w, starts, lo, hi, log_leaf_w, queries, q_starts, skips,
+                    own_leaves, log_delta, groups, out):
+    """Log kernel sums into ``out`` for the queries of groups ``groups[0]:groups[1]``;
+    ``queries`` ``(m, d)`` are sorted into groups ``q_starts``. Releases the GIL, so threads
+    can share the groups.
+
+    ``points_t`` ``(d, n)``: data in leaf order, coordinates as rows; ``starts``: leaf
+    boundaries; ``lo``, ``hi`` ``(leaves, d)``: leaf boxes; ``log_leaf_w``: log total weight per
+    leaf; ``skips[i]``: data index query ``i`` leaves out (leave-one-out) or -1, always inside
+    the group's ``own_leaves[g]`` (-1: the leaf of largest bound); ``log_delta``: log of the
+    pruned mass allowed, relative to the smallest exact near sum of a group.
+    """
+    for g in range(groups[0], groups[1]):
+        first, last = q_starts[g], q_starts[g + 1]
+        bound = _leaf_bounds(lo, hi, log_leaf_w, queries[first:last])
+        near = own_leaves[g] if own_leaves[g] >= 0 else np.argmax(bound)
+        buf = np.empty(points_t.shape[1])
+        near_sums = np.empty(last - first)
+        near_only = np.array([near])
+        for i in range(first, last):
+            near_sums[i - first] = _exact_log_sum(points_t, log_w, starts, near_only,
+                                                  queries[i], skips[i], buf)
+        # half the pruning budget for the whole group, half for each query on its own
+        half_delta = log_delta - math.log(2.0)
+        kept = _kept_leaves(bound, near, near_sums.min() + half_delta)[::-1]  # nearest first
+        top = bound[kept].max() if kept.shape[0] > 0 else -np.inf
+        centre = queries[first:last].sum(axis=0) / (last - first)
+        kept_t, kept_log_w, kept_c, offsets = _gather(points_t, log_w, starts, kept, centre)
+        for i in range(first, last):
+            near_sum = near_sums[i - first]
+            shift = near_sum if top - near_sum <= _MAX_SHIFTED else top - _MAX_SHIFTED
+            total = math.exp(near_sum - shift)
+            m = _needed_points(lo, hi, log_leaf_w, kept, offsets, queries[i],
+                               near_sum + half_delta)
+            a = queries[i] - centre
+            half_a2 = 0.5 * np.dot(a, a)
+            if half_a2 <= _MAX_EXPANDED_HALF_NORM:
+                total += _expanded_sum(kept_t, kept_c, m, a, shift + half_a2, buf)
+            else:
+                total += _leaf_sum(kept_t, kept_log_w, 0, m, a, shift, -1, buf)
+            if total >= _SMALLEST_TRUSTED:
+                out[i] = shift + math.log(total)
+            else:  # bounds far above the terms: recompute with the exact maximum
+                everything = np.append(kept, near)
+                out[i] = _exact_log_sum(points_t, log_w, starts, everything, queries[i],
+                                        skips[i], buf)
+
+
+@_jit
+def _leaf_bounds(lo, hi, log_leaf_w, group):
+    """Per data leaf, the log of the largest contribution it can make to a sum at any point of
+    ``group``'s bounding box: its weight times the kernel at the boxes' distance."""
+    n_leaves, d = lo.shape
+    q_lo, q_hi = group[0].copy(), group[0].copy()
+    for i in range(group.shape[0]):
+        for k in range(d):
+            q_lo[k] = min(q_lo[k], group[i, k])
+            q_hi[k] = max(q_hi[k], group[i, k])
+    bound = np.empty(n_leaves)
+    for leaf in range(n_leaves):
+        gap2 = 0.0
+        for k in range(d):
+            gap = max(0.0, lo[leaf, k] - q_hi[k], q_lo[k] - hi[leaf, k])
+            gap2 += gap * gap
+        bound[leaf] = log_leaf_w[leaf] - 0.5 * gap2
+    return bound
+
+
+@_jit
+def _kept_leaves(bound, near, log_budget):
+    """Leaves other than ``near`` that must be summed: all but those of smallest bound whose
+    bounds add up to at most ``exp(log_budget)``."""
+    order = np.argsort(bound)
+    cumulative = -np.inf
+    n_drop = 0
+    for leaf in order:
+        if leaf == near:
+            continue
+        b = bound[leaf]
+        cumulative = max(cumulative, b) + math.log1p(math.exp(-abs(cumulative - b)))
+        if not cumulative <= log_budget:
+            break
+        n_drop += 1
+    kept = order[n_drop:]
+    return kept[kept != near]
+
+
+@_jit
+def _gather(points_t, log_w, starts, leaves, centre):
+    """The points of ``leaves`` minus ``centre``, their log weights ``log_w`` and
+    ``log_w - |u - centre|^2 / 2``, contiguous (one long loop per query), and where each leaf
+    starts there."""
+    offsets = np.zeros(leaves.shape[0] + 1, np.int64)
+    for r in range(leaves.shape[0]):
+        offsets[r + 1] = offsets[r] + starts[leaves[r] + 1] - starts[leaves[r]]
+    size = offsets[-1]
+    kept_t = np.empty((points_t.shape[0], size))
+    kept_log_w = np.empty(size)
+    at = 0
+    for leaf in leaves:
+        a, b = starts[leaf], starts[leaf + 1]
+        for k in range(points_t.shape[0]):
+            kept_t[k, at : at + b - a] = points_t[k, a:b] - centre[k]
+        kept_log_w[at : at + b - a] = log_w[a:b]
+        at += b - a
+    kept_c = kept_log_w - 0.5 * (kept_t * kept_t).sum(axis=0)
+    return kept_t, kept_log_w, kept_c, offsets
+
+
+@_jit
+def _needed_points(lo, hi, log_leaf_w, leaves, offsets, v, log_budget):
+    """How many leading points of the gathered ``leaves`` (nearest first) the query ``v`` needs:
+    trailing leaves are left out while their bounds at ``v`` add up to at most
+    ``exp(log_budget)``."""
+    total = 0.0
+    for r in range(leaves.shape[0] - 1, -1, -1):
+        leaf = leaves[r]
+        gap2 = 0.0
+        for k in range(lo.shape[1]):
+            gap = max(0.0, lo[leaf, k] - v[k], v[k] - hi[leaf, k])
+            gap2 += gap * gap
+        total += math.exp(log_leaf_w[leaf] - 0.5 * gap2 - log_budget)
+        if not total <= 1.0:
+            return offsets[r + 1]
+    return 0
