@@ -122,12 +122,12 @@ def test_any_shape_matches_brute_force(d, n, m, seed, scale):
     np.testing.assert_allclose(ours, brute_log_density(x, w, h, q), rtol=1e-12, atol=1e-11)
 
 
-def test_compiled_exponential_is_accurate_to_two_ulp():
+def test_compiled_exponential_is_accurate_to_about_one_ulp():
     from densitylab._kde_kernels import _exp
 
     x = np.concatenate([np.linspace(-708.0, 709.0, 20001), [0.0, -1e-300, 1e-300, 0.5, -0.5]])
     ours = np.array([_exp(v) for v in x])
-    np.testing.assert_allclose(ours, np.exp(x), rtol=4.5e-16, atol=0)
+    np.testing.assert_allclose(ours, np.exp(x), rtol=3.4e-16, atol=0)  # ~1.5 ulp, np.exp included
     assert _exp(-709.0) == 0.0 and _exp(-np.inf) == 0.0  # below the range: exactly nothing
 
 

@@ -27,7 +27,15 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split in two (Cody & Waite): k * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10
 _ROUND = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer kept in the low bits
-_INV_FACTORIALS = tuple(1.0 / math.factorial(k) for k in range(14))
+# exp(r) = 1 + r + r^2 (c2 + c3 r + ... + c11 r^9) on |r| <= ln2 / 2: c2..c11 of the degree-11
+# polynomial interpolating exp at the 12 Chebyshev points of that interval, solved in 60-digit
+# arithmetic (mpmath) and rounded (its own coefficients of 1 and r are exactly 1). Interpolation
+# error 4e-18; evaluated in float64 as written below, within 0.6 ulp of exp(r).
+_EXP_TAIL = (
+    0.5000000000000019, 0.1666666666666668, 0.0416666666664881, 0.008333333333319601,
+    0.0013888888952314775, 0.00019841269890047113, 2.4801485482328494e-05,
+    2.755724091857897e-06, 2.763263963904103e-07, 2.5110037605963777e-08,
+)
 _MAX_SHIFTED = 700.0  # no term may exceed its shift by more: exp stays finite
 _SMALLEST_TRUSTED = 1e-280  # shifted sums below this are recomputed with the exact maximum
 # Rounding in the expanded exponent grows like |a|^2 eps; past |a|^2 / 2 = 32 (queries more than
@@ -38,21 +46,20 @@ _MAX_EXPANDED_HALF_NORM = 32.0
 
 @_jit
 def _exp(x):
-    """``exp(x)`` for ``x <= 709`` to about 2 ulp, 0 below -708; branch-free, so loops over it
-    vectorise. ``x = k ln2 + r`` with ``|r| <= ln2 / 2``; ``exp(r)`` by its degree-13 Taylor
-    polynomial (Estrin's scheme); ``2**k`` added into the exponent bits."""
-    c = _INV_FACTORIALS
+    """``exp(x)`` for ``x <= 709`` to about 1 ulp, 0 below -708; branch-free, so loops over it
+    vectorise. ``x = k ln2 + r`` with ``|r| <= ln2 / 2``; ``exp(r)`` by a degree-11 polynomial
+    (``_EXP_TAIL``, Estrin's scheme for the tail); ``2**k`` added into the exponent bits."""
+    c = _EXP_TAIL
     y = max(x, -708.0)
     t = y * _LOG2E + _ROUND
     k = t - _ROUND
     r = (y - k * _LN2_HI) - k * _LN2_LO
     r2 = r * r
     r4 = r2 * r2
-    p01 = c[0] + c[1] * r + (c[2] + c[3] * r) * r2
-    p23 = c[4] + c[5] * r + (c[6] + c[7] * r) * r2
-    p45 = c[8] + c[9] * r + (c[10] + c[11] * r) * r2
-    p6 = c[12] + c[13] * r
-    p = p01 + p23 * r4 + (p45 + p6 * r4) * (r4 * r4)
+    tail = (c[0] + c[1] * r + (c[2] + c[3] * r) * r2
+            + (c[4] + c[5] * r + (c[6] + c[7] * r) * r2) * r4
+            + (c[8] + c[9] * r) * (r4 * r4))
+    p = 1.0 + (r + r2 * tail)
     bits = np.float64(p).view(np.int64) + (np.float64(t).view(np.int64) << 52)
     return np.int64(bits).view(np.float64) if x >= -708.0 else 0.0
 
