@@ -214,7 +214,8 @@ def _one_blas_thread() -> Iterator[None]:
 @contextlib.contextmanager
 def _one_thread(active: bool) -> Iterator[None]:
     """One BLAS and one torch thread while ``active``: the grid's small products and
-    exponentials ran 3x slower on two threads than on one (benchmarks/RESULTS.md)."""
+    exponentials ran 3x slower on two such threads than on one (benchmarks/RESULTS.md); the
+    grid's own threads share the work instead."""
     if not active:
         yield
         return
@@ -230,14 +231,16 @@ def _one_thread(active: bool) -> Iterator[None]:
 
 def _separable_log_image(
     x: np.ndarray, w: np.ndarray, sd: np.ndarray, xs: np.ndarray, ys: np.ndarray, block: int,
-    device: Any = None,
+    device: Any = None, threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-density image ``(len(ys), len(xs))`` of an axis-aligned 2-D Gaussian mixture.
 
     The image is ``Ky diag(w) Kx^T`` with ``Kx[a, j] = exp(-(xs_a - x_j1)^2 / (2 sd_1^2))``: one
     matrix product of two small kernel matrices, exact (a sum of positive terms). Cells below
     ``1e-280`` (where kernel values may have underflowed) are flagged in the returned mask, for
-    recomputation in log space.
+    recomputation in log space. On the CPU, ``threads`` Python threads each sum a share of the
+    data's chunks into their own image (torch and BLAS release the GIL; call on one torch and
+    one BLAS thread).
     """
     torch = _torch()
     gx, gy = (torch.from_numpy(v / s).to(device) for v, s in ((xs, sd[0]), (ys, sd[1])))
@@ -245,18 +248,29 @@ def _separable_log_image(
     equal = bool(np.all(w == w[0]))  # then weigh once at the end
     weights = torch.from_numpy(w).to(device)
     on_cpu = gx.device.type == "cpu"
-    image = (np.zeros((len(ys), len(xs))) if on_cpu
-             else torch.zeros((len(ys), len(xs)), dtype=torch.float64, device=device))
     cols = max(1, min(block, 1 << 17) // max(len(xs), len(ys)))  # cache-sized chunks
-    for j in range(0, len(x), cols):
-        kx = (gx[:, None] - zx[j : j + cols]).square_().mul_(-0.5).exp_()
-        ky = (gy[:, None] - zy[j : j + cols]).square_().mul_(-0.5).exp_()
-        ky = ky if equal else ky * weights[j : j + cols]
-        if on_cpu:  # NumPy's BLAS multiplies these float64 shapes ~1.7x faster than torch's
-            image += ky.numpy() @ kx.numpy().T
-        else:
-            image += ky @ kx.T
-    image = (image if on_cpu else image.cpu().numpy()) * (w[0] if equal else 1.0)
+
+    def partial_image(chunk_starts: range) -> Any:
+        image = (np.zeros((len(ys), len(xs))) if on_cpu
+                 else torch.zeros((len(ys), len(xs)), dtype=torch.float64, device=device))
+        for j in chunk_starts:
+            kx = (gx[:, None] - zx[j : j + cols]).square_().mul_(-0.5).exp_()
+            ky = (gy[:, None] - zy[j : j + cols]).square_().mul_(-0.5).exp_()
+            ky = ky if equal else ky * weights[j : j + cols]
+            if on_cpu:  # NumPy's BLAS multiplies these float64 shapes ~1.7x faster than torch's
+                image += ky.numpy() @ kx.numpy().T
+            else:
+                image += ky @ kx.T
+        return image if on_cpu else image.cpu().numpy()
+
+    chunks = range(0, len(x), cols)
+    threads = min(threads, len(chunks)) if on_cpu else 1
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            image = sum(pool.map(partial_image, (chunks[k::threads] for k in range(threads))))
+    else:
+        image = partial_image(chunks)
+    image = image * (w[0] if equal else 1.0)
     small = image < _TINY
     with np.errstate(divide="ignore"):
         return np.log(image) - _LOG_2PI - math.log(sd[0] * sd[1]), small
@@ -425,9 +439,11 @@ class KDE(BaseEstimator):
         cov = self.covariance_
         if cov[0, 1] == 0.0 and cov[1, 0] == 0.0:
             sd = np.sqrt(np.diag(cov))
+            threads = _torch().get_num_threads()
             with _one_thread(self._device is None):
                 log_image, small = _separable_log_image(
-                    self.data_, self.weights_, sd, grid.xs, grid.ys, self._block, self._device
+                    self.data_, self.weights_, sd, grid.xs, grid.ys, self._block, self._device,
+                    threads,
                 )
             if small.any():
                 log_image[small] = self.score_samples(grid.points[small.ravel()])
