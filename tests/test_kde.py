@@ -187,6 +187,22 @@ def test_grid_equals_pointwise(data, h):
     np.testing.assert_allclose(kde.evaluate_grid(grid, log=True), np.log(pointwise), atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_grid_threads_share_the_chunks_exactly(data, threads):
+    import torch
+
+    previous = torch.get_num_threads()
+    kde = KDE(bandwidth=(0.2, 0.3), chunk_size=4000).fit(data)  # 100-point chunks
+    grid = make_grid(((-2.0, 4.0), (-1.5, 3.5)), 40)
+    try:
+        torch.set_num_threads(threads)
+        image = kde.evaluate_grid(grid)
+    finally:
+        torch.set_num_threads(previous)
+    pointwise = np.exp(kde.score_samples(grid.points)).reshape(grid.shape)
+    np.testing.assert_allclose(image, pointwise, rtol=1e-12)
+
+
 def test_grid_far_from_data_stays_exact(data):
     """Cells where the separable product underflows are recomputed in log space."""
     kde = KDE(bandwidth=(0.05, 0.05)).fit(data)
