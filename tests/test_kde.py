@@ -144,7 +144,7 @@ def test_compiled_sums_agree_with_log_sum_exp(d):
     u_t, buf = np.ascontiguousarray(u.T), np.empty(len(u))
     direct = _leaf_sum(u_t, log_w, 0, len(u), a, shift, -1, buf)
     c = log_w - 0.5 * np.sum(u * u, axis=1)
-    expanded = _expanded_sum(u_t, c, len(u), a, shift + 0.5 * a @ a, buf)
+    expanded = _expanded_sum(u_t, c, 0, len(u), a, shift + 0.5 * a @ a, buf)
     np.testing.assert_allclose([direct, expanded], np.exp(logsumexp(terms) - shift), rtol=1e-13)
     left_out = _leaf_sum(u_t, log_w, 0, len(u), a, shift, 7, buf)  # leave-one-out: term 7
     np.testing.assert_allclose(left_out, np.exp(logsumexp(np.delete(terms, 7)) - shift),

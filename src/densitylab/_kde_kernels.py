@@ -4,10 +4,11 @@
 ``v_i`` and data ``u_j`` sorted into spatial leaves (see ``densitylab.kde``). Each query group
 (a small, compact set of queries) bounds every data leaf's contribution from above by its box
 distance and sums its nearest leaf exactly; it skips the leaves whose bounds add up to less
-than ``2**-57`` of the smallest of those exact sums, and each query then skips the farthest
-kept leaves whose bounds at that query add up to less than ``2**-57`` of its own: at most
-``2**-56`` of the result is left out, below float64 rounding. The kept terms are summed in one
-fused loop (distance, exponential, sum) with an exponential that LLVM vectorises.
+than half the allowed fraction (``delta``) of the smallest of those exact sums. Each query then
+sums its nearest kept leaves and skips the farthest ones whose bounds at that query add up to
+less than the other half of ``delta`` times its sum so far: at most ``delta`` of the result is
+left out. The kept terms are summed in one fused loop (distance, exponential, sum) with an
+exponential that LLVM vectorises.
 The kernel releases the GIL: Python threads share the groups (numba's own threading layer
 would reset the OpenMP thread count torch reads).
 """
@@ -36,6 +37,7 @@ _EXP_TAIL = (
     0.0013888888952314775, 0.00019841269890047113, 2.4801485482328494e-05,
     2.755724091857897e-06, 2.763263963904103e-07, 2.5110037605963777e-08,
 )
+_PREFIX_LEAVES = 8  # nearest kept leaves summed before each query's own cut
 _MAX_SHIFTED = 700.0  # no term may exceed its shift by more: exp stays finite
 _SMALLEST_TRUSTED = 1e-280  # shifted sums below this are recomputed with the exact maximum
 # Rounding in the expanded exponent grows like |a|^2 eps; past |a|^2 / 2 = 32 (queries more than
@@ -85,29 +87,40 @@ def _leaf_sum(points_t, log_w, start, end, v, shift, skip, buf):
     return total
 
 
+@_jit
+def _kept_sum(kept_t, kept_c, kept_log_w, start, end, a, shift, buf):
+    """``sum_j exp(log_w_j - |a - u_j|^2 / 2 - shift)`` over gathered points ``start:end``,
+    expanded where that is exact to rounding."""
+    half_a2 = 0.5 * np.dot(a, a)
+    if half_a2 <= _MAX_EXPANDED_HALF_NORM:
+        return _expanded_sum(kept_t, kept_c, start, end, a, shift + half_a2, buf)
+    return _leaf_sum(kept_t, kept_log_w, start, end, a, shift, -1, buf)
+
+
 @_jit_sums
-def _expanded_sum(kept_t, kept_c, m, a, offset, buf):
-    """``sum_{j < m} exp(c_j + a.u_j - offset)``: with ``c_j = log_w_j - |u_j|^2 / 2`` and
-    ``offset = shift + |a|^2 / 2`` this is ``_leaf_sum``'s sum with the squared distance
-    expanded, fewer operations per term and float64-accurate while ``a`` and ``u`` are centred
-    near the group (the caller checks ``|a|``)."""
+def _expanded_sum(kept_t, kept_c, start, end, a, offset, buf):
+    """``sum_j exp(c_j + a.u_j - offset)`` over gathered points ``start:end``: with ``c_j =
+    log_w_j - |u_j|^2 / 2`` and ``offset = shift + |a|^2 / 2`` this is ``_leaf_sum``'s sum with
+    the squared distance expanded, fewer operations per term and float64-accurate while ``a``
+    and ``u`` are centred near the group (the caller checks ``|a|``)."""
+    c = kept_c[start:end]  # 1-D slices: LLVM vectorises their loops best
+    total = 0.0
     if kept_t.shape[0] == 2:  # two dimensions, the common case: one fused pass
         a0, a1 = a[0], a[1]
-        row0, row1 = kept_t[0], kept_t[1]
-        total = 0.0
-        for j in range(m):
-            total += _exp(kept_c[j] + a0 * row0[j] + a1 * row1[j] - offset)
+        row0, row1 = kept_t[0, start:end], kept_t[1, start:end]
+        for j in range(c.shape[0]):
+            total += _exp(c[j] + a0 * row0[j] + a1 * row1[j] - offset)
         return total
-    for j in range(m):
-        buf[j] = kept_c[j] - offset
+    part = buf[: c.shape[0]]
+    for j in range(c.shape[0]):
+        part[j] = c[j] - offset
     for k in range(kept_t.shape[0]):
         ak = a[k]
-        row = kept_t[k]
-        for j in range(m):
-            buf[j] += ak * row[j]
-    total = 0.0
-    for j in range(m):
-        total += _exp(buf[j])
+        row = kept_t[k, start:end]
+        for j in range(c.shape[0]):
+            part[j] += ak * row[j]
+    for j in range(c.shape[0]):
+        total += _exp(part[j])
     return total
 
 
@@ -172,15 +185,16 @@ def log_kernel_sums(points_t, log_w, starts, lo, hi, log_leaf_w, queries, q_star
         for i in range(first, last):
             near_sum = near_sums[i - first]
             shift = near_sum if top - near_sum <= _MAX_SHIFTED else top - _MAX_SHIFTED
-            total = math.exp(near_sum - shift)
-            m = _needed_points(lo, hi, log_leaf_w, kept, offsets, queries[i],
-                               near_sum + half_delta)
             a = queries[i] - centre
-            half_a2 = 0.5 * np.dot(a, a)
-            if half_a2 <= _MAX_EXPANDED_HALF_NORM:
-                total += _expanded_sum(kept_t, kept_c, m, a, shift + half_a2, buf)
-            else:
-                total += _leaf_sum(kept_t, kept_log_w, 0, m, a, shift, -1, buf)
+            # the nearest few kept leaves first: their exact sum is the lower bound against
+            # which the farthest kept leaves are cut for this query
+            prefix = offsets[min(_PREFIX_LEAVES, kept.shape[0])]
+            total = math.exp(near_sum - shift) + _kept_sum(kept_t, kept_c, kept_log_w, 0, prefix,
+                                                          a, shift, buf)
+            m = _needed_points(lo, hi, log_leaf_w, kept, offsets, queries[i],
+                               shift + math.log(total) + half_delta)
+            if m > prefix:
+                total += _kept_sum(kept_t, kept_c, kept_log_w, prefix, m, a, shift, buf)
             if total >= _SMALLEST_TRUSTED:
                 out[i] = shift + math.log(total)
             else:  # bounds far above the terms: recompute with the exact maximum
@@ -262,7 +276,7 @@ def _needed_points(lo, hi, log_leaf_w, leaves, offsets, v, log_budget):
         for k in range(lo.shape[1]):
             gap = max(0.0, lo[leaf, k] - v[k], v[k] - hi[leaf, k])
             gap2 += gap * gap
-        total += math.exp(log_leaf_w[leaf] - 0.5 * gap2 - log_budget)
+        total += _exp(log_leaf_w[leaf] - 0.5 * gap2 - log_budget)
         if not total <= 1.0:
             return offsets[r + 1]
     return 0

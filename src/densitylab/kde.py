@@ -9,9 +9,9 @@ bandwidth matrix and ``H H^T`` the kernel covariance (per-axis standard deviatio
 ``H = diag(h_1, ..., h_d)``).
 
 Evaluation is exact to float64 rounding and fast: data and queries are whitened once and sorted
-into small spatial groups (kd-tree leaves). Each query group sums its nearest data leaf exactly
-and skips a data leaf only when a bound proves that all skipped leaves together hold less than
-``2**-56`` of that sum (below double-precision rounding); the kept terms are summed by compiled
+into small spatial groups (kd-tree leaves). Each query sums its nearest data exactly and skips
+a data leaf only when bounds prove that all skipped leaves together hold less than ``2**-53``
+of the result (the unit roundoff of float64); the kept terms are summed by compiled
 loops, centred on the group so the expansion ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b`` keeps full
 precision, groups in parallel (``densitylab._kde_kernels``, on as many threads as torch uses).
 On a regular 2-D grid with an axis-aligned kernel the density image is one product of two small
@@ -48,7 +48,9 @@ from densitylab.grids import Grid
 __all__ = ["KDE", "BANDWIDTH_RULES", "leave_one_out_log_likelihood"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_LOG_DELTA = -56.0 * math.log(2.0)  # pruned kernel mass, relative to the sum it is left out of
+# pruned kernel mass, relative to the sum it is left out of: the unit roundoff of float64, less
+# than the rounding error of the sum of the kept terms itself
+_LOG_DELTA = -53.0 * math.log(2.0)
 _DEFAULT_BLOCK = 1 << 21  # kernel values per block: 16 MB of float64
 _TREE_LEAF = 16  # kd-tree leaf size, for data and queries
 _DATA_LEAF = 64  # most data points per leaf of the pruning bounds (tighter costs more per leaf)
