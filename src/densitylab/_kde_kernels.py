@@ -87,16 +87,6 @@ def _leaf_sum(points_t, log_w, start, end, v, shift, skip, buf):
     return total
 
 
-@_jit
-def _kept_sum(kept_t, kept_c, kept_log_w, start, end, a, shift, buf):
-    """``sum_j exp(log_w_j - |a - u_j|^2 / 2 - shift)`` over gathered points ``start:end``,
-    expanded where that is exact to rounding."""
-    half_a2 = 0.5 * np.dot(a, a)
-    if half_a2 <= _MAX_EXPANDED_HALF_NORM:
-        return _expanded_sum(kept_t, kept_c, start, end, a, shift + half_a2, buf)
-    return _leaf_sum(kept_t, kept_log_w, start, end, a, shift, -1, buf)
-
-
 @_jit_sums
 def _expanded_sum(kept_t, kept_c, start, end, a, offset, buf):
     """``sum_j exp(c_j + a.u_j - offset)`` over gathered points ``start:end``: with ``c_j =
@@ -181,24 +171,29 @@ def log_kernel_sums(points_t, log_w, starts, lo, hi, log_leaf_w, queries, q_star
         kept = _kept_leaves(bound, near, near_sums.min() + half_delta)[::-1]  # nearest first
         top = bound[kept].max() if kept.shape[0] > 0 else -np.inf
         centre = queries[first:last].sum(axis=0) / (last - first)
-        kept_t, kept_log_w, kept_c, offsets = _gather(points_t, log_w, starts, kept, centre)
+        kept_t, kept_c, offsets = _gather(points_t, log_w, starts, kept, centre)
+        everything = np.append(kept, near)
+        a = np.empty_like(centre)
         for i in range(first, last):
             near_sum = near_sums[i - first]
             shift = near_sum if top - near_sum <= _MAX_SHIFTED else top - _MAX_SHIFTED
-            a = queries[i] - centre
-            # the nearest few kept leaves first: their exact sum is the lower bound against
-            # which the farthest kept leaves are cut for this query
-            prefix = offsets[min(_PREFIX_LEAVES, kept.shape[0])]
-            total = math.exp(near_sum - shift) + _kept_sum(kept_t, kept_c, kept_log_w, 0, prefix,
-                                                          a, shift, buf)
-            m = _needed_points(lo, hi, log_leaf_w, kept, offsets, queries[i],
-                               shift + math.log(total) + half_delta)
-            if m > prefix:
-                total += _kept_sum(kept_t, kept_c, kept_log_w, prefix, m, a, shift, buf)
+            for k in range(a.shape[0]):
+                a[k] = queries[i, k] - centre[k]
+            offset = shift + 0.5 * np.dot(a, a)
+            total = 0.0
+            if offset - shift <= _MAX_EXPANDED_HALF_NORM:
+                # the nearest few kept leaves first: their exact sum is the lower bound against
+                # which the farthest kept leaves are cut for this query
+                prefix = offsets[min(_PREFIX_LEAVES, kept.shape[0])]
+                total = math.exp(near_sum - shift)
+                total += _expanded_sum(kept_t, kept_c, 0, prefix, a, offset, buf)
+                m = _needed_points(lo, hi, log_leaf_w, kept, offsets, queries[i],
+                                   shift + math.log(total) + half_delta)
+                if m > prefix:
+                    total += _expanded_sum(kept_t, kept_c, prefix, m, a, offset, buf)
             if total >= _SMALLEST_TRUSTED:
                 out[i] = shift + math.log(total)
-            else:  # bounds far above the terms: recompute with the exact maximum
-                everything = np.append(kept, near)
+            else:  # far from the group's centre, or bounds far above the terms: two passes
                 out[i] = _exact_log_sum(points_t, log_w, starts, everything, queries[i],
                                         skips[i], buf)
 
@@ -244,24 +239,25 @@ def _kept_leaves(bound, near, log_budget):
 
 @_jit
 def _gather(points_t, log_w, starts, leaves, centre):
-    """The points of ``leaves`` minus ``centre``, their log weights ``log_w`` and
-    ``log_w - |u - centre|^2 / 2``, contiguous (one long loop per query), and where each leaf
-    starts there."""
+    """The points of ``leaves`` minus ``centre`` and ``log_w - |u - centre|^2 / 2``, contiguous
+    (one long loop per query), and where each leaf starts there."""
     offsets = np.zeros(leaves.shape[0] + 1, np.int64)
     for r in range(leaves.shape[0]):
         offsets[r + 1] = offsets[r] + starts[leaves[r] + 1] - starts[leaves[r]]
     size = offsets[-1]
-    kept_t = np.empty((points_t.shape[0], size))
-    kept_log_w = np.empty(size)
-    at = 0
-    for leaf in leaves:
-        a, b = starts[leaf], starts[leaf + 1]
-        for k in range(points_t.shape[0]):
-            kept_t[k, at : at + b - a] = points_t[k, a:b] - centre[k]
-        kept_log_w[at : at + b - a] = log_w[a:b]
-        at += b - a
-    kept_c = kept_log_w - 0.5 * (kept_t * kept_t).sum(axis=0)
-    return kept_t, kept_log_w, kept_c, offsets
+    d = points_t.shape[0]
+    kept_t = np.empty((d, size))
+    kept_c = np.empty(size)
+    for r in range(leaves.shape[0]):  # explicit loops: no temporary arrays
+        a, at = starts[leaves[r]], offsets[r]
+        for j in range(offsets[r + 1] - at):
+            kept_c[at + j] = log_w[a + j]
+        for k in range(d):
+            for j in range(offsets[r + 1] - at):
+                u = points_t[k, a + j] - centre[k]
+                kept_t[k, at + j] = u
+                kept_c[at + j] -= 0.5 * u * u
+    return kept_t, kept_c, offsets
 
 
 @_jit
