@@ -212,6 +212,24 @@ def test_grid_far_from_data_stays_exact(data):
     np.testing.assert_allclose(log_image.ravel(), kde.score_samples(grid.points), rtol=1e-13)
 
 
+def test_far_cluster_is_kept_when_its_bound_dwarfs_the_near_sum():
+    # A query group between two clusters 188 widths apart: a leaf's bound can exceed the
+    # query's near sum by hundreds of nats, past the compiled exponential's range. Found in
+    # review: that leaf was once dropped, 724 nats off.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-90.3 - 0.01 * rng.random(64), 98 + 0.05 * rng.random(576)])[:, None]
+    q = np.array([[0.0], [8.0]])
+    expected = brute_log_density(x, np.ones(len(x)), np.eye(1), q)
+    np.testing.assert_allclose(KDE(bandwidth=1.0).fit(x).score_samples(q), expected, rtol=1e-13)
+    w = np.exp(rng.uniform(-700, np.log(100), len(x)))  # leave-one-out, weights over 300 decades
+    loo = leave_one_out_log_likelihood(x, 1.0, sample_weight=w)
+    terms = -0.5 * (x - x.T) ** 2 + np.log(w)[None, :] - 0.5 * np.log(2 * np.pi)
+    np.fill_diagonal(terms, -np.inf)
+    w_norm = w / w.sum()
+    reference = np.dot(w_norm, logsumexp(terms, axis=1) - np.log(w.sum() - w))
+    np.testing.assert_allclose(loo, reference, rtol=1e-12)
+
+
 def test_far_point_is_finite_and_exact():
     h = np.array([[0.3, 0.0], [0.1, 0.2]])
     x1 = np.array([[1.0, 2.0]])

@@ -38,7 +38,7 @@ _EXP_TAIL = (
     2.755724091857897e-06, 2.763263963904103e-07, 2.5110037605963777e-08,
 )
 _PREFIX_LEAVES = 8  # nearest kept leaves summed before each query's own cut
-_MAX_SHIFTED = 700.0  # no term may exceed its shift by more: exp stays finite
+_MAX_SHIFTED = 600.0  # no term may exceed its shift by more: sums of < 10^40 terms stay finite
 _SMALLEST_TRUSTED = 1e-280  # shifted sums below this are recomputed with the exact maximum
 # Rounding in the expanded exponent grows like |a|^2 eps; past |a|^2 / 2 = 32 (queries more than
 # 8 kernel widths from their group's centre, which only a lone sparse group has) differences
@@ -272,7 +272,8 @@ def _needed_points(lo, hi, log_leaf_w, leaves, offsets, v, log_budget):
         for k in range(lo.shape[1]):
             gap = max(0.0, lo[leaf, k] - v[k], v[k] - hi[leaf, k])
             gap2 += gap * gap
-        total += _exp(log_leaf_w[leaf] - 0.5 * gap2 - log_budget)
+        # capped: past 709 _exp is undefined, and one leaf above the budget settles it
+        total += _exp(min(log_leaf_w[leaf] - 0.5 * gap2 - log_budget, 1.0))
         if not total <= 1.0:
             return offsets[r + 1]
     return 0
