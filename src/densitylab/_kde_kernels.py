@@ -41,8 +41,8 @@ _PREFIX_LEAVES = 8  # nearest kept leaves summed before each query's own cut
 _MAX_SHIFTED = 600.0  # no term may exceed its shift by more: sums of < 10^40 terms stay finite
 _SMALLEST_TRUSTED = 1e-280  # shifted sums below this are recomputed with the exact maximum
 # Rounding in the expanded exponent grows like |a|^2 eps; past |a|^2 / 2 = 32 (queries more than
-# 8 kernel widths from their group's centre, which only a lone sparse group has) differences
-# are formed directly.
+# 8 kernel widths from their group's centre, which only a lone sparse group has) the query takes
+# the exact two-pass path, with differences formed directly.
 _MAX_EXPANDED_HALF_NORM = 32.0
 
 

@@ -61,8 +61,8 @@ _TINY = 1e-280  # grid cells below this are recomputed in log space
 
 
 def _torch() -> Any:
-    """torch, imported on first evaluation: its vectorised ``exp`` is ~2.5x NumPy's on CPU, and the
-    kernel exponentials are most of the work."""
+    """torch, imported on first evaluation: the grid's kernel matrices (its vectorised ``exp`` is
+    ~2.5x NumPy's on CPU), the ``device`` path, and the thread count everything follows."""
     import torch
 
     return torch
