@@ -154,7 +154,7 @@ def log_kernel_sums(points_t, log_w, starts, lo, hi, log_leaf_w, queries, q_star
     boundaries; ``lo``, ``hi`` ``(leaves, d)``: leaf boxes; ``log_leaf_w``: log total weight per
     leaf; ``skips[i]``: data index query ``i`` leaves out (leave-one-out) or -1, always inside
     the group's ``own_leaves[g]`` (-1: the leaf of largest bound); ``log_delta``: log of the
-    pruned mass allowed, relative to the smallest exact near sum of a group.
+    pruned mass allowed, relative to each result (half spent by the group, half by the query).
     """
     for g in range(groups[0], groups[1]):
         first, last = q_starts[g], q_starts[g + 1]
@@ -179,9 +179,10 @@ def log_kernel_sums(points_t, log_w, starts, lo, hi, log_leaf_w, queries, q_star
             shift = near_sum if top - near_sum <= _MAX_SHIFTED else top - _MAX_SHIFTED
             for k in range(a.shape[0]):
                 a[k] = queries[i, k] - centre[k]
-            offset = shift + 0.5 * np.dot(a, a)
+            half_a2 = 0.5 * np.dot(a, a)
+            offset = shift + half_a2
             total = 0.0
-            if offset - shift <= _MAX_EXPANDED_HALF_NORM:
+            if half_a2 <= _MAX_EXPANDED_HALF_NORM:
                 # the nearest few kept leaves first: their exact sum is the lower bound against
                 # which the farthest kept leaves are cut for this query
                 prefix = offsets[min(_PREFIX_LEAVES, kept.shape[0])]
@@ -199,6 +200,17 @@ def log_kernel_sums(points_t, log_w, starts, lo, hi, log_leaf_w, queries, q_star
 
 
 @_jit
+def _gap2(lo, hi, leaf, q_lo, q_hi):
+    """Squared distance between ``leaf``'s box and the box ``[q_lo, q_hi]`` (a point when the
+    two are equal)."""
+    gap2 = 0.0
+    for k in range(lo.shape[1]):
+        gap = max(0.0, lo[leaf, k] - q_hi[k], q_lo[k] - hi[leaf, k])
+        gap2 += gap * gap
+    return gap2
+
+
+@_jit
 def _leaf_bounds(lo, hi, log_leaf_w, group):
     """Per data leaf, the log of the largest contribution it can make to a sum at any point of
     ``group``'s bounding box: its weight times the kernel at the boxes' distance."""
@@ -210,11 +222,7 @@ def _leaf_bounds(lo, hi, log_leaf_w, group):
             q_hi[k] = max(q_hi[k], group[i, k])
     bound = np.empty(n_leaves)
     for leaf in range(n_leaves):
-        gap2 = 0.0
-        for k in range(d):
-            gap = max(0.0, lo[leaf, k] - q_hi[k], q_lo[k] - hi[leaf, k])
-            gap2 += gap * gap
-        bound[leaf] = log_leaf_w[leaf] - 0.5 * gap2
+        bound[leaf] = log_leaf_w[leaf] - 0.5 * _gap2(lo, hi, leaf, q_lo, q_hi)
     return bound
 
 
@@ -228,8 +236,7 @@ def _kept_leaves(bound, near, log_budget):
     for leaf in order:
         if leaf == near:
             continue
-        b = bound[leaf]
-        cumulative = max(cumulative, b) + math.log1p(math.exp(-abs(cumulative - b)))
+        cumulative = np.logaddexp(cumulative, bound[leaf])
         if not cumulative <= log_budget:
             break
         n_drop += 1
@@ -268,12 +275,9 @@ def _needed_points(lo, hi, log_leaf_w, leaves, offsets, v, log_budget):
     total = 0.0
     for r in range(leaves.shape[0] - 1, -1, -1):
         leaf = leaves[r]
-        gap2 = 0.0
-        for k in range(lo.shape[1]):
-            gap = max(0.0, lo[leaf, k] - v[k], v[k] - hi[leaf, k])
-            gap2 += gap * gap
+        bound = log_leaf_w[leaf] - 0.5 * _gap2(lo, hi, leaf, v, v)
         # capped: past 709 _exp is undefined, and one leaf above the budget settles it
-        total += _exp(min(log_leaf_w[leaf] - 0.5 * gap2 - log_budget, 1.0))
+        total += _exp(min(bound - log_budget, 1.0))
         if not total <= 1.0:
             return offsets[r + 1]
     return 0

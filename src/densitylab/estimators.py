@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
 from densitylab.flows import Flow, build
-from densitylab.flows.recipes import settings
+from densitylab.flows.recipes import settings, split
 from densitylab.training import fit, torch_threads
 
 
@@ -81,10 +81,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 f"got {x.shape[1]} feature(s)"
             )
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
-        architecture = self._settings(len(x))
-        fit_options = {k: architecture.pop(k)
-                       for k in ("epochs", "batch_size", "lr", "schedule", "standardize")}
-        flow = build(architecture.pop("builder"), dim=x.shape[1], seed=seed, **architecture)
+        builder, architecture, fit_options = split(self._settings(len(x)))
+        flow = build(builder, dim=x.shape[1], seed=seed, **architecture)
         result = fit(
             flow, x, **fit_options, val_fraction=self.val_fraction, seed=seed,
             patience=self.patience, verbose=self.verbose, device=self.device,

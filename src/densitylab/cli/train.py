@@ -68,7 +68,7 @@ def train(
     from densitylab import datasets, flows
     from densitylab import distributed as parallel
     from densitylab._devices import resolve_device
-    from densitylab.flows.recipes import settings
+    from densitylab.flows.recipes import settings, split
     from densitylab.training import fit
 
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
@@ -82,9 +82,7 @@ def train(
         x, test = split_test(x, test_fraction, seed)
     else:
         test = truth.sample(n_test, seed=seed + 1)
-    architecture = settings(model, len(x), val_fraction, **chosen)
-    budget = {k: architecture.pop(k) for k in ("epochs", "batch_size", "lr", "schedule", "standardize")}
-    builder = architecture.pop("builder")
+    builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
     options = {"activation": activation} | ({} if builder == "nsf" else {"scale": scale})
     flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
 

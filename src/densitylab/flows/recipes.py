@@ -19,6 +19,7 @@ from densitylab.flows.builders import (
 
 MODELS = (*sorted(BUILDERS), "recommended")
 SCHEDULES = ("constant", "cosine")
+FIT_OPTIONS = ("epochs", "batch_size", "lr", "schedule", "standardize")  # the rest builds
 COURSEWORK = {"n_layers": 4, "hidden": (32, 32), "epochs": 1000, "batch_size": 64, "lr": 1e-3,
               "schedule": "constant", "standardize": False}
 RECOMMENDED = {"builder": "nsf", **RECOMMENDED_MODEL, **RECOMMENDED_FIT}
@@ -48,3 +49,11 @@ def settings(model: str, n: int, val_fraction: float = 0.1, **chosen: Any) -> di
     if "epochs" not in out:  # the recommended budget counts optimizer steps
         out["epochs"] = recommended_epochs(n, val_fraction, out["batch_size"])
     return out
+
+
+def split(recipe: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A :func:`settings` result as ``(builder, its keyword arguments, fit's keyword
+    arguments)``."""
+    fit_options = {k: recipe[k] for k in FIT_OPTIONS}
+    architecture = {k: v for k, v in recipe.items() if k not in FIT_OPTIONS and k != "builder"}
+    return recipe["builder"], architecture, fit_options
