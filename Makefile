@@ -34,6 +34,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(PIP) -e ".[bench]"
+	$(PY) benchmarks/bench_kde.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_kde.py
 	$(PY) benchmarks/bench_flows.py
 

@@ -14,7 +14,8 @@ compared against densitylab evaluated pointwise on that grid. The N = 10^5 rows 
 alone, each in a fresh process, and report its peak memory (tracemalloc for NumPy buffers, and
 the process's peak resident size, which includes the ~0.3 GB of the imported libraries).
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_kde.py [--repeats 3] [--quick]
+Run:  .venv/bin/python benchmarks/bench_kde.py [--repeats 3] [--quick]
+      (densitylab follows torch's thread count; OMP_NUM_THREADS=1 in front: one thread)
 """
 
 from __future__ import annotations
