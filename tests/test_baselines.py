@@ -147,7 +147,7 @@ def test_tampered_baseline_config_is_refused(tmp_path):
     dl.save(VAE(2, hidden=(8,)), tmp_path / "vae")
     config = tmp_path / "vae" / "config.json"
     config.write_text(config.read_text().replace('"latent_dim": 2', '"latent_dim": 5'))
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="do not fit"):
         dl.load(tmp_path / "vae")
 
 

@@ -44,7 +44,8 @@ def test_help_everywhere():
 
 def test_train_writes_the_run_directory(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert names == {"config.json", "metrics.json", "history.csv", "model", "figures"}
+    assert names == {".densitylab", "config.json", "metrics.json", "history.csv", "model",
+                     "figures"}
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["entropy"] == pytest.approx(1.0076, abs=1e-3)
     assert metrics["test_nll"] > metrics["entropy"] - 0.1

@@ -33,8 +33,15 @@ def data_covariance(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def data_cholesky(x: np.ndarray, weights: np.ndarray, rule: str) -> np.ndarray:
-    """Lower Cholesky factor of the data covariance, or a ``ValueError`` if it is singular."""
-    cov = data_covariance(x, weights)
+    """Lower Cholesky factor of the data covariance, or a ``ValueError`` if it is singular.
+
+    The covariance is taken of the data divided by a power of two near their magnitude (an
+    exact division) and the factor scaled back, so data of 1e-300 or 1e300 keep their exact
+    covariance although its entries would under- or overflow float64.
+    """
+    magnitude = float(np.max(np.abs(x)))
+    scale = 2.0 ** math.frexp(magnitude)[1] if magnitude > 0 else 1.0
+    cov = data_covariance(x / scale, weights)
     try:
         chol = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
@@ -45,7 +52,7 @@ def data_cholesky(x: np.ndarray, weights: np.ndarray, rule: str) -> np.ndarray:
             "(the points coincide or lie on a lower-dimensional subspace); "
             "pass an explicit bandwidth instead"
         )
-    return chol
+    return chol * scale
 
 
 def scott_factor(x: np.ndarray, weights: np.ndarray) -> float:

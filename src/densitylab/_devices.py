@@ -6,6 +6,8 @@ import torch
 
 from densitylab import distributed as distributed_
 
+DEVICE_TYPES = ("cpu", "cuda")
+
 
 def resolve_device(device: str | torch.device, distributed: bool = False) -> torch.device:
     """``"auto"`` -> CUDA if available, else CPU; a CUDA request without CUDA is an error.
@@ -14,7 +16,12 @@ def resolve_device(device: str | torch.device, distributed: bool = False) -> tor
     """
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(f"unknown device {str(device)!r}; choose cpu, cuda, cuda:N or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available")
     return distributed_.local_device(device) if distributed else device

@@ -31,8 +31,24 @@ def as_points(
     return arr
 
 
-def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``, else raise a ``ValueError``."""
+def check_positive_int(
+    value: int, name: str, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """Return ``value`` if it is an integer in ``[minimum, maximum]``, else a ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
     return int(value)
+
+
+def check_positive_float(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is a finite positive real number, else a ``ValueError``.
+
+    NumPy scalars are welcome (``np.float32(1e-3)``); booleans and strings are not.
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)

@@ -3,8 +3,9 @@
 A model directory from a stranger can only ever be parsed as numbers and JSON, never run as
 code. ``config.json`` records the format version, the kind of object, its configuration and
 the SHA-256 of the tensor file, so a truncated or modified file is refused with a clear error.
-Writes go to a temporary sibling directory renamed into place: an interrupted save leaves
-either the old model or the new one, never a mixture.
+Writes go to a staging directory swapped into place: an interrupted save leaves either the old
+model or the new one, never a mixture, and a directory that is not a densitylab model is never
+replaced (see :mod:`densitylab._files`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from densitylab._files import atomic_directory
+from densitylab._devices import resolve_device
+from densitylab._files import output_directory
+from densitylab._schema import TensorShapes, check_size, checked_arguments, checked_dtype, conforms
 
 FORMAT = "densitylab-model"
 VERSION = 1
@@ -37,9 +41,7 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     kind = _kind_of(obj)
     tensors, config = SAVERS[kind](obj)
     path = Path(path)
-    if path.exists() and not _is_model_dir(path):
-        raise ValueError(f"{path} exists and is not a densitylab model; not overwriting it")
-    with atomic_directory(path) as staging:
+    with output_directory(path, "model") as staging:
         tensor_path = staging / TENSOR_FILE
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tensor_path)
         header = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config,
@@ -73,18 +75,35 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
         raise ValueError(
             f"{tensor_path} does not match its checksum: the file is truncated or modified"
         )
-    try:
-        tensors = load_file(tensor_path, device=str(device))
-    except SafetensorError as err:
-        raise ValueError(f"{tensor_path} is not a readable safetensors file: {err}") from err
-    return LOADERS[header["kind"]](tensors, header["config"], device)
+    shapes = TensorShapes(tensor_path)
+    return LOADERS[header["kind"]](Saved(config_path, header.get("config"), shapes),
+                                   resolve_device(device))
 
 
-def _is_model_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / CONFIG_FILE).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+@dataclass(frozen=True)
+class Saved:
+    """What a loader reads: the configuration (untrusted, unchecked) and the tensor file's
+    shapes; :meth:`load` builds a checked module and fills it with the saved tensors."""
+
+    where: Path  # the config file, named in every error
+    config: Any
+    shapes: TensorShapes
+
+    def load(self, factory: Callable[[], torch.nn.Module], device: torch.device,
+             prefix: str = "") -> Any:
+        check_size(factory, self.shapes, self.where)
+        tensor_path = self.where.with_name(TENSOR_FILE)
+        try:
+            tensors = load_file(tensor_path, device=str(device))
+        except SafetensorError as err:
+            raise ValueError(f"{tensor_path} is not a readable safetensors file: {err}") from err
+        model = factory().to(device)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise ValueError(f"{self.where}: the saved tensors do not fit the configuration") \
+                from err
+        return model.eval()
 
 
 def _sha256(path: Path) -> str:
@@ -105,17 +124,28 @@ def _save_flow(flow) -> tuple[dict[str, torch.Tensor], dict]:
     return dict(flow.state_dict()), {**flow.config, "dtype": str(flow.dtype).removeprefix("torch.")}
 
 
-def _load_flow(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
-    from densitylab.flows import build
+def _flow_factory(config: Any, saved: Saved) -> Callable[[], Any]:
+    """A checked builder call for a saved flow configuration."""
+    from densitylab.flows import BUILDERS, build
 
+    if not isinstance(config, dict):
+        raise ValueError(f"{saved.where}: the flow configuration is not a JSON object")
     config = dict(config)
-    dtype = getattr(torch, config.pop("dtype", "float32"))
-    flow = build(**config).to(dtype=dtype, device=device)
-    try:
-        flow.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise ValueError(f"the saved tensors do not fit the saved configuration: {err}") from err
-    return flow.eval()
+    dtype = checked_dtype(config, saved.where)
+    config.pop("dtype", None)
+    builder = config.pop("builder", None)
+    if builder not in BUILDERS:
+        raise ValueError(f"{saved.where}: unknown flow builder {builder!r}; "
+                         f"densitylab builds {sorted(BUILDERS)}")
+    standardize = config.pop("standardize", False)
+    if not isinstance(standardize, bool):
+        raise ValueError(f"{saved.where}: 'standardize' must be true or false")
+    arguments = checked_arguments(BUILDERS[builder], config, saved.shapes, saved.where)
+    return lambda: build(builder, standardize=standardize, **arguments).to(dtype=dtype)
+
+
+def _load_flow(saved: Saved, device: torch.device) -> Any:
+    return saved.load(_flow_factory(saved.config, saved), device)
 
 
 def _save_estimator(estimator) -> tuple[dict[str, torch.Tensor], dict]:
@@ -127,12 +157,22 @@ def _save_estimator(estimator) -> tuple[dict[str, torch.Tensor], dict]:
                      "fitted": estimator.fitted_summary()}
 
 
-def _load_estimator(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
+def _load_estimator(saved: Saved, device: torch.device) -> Any:
     from densitylab.estimators import FlowDensity
 
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
-    estimator = FlowDensity(**params)
-    estimator.restore(_load_flow(tensors, config["flow"], device), config["fitted"])
+    config = saved.config
+    if not isinstance(config, dict) or not {"params", "flow", "fitted"} <= set(config):
+        raise ValueError(f"{saved.where}: an estimator needs 'params', 'flow' and 'fitted'")
+    params = checked_arguments(FlowDensity.__init__, config["params"], saved.shapes,
+                               saved.where, sized=False)
+    fitted = config["fitted"]
+    if not (isinstance(fitted, dict) and conforms(fitted.get("best_epoch"), int)
+            and conforms(fitted.get("best_val_nll"), float | None)):
+        raise ValueError(f"{saved.where}: 'fitted' must hold best_epoch and best_val_nll")
+    flow = saved.load(_flow_factory(config["flow"], saved), device)
+    estimator = FlowDensity(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in params.items()})
+    estimator.restore(flow, fitted)
     return estimator
 
 
@@ -142,21 +182,19 @@ def _save_baseline(model) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _baseline_loader(name: str) -> Callable:
-    """Loader for ``densitylab.baselines.<name>``: rebuild from the config, then the tensors."""
+    """Loader for ``densitylab.baselines.<name>``: check the config, build, fill the tensors."""
 
-    def load_baseline(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
+    def load_baseline(saved: Saved, device: torch.device) -> Any:
         from densitylab import baselines
 
-        config = dict(config)
-        dtype = getattr(torch, str(config.pop("dtype", "float32")), None)
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"the saved {name} names an unknown dtype")
-        try:
-            model = getattr(baselines, name)(**config).to(dtype=dtype, device=device)
-            model.load_state_dict(tensors)
-        except (TypeError, RuntimeError) as err:
-            raise ValueError(f"the saved {name} does not match its configuration: {err}") from err
-        return model.eval()
+        if not isinstance(saved.config, dict):
+            raise ValueError(f"{saved.where}: the {name} configuration is not a JSON object")
+        config = dict(saved.config)
+        dtype = checked_dtype(config, saved.where)
+        config.pop("dtype", None)
+        cls = getattr(baselines, name)
+        arguments = checked_arguments(cls.__init__, config, saved.shapes, saved.where)
+        return saved.load(lambda: cls(**arguments).to(dtype=dtype), device)
 
     return load_baseline
 

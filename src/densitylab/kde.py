@@ -58,6 +58,11 @@ _QUERY_GROUP = 64  # most query points sharing one set of kept leaves
 _GROUPS_PER_TASK = 8  # fewer groups than this per thread: not worth a second thread
 _MAX_GROUP_DIAMETER = 8.0  # widest query group, in kernel widths; smaller groups prune better
 _TINY = 1e-280  # grid cells below this are recomputed in log space
+# whitened coordinates beyond these magnitudes: the data spread is too wide for the bandwidth
+# (squared distances would overflow float64), or a query lies so far out that it is summed
+# directly from its differences instead of by the compiled kernels' expansion
+_MAX_DATA_SPREAD = 1e50
+_FAR_QUERY = 1e100
 
 
 def _torch() -> Any:
@@ -170,6 +175,21 @@ def _log_kernel_sums(index: _Index, queries: np.ndarray | None) -> np.ndarray:
     result = np.empty_like(out)
     result[qorder] = out
     return result
+
+
+def _direct_log_kernel_sums(points: np.ndarray, log_w: np.ndarray, queries: np.ndarray
+                            ) -> np.ndarray:
+    """``log sum_j w_j exp(-|v - u_j|^2 / 2)`` from exact differences, one query at a time:
+    for queries far beyond the data; ``-inf`` where the squared distance overflows float64."""
+    from scipy.special import logsumexp
+
+    out = np.full(len(queries), -math.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i, v in enumerate(queries):
+            if np.all(np.isfinite(v)):
+                d2 = np.sum(np.square(points - v), axis=1)
+                out[i] = logsumexp(log_w - 0.5 * d2)
+    return np.where(np.isnan(out), -math.inf, out)
 
 
 def _dense_log_kernel_sums(
@@ -387,7 +407,8 @@ class KDE(BaseEstimator):
             chol, mean = _cholesky_of_gram(h), w @ x
         self._device = None if self.device is None else resolve_device(self.device)
         self.bandwidth_ = h
-        self.covariance_ = h @ h.T
+        with np.errstate(over="ignore", under="ignore"):
+            self.covariance_ = h @ h.T
         self.factor_ = factor
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
@@ -395,11 +416,19 @@ class KDE(BaseEstimator):
         d = x.shape[1]
         self._log_norm = 0.5 * d * _LOG_2PI + float(np.sum(np.log(np.diag(chol))))
         self._index: _Index | None = None  # built on first pointwise evaluation
-        self._whitened: np.ndarray | None = None  # whitened data, for the device path
+        self._whitened = self._whiten(x)
+        spread = float(np.max(np.abs(self._whitened)))
+        if not spread <= _MAX_DATA_SPREAD:
+            raise ValueError(
+                f"bandwidth too small for these data: they spread over {spread:.3g} kernel widths, "
+                "beyond what float64 distances can hold; choose a larger bandwidth"
+            )
         return self
 
     def _whiten(self, x: np.ndarray) -> np.ndarray:
-        u = solve_triangular(self._chol, (x - self._mean).T, lower=True).T
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = solve_triangular(self._chol, (x - self._mean).T, lower=True,
+                                 check_finite=False).T
         return np.ascontiguousarray(u)
 
     @property
@@ -411,16 +440,21 @@ class KDE(BaseEstimator):
         lies from the data (the sum is taken in log space)."""
         check_is_fitted(self)
         x = as_points(X, name="X", dim=self.n_features_in_)
-        if self._device is not None:
-            if self._whitened is None:
-                self._whitened = self._whiten(self.data_)
-            sums = _dense_log_kernel_sums(self._whitened, np.log(self.weights_), self._whiten(x),
-                                          self._block, self._device)
-            return sums - self._log_norm
-        with _one_blas_thread():
-            if self._index is None:
-                self._index = _Index.build(self._whiten(self.data_), np.log(self.weights_))
-            return _log_kernel_sums(self._index, self._whiten(x)) - self._log_norm
+        v = self._whiten(x)
+        far = ~(np.max(np.abs(v), axis=1) <= _FAR_QUERY)  # NaN/inf (overflowed) count as far
+        sums = np.empty(len(x))
+        if far.any():
+            sums[far] = _direct_log_kernel_sums(self._whitened, np.log(self.weights_), v[far])
+        near = v[~far]
+        if self._device is not None and len(near):
+            sums[~far] = _dense_log_kernel_sums(self._whitened, np.log(self.weights_), near,
+                                                self._block, self._device)
+        elif len(near):
+            with _one_blas_thread():
+                if self._index is None:
+                    self._index = _Index.build(self._whitened, np.log(self.weights_))
+                sums[~far] = _log_kernel_sums(self._index, near)
+        return sums - self._log_norm
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``."""

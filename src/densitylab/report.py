@@ -15,8 +15,12 @@ from typing import Any
 
 from latex2mathml.converter import convert
 
+from densitylab._files import output_file
 from densitylab.derivations import DERIVATIONS
 from densitylab.experiments.runner import Outcome, Table
+
+REPORT_FILE = "report.html"
+DOCTYPE = "<!DOCTYPE html>"
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
@@ -137,7 +141,7 @@ def write_report(
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
     budget = ("at quick, reduced budgets: a preview, not the studies' numbers" if quick
               else "at the budgets the source documents set")
-    page = f"""<!DOCTYPE html>
+    page = f"""{DOCTYPE}
 <html lang="en"><head><meta charset="utf-8"><title>densitylab report</title>
 <style>{STYLE}</style></head><body>
 <h1>densitylab: density estimation with normalizing flows and KDE</h1>
@@ -152,6 +156,7 @@ gap to it measures how far a model is from the truth.</p>
 <section id="environment"><h2>Environment and timings</h2>
 {_table(env_table)}{_table(timing)}</section>
 </body></html>"""
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path = out / REPORT_FILE
+    with output_file(path, header=DOCTYPE) as staging:
+        staging.write_text(page, encoding="utf-8")
     return path

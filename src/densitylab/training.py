@@ -30,7 +30,7 @@ from torch import Tensor
 from densitylab import distributed as distributed_
 from densitylab._devices import resolve_device
 from densitylab._files import atomic_directory
-from densitylab._validation import as_points, check_positive_int
+from densitylab._validation import as_points, check_positive_float, check_positive_int
 from densitylab.flows import Flow, compiled, stack, standardized, unstack
 
 SCHEDULES = (None, "cosine")
@@ -236,8 +236,7 @@ def _check_options(
 ) -> _Options:
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    lr = check_positive_float(lr, "lr")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}")
     if patience is not None:
@@ -248,7 +247,7 @@ def _check_options(
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
     if ema is not None and not 0 <= ema < 1:
         raise ValueError(f"ema must lie in [0, 1), got {ema!r}")
-    return _Options(epochs, batch_size, float(lr), patience, clip_grad, schedule, ema)
+    return _Options(epochs, batch_size, lr, patience, clip_grad, schedule, ema)
 
 
 def _per_model(x, n_models: int, dim: int, name: str) -> list[np.ndarray]:

@@ -16,8 +16,12 @@ def main() -> None:
     """Run the command line; user errors (bad input, missing files) end in one clear line."""
     try:
         app()
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        fail(str(err).strip("'\""))
+    except KeyError as err:  # str() of a KeyError quotes its message
+        fail(str(err.args[0]) if err.args else "missing key")
+    except OSError as err:
+        fail(f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err))
+    except ValueError as err:
+        fail(" ".join(str(err).split()))
 
 
 __all__ = ["app", "main"]

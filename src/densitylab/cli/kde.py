@@ -11,6 +11,8 @@ import typer
 
 from densitylab.cli._app import app
 
+MAX_RESOLUTION = 2000  # grid cells per axis: 4 million cells, about 100 MB of figures' arrays
+
 
 def parse_bandwidth(text: str) -> float | tuple[float, ...] | str:
     """``"0.1"`` -> 0.1, ``"0.1,0.2"`` -> (0.1, 0.2), a rule name -> the name; else a ValueError."""
@@ -30,11 +32,14 @@ def parse_bandwidth(text: str) -> float | tuple[float, ...] | str:
     return values[0] if len(values) == 1 else values
 
 
-def padded_bounds(x: Any, covariance: Any) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The data's bounding box widened by three kernel standard deviations per axis."""
+def padded_bounds(x: Any, bandwidth: Any) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The data's bounding box widened by three kernel standard deviations per axis, at most
+    by twice the data's own extent (a huge bandwidth would leave nothing to see)."""
     import numpy as np
 
-    pad = 3.0 * np.sqrt(np.diag(covariance))
+    extent = x.max(axis=0) - x.min(axis=0)
+    sd = np.linalg.norm(bandwidth, axis=1)  # sqrt(diag(H H^T)), without squaring H
+    pad = np.minimum(3.0 * sd, 2.0 * np.where(extent > 0, extent, sd))
     low, high = x.min(axis=0) - pad, x.max(axis=0) + pad
     return (float(low[0]), float(high[0])), (float(low[1]), float(high[1]))
 
@@ -73,7 +78,7 @@ def kde(
     import numpy as np
 
     from densitylab import datasets, metrics
-    from densitylab._files import atomic_directory
+    from densitylab._files import check_output, output_directory
     from densitylab._validation import check_positive_int
     from densitylab.grids import make_grid
     from densitylab.kde import KDE, leave_one_out_log_likelihood
@@ -82,7 +87,8 @@ def kde(
 
     spec = parse_bandwidth(bandwidth)
     check_positive_int(n, "--n")
-    check_positive_int(resolution, "--resolution", minimum=2)
+    check_positive_int(resolution, "--resolution", minimum=2, maximum=MAX_RESOLUTION)
+    check_output(out, "kde")
     x, truth = datasets.resolve(data, n, seed)
     model = KDE(bandwidth=spec, device=device or None).fit(x)
     report: dict[str, Any] = {
@@ -108,7 +114,7 @@ def kde(
     else:
         if len(x) >= 2:
             report["leave_one_out_log_likelihood"] = leave_one_out_log_likelihood(x, model.bandwidth_)
-        bounds = padded_bounds(x, model.covariance_) if x.shape[1] == 2 else None
+        bounds = padded_bounds(x, model.bandwidth_) if x.shape[1] == 2 else None
     figures = {}
     if bounds is not None:
         grid = make_grid(bounds, resolution)
@@ -134,7 +140,7 @@ def kde(
     }
     config_text = json.dumps(config, indent=2, default=str)
     metrics_text = json.dumps(report, indent=2)
-    with atomic_directory(out) as staging:
+    with output_directory(out, "kde") as staging:
         (staging / "config.json").write_text(config_text)
         (staging / "metrics.json").write_text(metrics_text)
         save_figures(staging / "figures", figures)

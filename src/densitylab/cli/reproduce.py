@@ -23,8 +23,9 @@ def reproduce(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from densitylab import experiments
+    from densitylab._files import claimed_directory
     from densitylab._validation import check_positive_int
-    from densitylab.report import write_report
+    from densitylab.report import REPORT_FILE, write_report
 
     names = [n for n in only.split(",") if n] or experiments.names()
     for name in names:
@@ -35,14 +36,15 @@ def reproduce(
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     start = time.perf_counter()
-    with Progress(*columns) as progress:
+    ours = {*experiments.names(), REPORT_FILE}
+    with claimed_directory(out, "report", transient=ours) as claim, Progress(*columns) as progress:
         task = progress.add_task("experiments", total=len(names))
 
         def show(running: list[str], done: list[str]) -> None:
             label = f"running {', '.join(running)}" if running else "done"
             progress.update(task, completed=len(done), description=label)
 
-        outcomes = experiments.run_all(names, out, quick=quick, jobs=jobs, on_progress=show)
-    wall = time.perf_counter() - start
-    path = write_report(out, outcomes, quick, wall_seconds=wall, jobs=jobs)
+        outcomes = experiments.run_all(names, claim.path, quick=quick, jobs=jobs, on_progress=show)
+        wall = time.perf_counter() - start
+        path = write_report(claim.path, outcomes, quick, wall_seconds=wall, jobs=jobs)
     typer.echo(f"wrote {path} ({len(outcomes)} experiments in {wall:.0f} s on {jobs} processes)")

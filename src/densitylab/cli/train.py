@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -14,15 +15,18 @@ import typer
 from densitylab.cli._app import app
 
 CHECKPOINT = "checkpoint"
+UNTRAINED_EXIT = 3  # a run that wrote its directory but learned nothing usable
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"32,32"`` -> ``(32, 32)``; a clear error for anything else."""
+def parse_hidden(text: str | None) -> tuple[int, ...] | None:
+    """``"32,32"`` -> ``(32, 32)``, ``None`` -> ``None`` (the model's default); else a clear error."""
+    if text is None:
+        return None
     try:
         widths = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"--hidden must be comma-separated integers like 32,32; got {text!r}") from None
-    if not widths or min(widths) < 1:
+    if min(widths) < 1:
         raise ValueError(f"--hidden widths must be positive; got {text!r}")
     return widths
 
@@ -68,15 +72,25 @@ def train(
     from densitylab import datasets, flows
     from densitylab import distributed as parallel
     from densitylab._devices import resolve_device
+    from densitylab._files import check_output, claimed_directory
+    from densitylab._validation import check_positive_int
     from densitylab.flows.recipes import settings, split
     from densitylab.training import fit
 
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
-    chosen = {"n_layers": layers, "hidden": parse_hidden(hidden) if hidden else None,
+    chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
     settings(model, 1, **chosen)  # unknown model or schedule: fail before drawing data
+    check_positive_int(n_test, "--n-test")
+    resolve_device(device)  # an unknown device fails before any work
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes OUT
+    if writer:
+        check_output(out, "train", transient={CHECKPOINT})
+        if resume and not (out / CHECKPOINT).is_dir() and (out / "metrics.json").is_file():
+            raise ValueError(f"{out} is a finished run, there is nothing to resume; "
+                             "drop --resume to train it again")
     x, truth = datasets.resolve(data, n, seed)
     if truth is None:
         x, test = split_test(x, test_fraction, seed)
@@ -94,22 +108,28 @@ def train(
             distributed=distributed,
         )
 
-    processes = 1
-    if distributed:
-        with parallel.process_group(resolve_device(device)):
-            result, writer, processes = train_flow(), parallel.is_main_process(), parallel.world_size()
+    with claimed_directory(out, "train", transient={CHECKPOINT}) if writer else nullcontext() as claim:
+        processes = 1
+        if distributed:
+            with parallel.process_group(resolve_device(device)):
+                result, processes = train_flow(), parallel.world_size()
+        else:
+            result = train_flow()
         if not writer:  # every process holds the same result; rank 0 writes it
             return
-    else:
-        result = train_flow()
-    config = {
-        "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
-        "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"] or "constant",
-        "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
-        "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
-    }
-    write_run(out, config, result, test, truth, seed, keep_checkpoint=result.stop_reason == "interrupted")
-    typer.echo(summary_line(out, result, json.loads((out / "metrics.json").read_text())))
+        config = {
+            "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
+            "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"] or "constant",
+            "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
+            "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
+        }
+        report = write_run(claim, config, result, test, truth, seed,
+                           keep_checkpoint=result.stop_reason == "interrupted")
+    if not report["trained"]:
+        typer.echo(f"error: training {result.stop_reason} and no epoch improved on the untrained "
+                   f"model; {out} is marked untrained (try a smaller --lr)", err=True)
+        raise typer.Exit(UNTRAINED_EXIT)
+    typer.echo(summary_line(out, result, report))
 
 
 def environment() -> dict[str, str]:
@@ -122,20 +142,25 @@ def environment() -> dict[str, str]:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def write_run(out: Path, config: dict, result, test, truth, seed: int, keep_checkpoint: bool) -> None:
-    """Compute every output first, then swap the finished run directory into place."""
+def write_run(claim, config: dict, result, test, truth, seed: int, keep_checkpoint: bool) -> dict:
+    """Compute every output first, then swap the finished run directory into place.
+
+    Returns the metrics; ``trained`` is false when no epoch improved on the untrained model
+    (a run that diverged at once), and ``densitylab score``/``sample`` refuse such a run.
+    """
     from densitylab import plots
-    from densitylab._files import atomic_directory
     from densitylab.evaluation import evaluate_flow
     from densitylab.io import save
 
+    out = claim.path
     report = evaluate_flow(result.flow, test, truth, seed=seed)
-    report |= {"best_epoch": result.best_epoch, "best_val_nll": result.best_val_nll,
+    report |= {"trained": result.best_epoch > 0, "best_epoch": result.best_epoch,
+               "best_val_nll": result.best_val_nll,
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "wall_time": result.wall_time,
                "seconds_per_epoch": result.wall_time / max(result.epochs_run, 1)}
     figures = run_figures(result, test, truth, seed)
-    with atomic_directory(out) as staging:
+    with claim.replace() as staging:
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "metrics.json").write_text(json.dumps(report, indent=2))
         with open(staging / "history.csv", "w", newline="") as handle:
@@ -146,6 +171,7 @@ def write_run(out: Path, config: dict, result, test, truth, seed: int, keep_chec
         plots.save_figures(staging / "figures", figures)
         if keep_checkpoint and (out / CHECKPOINT).is_dir():
             shutil.copytree(out / CHECKPOINT, staging / CHECKPOINT)
+    return report
 
 
 def run_figures(result, test, truth, seed: int) -> dict:

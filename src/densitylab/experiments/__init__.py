@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 from pathlib import Path
 
-from densitylab._files import atomic_directory
+from densitylab._files import output_directory
 from densitylab.experiments.flow_studies import FLOW_STUDIES
 from densitylab.experiments.runner import Outcome, run_flow_experiment
 from densitylab.experiments.spec import CustomExperiment, FlowExperiment
@@ -51,9 +51,12 @@ def get(name: str) -> Experiment:
 
 
 def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = False) -> Outcome:
-    """Run one experiment into ``out`` (replaced atomically when it finishes)."""
+    """Run one experiment into ``out`` (replaced atomically when it finishes).
+
+    ``out`` must be new, empty or an earlier experiment's output; anything else is refused.
+    """
     experiment = get(name)
-    with atomic_directory(Path(out)) as staging:
+    with output_directory(Path(out), "experiment") as staging:
         if isinstance(experiment, FlowExperiment):
             outcome = run_flow_experiment(experiment, staging, quick, verbose)
         else:

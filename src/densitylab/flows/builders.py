@@ -30,7 +30,8 @@ MIXINGS = (None, "reverse", "permute")
 
 def half_mask(dim: int, flip: bool) -> torch.Tensor:
     """Conditioning mask on the first half of the coordinates (``flip``: the second half)."""
-    mask = torch.arange(dim) < dim // 2 if dim % 2 == 0 else torch.arange(dim) <= dim // 2
+    index = torch.arange(dim, device="cpu")  # a plain CPU mask, whatever the default device
+    mask = index < dim // 2 if dim % 2 == 0 else index <= dim // 2
     return ~mask if flip else mask
 
 

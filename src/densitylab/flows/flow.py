@@ -7,6 +7,7 @@ rule: log-determinants of composed maps add).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -84,8 +85,8 @@ class Flow(nn.Module):
         return self._log_prob(x)
 
     # -- public API ----------------------------------------------------------------------------
-    def _lifted(self, x: Tensor) -> tuple[Tensor, bool]:
-        x = as_input(x, self._anchor, self.dim)
+    def _lifted(self, x: Tensor, beyond_range: bool = False) -> tuple[Tensor, bool]:
+        x = as_input(x, self._anchor, self.dim, beyond_range)
         return lift(x, self.n_models), x.dim() == 2 and self.n_models == 1
 
     def to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,10 +102,27 @@ class Flow(nn.Module):
         return (x[0], logdet[0]) if squeeze else (x, logdet)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Exact log-density ``log p(x)`` in nats, shape ``(n,)`` (or ``(M, n)``)."""
-        x, squeeze = self._lifted(x)
+        """Exact log-density ``log p(x)`` in nats, shape ``(n,)`` (or ``(M, n)``).
+
+        Every finite input gets a finite value or ``-inf``, never NaN: points whose computation
+        overflows this flow's dtype (far from the data, or beyond a float32 range) are computed
+        again in float64, and those that overflow even there have no representable density.
+        """
+        original = x
+        x, squeeze = self._lifted(x, beyond_range=True)
         log_p = self._chunked(self._log_prob, x)
+        overflowed = ~torch.isfinite(log_p).all(dim=0)
+        if overflowed.any():
+            log_p[:, overflowed] = self._log_prob_in_float64(original, overflowed).to(log_p.dtype)
+        log_p = torch.where(torch.isnan(log_p), -math.inf, log_p)
         return log_p[0] if squeeze else log_p
+
+    def _log_prob_in_float64(self, x: Tensor, points: Tensor) -> Tensor:
+        """``log p`` of the selected ``points`` (a boolean mask over rows) in float64."""
+        wide = self if self.dtype == torch.float64 else copy.deepcopy(self).double()
+        x = lift(torch.as_tensor(x, dtype=torch.float64, device=self.device), self.n_models)
+        with torch.no_grad():
+            return wide._log_prob(x[:, points])
 
     def _chunked(self, function, x: Tensor):
         """``function(x)`` over ``(M, n, D)`` in slices of points, concatenated.

@@ -25,13 +25,20 @@ from densitylab.flows.nets import StackedMLP
 SCALINGS = ("factor", "tanh")
 
 
-def as_input(x: Tensor, like: Tensor, dim: int) -> Tensor:
-    """Check a public input (tensor or array) and return it as a tensor like ``like``."""
-    x = torch.as_tensor(x, dtype=like.dtype, device=like.device)
+def as_input(x: Tensor, like: Tensor, dim: int, beyond_range: bool = False) -> Tensor:
+    """Check a public input (tensor or array) and return it as a tensor like ``like``.
+
+    Finite values too large for ``like``'s dtype (1e300 for a float32 flow) are an error,
+    unless ``beyond_range``: then they become infinite, for the caller to handle.
+    """
+    x = torch.as_tensor(x, device=like.device)
     if x.dim() not in (2, 3) or x.shape[-1] != dim:
         raise ValueError(f"input must have shape (n, {dim}) or (M, n, {dim}), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if x.is_floating_point() and not torch.isfinite(x).all():
         raise ValueError("input contains NaN or infinite values")
+    x = x.to(like.dtype)
+    if not beyond_range and not torch.isfinite(x).all():
+        raise ValueError(f"input values exceed the range of this flow's dtype ({like.dtype})")
     return x
 
 
@@ -83,7 +90,7 @@ class Coupling(Transform):
     (``True``), which passes unchanged, and the part ``x_b`` transformed given ``x_a``."""
 
     def __init__(self, mask: Sequence[bool] | Tensor, n_models: int = 1) -> None:
-        mask = torch.as_tensor(mask, dtype=torch.bool)
+        mask = torch.as_tensor(mask, dtype=torch.bool, device="cpu")
         super().__init__(len(mask), n_models)
         if mask.all() or not mask.any():
             raise ValueError("a coupling mask needs both conditioning and transformed coordinates")
@@ -302,9 +309,18 @@ class Standardize(Transform):
 
     @torch.no_grad()
     def fit(self, x: Tensor) -> Standardize:
-        """Set mean and standard deviation per model from ``x`` of shape ``(M, n, D)``."""
-        self.mean.copy_(x.mean(dim=1, keepdim=True))
-        self.log_std.copy_(torch.log(x.std(dim=1, keepdim=True).clamp_min(1e-12)))
+        """Set mean and standard deviation per model from ``x`` of shape ``(M, n, D)``.
+
+        The statistics are taken in float64 without any clamp, so data of any scale the dtype
+        holds (1e-30 to 1e30 in float32) keep their exact units; a constant column is an error.
+        """
+        wide = x.double()
+        std = wide.std(dim=1, keepdim=True)
+        if not bool((std > 0).all()):
+            column = int(torch.nonzero(~(std > 0).reshape(-1, self.dim))[0, 1])
+            raise ValueError(f"column {column} of the data is constant: it has no density to learn")
+        self.mean.copy_(wide.mean(dim=1, keepdim=True))
+        self.log_std.copy_(torch.log(std))
         return self
 
     def _logdet(self, x: Tensor) -> Tensor:

@@ -1,0 +1,50 @@
+"""Loading the model of a run or model directory for ``score`` and ``sample``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What ``score`` and ``sample`` need of any saved density model."""
+
+    dim: int
+    log_density: Callable[[np.ndarray], np.ndarray]
+    sample: Callable[[int, int], np.ndarray]
+
+
+def model_dir(run: Path) -> Path:
+    """A run directory holds its model in ``model/``; a model directory is itself."""
+    return run / "model" if (run / "model" / "config.json").is_file() else run
+
+
+def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
+    """The model saved in ``run`` (a ``train`` run or a ``dl.save`` directory of a flow or an
+    estimator); a run marked untrained (its training diverged at once) is refused unless asked."""
+    from densitylab.evaluation import flow_log_prob, flow_samples
+    from densitylab.flows import Flow
+    from densitylab.io import load
+
+    metrics = run / "metrics.json"
+    if not allow_untrained and metrics.is_file():
+        try:
+            trained = json.loads(metrics.read_text()).get("trained", True)
+        except (ValueError, AttributeError):
+            raise ValueError(f"{metrics} is not a valid metrics file") from None
+        if trained is False:
+            raise ValueError(f"{run} holds an untrained model (its training diverged); "
+                             "pass --allow-untrained to use it anyway")
+    model = load(model_dir(run))
+    if isinstance(model, Flow):
+        return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
+                           lambda n, seed: flow_samples(model, n, seed))
+    if hasattr(model, "score_samples") and hasattr(model, "sample"):
+        return LoadedModel(model.n_features_in_, model.score_samples,
+                           lambda n, seed: model.sample(n, random_state=seed))
+    raise ValueError(f"{run} holds a {type(model).__name__}, which has no density to score")
