@@ -17,11 +17,12 @@ def resolve_device(device: str | torch.device, distributed: bool = False) -> tor
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in DEVICE_TYPES:
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
         raise ValueError(f"unknown device {str(device)!r}; choose cpu, cuda, cuda:N or auto")
+    device = parsed
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available")
     return distributed_.local_device(device) if distributed else device

@@ -54,7 +54,24 @@ def check_output(target: str | os.PathLike, kind: str, transient: Collection[str
     """
     path = _output_directory_path(target)
     check_replaceable(path, kind, transient)
+    if not path.exists():
+        _check_writable_parent(path)
     return path
+
+
+def _check_writable_parent(path: Path) -> None:
+    """Refuse at once a path below a file or in a place this user cannot write."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {path}: {ancestor} is a file, not a directory")
+    probe = ancestor / f"{_STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    try:  # the only sure test of a place (read-only mounts, /proc, ACLs): try it
+        probe.mkdir()
+    except OSError as err:
+        raise _path_error("write in", ancestor, err) from None
+    probe.rmdir()
 
 
 def _path_error(action: str, path: Path, err: OSError) -> ValueError:
@@ -256,6 +273,8 @@ def output_file(target: str | os.PathLike, header: str) -> Iterator[Path]:
     path = _plain(target)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; --out names the file to write")
+    if not path.exists():
+        _check_writable_parent(path)
     if path.exists() and _first_line(path) != header:
         raise ValueError(
             f"{path} exists and was not written by densitylab; not overwriting it: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -52,3 +54,18 @@ def check_positive_float(value: float, name: str) -> float:
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def column_statistics(x: Any, dim: int = 0) -> tuple[Any, Any]:
+    """Mean and standard deviation of a torch tensor's columns along ``dim``, in float64.
+
+    No clamp: data of any scale keep their exact units (a clamp at 1e-12 made every data set
+    below that scale look alike). A constant column has no density to learn: a ``ValueError``.
+    """
+    wide = x.double()
+    std = wide.std(dim=dim, keepdim=True)
+    constant = ~(std > 0)
+    if bool(constant.any()):
+        column = int(constant.reshape(-1, x.shape[-1]).any(0).nonzero()[0, 0])
+        raise ValueError(f"column {column} of the data is constant: it has no density to learn")
+    return wide.mean(dim=dim, keepdim=True), std

@@ -114,8 +114,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_fitted(self)
         x = validate_data(self, X, dtype=np.float64, reset=False)
         with torch.no_grad(), torch_threads(1):
-            log_p = self.flow_.log_prob(x)
-        return log_p.double().cpu().numpy()
+            log_p = self.flow_.log_prob(x, dtype=torch.float64)
+        return log_p.cpu().numpy()
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``: higher is better, what ``GridSearchCV`` maximises."""

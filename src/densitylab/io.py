@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -153,8 +154,9 @@ def _save_estimator(estimator) -> tuple[dict[str, torch.Tensor], dict]:
 
     check_fitted(estimator)
     tensors, flow_config = _save_flow(estimator.flow_)
-    return tensors, {"params": estimator.get_params(), "flow": flow_config,
-                     "fitted": estimator.fitted_summary()}
+    params = {k: v.item() if isinstance(v, np.generic) else v
+              for k, v in estimator.get_params().items()}  # np.float32(1e-3) -> 1e-3
+    return tensors, {"params": params, "flow": flow_config, "fitted": estimator.fitted_summary()}
 
 
 def _load_estimator(saved: Saved, device: torch.device) -> Any:

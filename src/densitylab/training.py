@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -642,12 +643,28 @@ class _Checkpoint:
             (staging / "progress.json").write_text(json.dumps(progress))
 
     def restore(self, loop: _Loop) -> None:
-        progress = json.loads((self.path / "progress.json").read_text())
-        if progress["fingerprint"] != loop.fingerprint():
+        """Continue from the checkpoint; a damaged or foreign one is a one-line ``ValueError``."""
+        damaged = (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
+        try:
+            progress = json.loads((self.path / "progress.json").read_text())
+            fingerprint = progress["fingerprint"]
+        except damaged as err:
+            raise self._damaged(err) from err
+        if fingerprint != loop.fingerprint():
             raise ValueError(
                 f"checkpoint {self.path} belongs to other data, model or options; "
                 "remove it or start without resume"
             )
+        try:
+            self._restore(loop, progress)
+        except damaged as err:
+            raise self._damaged(err) from err
+
+    def _damaged(self, err: Exception) -> ValueError:
+        return ValueError(f"checkpoint {self.path} is damaged ({type(err).__name__}); "
+                          "remove it or start without resume")
+
+    def _restore(self, loop: _Loop, progress: dict) -> None:
         tensors = load_file(self.path / "state.safetensors")
 
         def part(prefix: str) -> dict[str, Tensor]:

@@ -12,7 +12,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import as_points, check_positive_int
+from densitylab._validation import as_points, check_positive_int, column_statistics
 from densitylab.flows.nets import check_activation
 from densitylab.training import MAX_BAD_STEPS, _split
 
@@ -108,13 +108,20 @@ class StandardizedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.loc.dtype
 
-    def _as_input(self, x: ArrayLike | Tensor) -> Tensor:
-        """A public ``(n, dim)`` input, checked, as a tensor in the model's dtype and device."""
-        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+    def _as_input(self, x: ArrayLike | Tensor, beyond_range: bool = False) -> Tensor:
+        """A public ``(n, dim)`` input, checked, as a tensor in the model's dtype and device.
+
+        Finite values beyond the dtype's range are an error, unless ``beyond_range``: then they
+        become infinite, for a density method to answer ``-inf``.
+        """
+        x = torch.as_tensor(x, device=self.device)
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"input must have shape (n, {self.dim}), got {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
+        if x.is_floating_point() and not torch.isfinite(x).all():
             raise ValueError("input contains NaN or infinite values")
+        x = x.to(self.dtype)
+        if not beyond_range and not torch.isfinite(x).all():
+            raise ValueError(f"input values exceed the range of this model's dtype ({self.dtype})")
         return x
 
     def _standardize(self, x: Tensor) -> Tensor:
@@ -131,8 +138,9 @@ class StandardizedModel(nn.Module):
     def _fit_standardization(self, x: Tensor) -> None:
         if len(x) < 2:
             raise ValueError(f"standardize needs at least 2 training points, got {len(x)}")
-        self.loc.copy_(x.mean(0))
-        self.scale.copy_(x.std(0).clamp_min(1e-12))
+        mean, std = column_statistics(x, dim=0)
+        self.loc.copy_(mean.squeeze(0))
+        self.scale.copy_(std.squeeze(0))
 
 
 def training_data(

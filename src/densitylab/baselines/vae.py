@@ -150,7 +150,7 @@ class VAE(StandardizedModel):
             Burda, Y., Grosse, R. and Salakhutdinov, R. (2016). Importance weighted autoencoders.
         """
         k = check_positive_int(k, "k")
-        u = self._standardize(self._as_input(x))
+        u = self._standardize(self._as_input(x, beyond_range=True))
         rng = rng_from(seed)
         estimates, errors = [], []
         for chunk in u.split(max(1, IW_CHUNK // k)):
@@ -161,7 +161,11 @@ class VAE(StandardizedModel):
             estimates.append(top.squeeze(1) + torch.log(mean_w))
             var_w = w.var(1) if k > 1 else torch.full_like(mean_w, math.inf)
             errors.append(torch.sqrt(var_w / k) / mean_w)
-        return torch.cat(estimates) + self._log_jacobian(), torch.cat(errors)
+        estimate, error = torch.cat(estimates) + self._log_jacobian(), torch.cat(errors)
+        # far beyond the data the weights overflow (inf - inf): no representable density there
+        overflowed = torch.isnan(estimate)
+        estimate = torch.where(overflowed, -math.inf, estimate)
+        return estimate, torch.where(overflowed, math.inf, error)
 
     @torch.no_grad()
     def encode(self, x: ArrayLike | Tensor) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,7 @@ def _labels(dists: list) -> list[str]:
 @app.command()
 def datasets(
     plot: Path | None = typer.Option(
-        None, "--plot", help="Also write one scatter PNG per distribution and overview.png here."
+        None, "--plot", help="Also write one scatter PNG per distribution and overview.png to this directory (new, empty, or an earlier --plot output)."
     ),
     seed: int = typer.Option(0, help="Seed of the plotted samples."),
 ) -> None:
@@ -37,12 +37,10 @@ def datasets(
     from rich.table import Table
 
     from densitylab import datasets as ds
+    from densitylab._files import check_output, output_directory
 
     if plot is not None:  # fail before the long computation, not after it
-        try:
-            plot.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"cannot create the plot directory {plot}: {err.strerror}") from None
+        check_output(plot, "datasets")
 
     console = Console()
     dists = ds.catalogue()
@@ -71,9 +69,9 @@ def datasets(
     if plot is not None:
         from densitylab.plots import datasets as plots
 
-        with console.status("writing figures"):
+        with console.status("writing figures"), output_directory(plot, "datasets") as staging:
             for label, x in samples.items():
                 fig = plots.scatter(x, label)
-                fig.savefig(plot / f"{label}.png", dpi=100)
-            plots.overview(samples).savefig(plot / "overview.png", dpi=100)
+                fig.savefig(staging / f"{label}.png", dpi=100)
+            plots.overview(samples).savefig(staging / "overview.png", dpi=100)
         console.print(f"wrote {len(samples) + 1} figures to {plot}")

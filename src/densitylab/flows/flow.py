@@ -101,16 +101,18 @@ class Flow(nn.Module):
         x, logdet = self._chunked(self._to_data, z)
         return (x[0], logdet[0]) if squeeze else (x, logdet)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact log-density ``log p(x)`` in nats, shape ``(n,)`` (or ``(M, n)``).
+    def log_prob(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """Exact log-density ``log p(x)`` in nats, shape ``(n,)`` (or ``(M, n)``), returned in
+        ``dtype`` (default: the flow's own).
 
         Every finite input gets a finite value or ``-inf``, never NaN: points whose computation
         overflows this flow's dtype (far from the data, or beyond a float32 range) are computed
         again in float64, and those that overflow even there have no representable density.
+        Ask for ``dtype=torch.float64`` to keep such far values (-1e43) that float32 cannot hold.
         """
         original = x
         x, squeeze = self._lifted(x, beyond_range=True)
-        log_p = self._chunked(self._log_prob, x)
+        log_p = self._chunked(self._log_prob, x).to(dtype or self.dtype)
         overflowed = ~torch.isfinite(log_p).all(dim=0)
         if overflowed.any():
             log_p[:, overflowed] = self._log_prob_in_float64(original, overflowed).to(log_p.dtype)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from densitylab._validation import column_statistics
 from densitylab.distributed import all_reduce_sum
 from densitylab.flows.nets import StackedMLP
 
@@ -314,12 +315,8 @@ class Standardize(Transform):
         The statistics are taken in float64 without any clamp, so data of any scale the dtype
         holds (1e-30 to 1e30 in float32) keep their exact units; a constant column is an error.
         """
-        wide = x.double()
-        std = wide.std(dim=1, keepdim=True)
-        if not bool((std > 0).all()):
-            column = int(torch.nonzero(~(std > 0).reshape(-1, self.dim))[0, 1])
-            raise ValueError(f"column {column} of the data is constant: it has no density to learn")
-        self.mean.copy_(wide.mean(dim=1, keepdim=True))
+        mean, std = column_statistics(x, dim=1)
+        self.mean.copy_(mean)
         self.log_std.copy_(torch.log(std))
         return self
 
