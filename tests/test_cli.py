@@ -114,6 +114,12 @@ def test_train_the_recommended_model_with_its_recipe(tmp_path):
         (["train", "moons", "--epochs", "0", "--out", "x"], "epochs"),
         (["train", "moons", "--schedule", "linear", "--out", "x"], "linear"),
         (["run", "no-such-experiment", "--out", "x"], "no-such-experiment"),
+        (["train", "moons", "--device", "tpu", "--out", "x"], "unknown device 'tpu'"),
+        (["kde", "moons", "--device", "tpu", "--out", "x"], "unknown device 'tpu'"),
+        (["train", "moons", "--hidden", "", "--out", "x"], "got ''"),
+        (["train", "moons", "--n-test", "0", "--out", "x"], "--n-test"),
+        (["kde", "moons", "--resolution", "100000", "--out", "x"], "--resolution"),
+        (["kde", "moons", "-b", "1e-200", "-n", "100", "--out", "x"], "bandwidth too small"),
     ],
 )
 def test_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, message):
@@ -143,3 +149,34 @@ def test_experiments_listing_and_quick_run(tmp_path):
     metrics = json.loads((tmp_path / "depth" / "metrics.json").read_text())
     assert metrics["K=4"]["test_nll"] == outcome["metrics"]["K=4"]["test_nll"]
     assert outcome["findings"] in (tmp_path / "depth" / "findings.md").read_text()
+
+
+def test_resume_of_a_finished_run_is_refused(trained_run):
+    code, output = invoke("train", "moons", "--epochs", "3", "-n", "300", "--n-test", "500",
+                          "--out", str(trained_run), "--quiet", "--resume")
+    assert code == 2 and "nothing to resume" in output
+
+
+def test_a_diverged_run_exits_3_and_is_refused_by_score(tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        code, output = invoke("train", "moons", "--lr", "10", "--epochs", "30", "-n", "300",
+                              "--n-test", "300", "--out", str(out), "-q")
+    assert code == 3 and "untrained" in output
+    assert json.loads((out / "metrics.json").read_text())["trained"] is False
+    np.savetxt(tmp_path / "p.csv", np.zeros((3, 2)), delimiter=",")
+    code, output = invoke("score", str(out), str(tmp_path / "p.csv"), "--out",
+                          str(tmp_path / "s.csv"))
+    assert code == 2 and "--allow-untrained" in output and not (tmp_path / "s.csv").exists()
+    code, output = invoke("score", str(out), str(tmp_path / "p.csv"), "--out",
+                          str(tmp_path / "s.csv"), "--allow-untrained")
+    assert code == 0, output
+
+
+def test_error_messages_keep_their_quotes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["densitylab", "train", "moons", "--hidden", "8,a",
+                                      "--out", "x"])
+    with pytest.raises(SystemExit):
+        main()
+    assert capsys.readouterr().err.strip().endswith("got '8,a'")  # the closing quote stays

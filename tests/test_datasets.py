@@ -501,7 +501,7 @@ def test_cli_plot_directory_error(tmp_path) -> None:
     blocker.write_text("")
     result = CliRunner().invoke(app, ["datasets", "--plot", str(blocker / "sub")])
     assert isinstance(result.exception, ValueError)
-    assert "cannot create the plot directory" in str(result.exception)
+    assert "is a file, not a directory" in str(result.exception)
 
 
 def test_label_names_the_law_with_its_parameters():

@@ -22,6 +22,7 @@ _ATTRIBUTES = {
     "fit_many": "densitylab.training",
     "FitResult": "densitylab.training",
     "FlowDensity": "densitylab.estimators",
+    "OutlierDetector": "densitylab.outliers",
     "save": "densitylab.io",
     "load": "densitylab.io",
 }

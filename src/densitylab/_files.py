@@ -264,18 +264,18 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def output_file(target: str | os.PathLike, header: str) -> Iterator[Path]:
+def output_file(target: str | os.PathLike, *headers: str) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
 
     An existing ``target`` is replaced only if it is densitylab's own output of this kind (its
-    first line is ``header``); a directory or any other file is refused, untouched.
+    first line is one of ``headers``); a directory or any other file is refused, untouched.
     """
     path = _plain(target)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; --out names the file to write")
     if not path.exists():
         _check_writable_parent(path)
-    if path.exists() and _first_line(path) != header:
+    if path.exists() and _first_line(path) not in headers:
         raise ValueError(
             f"{path} exists and was not written by densitylab; not overwriting it: "
             "choose a new file name"

@@ -157,6 +157,6 @@ gap to it measures how far a model is from the truth.</p>
 {_table(env_table)}{_table(timing)}</section>
 </body></html>"""
     path = out / REPORT_FILE
-    with output_file(path, header=DOCTYPE) as staging:
+    with output_file(path, DOCTYPE) as staging:
         staging.write_text(page, encoding="utf-8")
     return path

@@ -48,3 +48,19 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
         return LoadedModel(model.n_features_in_, model.score_samples,
                            lambda n, seed: model.sample(n, random_state=seed))
     raise ValueError(f"{run} holds a {type(model).__name__}, which has no density to score")
+
+
+def training_offset(run: Path, contamination: float) -> float:
+    """The outlier threshold of a ``train`` run: the ``contamination`` quantile of its training
+    log-densities, recorded in ``metrics.json``."""
+    from densitylab.outliers import check_contamination, offset_from_quantiles
+
+    check_contamination(contamination)
+    try:
+        quantiles = json.loads((run / "metrics.json").read_text())["train_log_density_quantiles"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{run} records no training log-densities (only `densitylab train` runs do); "
+            "fit a dl.OutlierDetector in Python for other models"
+        ) from None
+    return offset_from_quantiles(quantiles, contamination)

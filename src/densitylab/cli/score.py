@@ -9,6 +9,7 @@ import typer
 from densitylab.cli._app import app
 
 HEADER = "log_density"
+OUTLIER_HEADER = "log_density,outlier"
 
 
 @app.command()
@@ -17,19 +18,25 @@ def score(
     points: Path = typer.Argument(..., help="Points to score: .csv (header optional), .npy or .npz."),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write: one log_density per row; an existing file is replaced only if densitylab wrote it."),
     allow_untrained: bool = typer.Option(False, help="Use a run whose training diverged before learning anything."),
+    contamination: float | None = typer.Option(None, help="Also flag outliers: the expected outlier fraction of the training data, in (0, 0.5]. Adds a column `outlier`: -1 below that quantile of the training log-densities (recorded by `train`), +1 above."),
 ) -> None:
     """Write log p(x), in nats, for every row of POINTS (-inf where the model gives no density)."""
     import numpy as np
 
     from densitylab import datasets
     from densitylab._files import output_file
-    from densitylab.cli._models import load_model
+    from densitylab.cli._models import load_model, training_offset
 
     model = load_model(run, allow_untrained)
+    offset = None if contamination is None else training_offset(run, contamination)
     x = datasets.load(points)
     if x.shape[1] != model.dim:
         raise ValueError(f"{points} has {x.shape[1]} columns but the model has dimension {model.dim}")
-    with output_file(out, HEADER) as staging:
+    header = HEADER if offset is None else OUTLIER_HEADER
+    with output_file(out, HEADER, OUTLIER_HEADER) as staging:
         log_p = model.log_density(x)
-        np.savetxt(staging, log_p, header=HEADER, comments="", fmt="%.10g")
-    typer.echo(f"wrote {len(log_p)} log-densities to {out} (mean {log_p.mean():.4f} nats)")
+        columns = [log_p] if offset is None else [log_p, np.where(log_p < offset, -1, 1)]
+        np.savetxt(staging, np.column_stack(columns), header=header, comments="",
+                   fmt=["%.10g", "%d"][: len(columns)], delimiter=",")
+    flagged = "" if offset is None else f", {int(np.sum(log_p < offset))} flagged as outliers"
+    typer.echo(f"wrote {len(log_p)} log-densities to {out} (mean {log_p.mean():.4f} nats{flagged})")

@@ -123,7 +123,7 @@ def train(
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
         }
-        report = write_run(claim, config, result, test, truth, seed,
+        report = write_run(claim, config, result, x, test, truth, seed,
                            keep_checkpoint=result.stop_reason == "interrupted")
     if not report["trained"]:
         typer.echo(f"error: training {result.stop_reason} and no epoch improved on the untrained "
@@ -142,18 +142,24 @@ def environment() -> dict[str, str]:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def write_run(claim, config: dict, result, test, truth, seed: int, keep_checkpoint: bool) -> dict:
+def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_checkpoint: bool) -> dict:
     """Compute every output first, then swap the finished run directory into place.
 
     Returns the metrics; ``trained`` is false when no epoch improved on the untrained model
-    (a run that diverged at once), and ``densitylab score``/``sample`` refuse such a run.
+    (a run that diverged at once), and ``densitylab score``/``sample`` refuse such a run. The
+    training data's log-densities are recorded as quantiles, for ``score --contamination``.
     """
+    import numpy as np
+
     from densitylab import plots
-    from densitylab.evaluation import evaluate_flow
+    from densitylab.evaluation import evaluate_flow, flow_log_prob
     from densitylab.io import save
+    from densitylab.outliers import QUANTILE_LEVELS
 
     out = claim.path
     report = evaluate_flow(result.flow, test, truth, seed=seed)
+    train_scores = flow_log_prob(result.flow, x)
+    report["train_log_density_quantiles"] = np.quantile(train_scores, QUANTILE_LEVELS).tolist()
     report |= {"trained": result.best_epoch > 0, "best_epoch": result.best_epoch,
                "best_val_nll": result.best_val_nll,
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,

@@ -20,7 +20,7 @@ from densitylab.flows.builders import (
     unstack,
 )
 from densitylab.flows.flow import Flow, standard_normal_log_prob
-from densitylab.flows.splines import SplineCoupling
+from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
     AffineCoupling,
@@ -43,6 +43,7 @@ __all__ = [
     "Flow",
     "InvertibleLinear",
     "Permutation",
+    "ElementwiseSpline",
     "SplineCoupling",
     "Standardize",
     "Transform",

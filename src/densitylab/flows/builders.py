@@ -14,7 +14,7 @@ import torch
 from densitylab._validation import check_positive_int
 from densitylab.flows.flow import Flow
 from densitylab.flows.nets import check_activation, check_hidden
-from densitylab.flows.splines import SplineCoupling
+from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
     AffineCoupling,
@@ -35,9 +35,13 @@ def half_mask(dim: int, flip: bool) -> torch.Tensor:
     return ~mask if flip else mask
 
 
-def _check_common(dim: int, n_layers: int, hidden: Sequence[int], activation: str) -> None:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 for a coupling flow, got {dim!r}")
+def _check_common(
+    dim: int, n_layers: int, hidden: Sequence[int], activation: str, minimum_dim: int = 2
+) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < minimum_dim:
+        hint = " (for one-dimensional data use nsf, which stacks elementwise splines)"
+        raise ValueError(f"dim must be an integer >= {minimum_dim} for a coupling flow, "
+                         f"got {dim!r}" + (hint if dim == 1 else ""))
     check_positive_int(n_layers, "n_layers")
     check_hidden(hidden)
     check_activation(activation)
@@ -143,12 +147,17 @@ def nsf(
     masks, identity outside ``[-bound, bound]``; each starts as the identity. Train it on
     standardised data (``fit(..., standardize=True)``) so the data lie inside the bound.
 
+    For ``dim=1`` there is nothing to condition on: the layers are elementwise splines with
+    learned parameters (``hidden``, ``activation`` and ``fourier`` are then unused).
+
     References:
         Durkan, Bekasov, Murray & Papamakarios (2019), "Neural Spline Flows", NeurIPS.
     """
-    _check_common(dim, n_layers, hidden, activation)
+    _check_common(dim, n_layers, hidden, activation, minimum_dim=1)
     generator = torch.Generator().manual_seed(seed)
     transforms: list[Transform] = [
+        ElementwiseSpline(dim, bins=bins, bound=bound, n_models=n_models, generator=generator)
+        if dim == 1 else
         SplineCoupling(half_mask(dim, layer % 2 == 1), hidden=hidden, activation=activation,
                        bins=bins, bound=bound, n_models=n_models, generator=generator,
                        fourier=fourier)

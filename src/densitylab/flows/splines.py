@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from densitylab.flows.nets import StackedMLP
-from densitylab.flows.transforms import Coupling
+from densitylab.flows.transforms import Coupling, Transform
 
 MIN_BIN_WIDTH = 1e-3  # fraction of the interval; keeps every bin's slope finite
 MIN_BIN_HEIGHT = 1e-3
@@ -106,6 +106,46 @@ def rational_quadratic(
     return out, torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
 
 
+def _check_spline(bins: int, bound: float) -> None:
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    if not (isinstance(bound, int | float) and math.isfinite(bound) and bound > 0):
+        raise ValueError(f"bound must be a positive number, got {bound!r}")
+
+
+class ElementwiseSpline(Transform):
+    """A rational-quadratic spline per coordinate with learned, unconditional parameters.
+
+    The flow layer for one-dimensional data, where a coupling has nothing to condition on:
+    each coordinate passes through its own monotone spline of ``bins`` pieces on
+    ``[-bound, bound]``, identity outside. Stacked layers compose into one finer monotone map.
+    It starts as the identity unless ``generator`` perturbs it.
+    """
+
+    def __init__(
+        self, dim: int, bins: int = 8, bound: float = 4.0, n_models: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(dim, n_models)
+        _check_spline(bins, bound)
+        self.bins, self.bound = bins, float(bound)
+        raw = torch.zeros(n_models, 1, dim, 3 * bins - 1)
+        if generator is not None:  # small random knots: layers of a stack start different
+            raw = 0.01 * torch.randn(raw.shape, generator=generator)
+        self.raw = torch.nn.Parameter(raw)
+
+    def _spline(self, values: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        raw = self.raw.expand(values.shape[0], values.shape[1], -1, -1)
+        out, log_derivative = rational_quadratic(values, raw, self.bound, inverse)
+        return out, log_derivative.sum(-1)
+
+    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(x, inverse=False)
+
+    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(z, inverse=True)
+
+
 class SplineCoupling(Coupling):
     """Coupling whose transformed coordinates pass through rational-quadratic splines
     conditioned on ``x_a`` (Neural Spline Flows), identity outside ``[-bound, bound]``.
@@ -137,10 +177,7 @@ class SplineCoupling(Coupling):
         fourier: int = 0,
     ) -> None:
         super().__init__(mask, n_models)
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-        if not (isinstance(bound, int | float) and math.isfinite(bound) and bound > 0):
-            raise ValueError(f"bound must be a positive number, got {bound!r}")
+        _check_spline(bins, bound)
         self.bins, self.bound = bins, float(bound)
         n_a, n_b = len(self.cond_idx), len(self.trans_idx)
         self.net = StackedMLP(
