@@ -132,8 +132,12 @@ def fit(
             progress and writes checkpoints. Uses the torch engine.
 
     Example:
-        >>> result = fit(realnvp(dim=2), x, epochs=200)
-        >>> result.flow.log_prob(x_test)
+        >>> import densitylab as dl
+        >>> moons = dl.datasets.get("moons")
+        >>> x, x_test = moons.sample(500, seed=0), moons.sample(100, seed=1)
+        >>> result = fit(dl.flows.realnvp(dim=2), x, epochs=3, seed=0, verbose=False)
+        >>> result.flow.log_prob(x_test).shape      # exact log p(x), a torch tensor
+        torch.Size([100])
     """
     return fit_many(
         [flow], x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,

@@ -14,7 +14,7 @@ Example:
     >>> kde = dl.KDE(bandwidth=0.15).fit(x)
     >>> fig = dl.plots.density(kde, data=x, truth=dist, resolution=40)
     >>> [ax.get_title() for ax in fig.axes[:2]]
-    ['true density: moons', 'model: KDE']
+    ['true density: moons (noise=0.1)', 'model: KDE']
 """
 
 from __future__ import annotations
