@@ -139,12 +139,15 @@ def pairs(
     n_samples: int = 4000,
     seed: int = 0,
     title: str | None = None,
+    names: list[str] | None = None,
 ) -> Figure:
     """A pairs (corner) plot for any dimension >= 2: 1-D marginals on the diagonal, 2-D
     marginal densities below it, data against model samples above it.
 
     A KDE's marginals are exact (the marginal of a Gaussian KDE is a KDE); for other models they
-    are estimated by a KDE of ``n_samples`` samples drawn with ``seed``.
+    are estimated by a KDE of ``n_samples`` samples drawn with ``seed``. ``names`` label the
+    coordinates (default ``x_1, x_2, ...``); as many samples as data points are drawn above
+    the diagonal, so the two clouds compare fairly.
     """
     dim = views.dimension(model)
     x = _points(data, dim)
@@ -152,9 +155,9 @@ def pairs(
     box = (np.asarray(bounds, dtype=np.float64).reshape(dim, 2) if bounds is not None
            else views.bounds_of(*([x] if x is not None else []), drawn))
     one, two = views.marginals(model, box, resolution, n_samples, seed)
-    shown = drawn[: min(len(drawn), 1500)]
-    return pairs_panels(one, two, title or f"Marginals of the {name_of(model)}",
-                        data=x[:1500] if x is not None else None, samples=shown,
+    shown = min(1500, len(drawn), len(x) if x is not None else len(drawn))
+    return pairs_panels(one, two, title or f"Marginals of the {name_of(model)}", names=names,
+                        data=x[:shown] if x is not None else None, samples=drawn[:shown],
                         model_label=name_of(model))
 
 
