@@ -15,7 +15,8 @@
 # know, here the standard normal. The change-of-variables formula gives the exact density of
 # the data:
 #
-# $$\log p_X(x) = \log \mathcal N\big(f(x); 0, I\big) + \log\left|\det \frac{\partial f(x)}{\partial x}\right|.$$
+# $$\log p_X(x) = \log \mathcal N\big(f(x); 0, I\big)
+#   + \log\left|\det \frac{\partial f(x)}{\partial x}\right|.$$
 #
 # Two things must be cheap: inverting $f$ (to sample) and the log-determinant (to train).
 # *Coupling layers* get both. We build one, check its inverse and its log-determinant
@@ -28,7 +29,6 @@
 # %%
 import os
 
-import numpy as np
 import torch
 
 import densitylab as dl

@@ -146,8 +146,9 @@ plt.show()
 
 # %% [markdown]
 # (In two dimensions Scott's and Silverman's factors coincide, $n^{-1/6}$, so their lines
-# overlap.) The rules of thumb assume the data are roughly Gaussian, so they oversmooth anything with
-# several modes or thin structure: they do fine on the wide mixture and badly on the spiral.
+# overlap.) The rules of thumb assume the data are roughly Gaussian, so they oversmooth
+# anything with several modes or thin structure: they do fine on the wide mixture and badly
+# on the spiral.
 # Leave-one-out cross-validation (`bandwidth="cv"`) looks at the data's own fit and lands
 # close to the best fixed $h$ everywhere. It scales the whole bandwidth *matrix* (Scott's
 # matrix follows the data's covariance), which is why it can even beat the best isotropic

@@ -211,8 +211,15 @@ class NumpyRealNVP:
     generator, so use :meth:`from_torch` to start from exactly a torch flow's weights.
 
     Args:
-        dim, n_layers, hidden, activation, separate_nets, scale, zero_init, n_models: as in
+        dim: number of coordinates ``D``; the remaining architecture arguments are those of
             :func:`densitylab.flows.realnvp`.
+        n_layers: number of affine couplings.
+        hidden: hidden widths of each s and t network.
+        activation: ``"leaky_relu"``, ``"relu"`` or ``"tanh"``.
+        separate_nets: separate s and t networks, or one network with both outputs.
+        scale: ``"factor"`` or ``"tanh"`` (bounded) scaling of ``s``.
+        zero_init: start every coupling as the identity.
+        n_models: independent models trained side by side.
         seed: seeds the initialisation (``numpy.random.default_rng``).
         masks: one boolean mask per coupling (``True`` = conditioning); default alternating halves.
 

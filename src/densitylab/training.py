@@ -97,7 +97,9 @@ def fit(
     """Fit ``flow`` to data ``x`` of shape ``(n, D)`` by minimising the NLL with Adam.
 
     Args:
-        epochs, batch_size, lr: the optimisation budget (Adam, shuffled mini-batches).
+        epochs: passes over the training data (the optimisation budget).
+        batch_size: points per Adam step; batches are shuffled every epoch.
+        lr: Adam's learning rate (the peak rate under ``schedule="cosine"``).
         val_fraction: part of ``x`` held out for validation, split by ``seed``; ignored
             when ``x_val`` is given. The model kept is the one with the lowest validation NLL.
         seed: seeds the split and the batch order; the same seed gives the same result.
