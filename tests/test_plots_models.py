@@ -121,6 +121,24 @@ def test_flow_density_3d(flow_density_3d):
     titled_and_labelled(dl.plots.loss(flow_density_3d))
 
 
+def test_selectors_and_scikit_learn_models():
+    """A selector holding its refitted winner in ``best_estimator_`` (as AutoDensity does) and
+    scikit-learn's own density models plot like densitylab's."""
+    from sklearn.mixture import GaussianMixture
+    from sklearn.model_selection import GridSearchCV
+
+    x3 = data(3, 300)
+    search = GridSearchCV(dl.KDE(), {"bandwidth": [0.3, 0.6]}, cv=2).fit(x3)
+    fig = dl.plots.density(search, data=x3, resolution=15)
+    titled_and_labelled(fig)
+    assert "GridSearchCV (KDE)" in fig.get_suptitle()
+    for dim in (1, 2, 3):
+        x = data(dim, 300)
+        mixture = GaussianMixture(2, random_state=0).fit(x)
+        titled_and_labelled(dl.plots.density(mixture, data=x, resolution=15, n_samples=500))
+        titled_and_labelled(dl.plots.samples(mixture, x, n=300))
+
+
 def test_known_distribution_and_bad_input():
     titled_and_labelled(dl.plots.density(dl.datasets.get("spiral"), resolution=30))
     kde = dl.KDE(bandwidth=0.3).fit(data(2))

@@ -111,13 +111,21 @@ def log_density(model: Any, points: np.ndarray) -> np.ndarray:
 def draw(model: Any, n: int, seed: int = 0) -> np.ndarray:
     """``n`` samples of ``model`` as a NumPy array ``(n, d)``, from an explicit seed."""
     model = _unwrap(model)
+    if not hasattr(model, "sample") and hasattr(model, "best_estimator_"):  # GridSearchCV
+        model = model.best_estimator_
     flow = as_flow(model) if not hasattr(model, "score_samples") else None
     if flow is not None:
         from densitylab.evaluation import flow_samples
 
         return flow_samples(flow, n, seed)
     if hasattr(model, "score_samples"):  # scikit-learn convention
-        return np.asarray(model.sample(n, random_state=seed), dtype=np.float64)
+        try:
+            value = model.sample(n, random_state=seed)
+        except TypeError:  # GaussianMixture: no argument, its own random_state decides
+            value = model.sample(n)
+        if isinstance(value, tuple):  # GaussianMixture returns (points, component labels)
+            value = value[0]
+        return np.asarray(value, dtype=np.float64)
     if hasattr(model, "sample"):
         value = model.sample(n, seed=seed)
         if hasattr(value, "detach"):
