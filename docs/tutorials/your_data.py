@@ -15,11 +15,13 @@
 # a normalizing flow, compare them on held-out points (the honest way to choose), draw new
 # samples, score new points (low density = unusual), and save the model to load it elsewhere.
 #
-# Our "own data" here is a three-column file we write first, so the notebook runs anywhere;
-# replace the path with yours.
+# Our "own data" here is a three-column file we write first (into a scratch folder, so the
+# notebook runs anywhere and leaves nothing behind); replace the paths with yours.
 
 # %%
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -27,15 +29,17 @@ import densitylab as dl
 
 QUICK = os.environ.get("DENSITYLAB_DOCS_QUICK") == "1"
 N = 1_500 if QUICK else 4_000
+folder = Path(tempfile.mkdtemp(prefix="densitylab-tutorial-"))
 
 # %%
 rng = np.random.default_rng(0)
 a = rng.normal(size=N)
 b = 0.5 * a**2 + 0.3 * rng.normal(size=N)  # curved dependence on a
 c = np.sin(2 * a) + 0.25 * rng.normal(size=N)  # wiggly dependence on a
-np.savetxt("measurements.csv", np.column_stack([a, b, c]), delimiter=",", header="a,b,c",
-           comments="", fmt="%.6f")
-print(open("measurements.csv").read()[:120])
+csv_file = folder / "measurements.csv"
+np.savetxt(csv_file, np.column_stack([a, b, c]), delimiter=",", header="a,b,c", comments="",
+           fmt="%.6f")
+print(csv_file.read_text()[:120])
 
 # %% [markdown]
 # ## Load and split
@@ -46,7 +50,7 @@ print(open("measurements.csv").read()[:120])
 # seen.
 
 # %%
-x = dl.datasets.load("measurements.csv")
+x = dl.datasets.load(csv_file)
 order = np.random.default_rng(1).permutation(len(x))
 test, train = x[order[: len(x) // 5]], x[order[len(x) // 5:]]
 print(f"{x.shape[1]} columns, {len(train)} training and {len(test)} test points")
@@ -135,9 +139,9 @@ for name, model in models.items():
 # scores.
 
 # %%
-dl.save(flow, "my_flow")
-loaded = dl.load("my_flow")
-print(sorted(os.listdir("my_flow")))
+dl.save(flow, folder / "my_flow")
+loaded = dl.load(folder / "my_flow")
+print(sorted(p.name for p in (folder / "my_flow").iterdir()))
 print("same scores after loading:",
       np.allclose(loaded.score_samples(test), flow.score_samples(test)))
 
