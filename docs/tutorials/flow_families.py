@@ -36,8 +36,8 @@ import torch
 import densitylab as dl
 
 QUICK = os.environ.get("DENSITYLAB_DOCS_QUICK") == "1"
-N = 800 if QUICK else 2_000
-EPOCHS = 25 if QUICK else 100
+N = 600 if QUICK else 2_000
+EPOCHS = 20 if QUICK else 100
 torch.set_num_threads(1)
 
 law = dl.datasets.get("pinwheel")

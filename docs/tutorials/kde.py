@@ -35,7 +35,7 @@ from IPython.display import display
 import densitylab as dl
 
 QUICK = os.environ.get("DENSITYLAB_DOCS_QUICK") == "1"
-N = 2_000 if QUICK else 10_000  # points per data set
+N = 1_500 if QUICK else 10_000  # points per data set
 RESOLUTION = 60 if QUICK else 120  # grid cells per axis for the pictures
 
 # %% [markdown]
@@ -114,7 +114,7 @@ for name, law in laws.items():
 # everything: the four components of the narrow mixture merge and the spiral's arms fill in
 # (high *bias*). The best $h$ depends on the law and on the amount of data (compare the
 # printed numbers): the wide mixture does best near 0.5 and the narrow one with the smallest
-# $h$; for the spiral, 0.5 wins on 2,000 points and 0.1 on 10,000, because more data
+# $h$; for the spiral, 0.5 wins on the quick run's 1,500 points and 0.1 on 10,000: more data
 # supports narrower bumps before the variance shows (the optimal $h$ shrinks like
 # $N^{-1/6}$ in two dimensions).
 # The spiral is the hardest: even at its best $h$ it stays furthest from its entropy, since
@@ -130,7 +130,7 @@ for name, law in laws.items():
 # which maximises the leave-one-out log-likelihood of the training data itself.
 
 # %%
-hs = np.geomspace(0.03, 1.5, 10 if QUICK else 20)
+hs = np.geomspace(0.03, 1.5, 8 if QUICK else 20)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=False, layout="constrained")
 for ax, (name, law) in zip(axes, laws.items(), strict=True):
     x, test = samples[name], law.sample(N, seed=1)

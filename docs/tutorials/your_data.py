@@ -28,7 +28,7 @@ import numpy as np
 import densitylab as dl
 
 QUICK = os.environ.get("DENSITYLAB_DOCS_QUICK") == "1"
-N = 1_500 if QUICK else 4_000
+N = 1_200 if QUICK else 4_000
 folder = Path(tempfile.mkdtemp(prefix="densitylab-tutorial-"))
 
 # %%
@@ -66,7 +66,7 @@ print(f"{x.shape[1]} columns, {len(train)} training and {len(test)} test points"
 
 # %%
 kde = dl.KDE(bandwidth="cv").fit(train)
-flow = dl.FlowDensity(model="recommended", epochs=15 if QUICK else None,
+flow = dl.FlowDensity(model="recommended", epochs=10 if QUICK else None,
                       random_state=0).fit(train)
 models = {"KDE (cv bandwidth)": kde, "spline flow": flow}
 

@@ -156,20 +156,19 @@ def density_curve(model: Any, xs: np.ndarray) -> np.ndarray:
     return np.exp(log_density(model, np.asarray(xs, dtype=np.float64)[:, None]))
 
 
-def _marginal_kde(model: Any, axes: Sequence[int], n_samples: int, seed: int) -> Any:
-    """A KDE whose density is ``model``'s marginal on ``axes``: exact for a Gaussian KDE
-    (its marginal is the KDE of the projected data with the projected kernel covariance);
-    for any other model, a Scott-bandwidth KDE of ``n_samples`` of its samples."""
+def _marginal_kde(kde: Any, samples: np.ndarray | None, axes: Sequence[int]) -> Any:
+    """A KDE whose density is a marginal on ``axes``: exact for a Gaussian ``kde`` (its
+    marginal is the KDE of the projected data with the projected kernel covariance); else a
+    Scott-bandwidth KDE of the model's ``samples`` projected on ``axes``."""
     from densitylab.kde import KDE
 
     axes = list(axes)
-    kde = _kde_inside(model)
     if kde is not None:
         covariance = kde.covariance_[np.ix_(axes, axes)]
         return KDE(bandwidth=np.linalg.cholesky(covariance)).fit(
             kde.data_[:, axes], sample_weight=kde.weights_
         )
-    return KDE(bandwidth="scott").fit(draw(model, n_samples, seed)[:, axes])
+    return KDE(bandwidth="scott").fit(samples[:, axes])
 
 
 def marginals(
@@ -183,34 +182,22 @@ def marginals(
 
     Returns ``({i: (xs, density)}, {(i, j): (grid, image)})`` for every axis ``i`` and every
     pair ``i > j`` (``j`` horizontal, ``i`` vertical), on ``bounds`` ``(d, 2)``. A KDE's
-    marginals are exact; other models' are estimated from ``n_samples`` samples (seeded)
-    with a KDE, the same for every panel, so the panels agree with each other.
+    marginals are exact; other models' are estimated from one draw of ``n_samples`` samples
+    (seeded) with a KDE, the same draw for every panel, so the panels agree with each other.
     """
     bounds = np.asarray(bounds, dtype=np.float64)
-    d = len(bounds)
     kde = _kde_inside(model)
     samples = None if kde is not None else draw(model, n_samples, seed)
-    source = kde if kde is not None else _SampleCloud(samples)
     one: Curves = {}
     two: Images = {}
-    for i in range(d):
+    for i in range(len(bounds)):
         xs = np.linspace(bounds[i, 0], bounds[i, 1], 4 * resolution)
-        one[i] = xs, np.exp(_marginal_kde(source, [i], n_samples, seed).score_samples(xs[:, None]))
+        one[i] = xs, np.exp(_marginal_kde(kde, samples, [i]).score_samples(xs[:, None]))
         for j in range(i):
             grid = make_grid(((bounds[j, 0], bounds[j, 1]), (bounds[i, 0], bounds[i, 1])),
                              resolution)
-            two[i, j] = grid, _marginal_kde(source, [j, i], n_samples, seed).evaluate_grid(grid)
+            two[i, j] = grid, _marginal_kde(kde, samples, [j, i]).evaluate_grid(grid)
     return one, two
-
-
-class _SampleCloud:
-    """Fixed samples posing as a model, so every marginal of a pairs plot uses the same draw."""
-
-    def __init__(self, samples: np.ndarray) -> None:
-        self.samples = samples
-
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        return self.samples
 
 
 def layer_trace(model: Any, n: int = 1000, seed: int = 0) -> list[np.ndarray]:
