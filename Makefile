@@ -36,10 +36,14 @@ $(VENV)/.installed-docs: $(VENV)/.installed
 	$(PIP) -e ".[docs]"
 	touch $@
 
-# API reference + executed tutorials into site/, warnings are errors (mkdocs.yml: strict).
+# API reference + executed tutorials into site/, warnings are errors (mkdocs.yml: strict),
+# and each tutorial as a plain notebook, site/tutorials/NAME.ipynb, for Jupyter or Colab.
 # DENSITYLAB_DOCS_QUICK=1 runs the tutorials with small budgets.
 docs: $(VENV)/.installed-docs
 	OMP_NUM_THREADS=1 $(VENV)/bin/mkdocs build --strict
+	for f in docs/tutorials/*.py; do \
+	  $(VENV)/bin/jupytext --quiet --to ipynb -o site/tutorials/$$(basename $$f .py).ipynb $$f; \
+	done
 
 bench: $(VENV)/.installed
 	$(PIP) -e ".[bench]"
