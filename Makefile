@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH  := torch==2.13.0
 
-.PHONY: report test lint bench clean browser
+.PHONY: report test lint bench clean browser docs
 
 # torch first, pinned: the CPU wheel on local disk, never a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -30,7 +30,20 @@ test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest -q -n 2
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP) -e ".[docs]"
+	touch $@
+
+# API reference + executed tutorials into site/, warnings are errors (mkdocs.yml: strict),
+# and each tutorial as a plain notebook, site/tutorials/NAME.ipynb, for Jupyter or Colab.
+# DENSITYLAB_DOCS_QUICK=1 runs the tutorials with small budgets.
+docs: $(VENV)/.installed-docs
+	OMP_NUM_THREADS=1 $(VENV)/bin/mkdocs build --strict
+	for f in docs/tutorials/*.py; do \
+	  $(VENV)/bin/jupytext --quiet --to ipynb -o site/tutorials/$$(basename $$f .py).ipynb $$f; \
+	done
 
 bench: $(VENV)/.installed
 	$(PIP) -e ".[bench]"
@@ -39,4 +52,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_flows.py
 
 clean:
-	rm -rf $(VENV) report
+	rm -rf $(VENV) report site .cache

@@ -1,21 +1,58 @@
 """densitylab: density estimation with normalizing flows and kernel density estimation.
 
 Submodules load on first use, so ``densitylab --help`` stays quick and torch is only imported
-when a flow is needed.
+when a flow is needed. Every name below is listed by ``dir(densitylab)`` and visible to type
+checkers and IDEs.
+
+- Estimators: :class:`KDE`, :class:`FlowDensity`; training: :func:`fit`, :func:`fit_many`,
+  :class:`FitResult`; persistence: :func:`save`, :func:`load`.
+- Submodules: ``datasets`` (toy laws with exact densities, user files), ``flows`` (RealNVP,
+  Glow, spline flows), ``plots`` (figures of models), ``baselines`` (VAE, GAN), ``numpy_flow``
+  (a teaching RealNVP in NumPy), ``distributed`` (torchrun), ``metrics``, ``evaluation``,
+  ``experiments``, ``views``, ``grids``, ``kde``, ``training``, ``estimators``, ``io``.
 
 Example:
     >>> import densitylab as dl
     >>> x = dl.datasets.get("moons").sample(1500, seed=0)
+    >>> x.shape
+    (1500, 2)
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import Any
+if _typing.TYPE_CHECKING:
+    from densitylab import (
+        baselines,
+        datasets,
+        derivations,
+        distributed,
+        estimators,
+        evaluation,
+        experiments,
+        flows,
+        grids,
+        io,
+        kde,
+        metrics,
+        numpy_flow,
+        plots,
+        report,
+        training,
+        views,
+    )
+    from densitylab.estimators import FlowDensity
+    from densitylab.io import load, save
+    from densitylab.kde import KDE
+    from densitylab.training import FitResult, fit, fit_many
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"datasets", "flows", "metrics", "plots", "experiments", "numpy_flow", "baselines"}
+_SUBMODULES = {
+    "baselines", "datasets", "derivations", "distributed", "estimators", "evaluation",
+    "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "plots", "report",
+    "training", "views",
+}
 _ATTRIBUTES = {
     "KDE": "densitylab.kde",
     "fit": "densitylab.training",
@@ -27,12 +64,20 @@ _ATTRIBUTES = {
     "load": "densitylab.io",
 }
 
-__all__ = sorted(_SUBMODULES | set(_ATTRIBUTES) | {"__version__"})
+__all__ = [
+    "FitResult", "FlowDensity", "KDE", "__version__", "baselines", "datasets", "derivations",
+    "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many", "flows", "grids",
+    "io", "kde", "load", "metrics", "numpy_flow", "plots", "report", "save", "training", "views",
+]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"densitylab.{name}")
+def __getattr__(name: str) -> object:
     if name in _ATTRIBUTES:
-        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+        return getattr(_importlib.import_module(_ATTRIBUTES[name]), name)
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"densitylab.{name}")
     raise AttributeError(f"module 'densitylab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

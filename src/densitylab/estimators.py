@@ -37,8 +37,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
     Adam 3e-3 on a cosine schedule for ``"recommended"``.
 
     Example:
-        >>> est = FlowDensity(model="recommended").fit(x)
-        >>> est.score_samples(x[:5])
+        >>> import densitylab as dl
+        >>> x = dl.datasets.get("moons").sample(500, seed=0)
+        >>> est = FlowDensity(model="recommended", epochs=2).fit(x)
+        >>> est.score_samples(x[:5]).shape
+        (5,)
     """
 
     def __init__(

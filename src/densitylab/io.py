@@ -37,7 +37,13 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     """Save a flow, a fitted estimator or a baseline to ``path`` (a directory, created or replaced).
 
     Example:
-        >>> dl.save(estimator, "model/")
+        >>> import tempfile, torch, densitylab as dl
+        >>> flow = dl.flows.realnvp(dim=2, n_layers=2, seed=0)
+        >>> folder = tempfile.mkdtemp() + "/model"
+        >>> _ = dl.save(flow, folder)
+        >>> x = torch.zeros(3, 2)
+        >>> torch.equal(dl.load(folder).log_prob(x), flow.log_prob(x))
+        True
     """
     kind = _kind_of(obj)
     tensors, config = SAVERS[kind](obj)

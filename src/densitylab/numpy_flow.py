@@ -43,9 +43,14 @@ vectorised operations on one array, and per-model bookkeeping (best state, gradi
 row arithmetic on the ``(M, P)`` view.
 
 Example:
+    >>> import densitylab as dl
+    >>> from densitylab.numpy_flow import NumpyRealNVP, fit
+    >>> moons = dl.datasets.get("moons")
+    >>> x, x_test = moons.sample(500, seed=0), moons.sample(100, seed=1)
     >>> model = NumpyRealNVP(dim=2, n_layers=4, hidden=(32, 32), seed=0)
-    >>> result = fit(model, x, epochs=200, batch_size=64, lr=1e-3)
-    >>> result.model.log_prob(x_test)
+    >>> result = fit(model, x, epochs=2, batch_size=64, lr=1e-3)
+    >>> result.model.log_prob(x_test).shape
+    (100,)
 
 References:
     Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP", ICLR.
@@ -206,8 +211,15 @@ class NumpyRealNVP:
     generator, so use :meth:`from_torch` to start from exactly a torch flow's weights.
 
     Args:
-        dim, n_layers, hidden, activation, separate_nets, scale, zero_init, n_models: as in
+        dim: number of coordinates ``D``; the remaining architecture arguments are those of
             :func:`densitylab.flows.realnvp`.
+        n_layers: number of affine couplings.
+        hidden: hidden widths of each s and t network.
+        activation: ``"leaky_relu"``, ``"relu"`` or ``"tanh"``.
+        separate_nets: separate s and t networks, or one network with both outputs.
+        scale: ``"factor"`` or ``"tanh"`` (bounded) scaling of ``s``.
+        zero_init: start every coupling as the identity.
+        n_models: independent models trained side by side.
         seed: seeds the initialisation (``numpy.random.default_rng``).
         masks: one boolean mask per coupling (``True`` = conditioning); default alternating halves.
 
@@ -861,8 +873,11 @@ def fit(
     seed or one per model. Other arguments as in :func:`densitylab.fit`.
 
     Example:
-        >>> result = fit(NumpyRealNVP(dim=2), x, epochs=200)
-        >>> result.history.val_nll[-1], result.model.log_prob(x_test)
+        >>> import densitylab as dl
+        >>> x = dl.datasets.get("moons").sample(500, seed=0)
+        >>> result = fit(NumpyRealNVP(dim=2, seed=0), x, epochs=2)
+        >>> len(result.history.val_nll), result.model.log_prob(x[:3]).shape
+        (2, (3,))
     """
     import torch
 

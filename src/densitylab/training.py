@@ -98,7 +98,9 @@ def fit(
     """Fit ``flow`` to data ``x`` of shape ``(n, D)`` by minimising the NLL with Adam.
 
     Args:
-        epochs, batch_size, lr: the optimisation budget (Adam, shuffled mini-batches).
+        epochs: passes over the training data (the optimisation budget).
+        batch_size: points per Adam step; batches are shuffled every epoch.
+        lr: Adam's learning rate (the peak rate under ``schedule="cosine"``).
         val_fraction: part of ``x`` held out for validation, split by ``seed``; ignored
             when ``x_val`` is given. The model kept is the one with the lowest validation NLL.
         seed: seeds the split and the batch order; the same seed gives the same result.
@@ -133,8 +135,12 @@ def fit(
             progress and writes checkpoints. Uses the torch engine.
 
     Example:
-        >>> result = fit(realnvp(dim=2), x, epochs=200)
-        >>> result.flow.log_prob(x_test)
+        >>> import densitylab as dl
+        >>> moons = dl.datasets.get("moons")
+        >>> x, x_test = moons.sample(500, seed=0), moons.sample(100, seed=1)
+        >>> result = fit(dl.flows.realnvp(dim=2), x, epochs=3, seed=0, verbose=False)
+        >>> result.flow.log_prob(x_test).shape      # exact log p(x), a torch tensor
+        torch.Size([100])
     """
     return fit_many(
         [flow], x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,

@@ -7,10 +7,13 @@ rules as :func:`densitylab.fit`, and ``densitylab.save`` / ``densitylab.load`` p
 
 Example:
     >>> import densitylab as dl
-    >>> vae = dl.baselines.fit_vae(dl.baselines.VAE(dim=2), x, epochs=300).model
-    >>> log_p, se = vae.log_prob_iw(x_test, k=1000, seed=0)
-    >>> gan = dl.baselines.fit_gan(dl.baselines.GAN(dim=2), x, epochs=300).model
-    >>> gan.sample(1000, seed=0)
+    >>> moons = dl.datasets.get("moons")
+    >>> x, x_test = moons.sample(500, seed=0), moons.sample(100, seed=1)
+    >>> vae = dl.baselines.fit_vae(dl.baselines.VAE(dim=2), x, epochs=3, verbose=False).model
+    >>> log_p, se = vae.log_prob_iw(x_test, k=100, seed=0)   # log p(x) per point, its std. error
+    >>> gan = dl.baselines.fit_gan(dl.baselines.GAN(dim=2), x, epochs=3, verbose=False).model
+    >>> gan.sample(1000, seed=0).shape                       # a GAN has samples, no density
+    torch.Size([1000, 2])
 """
 
 from __future__ import annotations

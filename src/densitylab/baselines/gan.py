@@ -55,9 +55,11 @@ class GAN(StandardizedModel):
     Parameters are initialised from ``seed``.
 
     Example:
-        >>> gan = GAN(dim=2)
-        >>> result = fit_gan(gan, x, epochs=300)
-        >>> gan.sample(1000, seed=0)
+        >>> import densitylab as dl
+        >>> x = dl.datasets.get("moons").sample(500, seed=0)
+        >>> result = fit_gan(GAN(dim=2), x, epochs=3, verbose=False)
+        >>> result.model.sample(1000, seed=0).shape
+        torch.Size([1000, 2])
 
     References:
         Goodfellow, I. et al. (2014). Generative adversarial nets. NeurIPS.

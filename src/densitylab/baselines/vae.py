@@ -63,9 +63,13 @@ class VAE(StandardizedModel):
     Evaluation methods take array-likes or tensors, return tensors, and build no autograd graph.
 
     Example:
-        >>> vae = VAE(dim=2, latent_dim=2)
-        >>> result = fit_vae(vae, x, epochs=200)
-        >>> log_p, se = vae.log_prob_iw(x_test, k=1000, seed=0)
+        >>> import densitylab as dl
+        >>> moons = dl.datasets.get("moons")
+        >>> x, x_test = moons.sample(500, seed=0), moons.sample(100, seed=1)
+        >>> vae = fit_vae(VAE(dim=2, latent_dim=2), x, epochs=3, verbose=False).model
+        >>> log_p, se = vae.log_prob_iw(x_test, k=100, seed=0)
+        >>> log_p.shape
+        torch.Size([100])
 
     References:
         Kingma, D. P. and Welling, M. (2014). Auto-encoding variational Bayes. ICLR.
@@ -240,8 +244,12 @@ def fit_vae(
     ``MAX_BAD_STEPS`` of them in a row stop training with a ``RuntimeWarning``.
 
     Example:
-        >>> result = fit_vae(VAE(dim=2), x, epochs=300, lr=1e-3, seed=0)
-        >>> result.model.elbo(x_test).mean()
+        >>> import densitylab as dl
+        >>> moons = dl.datasets.get("moons")
+        >>> x, x_test = moons.sample(500, seed=0), moons.sample(100, seed=1)
+        >>> result = fit_vae(VAE(dim=2), x, epochs=3, lr=1e-3, seed=0, verbose=False)
+        >>> result.model.elbo(x_test).shape        # a lower bound on log p(x), per point
+        torch.Size([100])
 
     References:
         Kingma, D. P. and Welling, M. (2014). Auto-encoding variational Bayes. ICLR.

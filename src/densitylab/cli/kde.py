@@ -132,6 +132,12 @@ def kde(
             figures["density"] = density_panels(
                 {f"KDE, {label}": estimate}, grid, f"{Path(data).name}: KDE", points=x
             )
+    else:  # 1-D: histogram and curve; D > 2: pairs plot of the (exact) marginals
+        from densitylab import plots
+
+        figures["density"] = plots.density(
+            model, data=x, seed=seed, title=f"{Path(data).name}: KDE, {describe(spec, model)}"
+        )
     config = {
         "command": "kde", "data": data, "bandwidth": bandwidth, "n": n, "seed": seed,
         "resolution": resolution, "truth": None if truth is None else truth.name,

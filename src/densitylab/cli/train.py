@@ -207,6 +207,12 @@ def run_figures(result, test, truth, seed: int) -> dict:
             truth_image = np.exp(truth.log_prob(grid.points)).reshape(grid.shape)
             panels = {"true p(x)": truth_image, **panels}
         figures["density"] = density_panels(panels, grid, "Density on a 150x150 grid")
+    else:  # D > 2: 1-D and 2-D marginals (estimated from samples) against the test data
+        from densitylab import plots
+
+        figures["density"] = plots.pairs(flow, test[:2000], seed=seed,
+                                         title="Marginals of the flow and the test data")
+        figures["layers"] = plots.layers(flow, seed=seed)
     return figures
 
 

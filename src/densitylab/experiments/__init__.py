@@ -5,8 +5,10 @@ into its own directory (``outcome.json`` plus ``figures/``), which the report re
 
 Example:
     >>> from densitylab import experiments
-    >>> outcome = experiments.run("depth", "runs/depth", quick=True)
-    >>> print(outcome.findings)
+    >>> "kde-bandwidth" in experiments.names()
+    True
+    >>> outcome = experiments.run("kde-bandwidth", "runs/kde", quick=True)  # doctest: +SKIP
+    >>> print(outcome.findings)  # doctest: +SKIP
 """
 
 from __future__ import annotations

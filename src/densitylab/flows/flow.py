@@ -32,6 +32,7 @@ class Flow(nn.Module):
     (see :func:`densitylab.flows.stack`) also takes ``(M, n, D)`` and returns a leading ``M``.
 
     Example:
+        >>> from densitylab.flows import realnvp
         >>> flow = realnvp(dim=2, n_layers=4)
         >>> x = flow.sample(100, seed=0)
         >>> flow.log_prob(x).shape

@@ -156,7 +156,9 @@ class SplineCoupling(Coupling):
 
     Args:
         mask: length-``D`` booleans; ``True`` marks the conditioning coordinates ``x_a``.
-        hidden, activation: the conditioner network (one network for all spline parameters).
+        hidden: hidden widths of the conditioner network (one network for all spline
+            parameters).
+        activation: the conditioner's activation, ``"leaky_relu"``, ``"relu"`` or ``"tanh"``.
         bins: spline pieces per coordinate.
         bound: half-width of the interval the splines cover; put the data inside it (e.g.
             standardise, see ``fit(..., standardize=True)``).

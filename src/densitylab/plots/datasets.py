@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from densitylab._validation import as_points
+from densitylab.plots._figure import Figure
 
 
 def _points(ax: Axes, x: np.ndarray, label: str | None = None) -> None:

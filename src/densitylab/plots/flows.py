@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from densitylab.plots._figure import Figure
 from densitylab.training import History
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)

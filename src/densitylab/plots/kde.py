@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from densitylab.grids import Grid
+from densitylab.plots._figure import Figure
 
 
 def density_panels(

@@ -1,0 +1,229 @@
+"""What the model figures show, computed: densities on grids, samples and marginals of any model.
+
+The figure functions of :mod:`densitylab.plots` accept any fitted densitylab model; this module
+turns one into arrays, so plotting code never computes. A *model* here is anything with a
+log-density:
+
+- an estimator with ``score_samples`` (``KDE``, ``FlowDensity``, ``AutoDensity``, scikit-learn's
+  ``KernelDensity`` or ``GaussianMixture``);
+- a raw :class:`~densitylab.flows.Flow` or a :class:`~densitylab.training.FitResult`;
+- a built-in distribution (``densitylab.datasets.get(...)``), whose density is exact;
+- anything else with ``log_prob`` taking ``(n, d)`` points.
+
+Example:
+    >>> import densitylab as dl
+    >>> from densitylab import views
+    >>> x = dl.datasets.get("moons").sample(500, seed=0)
+    >>> kde = dl.KDE(bandwidth=0.2).fit(x)
+    >>> views.dimension(kde)
+    2
+    >>> views.log_density(kde, x[:3]).shape
+    (3,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from densitylab.grids import Bounds, Grid, make_grid
+
+Curves = dict[int, tuple[np.ndarray, np.ndarray]]  # axis -> (positions, 1-D marginal density)
+Images = dict[tuple[int, int], tuple[Grid, np.ndarray]]  # (row axis, column axis) -> image
+
+
+def _unwrap(model: Any) -> Any:
+    """The object that holds the density: a FitResult's flow, a selector's refitted winner."""
+    if hasattr(model, "flow") and hasattr(model, "history"):  # FitResult
+        return model.flow
+    return model
+
+
+def as_flow(model: Any) -> Any:
+    """The :class:`~densitylab.flows.Flow` inside ``model`` (a flow, a FitResult, a fitted
+    ``FlowDensity`` or a selector whose winner is one), or ``None`` when it holds none."""
+    from densitylab.flows import Flow
+
+    model = _unwrap(model)
+    for _ in range(3):  # Flow, estimator.flow_, selector.best_estimator_.flow_
+        if isinstance(model, Flow):
+            return model
+        if hasattr(model, "flow_"):
+            model = model.flow_
+        elif hasattr(model, "best_estimator_"):
+            model = model.best_estimator_
+        else:
+            return None
+    return model if isinstance(model, Flow) else None
+
+
+def _kde_inside(model: Any) -> Any:
+    """The densitylab ``KDE`` inside ``model`` (itself, or a selector's winner), else ``None``."""
+    from densitylab.kde import KDE
+
+    model = _unwrap(model)
+    if isinstance(model, KDE):
+        return model
+    winner = getattr(model, "best_estimator_", None)
+    return winner if isinstance(winner, KDE) else None
+
+
+def dimension(model: Any) -> int:
+    """Number of coordinates of the points ``model`` describes."""
+    model = _unwrap(model)
+    flow = as_flow(model)
+    if flow is not None:
+        return int(flow.dim)
+    for name in ("n_features_in_", "dim"):
+        value = getattr(model, name, None)
+        if isinstance(value, int | np.integer):
+            return int(value)
+    raise ValueError(
+        f"cannot tell the dimension of a {type(model).__name__}: fit it first, or pass a model "
+        "with n_features_in_ (a fitted estimator) or dim (a flow or distribution)"
+    )
+
+
+def log_density(model: Any, points: np.ndarray) -> np.ndarray:
+    """Log-density of ``model`` at ``points`` ``(n, d)``, a NumPy array of shape ``(n,)``."""
+    points = np.asarray(points, dtype=np.float64)
+    model = _unwrap(model)
+    flow = as_flow(model) if not hasattr(model, "score_samples") else None
+    if flow is not None:
+        from densitylab.evaluation import flow_log_prob
+
+        return flow_log_prob(flow, points)
+    if hasattr(model, "score_samples"):
+        return np.asarray(model.score_samples(points), dtype=np.float64)
+    if hasattr(model, "log_prob"):
+        value = model.log_prob(points)
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().double().cpu().numpy()
+        return np.asarray(value, dtype=np.float64)
+    raise TypeError(
+        f"a {type(model).__name__} has no density: pass a fitted estimator (score_samples), "
+        "a flow, a fit result or a distribution (log_prob)"
+    )
+
+
+def draw(model: Any, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` samples of ``model`` as a NumPy array ``(n, d)``, from an explicit seed."""
+    model = _unwrap(model)
+    if not hasattr(model, "sample") and hasattr(model, "best_estimator_"):  # GridSearchCV
+        model = model.best_estimator_
+    flow = as_flow(model) if not hasattr(model, "score_samples") else None
+    if flow is not None:
+        from densitylab.evaluation import flow_samples
+
+        return flow_samples(flow, n, seed)
+    if hasattr(model, "score_samples"):  # scikit-learn convention
+        try:
+            value = model.sample(n, random_state=seed)
+        except TypeError:  # GaussianMixture: no argument, its own random_state decides
+            value = model.sample(n)
+        if isinstance(value, tuple):  # GaussianMixture returns (points, component labels)
+            value = value[0]
+        return np.asarray(value, dtype=np.float64)
+    if hasattr(model, "sample"):
+        value = model.sample(n, seed=seed)
+        if hasattr(value, "detach"):
+            value = value.detach().double().cpu().numpy()
+        return np.asarray(value, dtype=np.float64)
+    raise TypeError(f"a {type(model).__name__} cannot draw samples (it has no sample method)")
+
+
+def bounds_of(*clouds: np.ndarray, quantile: float = 0.005, pad: float = 0.15) -> np.ndarray:
+    """Per-axis plotting range ``(d, 2)`` covering all but the extreme tails of the points."""
+    stacked = np.concatenate([np.asarray(c, dtype=np.float64) for c in clouds])
+    low, high = np.quantile(stacked, [quantile, 1 - quantile], axis=0)
+    width = np.where(high > low, high - low, 1.0)
+    return np.column_stack([low - pad * width, high + pad * width])
+
+
+def density_grid(model: Any, bounds: Bounds, resolution: int = 120) -> tuple[Grid, np.ndarray]:
+    """A 2-D model's density on a ``resolution x resolution`` grid: ``(grid, image)``."""
+    grid = make_grid(bounds, resolution)
+    kde = _kde_inside(model)
+    if kde is not None and model is kde:
+        return grid, kde.evaluate_grid(grid)
+    return grid, np.exp(log_density(model, grid.points)).reshape(grid.shape)
+
+
+def density_curve(model: Any, xs: np.ndarray) -> np.ndarray:
+    """A 1-D model's density at the positions ``xs``."""
+    return np.exp(log_density(model, np.asarray(xs, dtype=np.float64)[:, None]))
+
+
+def _marginal_kde(kde: Any, samples: np.ndarray | None, axes: Sequence[int]) -> Any:
+    """A KDE whose density is a marginal on ``axes``: exact for a Gaussian ``kde`` (its
+    marginal is the KDE of the projected data with the projected kernel covariance); else a
+    Scott-bandwidth KDE of the model's ``samples`` projected on ``axes``."""
+    from densitylab.kde import KDE
+
+    axes = list(axes)
+    if kde is not None:
+        covariance = kde.covariance_[np.ix_(axes, axes)]
+        return KDE(bandwidth=np.linalg.cholesky(covariance)).fit(
+            kde.data_[:, axes], sample_weight=kde.weights_
+        )
+    return KDE(bandwidth="scott").fit(samples[:, axes])
+
+
+def marginals(
+    model: Any,
+    bounds: np.ndarray,
+    resolution: int = 60,
+    n_samples: int = 4000,
+    seed: int = 0,
+) -> tuple[Curves, Images]:
+    """1-D and 2-D marginal densities of a ``d``-dimensional model, for a pairs plot.
+
+    Returns ``({i: (xs, density)}, {(i, j): (grid, image)})`` for every axis ``i`` and every
+    pair ``i > j`` (``j`` horizontal, ``i`` vertical), on ``bounds`` ``(d, 2)``. A KDE's
+    marginals are exact; other models' are estimated from one draw of ``n_samples`` samples
+    (seeded) with a KDE, the same draw for every panel, so the panels agree with each other.
+    """
+    bounds = np.asarray(bounds, dtype=np.float64)
+    kde = _kde_inside(model)
+    samples = None if kde is not None else draw(model, n_samples, seed)
+    one: Curves = {}
+    two: Images = {}
+    for i in range(len(bounds)):
+        xs = np.linspace(bounds[i, 0], bounds[i, 1], 4 * resolution)
+        one[i] = xs, np.exp(_marginal_kde(kde, samples, [i]).score_samples(xs[:, None]))
+        for j in range(i):
+            grid = make_grid(((bounds[j, 0], bounds[j, 1]), (bounds[i, 0], bounds[i, 1])),
+                             resolution)
+            two[i, j] = grid, _marginal_kde(kde, samples, [j, i]).evaluate_grid(grid)
+    return one, two
+
+
+def layer_trace(model: Any, n: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """Samples after every layer of the flow inside ``model``, prior first and data last."""
+    import torch
+
+    flow = as_flow(model)
+    if flow is None:
+        raise TypeError(
+            f"a {type(model).__name__} has no layers to trace: pass a flow, a fit result or a "
+            "fitted FlowDensity"
+        )
+    with torch.no_grad():
+        return [t.detach().double().cpu().numpy() for t in flow.trace_to_data(n, seed=seed)]
+
+
+def history_of(result: Any) -> Any:
+    """The training :class:`~densitylab.training.History` of a fit result, a fitted
+    ``FlowDensity`` (``history_``) or a history itself."""
+    for name in ("history", "history_"):
+        value = getattr(result, name, None)
+        if value is not None and hasattr(value, "train_nll"):
+            return value
+    if hasattr(result, "train_nll") and hasattr(result, "val_nll"):
+        return result
+    raise TypeError(
+        f"a {type(result).__name__} has no training history: pass a fit result, a fitted "
+        "FlowDensity or a History"
+    )
