@@ -180,3 +180,15 @@ def test_error_messages_keep_their_quotes(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main()
     assert capsys.readouterr().err.strip().endswith("got '8,a'")  # the closing quote stays
+
+
+def test_train_on_one_column_data_with_a_spline_flow(tmp_path):
+    x = np.random.default_rng(0).gamma(2.0, size=(300, 1))
+    np.savetxt(tmp_path / "one.csv", x)
+    code, output = invoke("train", str(tmp_path / "one.csv"), "--model", "nsf", "--standardize",
+                          "--epochs", "3", "--out", str(tmp_path / "run"), "-q")
+    assert code == 0, output
+    assert {p.name for p in (tmp_path / "run" / "figures").iterdir()} == {
+        "loss.png", "density.png", "samples.png"}
+    code, output = invoke("train", str(tmp_path / "one.csv"), "--out", str(tmp_path / "r2"))
+    assert code == 2 and "use nsf" in output

@@ -174,6 +174,7 @@ def test_public_surface():
     assert not {"Any", "annotations", "importlib"} & set(names)
     for name in dl.__all__:
         assert getattr(dl, name) is not None
+    assert set(dl.__all__) == dl._SUBMODULES | set(dl._ATTRIBUTES) | {"__version__"}
     for name in dl.plots.__all__:
         assert getattr(dl.plots, name) is not None
 

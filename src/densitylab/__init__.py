@@ -4,12 +4,14 @@ Submodules load on first use, so ``densitylab --help`` stays quick and torch is 
 when a flow is needed. Every name below is listed by ``dir(densitylab)`` and visible to type
 checkers and IDEs.
 
-- Estimators: :class:`KDE`, :class:`FlowDensity`; training: :func:`fit`, :func:`fit_many`,
+- Estimators: :class:`KDE`, :class:`FlowDensity`, :class:`OutlierDetector` (anomalies by
+  low density); training: :func:`fit`, :func:`fit_many`,
   :class:`FitResult`; persistence: :func:`save`, :func:`load`.
 - Submodules: ``datasets`` (toy laws with exact densities, user files), ``flows`` (RealNVP,
   Glow, spline flows), ``plots`` (figures of models), ``baselines`` (VAE, GAN), ``numpy_flow``
   (a teaching RealNVP in NumPy), ``distributed`` (torchrun), ``metrics``, ``evaluation``,
-  ``experiments``, ``views``, ``grids``, ``kde``, ``training``, ``estimators``, ``io``.
+  ``experiments``, ``views``, ``grids``, ``kde``, ``training``, ``estimators``, ``io``,
+  ``outliers``.
 
 Example:
     >>> import densitylab as dl
@@ -36,6 +38,7 @@ if _typing.TYPE_CHECKING:
         kde,
         metrics,
         numpy_flow,
+        outliers,
         plots,
         report,
         training,
@@ -44,14 +47,15 @@ if _typing.TYPE_CHECKING:
     from densitylab.estimators import FlowDensity
     from densitylab.io import load, save
     from densitylab.kde import KDE
+    from densitylab.outliers import OutlierDetector
     from densitylab.training import FitResult, fit, fit_many
 
 __version__ = "0.1.0"
 
 _SUBMODULES = {
     "baselines", "datasets", "derivations", "distributed", "estimators", "evaluation",
-    "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "plots", "report",
-    "training", "views",
+    "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "outliers", "plots",
+    "report", "training", "views",
 }
 _ATTRIBUTES = {
     "KDE": "densitylab.kde",
@@ -64,10 +68,11 @@ _ATTRIBUTES = {
     "load": "densitylab.io",
 }
 
-__all__ = [
-    "FitResult", "FlowDensity", "KDE", "__version__", "baselines", "datasets", "derivations",
-    "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many", "flows", "grids",
-    "io", "kde", "load", "metrics", "numpy_flow", "plots", "report", "save", "training", "views",
+__all__ = [  # a literal, for type checkers; a test keeps it equal to the two tables above
+    "FitResult", "FlowDensity", "KDE", "OutlierDetector", "__version__", "baselines", "datasets",
+    "derivations", "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many",
+    "flows", "grids", "io", "kde", "load", "metrics", "numpy_flow", "outliers", "plots", "report",
+    "save", "training", "views",
 ]
 
 

@@ -189,8 +189,16 @@ def run_figures(result, test, truth, seed: int) -> dict:
     from densitylab.plots.kde import density_panels
 
     flow = result.flow
-    samples = flow_samples(flow, min(len(test), 2000), seed)
     entropy = truth.entropy() if truth is not None else None
+    if flow.dim == 1:  # a histogram of the test data under the density, and samples beside it
+        from densitylab import plots
+
+        return {
+            "loss": plots.loss(result, entropy=entropy, title="Negative log-likelihood per epoch"),
+            "density": plots.density(flow, data=test[:2000], seed=seed),
+            "samples": plots.samples(flow, test[:2000], seed=seed),
+        }
+    samples = flow_samples(flow, min(len(test), 2000), seed)
     figures = {
         "loss": flow_plots.loss_curves({"flow": result.history}, entropy, "Negative log-likelihood per epoch"),
         "samples": flow_plots.samples_vs_data(test[:2000], samples, "Test data and flow samples"),
