@@ -14,6 +14,7 @@ from densitylab.flows import (
     AffineCoupling,
     ElementwiseSpline,
     InvertibleLinear,
+    MaskedAutoregressive,
     Permutation,
     SplineCoupling,
     TriangularCoupling,
@@ -59,6 +60,10 @@ TRANSFORMS = {
         fourier=2, generator=g,
     ),
     "elementwise-spline": lambda d, g: ElementwiseSpline(d, bins=5, bound=2.5, generator=g),
+    "maf-affine": lambda d, g: MaskedAutoregressive(d, hidden=(16, 16), generator=g),
+    "iaf-spline-reversed": lambda d, g: MaskedAutoregressive(
+        d, hidden=(16,), transform="spline", bins=5, bound=2.5, inverse=True, reverse=True,
+        generator=g),
     "coupling-fourier": lambda d, g: AffineCoupling(
         flows.builders.half_mask(d, False), hidden=(16,), fourier=3, generator=g
     ),
@@ -72,6 +77,9 @@ FLOWS = {
     "glow": lambda d, s: flows.glow(d, n_layers=2, hidden=(16,), seed=s),
     "nsf": lambda d, s: flows.nsf(d, n_layers=2, hidden=(16,), bins=6, bound=3.0, seed=s),
     "realnvp-fourier": lambda d, s: flows.realnvp(d, n_layers=2, hidden=(16,), fourier=2, seed=s),
+    "maf": lambda d, s: flows.maf(d, n_layers=2, hidden=(16,), seed=s),
+    "maf-spline": lambda d, s: flows.maf(d, n_layers=2, hidden=(16,), transform="spline",
+                                         bins=5, bound=3.0, seed=s),
 }
 
 
@@ -322,10 +330,19 @@ def test_fourier_features_encode_the_conditioner_input():
     assert not compiled.supports(flows.realnvp(2, fourier=1))
 
 
-def test_one_dimensional_spline_flows_are_exact():
+ONE_DIMENSIONAL = {
+    "nsf": lambda: flows.nsf(1, n_layers=3, bins=6, bound=3.0, seed=0),
+    "maf-spline": lambda: flows.maf(1, n_layers=2, hidden=(8,), transform="spline", bins=6,
+                                    bound=3.0, seed=0),
+    "iaf": lambda: flows.maf(1, n_layers=2, hidden=(8,), inverse=True, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", ONE_DIMENSIONAL)
+def test_one_dimensional_flows_are_exact(name):
     """D = 1: round trip, log-det against autograd, and a density that integrates to 1 before
     and after training on a skewed law."""
-    flow = perturbed(flows.nsf(1, n_layers=3, bins=6, bound=3.0, seed=0), 7)
+    flow = perturbed(ONE_DIMENSIONAL[name](), 7)
     x = points(1, n=32)
     z, logdet = flow.to_latent(x)
     x_back, logdet_back = flow.to_data(z)

@@ -4,6 +4,7 @@ Direction convention: ``to_latent`` is x -> z, ``to_data`` is z -> x; both retur
 ``(output, log|det J|)`` of the direction they compute.
 """
 
+from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.builders import (
     BUILDERS,
     RECOMMENDED_FIT,
@@ -11,6 +12,7 @@ from densitylab.flows.builders import (
     RECOMMENDED_STEPS,
     build,
     glow,
+    maf,
     nsf,
     realnvp,
     recommended,
@@ -42,6 +44,7 @@ __all__ = [
     "Coupling",
     "Flow",
     "InvertibleLinear",
+    "MaskedAutoregressive",
     "Permutation",
     "ElementwiseSpline",
     "SplineCoupling",
@@ -50,6 +53,7 @@ __all__ = [
     "TriangularCoupling",
     "build",
     "glow",
+    "maf",
     "nsf",
     "realnvp",
     "recommended",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from densitylab._validation import check_positive_int
+from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.flow import Flow
 from densitylab.flows.nets import check_activation, check_hidden
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
@@ -168,6 +169,45 @@ def nsf(
     return Flow(transforms, config)
 
 
+def maf(
+    dim: int,
+    n_layers: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    *,
+    transform: str = "affine",
+    bins: int = 8,
+    bound: float = 4.0,
+    activation: str = "leaky_relu",
+    inverse: bool = False,
+    seed: int = 0,
+    n_models: int = 1,
+) -> Flow:
+    """Masked autoregressive flow: ``n_layers`` MADE-conditioned layers, affine or
+    rational-quadratic spline (``transform``), the coordinate order reversed between layers;
+    each starts as the identity. ``inverse=True`` builds the inverse autoregressive flow (IAF):
+    one-pass sampling, ``dim`` sequential passes per density. Train splines on standardised
+    data (``fit(..., standardize=True)``).
+
+    References:
+        Papamakarios, Pavlakou & Murray (2017), "Masked Autoregressive Flow for Density
+        Estimation", NeurIPS.
+    """
+    _check_common(dim, n_layers, hidden, activation, minimum_dim=1)
+    if not isinstance(inverse, bool):
+        raise ValueError(f"inverse must be True or False, got {inverse!r}")
+    generator = torch.Generator().manual_seed(seed)
+    transforms: list[Transform] = [
+        MaskedAutoregressive(dim, hidden=hidden, activation=activation, transform=transform,
+                             bins=bins, bound=bound, inverse=inverse, reverse=layer % 2 == 1,
+                             n_models=n_models, generator=generator)
+        for layer in range(n_layers)
+    ]
+    config = dict(builder="maf", dim=dim, n_layers=n_layers, hidden=list(hidden),
+                  transform=transform, bins=bins, bound=bound, activation=activation,
+                  inverse=inverse, seed=seed)
+    return Flow(transforms, config)
+
+
 RECOMMENDED_MODEL = {"n_layers": 6, "hidden": (64, 64), "bins": 10, "bound": 4.0, "fourier": 3}
 RECOMMENDED_FIT = {"batch_size": 256, "lr": 3e-3, "schedule": "cosine", "standardize": True}
 RECOMMENDED_STEPS = 1000  # optimizer steps: 28 epochs of 10,000 points
@@ -201,7 +241,9 @@ def recommended_epochs(
     return max(1, math.ceil(RECOMMENDED_STEPS / steps_per_epoch))
 
 
-BUILDERS: dict[str, Callable[..., Flow]] = {"realnvp": realnvp, "glow": glow, "nsf": nsf}
+BUILDERS: dict[str, Callable[..., Flow]] = {
+    "realnvp": realnvp, "glow": glow, "nsf": nsf, "maf": maf,
+}
 
 
 def build(builder: str, standardize: bool = False, **config) -> Flow:

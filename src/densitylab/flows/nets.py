@@ -62,7 +62,8 @@ class StackedMLP(nn.Module):
     ``(n_nets, 1, fan_out)``; ``forward`` maps ``(n_nets, n, in_features)`` to
     ``(n_nets, n, out_features)``. Initialisation matches ``torch.nn.Linear`` (uniform in
     ``+-1/sqrt(fan_in)``), drawn from an explicit generator. With ``fourier > 0`` the input
-    first passes through :func:`fourier_features` with that many octaves.
+    first passes through :func:`fourier_features` with that many octaves. ``masks`` (one
+    ``(fan_in, fan_out)`` 0/1 matrix per layer) cut connections, as MADE does.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class StackedMLP(nn.Module):
         zero_init_output: bool = False,
         generator: torch.Generator | None = None,
         fourier: int = 0,
+        masks: Sequence[Tensor] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(fourier, bool) or not isinstance(fourier, int) or fourier < 0:
@@ -96,12 +98,23 @@ class StackedMLP(nn.Module):
                 bias.zero_()
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(bias))
+        # connectivity masks (MADE): rebuilt from the architecture, never saved
+        self.masks = None if masks is None else list(masks)
+        if self.masks is not None:
+            for layer, mask in enumerate(self.masks):
+                if tuple(mask.shape) != tuple(self.weights[layer].shape[1:]):
+                    raise ValueError(f"mask {layer} has shape {tuple(mask.shape)}, the layer "
+                                     f"{tuple(self.weights[layer].shape[1:])}")
+                self.register_buffer(f"mask_{layer}", mask.to(torch.get_default_dtype()),
+                                     persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         x = fourier_features(x, self.fourier)
         last = len(self.weights) - 1
         activate = _IN_PLACE[self.activation_name]
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if self.masks is not None:
+                weight = weight * getattr(self, f"mask_{layer}")
             if weight.shape[1] == 1:  # one input: an outer product, one fused pass
                 x = torch.addcmul(bias, x, weight)
             elif weight.shape[2] == 1:  # one output: BLAS is ~3.5x faster at w^T x^T than at x w
