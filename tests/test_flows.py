@@ -370,5 +370,5 @@ def test_one_dimensional_flows_are_exact(name):
 
 
 def test_one_dimensional_data_needs_a_spline_flow():
-    with pytest.raises(ValueError, match="use nsf"):
+    with pytest.raises(ValueError, match="use nsf or maf"):
         flows.realnvp(1)

@@ -44,6 +44,17 @@ def check_positive_int(
     return int(value)
 
 
+def check_flow_dim(dim: Any, minimum: int = 2) -> int:
+    """Return ``dim`` if it is an integer >= ``minimum`` (2 for couplings, which split the
+    input), else a ``ValueError`` that points one-dimensional data to the flows that take it."""
+    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < minimum:
+        hint = (" (for one-dimensional data use nsf or maf, which need no split)"
+                if dim == 1 else "")
+        raise ValueError(f"dim must be an integer >= {minimum} for a coupling flow, "
+                         f"got {dim!r}{hint}")
+    return int(dim)
+
+
 def check_positive_float(value: float, name: str) -> float:
     """Return ``value`` as a float if it is a finite positive real number, else a ``ValueError``.
 

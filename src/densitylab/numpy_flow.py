@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from densitylab._validation import check_positive_int
+from densitylab._validation import check_flow_dim, check_positive_int
 
 if TYPE_CHECKING:  # torch is imported only by the functions that talk to it
     from densitylab.flows import Flow
@@ -121,8 +121,7 @@ def _check_architecture(
     dim: int, n_layers: int, hidden: Sequence[int], activation: str, scale: str
 ) -> tuple[int, ...]:
     """The checks of :func:`densitylab.flows.realnvp`, with the same messages."""
-    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 for a coupling flow, got {dim!r}")
+    check_flow_dim(dim)
     check_positive_int(n_layers, "n_layers")
     widths = tuple(hidden) if isinstance(hidden, Sequence) else (hidden,)
     if not widths or any(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from densitylab._validation import check_positive_int
+from densitylab._validation import check_flow_dim, check_positive_int
 from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.flow import Flow
 from densitylab.flows.nets import check_activation, check_hidden
@@ -39,10 +39,7 @@ def half_mask(dim: int, flip: bool) -> torch.Tensor:
 def _check_common(
     dim: int, n_layers: int, hidden: Sequence[int], activation: str, minimum_dim: int = 2
 ) -> None:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < minimum_dim:
-        hint = " (for one-dimensional data use nsf, which stacks elementwise splines)"
-        raise ValueError(f"dim must be an integer >= {minimum_dim} for a coupling flow, "
-                         f"got {dim!r}" + (hint if dim == 1 else ""))
+    check_flow_dim(dim, minimum_dim)
     check_positive_int(n_layers, "n_layers")
     check_hidden(hidden)
     check_activation(activation)
