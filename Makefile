@@ -50,6 +50,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_kde.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_kde.py
 	$(PY) benchmarks/bench_flows.py
+	$(PY) benchmarks/bench_maf.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/anomaly.py
 
 clean:
 	rm -rf $(VENV) report site .cache

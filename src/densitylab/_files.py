@@ -110,7 +110,8 @@ def check_replaceable(path: Path, kind: str, transient: Collection[str] = ()) ->
         shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
         raise ValueError(
             f"{path} holds files densitylab did not write ({shown}); not overwriting it: "
-            "choose a new or empty directory"
+            "choose a new or empty directory (an output of densitylab 0.1 has no marker: "
+            "delete it yourself to reuse its name)"
         )
     if marker["kind"] != kind:
         raise ValueError(
