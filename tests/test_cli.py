@@ -110,7 +110,7 @@ def test_train_the_recommended_model_with_its_recipe(tmp_path):
         (["train", "nowhere.csv", "--out", "x"], "nowhere.csv"),
         (["train", "moons", "--activation", "swish", "--out", "x"], "swish"),
         (["train", "moons", "--hidden", "32,a", "--out", "x"], "--hidden"),
-        (["train", "moons", "--model", "maf", "--epochs", "1", "--out", "x"], "maf"),
+        (["train", "moons", "--model", "spam", "--epochs", "1", "--out", "x"], "spam"),
         (["train", "moons", "--epochs", "0", "--out", "x"], "epochs"),
         (["train", "moons", "--schedule", "linear", "--out", "x"], "linear"),
         (["run", "no-such-experiment", "--out", "x"], "no-such-experiment"),

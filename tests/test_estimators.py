@@ -44,7 +44,7 @@ def test_errors():
     with pytest.raises(NotFittedError):
         dl.FlowDensity().score_samples(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="unknown model"):
-        dl.FlowDensity(model="maf").fit(np.zeros((10, 2)))
+        dl.FlowDensity(model="spam").fit(np.zeros((10, 2)))
     with pytest.raises(ValueError, match="at least 2 features"):
         dl.FlowDensity().fit(np.zeros((10, 1)))
 

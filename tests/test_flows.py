@@ -254,7 +254,7 @@ def test_stack_rejects_different_architectures():
         (lambda: flows.realnvp(2, activation="swish"), "activation"),
         (lambda: flows.realnvp(2, mixing="shuffle"), "mixing"),
         (lambda: flows.realnvp(2, scale="exp"), "scale"),
-        (lambda: flows.build("maf", dim=2), "realnvp"),
+        (lambda: flows.build("spam", dim=2), "realnvp"),
         (lambda: AffineCoupling([True, True]), "mask"),
         (lambda: flows.realnvp(2).log_prob(torch.zeros(4, 3)), r"shape \(n, 2\)"),
         (lambda: flows.realnvp(2).log_prob(torch.tensor([[0.0, float("nan")]])), "NaN"),
@@ -308,8 +308,8 @@ def test_recipes_fill_in_what_the_user_left_unset():
     assert best["builder"] == "nsf" and best["hidden"] == (16,) and best["schedule"] is None
     assert best["epochs"] == flows.recommended_epochs(300) == 500  # 2 steps per epoch
     assert best["standardize"] is True and best["fourier"] == 3
-    with pytest.raises(ValueError, match="unknown model 'maf'"):
-        settings("maf", 10)
+    with pytest.raises(ValueError, match="unknown model 'spam'"):
+        settings("spam", 10)
     with pytest.raises(ValueError, match="unknown schedule"):
         settings("realnvp", 10, schedule="step")
 

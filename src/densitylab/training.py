@@ -75,6 +75,8 @@ def fit(
     flow: Flow,
     x: ArrayLike,
     *,
+    context: ArrayLike | None = None,
+    context_val: ArrayLike | None = None,
     epochs: int = 1000,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -98,6 +100,10 @@ def fit(
     """Fit ``flow`` to data ``x`` of shape ``(n, D)`` by minimising the NLL with Adam.
 
     Args:
+        context: for a conditional flow (built with ``context=C``), the ``(n, C)`` conditioning
+            values beside ``x``, one row per point: it then learns ``p(x | c)``. The rows of
+            ``x`` and ``context`` are split and batched together.
+        context_val: the context of ``x_val``.
         epochs: passes over the training data (the optimisation budget).
         batch_size: points per Adam step; batches are shuffled every epoch.
         lr: Adam's learning rate (the peak rate under ``schedule="cosine"``).
@@ -143,7 +149,8 @@ def fit(
         torch.Size([100])
     """
     return fit_many(
-        [flow], x, epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+        [flow], x, context=context, context_val=context_val, epochs=epochs,
+        batch_size=batch_size, lr=lr, val_fraction=val_fraction,
         x_val=x_val, seed=seed, patience=patience, clip_grad=clip_grad, schedule=schedule, ema=ema,
         standardize=standardize, threads=threads, verbose=verbose, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, resume=resume, engine=engine, device=device,
@@ -155,6 +162,8 @@ def fit_many(
     flows: Sequence[Flow],
     x: ArrayLike,
     *,
+    context: ArrayLike | None = None,
+    context_val: ArrayLike | None = None,
     epochs: int = 1000,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -191,7 +200,8 @@ def fit_many(
     seeds = [seed] * n_models if isinstance(seed, int | np.integer) else list(seed)
     if len(seeds) != n_models:
         raise ValueError(f"got {len(seeds)} seeds for {n_models} flows")
-    dim = flows[0].dim
+    dim = flows[0].dim + flows[0].context_features  # rows [x | c] for a conditional flow
+    x, x_val = _with_context(flows[0], x, context), _with_context(flows[0], x_val, context_val)
     data = _per_model(x, n_models, dim, "x")
     splits = [_split(len(d), val_fraction, s) for d, s in zip(data, seeds, strict=True)]
     if x_val is None:
@@ -214,7 +224,7 @@ def fit_many(
     x_train = torch.as_tensor(np.stack(train), dtype=model.dtype, device=model.device)
     x_valid = torch.as_tensor(np.stack(val), dtype=model.dtype, device=model.device)
     if standardize:
-        model.transforms[0].fit(x_train)
+        model.transforms[0].fit(x_train[..., : model.dim])
 
     with torch_threads(threads):
         fast = _use_compiled(engine, model, distributed, options.batch_size)
@@ -255,6 +265,26 @@ def _check_options(
     if ema is not None and not 0 <= ema < 1:
         raise ValueError(f"ema must lie in [0, 1), got {ema!r}")
     return _Options(epochs, batch_size, lr, patience, clip_grad, schedule, ema)
+
+
+def _with_context(flow: Flow, x: ArrayLike | None, context: ArrayLike | None):
+    """``x``, or the rows ``[x | context]`` a conditional flow trains on (per data set when
+    ``x`` is a sequence); a clear error where the context is missing or does not fit."""
+    if x is None or not flow.context_features:
+        if context is not None:
+            raise ValueError("context was given but this flow is not conditional (build it "
+                             "with context=C)")
+        return x
+    if context is None:
+        raise ValueError(f"this flow is conditional: pass context= with "
+                         f"{flow.context_features} column(s), one row per point")
+    if isinstance(x, list | tuple):
+        return [_with_context(flow, part, c) for part, c in zip(x, context, strict=True)]
+    points = as_points(x, name="x", dim=flow.dim)
+    given = as_points(context, name="context", dim=flow.context_features)
+    if len(points) != len(given):
+        raise ValueError(f"context has {len(given)} rows for {len(points)} points")
+    return np.hstack([points, given])
 
 
 def _per_model(x, n_models: int, dim: int, name: str) -> list[np.ndarray]:
@@ -300,11 +330,12 @@ def _use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int) 
         raise ValueError("distributed training uses the torch engine; use engine='auto' or 'torch'")
     if engine == "torch" or distributed:
         return False
-    ok = compiled.available() and compiled.supports(model) and model.device.type == "cpu"
+    ok = (compiled.available() and compiled.supports(model) and model.device.type == "cpu"
+          and not model.context_features)
     if engine == "compiled" and not ok:
         raise ValueError(
-            "the compiled engine needs numba and a RealNVP flow (affine couplings with "
-            "contiguous masks) on the CPU; use engine='torch'"
+            "the compiled engine needs numba and an unconditional RealNVP flow (affine "
+            "couplings with contiguous masks) on the CPU; use engine='torch'"
         )
     if engine == "compiled":
         return ok

@@ -46,7 +46,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), or recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), or recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),

@@ -57,6 +57,7 @@ def realnvp(
     mixing: str | None = None,
     triangular: bool = False,
     fourier: int = 0,
+    context: int = 0,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -66,6 +67,8 @@ def realnvp(
     or ``"permute"`` (a fixed random permutation) the mask stays and a permutation sits
     between consecutive couplings. ``triangular=True`` uses :class:`TriangularCoupling`.
     ``fourier=L`` feeds the s and t networks ``L`` octaves of Fourier features of their input.
+    ``context=C`` makes it conditional: ``p(x | c)`` with ``C`` context columns fed to every
+    conditioner network (``log_prob(x, c)``, ``sample(n, context=c)``).
 
     Example:
         >>> flow = realnvp(dim=2, n_layers=4, hidden=(32, 32))
@@ -77,7 +80,7 @@ def realnvp(
     coupling = TriangularCoupling if triangular else AffineCoupling
     options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
                    scale=scale, zero_init=zero_init, n_models=n_models, generator=generator,
-                   fourier=fourier)
+                   fourier=fourier, context=context)
     transforms: list[Transform] = []
     for layer in range(n_layers):
         if layer > 0 and mixing == "reverse":
@@ -89,7 +92,7 @@ def realnvp(
     config = dict(
         builder="realnvp", dim=dim, n_layers=n_layers, hidden=list(hidden),
         activation=activation, separate_nets=separate_nets, scale=scale, zero_init=zero_init,
-        mixing=mixing, triangular=triangular, fourier=fourier, seed=seed,
+        mixing=mixing, triangular=triangular, fourier=fourier, context=context, seed=seed,
     )
     return Flow(transforms, config)
 
@@ -103,10 +106,12 @@ def glow(
     separate_nets: bool = True,
     scale: str = "factor",
     zero_init: bool = False,
+    context: int = 0,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
-    """Glow: ``n_layers`` steps of ActNorm -> InvertibleLinear -> AffineCoupling.
+    """Glow: ``n_layers`` steps of ActNorm -> InvertibleLinear -> AffineCoupling
+    (conditional on ``context`` columns fed to the couplings' networks, as in :func:`realnvp`).
 
     References:
         Kingma & Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolutions".
@@ -114,7 +119,8 @@ def glow(
     _check_common(dim, n_layers, hidden, activation)
     generator = torch.Generator().manual_seed(seed)
     options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
-                   scale=scale, zero_init=zero_init, n_models=n_models, generator=generator)
+                   scale=scale, zero_init=zero_init, n_models=n_models, generator=generator,
+                   context=context)
     transforms: list[Transform] = []
     for _ in range(n_layers):
         transforms += [
@@ -124,7 +130,8 @@ def glow(
         ]
     config = dict(
         builder="glow", dim=dim, n_layers=n_layers, hidden=list(hidden), activation=activation,
-        separate_nets=separate_nets, scale=scale, zero_init=zero_init, seed=seed,
+        separate_nets=separate_nets, scale=scale, zero_init=zero_init, context=context,
+        seed=seed,
     )
     return Flow(transforms, config)
 
@@ -138,6 +145,7 @@ def nsf(
     bound: float = 4.0,
     activation: str = "leaky_relu",
     fourier: int = 0,
+    context: int = 0,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -146,23 +154,32 @@ def nsf(
     standardised data (``fit(..., standardize=True)``) so the data lie inside the bound.
 
     For ``dim=1`` there is nothing to condition on: the layers are elementwise splines with
-    learned parameters (``hidden``, ``activation`` and ``fourier`` are then unused).
+    learned parameters (``hidden``, ``activation`` and ``fourier`` are then unused), or, with
+    ``context=C``, splines whose knots a network computes from the context. ``context=C``
+    makes any of them conditional, ``p(x | c)``, as in :func:`realnvp`.
 
     References:
         Durkan, Bekasov, Murray & Papamakarios (2019), "Neural Spline Flows", NeurIPS.
     """
     _check_common(dim, n_layers, hidden, activation, minimum_dim=1)
     generator = torch.Generator().manual_seed(seed)
-    transforms: list[Transform] = [
-        ElementwiseSpline(dim, bins=bins, bound=bound, n_models=n_models, generator=generator)
-        if dim == 1 else
-        SplineCoupling(half_mask(dim, layer % 2 == 1), hidden=hidden, activation=activation,
-                       bins=bins, bound=bound, n_models=n_models, generator=generator,
-                       fourier=fourier)
-        for layer in range(n_layers)
-    ]
+    def layer(k: int) -> Transform:
+        if dim > 1:
+            return SplineCoupling(half_mask(dim, k % 2 == 1), hidden=hidden,
+                                  activation=activation, bins=bins, bound=bound,
+                                  n_models=n_models, generator=generator, fourier=fourier,
+                                  context=context)
+        if context:  # a one-dimensional autoregressive spline reads only the context
+            return MaskedAutoregressive(1, hidden=hidden, activation=activation,
+                                        transform="spline", bins=bins, bound=bound,
+                                        n_models=n_models, generator=generator, context=context)
+        return ElementwiseSpline(dim, bins=bins, bound=bound, n_models=n_models,
+                                 generator=generator)
+
+    transforms = [layer(k) for k in range(n_layers)]
     config = dict(builder="nsf", dim=dim, n_layers=n_layers, hidden=list(hidden), bins=bins,
-                  bound=bound, activation=activation, fourier=fourier, seed=seed)
+                  bound=bound, activation=activation, fourier=fourier, context=context,
+                  seed=seed)
     return Flow(transforms, config)
 
 
@@ -176,6 +193,7 @@ def maf(
     bound: float = 4.0,
     activation: str = "leaky_relu",
     inverse: bool = False,
+    context: int = 0,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -183,7 +201,8 @@ def maf(
     rational-quadratic spline (``transform``), the coordinate order reversed between layers;
     each starts as the identity. ``inverse=True`` builds the inverse autoregressive flow (IAF):
     one-pass sampling, ``dim`` sequential passes per density. Train splines on standardised
-    data (``fit(..., standardize=True)``).
+    data (``fit(..., standardize=True)``). ``context=C`` makes it conditional, ``p(x | c)``:
+    every layer's network also reads the ``C`` context columns.
 
     References:
         Papamakarios, Pavlakou & Murray (2017), "Masked Autoregressive Flow for Density
@@ -196,12 +215,12 @@ def maf(
     transforms: list[Transform] = [
         MaskedAutoregressive(dim, hidden=hidden, activation=activation, transform=transform,
                              bins=bins, bound=bound, inverse=inverse, reverse=layer % 2 == 1,
-                             n_models=n_models, generator=generator)
+                             n_models=n_models, generator=generator, context=context)
         for layer in range(n_layers)
     ]
     config = dict(builder="maf", dim=dim, n_layers=n_layers, hidden=list(hidden),
                   transform=transform, bins=bins, bound=bound, activation=activation,
-                  inverse=inverse, seed=seed)
+                  inverse=inverse, context=context, seed=seed)
     return Flow(transforms, config)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from densitylab.flows.transforms import Transform, as_input, lift
+from densitylab.flows.transforms import Transform, as_context, as_input, lift, with_context
 
 INFERENCE_CHUNK = 8192  # points per slice for large inputs in evaluation mode (see Flow._chunked)
 
@@ -49,6 +49,7 @@ class Flow(nn.Module):
             raise ValueError(f"transforms disagree on dim {dims} or model count {models}")
         self.transforms = nn.ModuleList(transforms)
         self.dim, self.n_models = dims.pop(), models.pop()
+        self.context_features = max(t.context_features for t in transforms)
         self.config = dict(config or {})
         like = transforms[0]._anchor  # dtype and device follow the transforms
         self.register_buffer("_anchor", torch.zeros((), dtype=like.dtype, device=like.device),
@@ -63,69 +64,95 @@ class Flow(nn.Module):
         return self._anchor.dtype
 
     # -- internal (M, n, D) computations, free of checks: the training loop calls these --------
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = None
         for transform in self.transforms:
-            x, step = transform._to_latent(x)
+            x, step = transform._to_latent(x, context)
             logdet = step if logdet is None else logdet + step
         return x, logdet
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = None
         for transform in reversed(self.transforms):
-            z, step = transform._to_data(z)
+            z, step = transform._to_data(z, context)
             logdet = step if logdet is None else logdet + step
         return z, logdet
 
-    def _log_prob(self, x: Tensor) -> Tensor:
-        z, logdet = self._to_latent(x)
+    def _split_rows(self, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Rows ``[x | c]`` -> ``(x, c)``; a flow without context reads rows as ``x``."""
+        if not self.context_features:
+            return rows, None
+        return rows[..., : self.dim], rows[..., self.dim :]
+
+    def _log_prob(self, rows: Tensor) -> Tensor:
+        """``log p(x | c)`` of rows ``[x | c]`` (just ``x`` for a flow without context): the
+        training loop batches such rows, so data and context always travel together."""
+        x, context = self._split_rows(rows)
+        z, logdet = self._to_latent(x, context)
         return standard_normal_log_prob(z) + logdet
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(M, n, D) -> (M, n)`` log-densities, unchecked; what DistributedDataParallel wraps."""
-        return self._log_prob(x)
+    def forward(self, rows: Tensor) -> Tensor:
+        """``(M, n, D [+ C]) -> (M, n)`` log-densities, unchecked; what DDP wraps."""
+        return self._log_prob(rows)
 
     # -- public API ----------------------------------------------------------------------------
     def _lifted(self, x: Tensor, beyond_range: bool = False) -> tuple[Tensor, bool]:
         x = as_input(x, self._anchor, self.dim, beyond_range)
         return lift(x, self.n_models), x.dim() == 2 and self.n_models == 1
 
-    def to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x -> z; returns ``(z, log|det dz/dx|)``."""
-        x, squeeze = self._lifted(x)
-        z, logdet = self._chunked(self._to_latent, x)
+    def _rows(self, x: Tensor, context: Tensor | None, beyond_range: bool = False
+              ) -> tuple[Tensor, bool]:
+        """Checked, lifted rows ``[x | c]`` and whether to drop the model dimension."""
+        x, squeeze = self._lifted(x, beyond_range)
+        c = as_context(context, self.context_features, x, self._anchor, self.n_models)
+        return with_context(x, c), squeeze
+
+    def to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x -> z (given the context ``c``, one row per point, for a conditional flow);
+        returns ``(z, log|det dz/dx|)``."""
+        rows, squeeze = self._rows(x, context)
+        z, logdet = self._chunked(lambda r: self._to_latent(*self._split_rows(r)), rows)
         return (z[0], logdet[0]) if squeeze else (z, logdet)
 
-    def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """z -> x; returns ``(x, log|det dx/dz|)``."""
-        z, squeeze = self._lifted(z)
-        x, logdet = self._chunked(self._to_data, z)
+    def to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z -> x (given the context); returns ``(x, log|det dx/dz|)``."""
+        rows, squeeze = self._rows(z, context)
+        x, logdet = self._chunked(lambda r: self._to_data(*self._split_rows(r)), rows)
         return (x[0], logdet[0]) if squeeze else (x, logdet)
 
-    def log_prob(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """Exact log-density ``log p(x)`` in nats, shape ``(n,)`` (or ``(M, n)``), returned in
-        ``dtype`` (default: the flow's own).
+    def log_prob(
+        self, x: Tensor, context: Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """Exact log-density ``log p(x)`` (``log p(x | c)`` for a conditional flow, with one
+        context row per point) in nats, shape ``(n,)`` (or ``(M, n)``), returned in ``dtype``
+        (default: the flow's own).
 
         Every finite input gets a finite value or ``-inf``, never NaN: points whose computation
         overflows this flow's dtype (far from the data, or beyond a float32 range) are computed
         again in float64, and those that overflow even there have no representable density.
         Ask for ``dtype=torch.float64`` to keep such far values (-1e43) that float32 cannot hold.
         """
-        original = x
-        x, squeeze = self._lifted(x, beyond_range=True)
-        log_p = self._chunked(self._log_prob, x).to(dtype or self.dtype)
+        rows, squeeze = self._rows(x, context, beyond_range=True)
+        log_p = self._chunked(self._log_prob, rows).to(dtype or self.dtype)
         overflowed = ~torch.isfinite(log_p).all(dim=0)
         if overflowed.any():
-            log_p[:, overflowed] = self._log_prob_in_float64(original, overflowed).to(log_p.dtype)
+            wide_rows = self._float64_rows(x, context)[:, overflowed]
+            log_p[:, overflowed] = self._log_prob_in_float64(wide_rows).to(log_p.dtype)
         log_p = torch.where(torch.isnan(log_p), -math.inf, log_p)
         return log_p[0] if squeeze else log_p
 
-    def _log_prob_in_float64(self, x: Tensor, points: Tensor) -> Tensor:
-        """``log p`` of the selected ``points`` (a boolean mask over rows) in float64."""
+    def _float64_rows(self, x: Tensor, context: Tensor | None) -> Tensor:
+        def wide(a: Tensor) -> Tensor:
+            return lift(torch.as_tensor(a, dtype=torch.float64, device=self.device),
+                        self.n_models)
+
+        return wide(x) if context is None else torch.cat([wide(x), wide(context)], dim=-1)
+
+    def _log_prob_in_float64(self, rows: Tensor) -> Tensor:
+        """``log p`` of float64 rows, by a float64 copy of this flow."""
         wide = self if self.dtype == torch.float64 else copy.deepcopy(self).double()
-        x = lift(torch.as_tensor(x, dtype=torch.float64, device=self.device), self.n_models)
         with torch.no_grad():
-            return wide._log_prob(x[:, points])
+            return wide._log_prob(rows)
 
     def _chunked(self, function, x: Tensor):
         """``function(x)`` over ``(M, n, D)`` in slices of points, concatenated.
@@ -150,38 +177,53 @@ class Flow(nn.Module):
         shape = (self.n_models, n, self.dim)
         return torch.randn(shape, generator=generator, dtype=self.dtype, device=self.device)
 
-    def sample(self, n: int, seed: int | torch.Generator | None = None) -> Tensor:
-        """``n`` samples ``x``, shape ``(n, D)`` (or ``(M, n, D)``)."""
-        return self.sample_with_log_prob(n, seed)[0]
+    def sample(
+        self, n: int, seed: int | torch.Generator | None = None, context: Tensor | None = None
+    ) -> Tensor:
+        """``n`` samples ``x``, shape ``(n, D)`` (or ``(M, n, D)``); for a conditional flow,
+        one sample per row of ``context`` (a single row is repeated ``n`` times)."""
+        return self.sample_with_log_prob(n, seed, context)[0]
 
     def sample_with_log_prob(
-        self, n: int, seed: int | torch.Generator | None = None
+        self, n: int, seed: int | torch.Generator | None = None, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log-density from one pass: ``log p(x) = log N(z) - log|det dx/dz|``."""
         z = self.sample_latent(n, seed)
-        x, logdet = self._chunked(self._to_data, z)
+        c = self._sample_context(context, n)
+        x, logdet = self._chunked(lambda r: self._to_data(*self._split_rows(r)),
+                                  with_context(z, c))
         log_p = standard_normal_log_prob(z) - logdet
         return (x[0], log_p[0]) if self.n_models == 1 else (x, log_p)
 
+    def _sample_context(self, context: Tensor | None, n: int) -> Tensor | None:
+        if context is not None and self.context_features:
+            context = torch.as_tensor(context).reshape(-1, self.context_features)
+            context = context.expand(n, -1) if len(context) == 1 else context
+        like = torch.empty(n, self.dim)
+        return as_context(context, self.context_features, like, self._anchor, self.n_models)
+
     def trace_to_data(
-        self, z_or_n: Tensor | int, seed: int | torch.Generator | None = None
+        self, z_or_n: Tensor | int, seed: int | torch.Generator | None = None,
+        context: Tensor | None = None,
     ) -> list[Tensor]:
         """Points after every transform on the way z -> x: prior first, data last."""
         if isinstance(z_or_n, int):
             z, squeeze = self.sample_latent(z_or_n, seed), self.n_models == 1
         else:
             z, squeeze = self._lifted(z_or_n)
+        c = self._sample_context(context, z.shape[1])
         trace = [z]
         for transform in reversed(self.transforms):
-            trace.append(transform._to_data(trace[-1])[0])
+            trace.append(transform._to_data(trace[-1], c)[0])
         return [t[0] for t in trace] if squeeze else trace
 
-    def trace_to_latent(self, x: Tensor) -> list[Tensor]:
+    def trace_to_latent(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
         """Points after every transform on the way x -> z: data first, latent last."""
         x, squeeze = self._lifted(x)
+        c = as_context(context, self.context_features, x, self._anchor, self.n_models)
         trace = [x]
         for transform in self.transforms:
-            trace.append(transform._to_latent(trace[-1])[0])
+            trace.append(transform._to_latent(trace[-1], c)[0])
         return [t[0] for t in trace] if squeeze else trace
 
 

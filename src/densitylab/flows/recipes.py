@@ -1,8 +1,9 @@
 """Each model's defaults: the architecture and training budget used where a user sets none.
 
-``realnvp``, ``glow`` and ``nsf`` default to the coursework's setting (4 layers of (32, 32),
-1000 epochs of batches of 64, Adam 1e-3 at a constant rate); ``"recommended"`` is the spline flow
-of :func:`~densitylab.flows.recommended` with its recipe and a budget counted in optimizer steps.
+``realnvp``, ``glow``, ``nsf`` and ``maf`` default to the coursework's setting (4 layers of
+(32, 32), 1000 epochs of batches of 64, Adam 1e-3 at a constant rate); ``"recommended"`` is the
+spline flow of :func:`~densitylab.flows.recommended` with its recipe and a budget counted in
+optimizer steps.
 The estimator and the command line both fill in their unset values here.
 """
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from densitylab.flows.nets import StackedMLP
-from densitylab.flows.transforms import Coupling, Transform
+from densitylab.flows.transforms import Coupling, Transform, check_context, with_context
 
 MIN_BIN_WIDTH = 1e-3  # fraction of the interval; keeps every bin's slope finite
 MIN_BIN_HEIGHT = 1e-3
@@ -139,10 +139,10 @@ class ElementwiseSpline(Transform):
         out, log_derivative = rational_quadratic(values, raw, self.bound, inverse)
         return out, log_derivative.sum(-1)
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._spline(x, inverse=False)
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._spline(z, inverse=True)
 
 
@@ -164,6 +164,7 @@ class SplineCoupling(Coupling):
             standardise, see ``fit(..., standardize=True)``).
         zero_init: zero the conditioner's output layer so the coupling starts as the identity.
         fourier: octaves of Fourier features of ``x_a`` fed to the network (0: none).
+        context: columns of a context ``c`` fed to the network beside ``x_a`` (0: none).
     """
 
     def __init__(
@@ -177,28 +178,33 @@ class SplineCoupling(Coupling):
         n_models: int = 1,
         generator: torch.Generator | None = None,
         fourier: int = 0,
+        context: int = 0,
     ) -> None:
         super().__init__(mask, n_models)
         _check_spline(bins, bound)
         self.bins, self.bound = bins, float(bound)
+        self.context_features = check_context(context)
         n_a, n_b = len(self.cond_idx), len(self.trans_idx)
         self.net = StackedMLP(
-            n_nets=n_models, in_features=n_a, hidden=hidden, out_features=n_b * (3 * bins - 1),
+            n_nets=n_models, in_features=n_a + self.context_features, hidden=hidden,
+            out_features=n_b * (3 * bins - 1),
             activation=activation, zero_init_output=zero_init, generator=generator,
             fourier=fourier,
         )
 
-    def _spline(self, x_a: Tensor, values: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        raw = self.net(x_a).unflatten(-1, (values.shape[-1], 3 * self.bins - 1))
+    def _spline(self, x_a: Tensor, values: Tensor, inverse: bool, context: Tensor | None
+                ) -> tuple[Tensor, Tensor]:
+        raw = self.net(with_context(x_a, context)).unflatten(
+            -1, (values.shape[-1], 3 * self.bins - 1))
         out, log_derivative = rational_quadratic(values, raw, self.bound, inverse)
         return out, log_derivative.sum(-1)
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_a, x_b = self._split(x)
-        z_b, logdet = self._spline(x_a, x_b, inverse=False)
+        z_b, logdet = self._spline(x_a, x_b, inverse=False, context=context)
         return self._merge(x_a, z_b), logdet
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z_a, z_b = self._split(z)
-        x_b, logdet = self._spline(z_a, z_b, inverse=True)
+        x_b, logdet = self._spline(z_a, z_b, inverse=True, context=context)
         return self._merge(z_a, x_b), logdet

@@ -44,7 +44,13 @@ def as_input(x: Tensor, like: Tensor, dim: int, beyond_range: bool = False) -> T
 
 
 class Transform(nn.Module, ABC):
-    """Base class: subclasses implement ``_to_latent`` and ``_to_data`` on ``(M, n, D)``."""
+    """Base class: subclasses implement ``_to_latent`` and ``_to_data`` on ``(M, n, D)``.
+
+    A conditional transform (``context_features = C > 0``) also reads a context ``(M, n, C)``
+    (one row per point) in its conditioner; the others accept and ignore it.
+    """
+
+    context_features = 0
 
     def __init__(self, dim: int, n_models: int = 1) -> None:
         super().__init__()
@@ -54,27 +60,57 @@ class Transform(nn.Module, ABC):
         self.n_models = n_models
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
-    def to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x -> z; returns ``(z, log|det dz/dx|)``."""
-        return self._public(self._to_latent, x)
+        return self._public(self._to_latent, x, context)
 
-    def to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """z -> x; returns ``(x, log|det dx/dz|)``."""
-        return self._public(self._to_data, z)
+        return self._public(self._to_data, z, context)
 
-    def _public(self, method, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _public(self, method, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x = as_input(x, self._anchor, self.dim)
         squeeze = x.dim() == 2 and self.n_models == 1
-        out, logdet = method(lift(x, self.n_models))
+        c = as_context(context, self.context_features, x, self._anchor, self.n_models)
+        out, logdet = method(lift(x, self.n_models), c)
         return (out[0], logdet[0]) if squeeze else (out, logdet)
 
     @abstractmethod
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x -> z on ``(M, n, D)``."""
 
     @abstractmethod
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """z -> x on ``(M, n, D)``."""
+
+
+def check_context(context: int) -> int:
+    """The number of context columns a conditional transform reads (0: not conditional)."""
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(f"context must be a non-negative integer, got {context!r}")
+    return context
+
+
+def as_context(
+    context: Tensor | None, features: int, x: Tensor, like: Tensor, n_models: int
+) -> Tensor | None:
+    """Check a public context against a transform or flow that reads ``features`` columns:
+    one row per point of ``x``, lifted to ``(M, n, C)``; ``None`` where none is read."""
+    if features == 0:
+        if context is not None:
+            raise ValueError("this flow is not conditional: it takes no context")
+        return None
+    if context is None:
+        raise ValueError(f"this flow is conditional: pass a context of {features} column(s)")
+    c = as_input(context, like, features)
+    if c.shape[-2] != x.shape[-2]:
+        raise ValueError(f"the context has {c.shape[-2]} rows for {x.shape[-2]} points")
+    return lift(c, n_models)
+
+
+def with_context(x: Tensor, context: Tensor | None) -> Tensor:
+    """A conditioner's input: ``x`` with the context columns beside it."""
+    return x if context is None else torch.cat([x, context], dim=-1)
 
 
 def lift(x: Tensor, n_models: int) -> Tensor:
@@ -134,6 +170,8 @@ class AffineCoupling(Coupling):
         zero_init: zero the output layer so the coupling starts as the identity.
         fourier: octaves of Fourier features of ``x_a`` fed to the networks (0: none); helps
             them draw sharp edges.
+        context: columns of a context ``c`` fed to the networks beside ``x_a`` (0: none), for
+            a conditional density ``p(x | c)``.
 
     References:
         Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP", ICLR.
@@ -150,16 +188,18 @@ class AffineCoupling(Coupling):
         n_models: int = 1,
         generator: torch.Generator | None = None,
         fourier: int = 0,
+        context: int = 0,
     ) -> None:
         super().__init__(mask, n_models)
         if scale not in SCALINGS:
             raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALINGS)}")
         self.separate_nets = separate_nets
         self.scale = scale
+        self.context_features = check_context(context)
         n_a, n_b = len(self.cond_idx), len(self.trans_idx)
         self.net = StackedMLP(
             n_nets=n_models * (2 if separate_nets else 1),
-            in_features=n_a,
+            in_features=n_a + self.context_features,
             hidden=hidden,
             out_features=n_b if separate_nets else 2 * n_b,
             activation=activation,
@@ -170,8 +210,10 @@ class AffineCoupling(Coupling):
         start = 0.0 if scale == "factor" else 1.0
         self.scale_factor = nn.Parameter(torch.full((n_models, 1, n_b), start))
 
-    def scale_and_shift(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
-        """``s(x_a), t(x_a)`` for ``x_a`` of shape ``(M, n, D_a)``, each ``(M, n, D_b)``."""
+    def scale_and_shift(self, x_a: Tensor, context: Tensor | None = None
+                        ) -> tuple[Tensor, Tensor]:
+        """``s(x_a, c), t(x_a, c)`` for ``x_a`` of shape ``(M, n, D_a)``, each ``(M, n, D_b)``."""
+        x_a = with_context(x_a, context)
         m, n, n_a = x_a.shape
         if self.separate_nets:
             both = x_a.unsqueeze(1).expand(m, 2, n, n_a).reshape(2 * m, n, n_a)
@@ -189,17 +231,17 @@ class AffineCoupling(Coupling):
     def _pass_to_data(self, z_a: Tensor) -> Tensor:
         return z_a
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_a, x_b = self._split(x)
-        s, t = self.scale_and_shift(x_a)
+        s, t = self.scale_and_shift(x_a, context)
         z_a, logdet_a = self._pass_to_latent(x_a)
         logdet = s.sum(-1) if logdet_a is None else s.sum(-1) + logdet_a
         return self._merge(z_a, x_b * torch.exp(s) + t), logdet
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z_a, z_b = self._split(z)
         x_a = self._pass_to_data(z_a)
-        s, t = self.scale_and_shift(x_a)
+        s, t = self.scale_and_shift(x_a, context)
         _, logdet_a = self._pass_to_latent(x_a)
         logdet = -s.sum(-1) if logdet_a is None else -(s.sum(-1) + logdet_a)
         return self._merge(x_a, (z_b - t) * torch.exp(-s)), logdet
@@ -288,10 +330,10 @@ class Permutation(Transform):
         out = x.gather(-1, index.expand_as(x))
         return out, x.new_zeros(x.shape[:-1])
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._permute(x, self.perm)
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._permute(z, self.inverse_perm)
 
 
@@ -323,10 +365,10 @@ class Standardize(Transform):
     def _logdet(self, x: Tensor) -> Tensor:
         return self.log_std.sum(-1).expand(x.shape[0], x.shape[1])
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return (x - self.mean) * torch.exp(-self.log_std), -self._logdet(x)
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z * torch.exp(self.log_std) + self.mean, self._logdet(z)
 
 
@@ -366,12 +408,12 @@ class ActNorm(Transform):
     def _logdet(self, x: Tensor) -> Tensor:
         return self.log_scale.sum(-1).expand(x.shape[0], x.shape[1])
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.training and not self.initialized:
             self.initialize(x)
         return (x + self.bias) * torch.exp(self.log_scale), self._logdet(x)
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z * torch.exp(-self.log_scale) - self.bias, -self._logdet(z)
 
 
@@ -415,10 +457,10 @@ class InvertibleLinear(Transform):
     def _logdet(self, x: Tensor) -> Tensor:
         return self.log_s.sum(-1, keepdim=True).expand(x.shape[0], x.shape[1])
 
-    def _to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return x @ self.weight().transpose(-1, -2), self._logdet(x)
 
-    def _to_data(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         lower, upper = self._factors()
         rhs = self.perm.transpose(-1, -2) @ z.transpose(-1, -2)
         y = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
