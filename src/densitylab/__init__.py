@@ -22,6 +22,7 @@ _ATTRIBUTES = {
     "fit_many": "densitylab.training",
     "FitResult": "densitylab.training",
     "FlowDensity": "densitylab.estimators",
+    "AutoDensity": "densitylab.auto",
     "save": "densitylab.io",
     "load": "densitylab.io",
 }
