@@ -69,6 +69,7 @@ FLOWS = {
     "realnvp-triangular": lambda d, s: flows.realnvp(d, n_layers=2, triangular=True, seed=s),
     "glow": lambda d, s: flows.glow(d, n_layers=2, hidden=(16,), seed=s),
     "nsf": lambda d, s: flows.nsf(d, n_layers=2, hidden=(16,), bins=6, bound=3.0, seed=s),
+    "nsf-linear": lambda d, s: flows.nsf(d, n_layers=2, hidden=(16,), mixing="linear", seed=s),
     "realnvp-fourier": lambda d, s: flows.realnvp(d, n_layers=2, hidden=(16,), fourier=2, seed=s),
 }
 

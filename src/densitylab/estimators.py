@@ -33,14 +33,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     ``model`` is ``"tabular"`` (the default: the recipe for real data of
     :data:`densitylab.flows.recipes.TABULAR`, a bounded spline flow of 4 layers of (64, 64)
-    whose batch and number of steps grow with the data, about 2 steps per point between 200
-    and 1500, with early stopping on validation), ``"realnvp"``, ``"glow"``, ``"nsf"`` or
-    ``"recommended"`` (the spline flow of :func:`densitylab.flows.recommended` trained with its
-    recipe). Hyper-parameters left at ``None`` take the model's default: 4 layers of (32, 32),
-    1000 epochs, batches of 64, Adam 1e-3 at a constant rate for ``realnvp``, ``glow``, ``nsf``
-    (the coursework's setting); 6 layers of (64, 64), about 1000 steps
-    (:func:`~densitylab.flows.recommended_epochs`), batches of 256, Adam 3e-3 on a cosine
-    schedule for ``"recommended"``.
+    with a learned linear map before each, whose batch and number of steps grow with the data,
+    about 2 steps per point between 200 and 1500, with early stopping on validation),
+    ``"realnvp"``, ``"glow"``, ``"nsf"`` or ``"recommended"`` (the spline flow of
+    :func:`densitylab.flows.recommended` trained with its recipe). Hyper-parameters left at
+    ``None`` take the model's default: 4 layers of (32, 32), 1000 epochs, batches of 64, Adam
+    1e-3 at a constant rate for ``realnvp``, ``glow``, ``nsf`` (the coursework's setting);
+    6 layers of (64, 64), about 1000 steps (:func:`~densitylab.flows.recommended_epochs`),
+    batches of 256, Adam 3e-3 on a cosine schedule for ``"recommended"``.
 
     Columns of rounded measurements (at most half of their values distinct, see
     :func:`densitylab._rounding.rounding_steps`) are found in ``fit`` and listed in

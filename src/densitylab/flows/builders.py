@@ -26,6 +26,7 @@ from densitylab.flows.transforms import (
 )
 
 MIXINGS = (None, "reverse", "permute")
+NSF_MIXINGS = (None, "linear")
 
 
 def half_mask(dim: int, flip: bool) -> torch.Tensor:
@@ -135,6 +136,7 @@ def nsf(
     bound: float = 4.0,
     activation: str = "leaky_relu",
     fourier: int = 0,
+    mixing: str | None = None,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -142,19 +144,29 @@ def nsf(
     masks, identity outside ``[-bound, bound]``; each starts as the identity. Train it on
     standardised data (``fit(..., standardize=True)``) so the data lie inside the bound.
 
+    ``mixing="linear"`` puts an LU-parameterised :class:`InvertibleLinear` (Glow's 1x1
+    convolution, starting at a random rotation) before every coupling, with a fixed mask: the
+    couplings then see every direction, and the flow holds any full-covariance Gaussian.
+
     References:
         Durkan, Bekasov, Murray & Papamakarios (2019), "Neural Spline Flows", NeurIPS.
     """
     _check_common(dim, n_layers, hidden, activation)
+    if mixing not in NSF_MIXINGS:
+        raise ValueError(f"unknown mixing {mixing!r}; choose one of {list(NSF_MIXINGS)}")
     generator = torch.Generator().manual_seed(seed)
-    transforms: list[Transform] = [
-        SplineCoupling(half_mask(dim, layer % 2 == 1), hidden=hidden, activation=activation,
-                       bins=bins, bound=bound, n_models=n_models, generator=generator,
-                       fourier=fourier)
-        for layer in range(n_layers)
-    ]
+    transforms: list[Transform] = []
+    for layer in range(n_layers):
+        if mixing == "linear":
+            transforms.append(InvertibleLinear(dim, n_models, generator))
+        transforms.append(SplineCoupling(
+            half_mask(dim, mixing is None and layer % 2 == 1), hidden=hidden,
+            activation=activation, bins=bins, bound=bound, n_models=n_models,
+            generator=generator, fourier=fourier))
     config = dict(builder="nsf", dim=dim, n_layers=n_layers, hidden=list(hidden), bins=bins,
                   bound=bound, activation=activation, fourier=fourier, seed=seed)
+    if mixing is not None:  # older saved models have no such key
+        config["mixing"] = mixing
     return Flow(transforms, config)
 
 
