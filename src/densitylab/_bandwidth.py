@@ -145,24 +145,24 @@ def cv_factor(x: np.ndarray, weights: np.ndarray) -> float:
     return _factor_on(x, weights, chol, scott_factor(x, weights))
 
 
-def _isotropic_shape(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _isotropic_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
     """``H = c * diag(sd)``: one width for every axis of the standardised data (what a
     grid search of scikit-learn's ``KernelDensity`` on standardised data tunes)."""
     base = np.diag(np.sqrt(np.diag(data_covariance(x, weights))))
     return _factor_on(x, weights, base, scott_factor(x, weights)) * base
 
 
-def _full_shape(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _full_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
     """``H = c * chol(cov)``: kernels shaped like the data's covariance (scipy's convention)."""
     return cv_factor(x, weights) * data_cholesky(x, weights, "cv")
 
 
-PER_AXIS_SUBSAMPLE = 2000
+PER_AXIS_SUBSAMPLE = 1000
 """Most points the per-axis gradient search looks at (its cost is dense in n^2); the overall
 scale of the shape it finds is then refitted exactly on all the data."""
 
 
-def _per_axis_shape(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _per_axis_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
     """``H = diag(h_1..h_d)``: one width per axis, by L-BFGS on the leave-one-out log-likelihood
     of ``log h`` with its exact gradient, from the best isotropic kernel; the widths are kept
     above the rounding floor. On more than ``PER_AXIS_SUBSAMPLE`` points the shape comes from a
@@ -170,7 +170,8 @@ def _per_axis_shape(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     from scipy.optimize import minimize
     from scipy.special import logsumexp
 
-    start = np.diag(_isotropic_shape(x, weights)).copy()
+    isotropic = fitted.get("isotropic")
+    start = np.diag(_isotropic_shape(x, weights, fitted) if isotropic is None else isotropic)
     sub, w = x, weights
     if len(x) > PER_AXIS_SUBSAMPLE:
         keep = np.random.default_rng(0).choice(len(x), PER_AXIS_SUBSAMPLE, replace=False,
@@ -195,19 +196,20 @@ def _per_axis_shape(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
     fitted = minimize(negative_loo, np.log(start), jac=True, method="L-BFGS-B",
                       bounds=[(math.log(f), None) for f in floor],
-                      options={"maxiter": 200})
+                      options={"maxiter": 100, "ftol": 1e-8, "gtol": 1e-6})
     base = np.diag(np.exp(fitted.x))
     if sub is x:
         return base
     return _factor_on(x, weights, base, 1.0) * base
 
 
-KERNEL_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+KERNEL_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, dict], np.ndarray]] = {
     "isotropic": _isotropic_shape,
     "per-axis": _per_axis_shape,
     "full": _full_shape,
 }
-"""Kernel shapes the ``"cv"`` rule chooses among; each maps data and weights to its best ``H``."""
+"""Kernel shapes the ``"cv"`` rule chooses among; each maps data, weights and the shapes fitted
+so far (``{name: H}``, which it may start from) to its best ``H``."""
 
 
 def select_bandwidth(
@@ -230,7 +232,7 @@ def select_bandwidth(
     errors: list[str] = []
     for shape in shapes:
         try:
-            h = KERNEL_SHAPES[shape](x, weights)
+            h = KERNEL_SHAPES[shape](x, weights, fitted)
         except ValueError as err:
             errors.append(f"{shape}: {err}")
             continue
