@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_kde.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_kde.py
 	$(PY) benchmarks/bench_flows.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_data.py
 
 clean:
 	rm -rf $(VENV) report

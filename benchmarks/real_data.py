@@ -259,7 +259,7 @@ def main() -> None:
     folds = 2 if args.quick else args.folds
     for bad in [n for n in names if n not in DATA] + [m for m in methods if m not in METHODS]:
         sys.exit(f"error: unknown data set or method {bad!r}")
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     results, shapes = {}, {}
     for name in names:
         x = DATA[name].load()
@@ -270,8 +270,10 @@ def main() -> None:
     total = time.perf_counter() - start
     print()
     print(table(results, methods, shapes))
-    print(f"\n{folds}-fold CV, total {total / 60:.1f} min on {platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"\n{folds}-fold CV, total {total / 60:.1f} min on {platform.machine()} "
+          f"({os.cpu_count()} cores, load average {load_before:.1f} at the start and "
+          f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({n: {m: vars(c) for m, c in cells.items()} for n, cells in results.items()},
