@@ -31,8 +31,9 @@ TABULAR = {"builder": "nsf", "n_layers": 4, "hidden": (64, 64), "bins": 8, "boun
 deviations, so no far point gets an absurd density) with a learned linear map before every
 coupling (so correlations cost nothing), that starts as a Gaussian fitted to the standardised
 data; trained on standardised data with a cosine schedule and the best validation epoch kept
-(early stopping), for a budget proportional to the data. The linear maps gained 0.3-5 nats per
-point on the real-data benchmark (``benchmarks/real_data.py``, see ``benchmarks/RESULTS.md``)."""
+(early stopping), for a budget proportional to the data. The linear maps (starting at the
+identity) gained 0.3-9 nats per point on the real-data benchmark (``benchmarks/real_data.py``,
+see ``benchmarks/RESULTS.md``)."""
 TABULAR_STEPS = (200, 1500)  # fewest and most optimizer steps; 2 steps per training point between
 TABULAR_PATIENCE = 0.3  # stop after this fraction of the epochs without a better validation NLL
 
