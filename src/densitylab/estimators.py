@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
 from densitylab._rounding import dequantise, rounding_steps
+from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import settings, split, tabular_budget
 from densitylab.training import fit, torch_threads
@@ -131,6 +132,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def restore(self, flow: Flow, summary: dict[str, Any]) -> None:
         """Set the fitted state (used by :meth:`fit` and by :func:`densitylab.load`)."""
         self.flow_ = flow.eval()
+        self._flow64: Flow | None = None  # float64 copy for scoring, made on first use
         self.n_features_in_ = flow.dim
         self.best_epoch_ = summary["best_epoch"]
         self.best_val_nll_ = summary["best_val_nll"]
@@ -144,11 +146,17 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 "dequantized": self.dequantized_}
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-density of each row of ``X``, in nats, in the units of the training data."""
+        """Log-density of each row of ``X``, in nats, in the units of the training data.
+
+        Evaluated by a float64 copy of the flow: each row's value then does not depend on the
+        other rows of the batch (float32 matrix products round differently by batch), and far
+        points keep a finite value where float32 would overflow."""
         check_fitted(self)
         x = validate_data(self, X, dtype=np.float64, reset=False)
+        if getattr(self, "_flow64", None) is None:
+            self._flow64 = in_float64(self.flow_)
         with torch.no_grad(), torch_threads(1):
-            log_p = self.flow_.log_prob(x)
+            log_p = self._flow64.log_prob(x)
         return log_p.double().cpu().numpy()
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
