@@ -119,10 +119,14 @@ def test_one_dimensional_data_skip_the_flow():
     assert "candidate,mean_log_likelihood" in auto.results_csv()
 
 
+def test_mixture_candidate_follows_the_scikit_learn_contract():
+    check_estimator(GaussianMixtureBIC(max_components=2))
+
+
+@pytest.mark.slow  # ~10 s idle: every check refits 40 mixtures per fold
 def test_scikit_learn_contract():
     # Flows are left out for time only: they follow the same contract (tests/test_estimators.py).
     check_estimator(dl.AutoDensity(candidates=("kde", "gaussian-mixture")))
-    check_estimator(GaussianMixtureBIC(max_components=2))
 
 
 def test_cli_train_auto_writes_the_table(tmp_path):
