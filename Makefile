@@ -52,6 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_flows.py
 	$(PY) benchmarks/bench_maf.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/anomaly.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_data.py
 
 clean:
 	rm -rf $(VENV) report site .cache

@@ -45,8 +45,8 @@ def test_errors():
         dl.FlowDensity().score_samples(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="unknown model"):
         dl.FlowDensity(model="spam").fit(np.zeros((10, 2)))
-    with pytest.raises(ValueError, match="at least 2 features"):
-        dl.FlowDensity().fit(np.zeros((10, 1)))
+    with pytest.raises(ValueError, match="use nsf or maf"):
+        dl.FlowDensity(model="realnvp").fit(np.random.default_rng(0).normal(size=(10, 1)))
 
 
 def test_recommended_model_takes_its_architecture_and_recipe(tmp_path):
@@ -71,7 +71,7 @@ def test_recommended_model_takes_its_architecture_and_recipe(tmp_path):
 
 
 def test_coursework_defaults_and_schedules():
-    settings = dl.FlowDensity()._settings(1500)
+    settings = dl.FlowDensity(model="realnvp")._settings(1500)
     assert settings == {"builder": "realnvp", "n_layers": 4, "hidden": (32, 32), "epochs": 1000,
                         "batch_size": 64, "lr": 1e-3, "schedule": None, "standardize": True}
     x = np.random.default_rng(0).normal(size=(100, 2))

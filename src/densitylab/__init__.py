@@ -4,7 +4,8 @@ Submodules load on first use, so ``densitylab --help`` stays quick and torch is 
 when a flow is needed. Every name below is listed by ``dir(densitylab)`` and visible to type
 checkers and IDEs.
 
-- Estimators: :class:`KDE`, :class:`FlowDensity`, :class:`OutlierDetector` (anomalies by
+- Estimators: :class:`KDE`, :class:`FlowDensity`, :class:`AutoDensity` (picks among them by
+  cross-validation), :class:`OutlierDetector` (anomalies by
   low density); training: :func:`fit`, :func:`fit_many`,
   :class:`FitResult`; persistence: :func:`save`, :func:`load`.
 - Submodules: ``datasets`` (toy laws with exact densities, user files), ``flows`` (RealNVP,
@@ -25,6 +26,7 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from densitylab import (
+        auto,
         baselines,
         datasets,
         derivations,
@@ -44,6 +46,7 @@ if _typing.TYPE_CHECKING:
         training,
         views,
     )
+    from densitylab.auto import AutoDensity
     from densitylab.estimators import FlowDensity
     from densitylab.io import load, save
     from densitylab.kde import KDE
@@ -53,7 +56,7 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "baselines", "datasets", "derivations", "distributed", "estimators", "evaluation",
+    "auto", "baselines", "datasets", "derivations", "distributed", "estimators", "evaluation",
     "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "outliers", "plots",
     "report", "training", "views",
 }
@@ -63,13 +66,15 @@ _ATTRIBUTES = {
     "fit_many": "densitylab.training",
     "FitResult": "densitylab.training",
     "FlowDensity": "densitylab.estimators",
+    "AutoDensity": "densitylab.auto",
     "OutlierDetector": "densitylab.outliers",
     "save": "densitylab.io",
     "load": "densitylab.io",
 }
 
 __all__ = [  # a literal, for type checkers; a test keeps it equal to the two tables above
-    "FitResult", "FlowDensity", "KDE", "OutlierDetector", "__version__", "baselines", "datasets",
+    "AutoDensity", "FitResult", "FlowDensity", "KDE", "OutlierDetector", "__version__",
+    "auto", "baselines", "datasets",
     "derivations", "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many",
     "flows", "grids", "io", "kde", "load", "metrics", "numpy_flow", "outliers", "plots", "report",
     "save", "training", "views",

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-BandwidthRule = Callable[[np.ndarray, np.ndarray], float]
-"""A rule maps data ``(n, d)`` and normalised weights ``(n,)`` to a factor on ``chol(cov)``."""
+BandwidthRule = Callable[[np.ndarray, np.ndarray], "float | np.ndarray"]
+"""A rule maps data ``(n, d)`` and normalised weights ``(n,)`` to a factor on ``chol(cov)`` or to
+the matrix ``H`` itself."""
 
 MAX_CONDITION = 1e12
 """Bandwidth matrices (and data covariances under a rule) worse conditioned than this are
@@ -75,6 +76,68 @@ def silverman_factor(x: np.ndarray, weights: np.ndarray) -> float:
     return (effective_sample_size(weights) * (d + 2) / 4.0) ** (-1.0 / (d + 4))
 
 
+def _maximise_log_factor(
+    score: Callable[[float], float], start: float, lowest: float = 1e-4, highest: float = 10.0
+) -> float:
+    """The factor ``c`` in ``[lowest, highest]`` maximising ``score(c)``.
+
+    Starting at ``start``, the search doubles or halves ``c`` until the score drops on both sides,
+    then a bounded Brent search refines it to ~0.1%. A maximum at ``lowest`` above the default
+    floor is expected (a floor set by rounded data); one at the default limits is warned about.
+    """
+    from scipy.optimize import minimize_scalar
+
+    cache: dict[float, float] = {}
+
+    def log_score(t: float) -> float:  # t = log(factor)
+        t = min(max(t, lo_limit), hi_limit)
+        if t not in cache:
+            cache[t] = score(math.exp(t))
+        return cache[t]
+
+    lo_limit, hi_limit, step = math.log(lowest), math.log(highest), math.log(2.0)
+    mid = min(max(math.log(start), lo_limit), hi_limit)
+    left, right = max(mid - step, lo_limit), min(mid + step, hi_limit)
+    while log_score(left) > log_score(mid) and left > lo_limit:
+        left, mid, right = max(left - step, lo_limit), left, mid
+    while log_score(right) > log_score(mid) and right < hi_limit:
+        left, mid, right = mid, right, min(right + step, hi_limit)
+    if log_score(mid) < max(log_score(left), log_score(right)):
+        best = max(cache, key=cache.__getitem__)
+        if lowest <= 1e-4 or best > lo_limit:
+            warnings.warn(
+                f"cv bandwidth search stopped at the edge of its range (factor "
+                f"{math.exp(best):.3g}); the data may hold duplicated points or be too few",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return math.exp(best)
+    minimize_scalar(
+        lambda t: -log_score(t), bounds=(left, right), method="bounded", options={"xatol": 1e-3}
+    )
+    return math.exp(max(cache, key=cache.__getitem__))  # the best point evaluated
+
+
+def _rounding_floor(x: np.ndarray) -> np.ndarray:
+    """Smallest kernel standard deviation per axis: the spread ``step / sqrt(12)`` of a rounding
+    error, for columns of rounded values (``0`` for continuous ones). Without it the
+    leave-one-out likelihood of repeated values grows without bound as the kernel shrinks."""
+    from densitylab._rounding import rounding_steps
+
+    return rounding_steps(x) / math.sqrt(12.0)
+
+
+def _factor_on(x: np.ndarray, weights: np.ndarray, base: np.ndarray, start: float) -> float:
+    """Leave-one-out best ``c`` for ``H = c * base`` (``base`` lower-triangular), kept above the
+    rounding floor along every axis."""
+    from densitylab.kde import _loo_scorer
+
+    floor = _rounding_floor(x)
+    axis_sd = np.sqrt(np.sum(base**2, axis=1))  # kernel sd per axis for c = 1
+    lowest = max(1e-4, float(np.max(floor / axis_sd)))
+    return _maximise_log_factor(_loo_scorer(x, weights, base), start, lowest=lowest)
+
+
 def cv_factor(x: np.ndarray, weights: np.ndarray) -> float:
     """Factor maximising the leave-one-out log-likelihood of ``H = factor * chol(cov)``.
 
@@ -85,46 +148,129 @@ def cv_factor(x: np.ndarray, weights: np.ndarray) -> float:
     References:
         Silverman, B. W. (1986). Density Estimation for Statistics and Data Analysis, sec. 3.4.
     """
-    from scipy.optimize import minimize_scalar
+    chol = data_cholesky(x, weights, "cv")
+    return _factor_on(x, weights, chol, scott_factor(x, weights))
 
-    from densitylab.kde import _loo_scorer
 
-    scorer = _loo_scorer(x, weights, data_cholesky(x, weights, "cv"))
-    cache: dict[float, float] = {}
+def _isotropic_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
+    """``H = c * diag(sd)``: one width for every axis of the standardised data (what a
+    grid search of scikit-learn's ``KernelDensity`` on standardised data tunes)."""
+    base = np.diag(np.sqrt(np.diag(data_covariance(x, weights))))
+    return _factor_on(x, weights, base, scott_factor(x, weights)) * base
 
-    def score(t: float) -> float:  # t = log(factor)
-        if t not in cache:
-            cache[t] = scorer(math.exp(t))
-        return cache[t]
 
-    lo_limit, hi_limit, step = math.log(1e-4), math.log(10.0), math.log(2.0)
-    mid = math.log(scott_factor(x, weights))
-    left, right = mid - step, mid + step
-    while score(left) > score(mid) and left > lo_limit:
-        left, mid, right = left - step, left, mid
-    while score(right) > score(mid) and right < hi_limit:
-        left, mid, right = mid, right, right + step
-    if score(mid) < max(score(left), score(right)):
-        best = max(cache, key=cache.__getitem__)
-        warnings.warn(
-            f"cv bandwidth search stopped at the edge of its range (factor {math.exp(best):.3g});"
-            " the data may hold duplicated points or be too few",
-            RuntimeWarning,
-            stacklevel=3,
+def _full_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
+    """``H = c * chol(cov)``: kernels shaped like the data's covariance (scipy's convention)."""
+    return cv_factor(x, weights) * data_cholesky(x, weights, "cv")
+
+
+PER_AXIS_SUBSAMPLE = 1000
+"""Most points the per-axis gradient search looks at (its cost is dense in n^2); the overall
+scale of the shape it finds is then refitted exactly on all the data."""
+
+
+def _per_axis_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
+    """``H = diag(h_1..h_d)``: one width per axis, by L-BFGS on the leave-one-out log-likelihood
+    of ``log h`` with its exact gradient, from the best isotropic kernel; the widths are kept
+    above the rounding floor. On more than ``PER_AXIS_SUBSAMPLE`` points the shape comes from a
+    seeded subsample and its scale from all the points."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    isotropic = fitted.get("isotropic")
+    start = np.diag(_isotropic_shape(x, weights, fitted) if isotropic is None else isotropic)
+    sub, w = x, weights
+    if len(x) > PER_AXIS_SUBSAMPLE:
+        keep = np.random.default_rng(0).choice(len(x), PER_AXIS_SUBSAMPLE, replace=False,
+                                               p=weights)
+        sub, w = x[keep], np.full(PER_AXIS_SUBSAMPLE, 1.0 / PER_AXIS_SUBSAMPLE)
+    centred = sub - w @ sub
+    log_w = np.log(w)
+    const = float(np.dot(w, np.log1p(-w)))
+    floor = np.maximum(_rounding_floor(x), 1e-6 * np.sqrt(np.diag(data_covariance(x, weights))))
+
+    def negative_loo(t: np.ndarray) -> tuple[float, np.ndarray]:
+        u = centred / np.exp(t)
+        sq = np.sum(u**2, axis=1)
+        logits = log_w[None, :] - 0.5 * np.maximum(sq[:, None] + sq[None, :] - 2 * u @ u.T, 0.0)
+        np.fill_diagonal(logits, -np.inf)
+        log_sums = logsumexp(logits, axis=1)
+        p = np.exp(logits - log_sums[:, None])  # p_ik: share of kernel k in the density at i
+        # d log f_-i / d log h_j = sum_k p_ik (u_ij - u_kj)^2 - 1
+        spread = u**2 - 2 * u * (p @ u) + p @ (u**2)
+        value = float(np.dot(w, log_sums)) - const - float(np.sum(t))
+        return -value, -(w @ spread - 1.0)
+
+    fitted = minimize(negative_loo, np.log(start), jac=True, method="L-BFGS-B",
+                      bounds=[(math.log(f), None) for f in floor],
+                      options={"maxiter": 100, "ftol": 1e-8, "gtol": 1e-6})
+    base = np.diag(np.exp(fitted.x))
+    if sub is x:
+        return base
+    return _factor_on(x, weights, base, 1.0) * base
+
+
+KERNEL_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, dict], np.ndarray]] = {
+    "isotropic": _isotropic_shape,
+    "per-axis": _per_axis_shape,
+    "full": _full_shape,
+}
+"""Kernel shapes the ``"cv"`` rule chooses among; each maps data, weights and the shapes fitted
+so far (``{name: H}``, which it may start from) to its best ``H``."""
+
+
+def select_bandwidth(
+    x: np.ndarray, weights: np.ndarray, shapes: tuple[str, ...] = tuple(KERNEL_SHAPES)
+) -> tuple[np.ndarray, str, dict[str, float]]:
+    """The bandwidth matrix with the best leave-one-out log-likelihood over kernel ``shapes``.
+
+    Returns ``(H, shape, scores)``: the winner, its shape's name, and every shape's mean
+    leave-one-out log-likelihood (nats per point). A shape that cannot be fitted here (a
+    singular data covariance for ``"full"``) is left out of the scores.
+    """
+    from densitylab.kde import _cholesky_of_gram, _loo_scorer
+
+    unknown = [s for s in shapes if s not in KERNEL_SHAPES]
+    if unknown or not shapes:
+        raise ValueError(f"unknown kernel shape(s) {unknown or shapes!r}; choose from "
+                         f"{', '.join(KERNEL_SHAPES)}")
+    fitted: dict[str, np.ndarray] = {}
+    scores: dict[str, float] = {}
+    errors: list[str] = []
+    for shape in shapes:
+        try:
+            h = KERNEL_SHAPES[shape](x, weights, fitted)
+        except ValueError as err:
+            errors.append(f"{shape}: {err}")
+            continue
+        fitted[shape] = h
+        scores[shape] = _loo_scorer(x, weights, _cholesky_of_gram(h))(1.0)
+    if not scores:
+        raise ValueError("no kernel shape could be fitted: " + "; ".join(errors))
+    best = max(scores, key=scores.__getitem__)
+    return fitted[best], best, scores
+
+
+def cv_bandwidth(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Bandwidth matrix maximising the leave-one-out log-likelihood over the kernel shapes of
+    ``KERNEL_SHAPES``: isotropic on standardised data, per-axis widths, and the data's
+    covariance scaled (see :func:`select_bandwidth`)."""
+    constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
+    if len(constant):
+        raise ValueError(
+            f"bandwidth rule 'cv' needs every column to vary; column {int(constant[0])} "
+            "is constant (drop it, or pass an explicit bandwidth)"
         )
-        return math.exp(best)
-    minimize_scalar(
-        lambda t: -score(t), bounds=(left, right), method="bounded", options={"xatol": 1e-3}
-    )
-    return math.exp(max(cache, key=cache.__getitem__))  # the best point evaluated
+    return select_bandwidth(x, weights)[0]
 
 
 BANDWIDTH_RULES: dict[str, BandwidthRule] = {
     "scott": scott_factor,
     "silverman": silverman_factor,
-    "cv": cv_factor,
+    "cv": cv_bandwidth,
 }
-"""Named bandwidth rules; each returns the factor on the data covariance's Cholesky factor."""
+"""Named bandwidth rules; each returns the factor on the data covariance's Cholesky factor, or
+the bandwidth matrix ``H`` itself (``"cv"``, which chooses the kernel's shape too)."""
 
 
 def _bandwidth_error(bandwidth: Any, d: int, problem: str) -> ValueError:
@@ -150,9 +296,10 @@ def resolve_bandwidth(
                 f"bandwidth rule {bandwidth!r} needs at least 2 points with positive weight, "
                 f"got {len(x)}"
             )
-        chol = data_cholesky(x, weights, bandwidth)
-        factor = float(rule(x, weights))
-        return factor * chol, factor
+        chosen = rule(x, weights)
+        if isinstance(chosen, np.ndarray):
+            return chosen, None
+        return float(chosen) * data_cholesky(x, weights, bandwidth), float(chosen)
     if isinstance(bandwidth, bool | np.bool_):
         raise _bandwidth_error(bandwidth, d, "must not be a boolean")
     try:

@@ -207,11 +207,24 @@ def _baseline_loader(name: str) -> Callable:
     return load_baseline
 
 
+def _save_auto(auto) -> tuple[dict[str, torch.Tensor], dict]:
+    from densitylab.auto import to_state
+
+    return to_state(auto)
+
+
+def _load_auto(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
+    from densitylab.auto import from_state
+
+    return from_state(tensors, config, device)
+
+
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "flow": ("densitylab.flows.flow.Flow", (_save_flow, _load_flow)),
     "flow-density": ("densitylab.estimators.FlowDensity", (_save_estimator, _load_estimator)),
     "vae": ("densitylab.baselines.vae.VAE", (_save_baseline, _baseline_loader("VAE"))),
     "gan": ("densitylab.baselines.gan.GAN", (_save_baseline, _baseline_loader("GAN"))),
+    "auto-density": ("densitylab.auto.AutoDensity", (_save_auto, _load_auto)),
 }
 SAVERS = {kind: funcs[0] for kind, (_, funcs) in KINDS.items()}
 LOADERS = {kind: funcs[1] for kind, (_, funcs) in KINDS.items()}
