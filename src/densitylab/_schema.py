@@ -30,13 +30,14 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class TensorShapes:
     """The shapes in a safetensors file, read from its header alone (no tensor is loaded)."""
 
-    def __init__(self, path: Path) -> None:
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                self.shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
-        self.path = path
+    def __init__(self, path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+        if shapes is None:
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+            except (SafetensorError, OSError) as err:
+                raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+        self.path, self.shapes = path, shapes
         self.elements = sum(math.prod(shape) for shape in self.shapes.values())
         self.largest = max([len(self.shapes), *(d for s in self.shapes.values() for d in s)])
         if self.elements > MAX_PARAMETERS:
@@ -44,6 +45,12 @@ class TensorShapes:
                 f"{path} holds {self.elements:,} numbers, more than densitylab loads "
                 f"({MAX_PARAMETERS:,})"
             )
+
+
+    @classmethod
+    def of(cls, tensors: Mapping[str, torch.Tensor]) -> TensorShapes:
+        """The shapes of tensors already in memory."""
+        return cls(Path("<memory>"), {k: tuple(v.shape) for k, v in tensors.items()})
 
 
 def conforms(value: Any, hint: Any) -> bool:

@@ -313,9 +313,10 @@ def _flow_state(est: Any) -> tuple[Tensors, dict]:
 def _flow_restore(tensors: Tensors, config: dict, device: Any) -> Any:
     import torch
 
-    from densitylab.io import _load_estimator
+    from densitylab.io import estimator_from_tensors
 
-    return _load_estimator({k: torch.as_tensor(v) for k, v in tensors.items()}, config, device)
+    return estimator_from_tensors({k: torch.as_tensor(v) for k, v in tensors.items()}, config,
+                                  device)
 
 
 STATES: dict[str, tuple[Callable[[Any], tuple[Tensors, dict]],

@@ -20,7 +20,7 @@ from densitylab.flows.recipes import settings, split, tabular_budget
 from densitylab.training import fit, torch_threads
 
 
-def check_fitted(estimator: FlowDensity) -> None:
+def check_fitted(estimator: BaseEstimator) -> None:
     if not hasattr(estimator, "flow_"):
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
 
@@ -166,3 +166,134 @@ class FlowDensity(DensityMixin, BaseEstimator):
         check_fitted(self)
         with torch.no_grad():
             return self.flow_.sample(n_samples, seed=random_state).double().cpu().numpy()
+
+
+class ConditionalFlowDensity(BaseEstimator):
+    """A conditional density ``p(y | X)`` by a conditional flow, in scikit-learn's shape.
+
+    ``fit(X, y)`` takes the conditioning columns ``X`` ``(n, C)`` and the modelled columns ``y``
+    ``(n, D)`` (or ``(n,)``), as a regressor would; ``score_samples(X, y)`` is
+    ``log p(y_i | X_i)`` per row in ``y``'s units, and ``sample(X)`` draws one ``y`` per row of
+    ``X``. The conditioning columns are standardised inside the model, the modelled ones too
+    when ``standardize``. ``model`` and the hyper-parameters are those of :class:`FlowDensity`
+    (default ``"tabular"``: a bounded spline flow whose budget grows with the data, early
+    stopping; one modelled column gets autoregressive splines computed from ``X``).
+
+    Example:
+        >>> import numpy as np
+        >>> c = np.random.default_rng(0).uniform(-1, 1, size=(300, 1))
+        >>> y = np.sin(3 * c[:, 0]) + 0.1 * np.random.default_rng(1).normal(size=300)
+        >>> est = ConditionalFlowDensity(n_layers=2, hidden=(16,), epochs=5).fit(c, y)
+        >>> est.sample([[0.5], [-0.5]], random_state=0).shape
+        (2, 1)
+    """
+
+    def __init__(
+        self,
+        model: str = "tabular",
+        n_layers: int | None = None,
+        hidden: Sequence[int] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        val_fraction: float = 0.1,
+        standardize: bool | None = None,
+        schedule: str | None = None,
+        patience: int | None = None,
+        random_state: int = 0,
+        verbose: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        self.model = model
+        self.n_layers = n_layers
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.val_fraction = val_fraction
+        self.standardize = standardize
+        self.schedule = schedule
+        self.patience = patience
+        self.random_state = random_state
+        self.verbose = verbose
+        self.device = device
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> ConditionalFlowDensity:
+        """Train a conditional flow of ``y`` given ``X``."""
+        chosen = {name: getattr(self, name) for name in
+                  ("n_layers", "hidden", "epochs", "batch_size", "lr", "schedule", "standardize")}
+        settings(self.model, 1, self.val_fraction, **chosen)  # unknown names fail first
+        context, targets = self._checked(X, y, reset=True)
+        seed = int(np.random.default_rng(self.random_state).integers(2**31))
+        builder, architecture, fit_options = split(
+            settings(self.model, len(targets), self.val_fraction, **chosen))
+        patience = self.patience
+        if patience is None and self.model == "tabular":
+            patience = tabular_budget(len(targets), self.val_fraction)["patience"]
+        from densitylab._validation import column_statistics
+
+        mean, std = column_statistics(torch.as_tensor(context))
+        self.context_mean_, self.context_scale_ = mean.numpy()[0], std.numpy()[0]
+        flow = build(builder, dim=targets.shape[1], context=context.shape[1], seed=seed,
+                     **architecture)
+        result = fit(flow, targets, context=self._scaled(context), **fit_options,
+                     val_fraction=self.val_fraction, seed=seed, patience=patience,
+                     verbose=self.verbose, device=self.device)
+        self.restore(result.flow, {"best_epoch": result.best_epoch,
+                                   "best_val_nll": result.best_val_nll,
+                                   "context_mean": self.context_mean_.tolist(),
+                                   "context_scale": self.context_scale_.tolist()})
+        self.history_ = result.history
+        return self
+
+    def _checked(self, X: ArrayLike, y: ArrayLike | None, reset: bool = False):
+        from densitylab._validation import as_points
+
+        context = as_points(X, name="X", dim=None if reset else self.n_features_in_)
+        if y is None:
+            return context, None
+        targets = np.asarray(y, dtype=np.float64)
+        targets = as_points(targets[:, None] if targets.ndim == 1 else targets, name="y",
+                            dim=None if reset else self.n_outputs_)
+        if len(targets) != len(context):
+            raise ValueError(f"X has {len(context)} rows but y has {len(targets)}")
+        if reset and len(targets) < 2:
+            raise ValueError(f"fit needs at least 2 rows, got {len(targets)}")
+        return context, targets
+
+    def _scaled(self, context: np.ndarray) -> np.ndarray:
+        return (context - self.context_mean_) / self.context_scale_
+
+    def restore(self, flow: Flow, summary: dict[str, Any]) -> None:
+        """Set the fitted state (used by :meth:`fit` and by :func:`densitylab.load`)."""
+        self.flow_ = flow.eval()
+        self.n_features_in_, self.n_outputs_ = flow.context_features, flow.dim
+        self.context_mean_ = np.asarray(summary["context_mean"], dtype=np.float64)
+        self.context_scale_ = np.asarray(summary["context_scale"], dtype=np.float64)
+        self.best_epoch_, self.best_val_nll_ = summary["best_epoch"], summary["best_val_nll"]
+
+    def fitted_summary(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch_, "best_val_nll": self.best_val_nll_,
+                "context_mean": self.context_mean_.tolist(),
+                "context_scale": self.context_scale_.tolist()}
+
+    def score_samples(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """``log p(y_i | X_i)`` in nats for every row, in the units of ``y``."""
+        check_fitted(self)
+        context, targets = self._checked(X, y)
+        with torch.no_grad(), torch_threads(1):
+            log_p = self.flow_.log_prob(targets, self._scaled(context), dtype=torch.float64)
+        return log_p.cpu().numpy()
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Total conditional log-likelihood: higher is better."""
+        return float(self.score_samples(X, y).sum())
+
+    def sample(self, X: ArrayLike, random_state: int | None = None) -> np.ndarray:
+        """One draw of ``y`` for every row of ``X``, shape ``(n_rows, n_outputs)``."""
+        check_fitted(self)
+        context, _ = self._checked(X, None)
+        with torch.no_grad():
+            draws = self.flow_.sample(len(context), seed=random_state,
+                                      context=self._scaled(context))
+        return draws.double().cpu().numpy()

@@ -165,23 +165,56 @@ def _save_estimator(estimator) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"params": params, "flow": flow_config, "fitted": estimator.fitted_summary()}
 
 
-def _load_estimator(saved: Saved, device: torch.device) -> Any:
-    from densitylab.estimators import FlowDensity
+def _estimator_loader(name: str) -> Callable:
+    """Loader for ``densitylab.estimators.<name>`` (a flow inside a scikit-learn estimator)."""
 
+    def load_estimator(saved: Saved, device: torch.device) -> Any:
+        factory, finish = _estimator_parts(name, saved)
+        return finish(saved.load(factory, device))
+
+    return load_estimator
+
+
+def _estimator_parts(name: str, saved: Saved) -> tuple[Callable, Callable]:
+    """The checked flow factory of a saved estimator, and how to wrap the loaded flow."""
+    from densitylab import estimators
+
+    cls = getattr(estimators, name)
     config = saved.config
     if not isinstance(config, dict) or not {"params", "flow", "fitted"} <= set(config):
         raise ValueError(f"{saved.where}: an estimator needs 'params', 'flow' and 'fitted'")
-    params = checked_arguments(FlowDensity.__init__, config["params"], saved.shapes,
-                               saved.where, sized=False)
+    params = checked_arguments(cls.__init__, config["params"], saved.shapes, saved.where,
+                               sized=False)
     fitted = config["fitted"]
     if not (isinstance(fitted, dict) and conforms(fitted.get("best_epoch"), int)
             and conforms(fitted.get("best_val_nll"), float | None)):
         raise ValueError(f"{saved.where}: 'fitted' must hold best_epoch and best_val_nll")
-    flow = saved.load(_flow_factory(config["flow"], saved), device)
-    estimator = FlowDensity(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in params.items()})
-    estimator.restore(flow, fitted)
-    return estimator
+
+    def finish(flow: Any) -> Any:
+        estimator = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        try:
+            estimator.restore(flow, fitted)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{saved.where}: 'fitted' does not fit the estimator: {err}") \
+                from None
+        return estimator
+
+    return _flow_factory(config["flow"], saved), finish
+
+
+def estimator_from_tensors(tensors: dict[str, torch.Tensor], config: dict, device: Any,
+                           name: str = "FlowDensity") -> Any:
+    """An estimator from tensors already in memory (a model nested in another, such as
+    AutoDensity's winner), checked as :func:`load` checks a directory."""
+    saved = Saved(Path(f"<{name}>"), config, TensorShapes.of(tensors))
+    factory, finish = _estimator_parts(name, saved)
+    check_size(factory, saved.shapes, saved.where)
+    flow = factory().to(resolve_device(device))
+    try:
+        flow.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise ValueError(f"{saved.where}: the tensors do not fit the configuration") from err
+    return finish(flow.eval())
 
 
 def _save_baseline(model) -> tuple[dict[str, torch.Tensor], dict]:
@@ -213,15 +246,24 @@ def _save_auto(auto) -> tuple[dict[str, torch.Tensor], dict]:
     return to_state(auto)
 
 
-def _load_auto(tensors: dict[str, torch.Tensor], config: dict, device) -> Any:
+def _load_auto(saved: Saved, device: torch.device) -> Any:
     from densitylab.auto import from_state
 
-    return from_state(tensors, config, device)
+    if not isinstance(saved.config, dict):
+        raise ValueError(f"{saved.where}: the AutoDensity configuration is not a JSON object")
+    try:
+        tensors = load_file(saved.where.with_name(TENSOR_FILE), device=str(device))
+    except SafetensorError as err:
+        raise ValueError(f"{saved.where}: the tensor file is not readable: {err}") from err
+    return from_state(tensors, saved.config, device)
 
 
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "flow": ("densitylab.flows.flow.Flow", (_save_flow, _load_flow)),
-    "flow-density": ("densitylab.estimators.FlowDensity", (_save_estimator, _load_estimator)),
+    "flow-density": ("densitylab.estimators.FlowDensity",
+                     (_save_estimator, _estimator_loader("FlowDensity"))),
+    "conditional-flow-density": ("densitylab.estimators.ConditionalFlowDensity",
+                                 (_save_estimator, _estimator_loader("ConditionalFlowDensity"))),
     "vae": ("densitylab.baselines.vae.VAE", (_save_baseline, _baseline_loader("VAE"))),
     "gan": ("densitylab.baselines.gan.GAN", (_save_baseline, _baseline_loader("GAN"))),
     "auto-density": ("densitylab.auto.AutoDensity", (_save_auto, _load_auto)),
