@@ -157,3 +157,56 @@ def test_fit_learns_a_known_conditional_law_and_saves(tmp_path):
     assert loaded.context_features == 1
     torch.testing.assert_close(loaded.log_prob(y_test[:50], c_test[:50]),
                                result.flow.log_prob(y_test[:50], c_test[:50]))
+
+
+def test_conditional_estimator_learns_saves_and_checks_its_input(tmp_path):
+    y, c = heteroscedastic(2000, 0)
+    y_test, c_test = heteroscedastic(5000, 1)
+    entropy = float(np.mean(0.5 * np.log(2 * math.pi * math.e * (0.1 + 0.2 * c_test**2) ** 2)))
+    est = dl.ConditionalFlowDensity(model="maf", n_layers=3, hidden=(32, 32), epochs=40,
+                                    batch_size=128, lr=3e-3, schedule="cosine",
+                                    standardize=True, random_state=0)
+    est.fit(c * 50.0 - 7.0, y[:, 0])  # the condition's units do not matter: standardised inside
+    log_p = est.score_samples(c_test * 50.0 - 7.0, y_test)
+    assert -log_p.mean() - entropy < 0.08
+    draws = est.sample(np.full((3000, 1), 0.5 * 50.0 - 7.0), random_state=0)
+    sigma = 0.1 + 0.2 * 0.25
+    assert draws.mean() == pytest.approx(math.sin(1.5), abs=4 * sigma / math.sqrt(3000) + 0.03)
+    dl.save(est, tmp_path / "est")
+    loaded = dl.load(tmp_path / "est")
+    np.testing.assert_array_equal(loaded.score_samples(c_test[:20] * 50.0 - 7.0, y_test[:20]),
+                                  log_p[:20])
+    with pytest.raises(ValueError, match="X has 5 rows but y has 4"):
+        est.score_samples(np.zeros((5, 1)), np.zeros((4, 1)))
+    with pytest.raises(ValueError, match="must have 1 columns"):
+        est.score_samples(np.zeros((5, 2)), np.zeros((5, 1)))
+
+
+def test_train_condition_on_then_score_and_sample_given(tmp_path):
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    y, c = heteroscedastic(600, 0)
+    np.savetxt(tmp_path / "data.csv", np.hstack([c, y]), delimiter=",")
+    np.savetxt(tmp_path / "given.csv", [[0.5], [-0.5]], delimiter=",")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(tmp_path / "data.csv"), "--condition-on", "0",
+                                 "--model", "maf", "--epochs", "5", "--out",
+                                 str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sample", str(tmp_path / "run"), "--given",
+                                 str(tmp_path / "given.csv"), "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    drawn = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
+    assert drawn.shape == (2, 2) and drawn[:, 0].tolist() == [0.5, -0.5]
+    result = runner.invoke(app, ["score", str(tmp_path / "run"), str(tmp_path / "s.csv"),
+                                 "--out", str(tmp_path / "scores.csv")])
+    assert result.exit_code == 0, result.output
+    est = dl.load(tmp_path / "run" / "model")
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "scores.csv", skiprows=1),
+                               est.score_samples(drawn[:, :1], drawn[:, 1:]), rtol=1e-9)
+    for bad, message in (("0,0", "distinct"), ("0,1", "no column"), ("a", "column indices")):
+        result = runner.invoke(app, ["train", str(tmp_path / "data.csv"), "--condition-on", bad,
+                                     "--out", str(tmp_path / "bad")])
+        assert isinstance(result.exception, ValueError) and message in str(result.exception)

@@ -5,8 +5,8 @@ when a flow is needed. Every name below is listed by ``dir(densitylab)`` and vis
 checkers and IDEs.
 
 - Estimators: :class:`KDE`, :class:`FlowDensity`, :class:`AutoDensity` (picks among them by
-  cross-validation), :class:`OutlierDetector` (anomalies by
-  low density); training: :func:`fit`, :func:`fit_many`,
+  cross-validation), :class:`ConditionalFlowDensity` (``p(y | X)``), :class:`OutlierDetector`
+  (anomalies by low density); training: :func:`fit`, :func:`fit_many`,
   :class:`FitResult`; persistence: :func:`save`, :func:`load`.
 - Submodules: ``datasets`` (toy laws with exact densities, user files), ``flows`` (RealNVP,
   Glow, spline flows), ``plots`` (figures of models), ``baselines`` (VAE, GAN), ``numpy_flow``
@@ -47,7 +47,7 @@ if _typing.TYPE_CHECKING:
         views,
     )
     from densitylab.auto import AutoDensity
-    from densitylab.estimators import FlowDensity
+    from densitylab.estimators import ConditionalFlowDensity, FlowDensity
     from densitylab.io import load, save
     from densitylab.kde import KDE
     from densitylab.outliers import OutlierDetector
@@ -67,13 +67,15 @@ _ATTRIBUTES = {
     "FitResult": "densitylab.training",
     "FlowDensity": "densitylab.estimators",
     "AutoDensity": "densitylab.auto",
+    "ConditionalFlowDensity": "densitylab.estimators",
     "OutlierDetector": "densitylab.outliers",
     "save": "densitylab.io",
     "load": "densitylab.io",
 }
 
 __all__ = [  # a literal, for type checkers; a test keeps it equal to the two tables above
-    "AutoDensity", "FitResult", "FlowDensity", "KDE", "OutlierDetector", "__version__",
+    "AutoDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity", "KDE",
+    "OutlierDetector", "__version__",
     "auto", "baselines", "datasets",
     "derivations", "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many",
     "flows", "grids", "io", "kde", "load", "metrics", "numpy_flow", "outliers", "plots", "report",

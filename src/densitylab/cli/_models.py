@@ -12,11 +12,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """What ``score`` and ``sample`` need of any saved density model."""
+    """What ``score`` and ``sample`` need of any saved density model.
+
+    ``dim`` counts every column of a point; a conditional model reads the columns ``given``
+    as its condition (``log_density`` of whole rows is then ``log p(rest | given)``) and
+    samples the other columns for given condition rows.
+    """
 
     dim: int
     log_density: Callable[[np.ndarray], np.ndarray]
     sample: Callable[[int, int], np.ndarray]
+    given: tuple[int, ...] = ()
+    sample_given: Callable[[np.ndarray, int], np.ndarray] | None = None
 
 
 def model_dir(run: Path) -> Path:
@@ -27,6 +34,7 @@ def model_dir(run: Path) -> Path:
 def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     """The model saved in ``run`` (a ``train`` run or a ``dl.save`` directory of a flow or an
     estimator); a run marked untrained (its training diverged at once) is refused unless asked."""
+    from densitylab.estimators import ConditionalFlowDensity
     from densitylab.evaluation import flow_log_prob, flow_samples
     from densitylab.flows import Flow
     from densitylab.io import load
@@ -41,6 +49,8 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
             raise ValueError(f"{run} holds an untrained model (its training diverged); "
                              "pass --allow-untrained to use it anyway")
     model = load(model_dir(run))
+    if isinstance(model, ConditionalFlowDensity):
+        return conditional(model, run)
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
                            lambda n, seed: flow_samples(model, n, seed))
@@ -64,3 +74,33 @@ def training_offset(run: Path, contamination: float) -> float:
             "fit a dl.OutlierDetector in Python for other models"
         ) from None
     return offset_from_quantiles(quantiles, contamination)
+
+
+def conditional(model, run: Path) -> LoadedModel:
+    """A conditional estimator over whole rows: the condition columns are those its ``train``
+    run recorded (``--condition-on``), or the first ones for a bare ``dl.save`` directory."""
+    width = model.n_features_in_ + model.n_outputs_
+    given = list(range(model.n_features_in_))
+    config = run / "config.json"
+    if (run / "model").is_dir() and config.is_file():
+        try:
+            given = [int(j) for j in json.loads(config.read_text())["condition_on"]]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{config} does not say which columns are the condition") from None
+    rest = [j for j in range(width) if j not in given]
+    if len(given) != model.n_features_in_ or sorted(given + rest) != list(range(width)):
+        raise ValueError(f"{config}: the condition columns do not fit the model")
+
+    def log_density(x: np.ndarray) -> np.ndarray:
+        return model.score_samples(x[:, given], x[:, rest])
+
+    def sample_given(condition: np.ndarray, seed: int) -> np.ndarray:
+        rows = np.empty((len(condition), width))
+        rows[:, given], rows[:, rest] = condition, model.sample(condition, random_state=seed)
+        return rows
+
+    def sample(n: int, seed: int) -> np.ndarray:
+        raise ValueError("a conditional model samples given its condition: pass --given FILE "
+                         f"with the columns {given} of each point to draw")
+
+    return LoadedModel(width, log_density, sample, tuple(given), sample_given)

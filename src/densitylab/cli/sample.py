@@ -20,6 +20,7 @@ def sample(
     seed: int = typer.Option(0, help="Random seed."),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (columns x1, x2, ...); an existing file is replaced only if densitylab wrote it."),
     allow_untrained: bool = typer.Option(False, help="Use a run whose training diverged before learning anything."),
+    given: Path | None = typer.Option(None, "--given", help="For a conditional model (train --condition-on): a .csv/.npy/.npz of condition values, one row per point to draw; -n is then the number of rows."),
 ) -> None:
     """Draw N points from a trained model and write them as CSV."""
     import numpy as np
@@ -30,8 +31,19 @@ def sample(
 
     check_positive_int(n, "-n", maximum=10**8)
     model = load_model(run, allow_untrained)
+    condition = None
+    if given is not None:
+        if model.sample_given is None:
+            raise ValueError(f"{run} is not a conditional model: drop --given")
+        from densitylab import datasets
+
+        condition = datasets.load(given)
+        if condition.shape[1] != len(model.given):
+            raise ValueError(f"{given} has {condition.shape[1]} columns; the model's condition "
+                             f"has {len(model.given)} (columns {list(model.given)})")
+        n = len(condition)
     header = header_of(model.dim)
     with output_file(out, header) as staging:
-        points = model.sample(n, seed)
+        points = model.sample(n, seed) if condition is None else model.sample_given(condition, seed)
         np.savetxt(staging, points, delimiter=",", header=header, comments="", fmt="%.10g")
     typer.echo(f"wrote {n} samples to {out}")

@@ -67,6 +67,7 @@ def train(
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
     from densitylab import datasets, flows
@@ -79,6 +80,19 @@ def train(
 
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
+    if condition_on is not None:
+        if distributed or resume or model == "auto":
+            raise ValueError("--condition-on trains one conditional flow on one process "
+                             "(no --distributed, --resume or --model auto)")
+        check_positive_int(n_test, "--n-test")
+        check_output(out, "train")
+        chosen = {"n_layers": layers, "hidden": parse_hidden(hidden), "epochs": epochs,
+                  "batch_size": batch_size, "lr": lr, "schedule": schedule,
+                  "standardize": standardize}
+        options = {k: v for k, v in chosen.items() if v is not None}
+        return train_conditional(data, out, "tabular" if model == "realnvp" else model, options,
+                                 condition_on, seed, n, n_test, test_fraction, val_fraction,
+                                 patience, quiet, device)
     if model == "auto":
         if distributed or resume:
             raise ValueError("--model auto trains on one process and cannot resume")
@@ -165,6 +179,66 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
         save(auto, staging / "model")
         plots.save_figures(staging / "figures", figures)
     typer.echo(f"wrote {out}: chose {auto.best_name_} by cross-validation, test NLL {metrics['test_nll']:.4f}")
+
+
+def parse_columns(text: str, width: int) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]``: distinct column indices of a ``width``-column table, leaving at
+    least one column to model; else a clear error."""
+    try:
+        columns = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--condition-on must be column indices like 0,1; got {text!r}") from None
+    if len(set(columns)) != len(columns) or not all(0 <= c < width for c in columns):
+        raise ValueError(f"--condition-on needs distinct indices in 0..{width - 1}; got {text!r}")
+    if len(columns) >= width:
+        raise ValueError(f"--condition-on leaves no column to model (the data has {width})")
+    return columns
+
+
+def train_conditional(data: str, out: Path, model: str, options: dict, condition_on: str,
+                      seed: int, n: int, n_test: int, test_fraction: float, val_fraction: float,
+                      patience: int, quiet: bool, device: str) -> None:
+    """``--condition-on``: a :class:`densitylab.estimators.ConditionalFlowDensity` of the other
+    columns given these; writes config (with the columns), metrics, the model and a figure."""
+    import numpy as np
+
+    from densitylab import datasets, plots
+    from densitylab._files import output_directory
+    from densitylab.estimators import ConditionalFlowDensity
+    from densitylab.io import save
+    from densitylab.plots import flows as flow_plots
+
+    x, truth = datasets.resolve(data, n, seed)
+    given = parse_columns(condition_on, x.shape[1])
+    modelled = [j for j in range(x.shape[1]) if j not in given]
+    x, test = split_test(x, test_fraction, seed) if truth is None else (
+        x, truth.sample(n_test, seed=seed + 1))
+    est = ConditionalFlowDensity(model=model, val_fraction=val_fraction, patience=patience or None,
+                                 random_state=seed, verbose=None if not quiet else False, device=device,
+                                 **options)
+    est.fit(x[:, given], x[:, modelled])
+    log_p = est.score_samples(test[:, given], test[:, modelled])
+    metrics = {"test_conditional_nll": float(-log_p.mean()),
+               "test_conditional_nll_se": float(log_p.std(ddof=1) / np.sqrt(len(log_p))),
+               "n_test": len(test), "trained": est.best_epoch_ > 0, "best_epoch": est.best_epoch_,
+               "best_val_nll": est.best_val_nll_}
+    config = {"command": "train", "data": data, "model": model, "condition_on": given,
+              "modelled": modelled, "seed": seed, "n_train_and_val": len(x),
+              "params": est.get_params(), "flow": est.flow_.config, "environment": environment()}
+    figures = {"loss": plots.loss({"flow": est.history_}, title="Conditional NLL per epoch")}
+    if x.shape[1] == 2:  # the data and one draw given each test point's condition
+        drawn = np.empty_like(test[:2000])
+        drawn[:, given] = test[:2000, given]
+        drawn[:, modelled] = est.sample(test[:2000, given], random_state=seed)
+        figures["samples"] = flow_plots.samples_vs_data(
+            test[:2000], drawn, "Test data and one draw given each test point's condition")
+    with output_directory(out, "train") as staging:
+        (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save(est, staging / "model")
+        plots.save_figures(staging / "figures", figures)
+    typer.echo(f"wrote {out}: p(columns {modelled} | columns {given}), test conditional NLL "
+               f"{metrics['test_conditional_nll']:.4f}, best epoch {est.best_epoch_}")
 
 
 def environment() -> dict[str, str]:
