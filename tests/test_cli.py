@@ -192,3 +192,11 @@ def test_train_on_one_column_data_with_a_spline_flow(tmp_path):
         "loss.png", "density.png", "samples.png"}
     code, output = invoke("train", str(tmp_path / "one.csv"), "--out", str(tmp_path / "r2"))
     assert code == 2 and "use nsf or maf" in output
+
+
+def test_kde_with_a_cross_validated_bandwidth_draws_its_figure(tmp_path):
+    """cv chooses the kernel's shape too (no single factor): the figure still says what it is."""
+    code, output = invoke("kde", "moons", "-b", "cv", "-n", "300", "--resolution", "30",
+                          "--out", str(tmp_path / "k"))
+    assert code == 0, output
+    assert (tmp_path / "k" / "figures" / "density.png").is_file()

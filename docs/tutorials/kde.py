@@ -139,7 +139,7 @@ for ax, (name, law) in zip(axes, laws.items(), strict=True):
     for rule, style in (("scott", "--"), ("silverman", ":"), ("cv", "-")):
         kde = dl.KDE(bandwidth=rule).fit(x)
         ax.axhline(kde.score(test) / len(test), ls=style, color="k", lw=1,
-                   label=f"{rule} (factor {kde.factor_:.2f})")
+                   label=rule if kde.factor_ is None else f"{rule} (factor {kde.factor_:.2f})")
     ax.axhline(-law.entropy(), color="C3", lw=1, label="-entropy (ceiling)")
     ax.set(xscale="log", xlabel="bandwidth h", ylabel="held-out log-likelihood (nats)",
            title=law.label)

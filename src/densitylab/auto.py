@@ -158,8 +158,13 @@ class AutoDensity(DensityMixin, BaseEstimator):
         mean_, scale_: the standardisation.
 
     Example:
-        >>> auto = AutoDensity(random_state=0).fit(x)
-        >>> auto.best_name_, auto.score_samples(x[:3])
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(200, 2))
+        >>> auto = AutoDensity(candidates=["kde", "gaussian-mixture"], random_state=0).fit(x)
+        >>> auto.best_name_
+        'gaussian-mixture'
+        >>> auto.score_samples(x[:2]).round(2)
+        array([-1.86, -2.11])
     """
 
     def __init__(self, candidates: Sequence[str] | None = None, cv: int = 3,

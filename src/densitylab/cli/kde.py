@@ -49,8 +49,10 @@ def describe(bandwidth: Any, model: Any) -> str:
     import numpy as np
 
     h = model.bandwidth_
-    if isinstance(bandwidth, str):
+    if isinstance(bandwidth, str) and model.factor_ is not None:
         return f"{bandwidth} (factor {model.factor_:.3g})"
+    if isinstance(bandwidth, str):  # "cv" chose the kernel's shape too: say which
+        return f"{bandwidth}, " + describe(h, model)
     if np.array_equal(h, np.diag(np.diag(h))):
         diag = np.diag(h)
         if np.all(diag == diag[0]):
