@@ -123,12 +123,12 @@ def _flow(random_state: int) -> BaseEstimator:
     return FlowDensity(random_state=random_state)
 
 
-CANDIDATES: dict[str, tuple[Callable[[int], BaseEstimator], int]] = {
-    "kde": (_kde, 1),
-    "gaussian-mixture": (_mixture, 1),
-    "flow": (_flow, 2),
+CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
+    "kde": _kde,
+    "gaussian-mixture": _mixture,
+    "flow": _flow,
 }
-"""Candidate name -> (factory taking a seed, fewest features it needs)."""
+"""Candidate name -> its factory, taking a seed. Every one models data of any dimension."""
 
 
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
@@ -142,8 +142,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
     ``fit(X)`` standardises ``X`` (the standardisation is part of the model: densities stay in
     the units of ``X``), scores every candidate by ``cv``-fold cross-validation on ``X`` (mean
     held-out log-likelihood per point and its standard error over the folds), then refits the
-    winner on all of ``X``. Candidates that fail on the data (a singular covariance, too few
-    features for a flow) are listed with the reason and skipped.
+    winner on all of ``X``. Candidates that fail on the data (a singular covariance, say) are
+    listed with the reason and skipped.
 
     Args:
         candidates: names from :data:`CANDIDATES`; ``None`` means all.
@@ -201,11 +201,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
         folds = list(KFold(self.cv, shuffle=True, random_state=seed).split(z))
         rows = []
         for name in names:
-            factory, min_features = CANDIDATES[name]
-            if z.shape[1] < min_features:
-                rows.append((name, -math.inf, math.nan, 0.0,
-                             f"needs at least {min_features} features"))
-                continue
+            factory = CANDIDATES[name]
             start, means, note = time.perf_counter(), [], ""
             try:
                 for train, test in folds:
@@ -234,7 +230,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
             "note": [r[4] for r in rows],
         }
         self.best_name_ = rows[order[0]][0]
-        self.best_estimator_ = CANDIDATES[self.best_name_][0](seed).fit(z)
+        self.best_estimator_ = CANDIDATES[self.best_name_](seed).fit(z)
         return self
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
@@ -308,41 +304,28 @@ def _mixture_restore(tensors: Tensors, config: dict, device: Any) -> GaussianMix
     return est
 
 
-def _flow_state(est: Any) -> tuple[Tensors, dict]:
-    from densitylab.io import _save_estimator
-
-    tensors, config = _save_estimator(est)
-    return dict(tensors), config
-
-
-def _flow_restore(tensors: Tensors, config: dict, device: Any) -> Any:
-    import torch
-
-    from densitylab.io import estimator_from_tensors
-
-    return estimator_from_tensors({k: torch.as_tensor(v) for k, v in tensors.items()}, config,
-                                  device)
-
-
 STATES: dict[str, tuple[Callable[[Any], tuple[Tensors, dict]],
                         Callable[[Tensors, dict, Any], Any]]] = {
     "kde": (_kde_state, _kde_restore),
     "gaussian-mixture": (_mixture_state, _mixture_restore),
-    "flow": (_flow_state, _flow_restore),
 }
-"""How each candidate's fitted state becomes tensors + JSON, and back."""
+"""How each NumPy candidate's fitted state becomes tensors + JSON, and back (the flow's is
+:mod:`densitylab.io`'s, passed to :func:`to_state` and :func:`from_state`)."""
 
 
 def _json_number(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def to_state(auto: AutoDensity) -> tuple[dict[str, Any], dict]:
-    """The fitted ``auto`` as ``(torch tensors, JSON-able config)`` for :func:`densitylab.save`."""
+def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]]
+             ) -> tuple[dict[str, Any], dict]:
+    """The fitted ``auto`` as ``(torch tensors, JSON-able config)`` for :func:`densitylab.save`;
+    ``flow_state`` saves a winning flow estimator."""
     import torch
 
     _check_fitted(auto, "best_estimator_")
-    tensors, config = STATES[auto.best_name_][0](auto.best_estimator_)
+    state = flow_state if auto.best_name_ == "flow" else STATES[auto.best_name_][0]
+    tensors, config = state(auto.best_estimator_)
     out = {"mean": torch.as_tensor(auto.mean_), "scale": torch.as_tensor(auto.scale_)}
     out |= {f"best.{k}": v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
             for k, v in tensors.items()}
@@ -353,10 +336,12 @@ def to_state(auto: AutoDensity) -> tuple[dict[str, Any], dict]:
                  "cv_results": results}
 
 
-def from_state(tensors: dict[str, Any], config: dict, device: Any = "cpu") -> AutoDensity:
-    """Rebuild what :func:`to_state` wrote; ``ValueError`` when the pieces do not fit."""
+def from_state(tensors: dict[str, Any], config: dict, device: Any,
+               flow_restore: Callable[[Tensors, dict, Any], Any]) -> AutoDensity:
+    """Rebuild what :func:`to_state` wrote (``flow_restore`` rebuilds a winning flow);
+    ``ValueError`` when the pieces do not fit."""
     name = config.get("best_name")
-    if name not in STATES:
+    if name not in (*STATES, "flow"):
         raise ValueError(f"the saved AutoDensity names an unknown estimator {name!r}")
     auto = AutoDensity(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in config["params"].items()})
@@ -364,7 +349,8 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any = "cpu") -> Au
     if name != "flow":  # NumPy estimators: float64 arrays
         best = {k: v.cpu().numpy() for k, v in best.items()}
     try:
-        auto.best_estimator_ = STATES[name][1](best, config["best"], device)
+        restore = flow_restore if name == "flow" else STATES[name][1]
+        auto.best_estimator_ = restore(best, config["best"], device)
         auto.mean_ = tensors["mean"].cpu().numpy()
         auto.scale_ = tensors["scale"].cpu().numpy()
     except (KeyError, TypeError) as err:

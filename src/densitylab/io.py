@@ -243,7 +243,7 @@ def _baseline_loader(name: str) -> Callable:
 def _save_auto(auto) -> tuple[dict[str, torch.Tensor], dict]:
     from densitylab.auto import to_state
 
-    return to_state(auto)
+    return to_state(auto, _save_estimator)
 
 
 def _load_auto(saved: Saved, device: torch.device) -> Any:
@@ -255,7 +255,7 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
         tensors = load_file(saved.where.with_name(TENSOR_FILE), device=str(device))
     except SafetensorError as err:
         raise ValueError(f"{saved.where}: the tensor file is not readable: {err}") from err
-    return from_state(tensors, saved.config, device)
+    return from_state(tensors, saved.config, device, estimator_from_tensors)
 
 
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
