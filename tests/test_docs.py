@@ -54,7 +54,7 @@ def test_documentation_builds_without_warnings(tmp_path):
                                                         os.environ.get("PYTHONPATH")])))
     site = tmp_path / "site"
     completed = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f",
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f",
          str(ROOT / "mkdocs.yml"), "-d", str(site)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -65,9 +65,11 @@ class MaskedAutoregressive(Transform):
 
     Args:
         dim: number of coordinates.
-        hidden, activation: the MADE network.
+        hidden: hidden widths of the MADE network.
+        activation: its activation.
         transform: ``"affine"`` or ``"spline"``.
-        bins, bound: the spline's pieces and interval (``transform="spline"``).
+        bins: the spline's pieces (``transform="spline"``).
+        bound: half-width of the interval the spline covers; identity outside.
         inverse: ``False`` for MAF (one-pass densities), ``True`` for IAF (one-pass samples).
         reverse: take the coordinates in reverse order (alternate it between stacked layers).
         context: columns of a context ``c`` every parameter may depend on (0: none).
