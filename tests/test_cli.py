@@ -90,6 +90,7 @@ def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
     assert config["flow"]["scale"] == "tanh" and config["flow"]["activation"] == "tanh"
 
 
+@pytest.mark.slow
 def test_train_the_recommended_model_with_its_recipe(tmp_path):
     from densitylab.flows import RECOMMENDED_MODEL
 

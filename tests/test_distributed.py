@@ -55,6 +55,7 @@ def single_process_fit(model: str):
     return dl.fit(flow, x, epochs=4, batch_size=32, seed=1, engine="torch", verbose=False)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_parameters_one_process_trains(tmp_path):
     done = launch(WORKER, str(tmp_path / "parallel.pt"), tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,6 +85,7 @@ def test_a_failing_rank_stops_the_job_with_its_error(tmp_path):
     assert "rank 1 lost its data" in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_trains_data_parallel_and_only_rank_zero_writes(tmp_path):
     out = tmp_path / "run"
     command = [*TORCHRUN, "-m", "densitylab", "train", "moons", "--distributed", "--model", "glow",

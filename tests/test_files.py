@@ -186,6 +186,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
         pass
 
 
+@pytest.mark.slow
 def test_concurrent_train_runs_leave_one_complete_run(tmp_path):
     """Two real ``densitylab train`` processes on one --out: one refuses, one run is complete."""
     import subprocess

@@ -157,6 +157,7 @@ def grid_integral(flow, half_width: float = 7.0, resolution: int = 500) -> float
 
 # nsf-linear is nsf with Glow's linear map, whose log-det glow checks here already; its own
 # log-det is checked against autograd above (this test costs ~20 s per flow)
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in FLOWS if name != "nsf-linear"])
 def test_density_integrates_to_one_untrained_and_trained(name):
     flow = FLOWS[name](2, 0).double()

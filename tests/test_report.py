@@ -21,6 +21,7 @@ def report(tmp_path_factory):
     return out / "report.html"
 
 
+@pytest.mark.slow
 def test_report_has_every_section_figure_and_derivation(report):
     page = report.read_text()
     for name in experiments.names():
@@ -35,6 +36,7 @@ def test_report_has_every_section_figure_and_derivation(report):
     assert "whole run (" in page
 
 
+@pytest.mark.slow
 def test_experiments_in_parallel_give_the_results_of_one_at_a_time(tmp_path):
     names = ["depth", "kde-bandwidth", "numpy-vs-torch"]  # the last one runs alone, at the end
     seen = []
