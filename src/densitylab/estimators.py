@@ -25,7 +25,27 @@ def check_fitted(estimator: BaseEstimator) -> None:
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
 
 
-class FlowDensity(DensityMixin, BaseEstimator):
+class _FlowRecipe:
+    """What both flow estimators share: a fit's recipe from the hyper-parameters they store."""
+
+    def _settings(self, n: int) -> dict[str, Any]:
+        """Builder, architecture and budget of a fit on ``n`` points: the values set, the
+        model's defaults (:mod:`densitylab.flows.recipes`) for those left at ``None``."""
+        chosen = {name: getattr(self, name) for name in
+                  ("n_layers", "hidden", "epochs", "batch_size", "lr", "schedule", "standardize")}
+        return settings(self.model, n, self.val_fraction, **chosen)
+
+    def _recipe(self, n: int) -> tuple[str, dict[str, Any], dict[str, Any], int | None]:
+        """``(builder, architecture, fit options, patience)`` of a fit on ``n`` points; the
+        tabular recipe's patience grows with its budget."""
+        builder, architecture, fit_options = split(self._settings(n))
+        patience = self.patience
+        if patience is None and self.model == "tabular":
+            patience = tabular_budget(n, self.val_fraction)["patience"]
+        return builder, architecture, fit_options, patience
+
+
+class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     """A normalizing-flow density estimator with the scikit-learn contract.
 
     ``fit(X)`` trains a flow by maximum likelihood (see :func:`densitylab.fit`);
@@ -103,10 +123,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             warnings.warn(f"columns {rounded} hold rounded values (few distinct values); the "
                           "flow may collapse onto them: consider dequantize=True",
                           UserWarning, stacklevel=2)
-        builder, architecture, fit_options = split(self._settings(len(x)))
-        patience = self.patience
-        if patience is None and self.model == "tabular":
-            patience = tabular_budget(len(x), self.val_fraction)["patience"]
+        builder, architecture, fit_options, patience = self._recipe(len(x))
         flow = build(builder, dim=x.shape[1], seed=seed, **architecture)
         result = fit(
             flow, x, **fit_options, val_fraction=self.val_fraction, seed=seed,
@@ -119,13 +136,6 @@ class FlowDensity(DensityMixin, BaseEstimator):
                                    "dequantized": bool(rounded) and dequantize})
         self.history_ = result.history
         return self
-
-    def _settings(self, n: int) -> dict[str, Any]:
-        """Builder, architecture and budget of a fit on ``n`` points: the values set, the
-        model's defaults (:mod:`densitylab.flows.recipes`) for those left at ``None``."""
-        chosen = {name: getattr(self, name) for name in
-                  ("n_layers", "hidden", "epochs", "batch_size", "lr", "schedule", "standardize")}
-        return settings(self.model, n, self.val_fraction, **chosen)
 
     def restore(self, flow: Flow, summary: dict[str, Any]) -> None:
         """Set the fitted state (used by :meth:`fit` and by :func:`densitylab.load`)."""
@@ -168,7 +178,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             return self.flow_.sample(n_samples, seed=random_state).double().cpu().numpy()
 
 
-class ConditionalFlowDensity(BaseEstimator):
+class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
     """A conditional density ``p(y | X)`` by a conditional flow, in scikit-learn's shape.
 
     ``fit(X, y)`` takes the conditioning columns ``X`` ``(n, C)`` and the modelled columns ``y``
@@ -220,16 +230,10 @@ class ConditionalFlowDensity(BaseEstimator):
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> ConditionalFlowDensity:
         """Train a conditional flow of ``y`` given ``X``."""
-        chosen = {name: getattr(self, name) for name in
-                  ("n_layers", "hidden", "epochs", "batch_size", "lr", "schedule", "standardize")}
-        settings(self.model, 1, self.val_fraction, **chosen)  # unknown names fail first
+        self._settings(1)  # unknown model or schedule: fail before looking at the data
         context, targets = self._checked(X, y, reset=True)
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
-        builder, architecture, fit_options = split(
-            settings(self.model, len(targets), self.val_fraction, **chosen))
-        patience = self.patience
-        if patience is None and self.model == "tabular":
-            patience = tabular_budget(len(targets), self.val_fraction)["patience"]
+        builder, architecture, fit_options, patience = self._recipe(len(targets))
         from densitylab._validation import column_statistics
 
         mean, std = column_statistics(torch.as_tensor(context))
