@@ -135,7 +135,7 @@ def best_time(call: Callable[[], object], number: int, repeats: int) -> float:
 def step_breakdown(batch: int, width: int, repeats: int, number: int) -> None:
     """One training step of each engine, part by part, at batch ``batch`` and width ``width``."""
     x, _ = moons()
-    train_idx, _ = training._split(len(x), 0.1, 8)
+    train_idx, _ = training.data.split(len(x), 0.1, 8)
     x_train = x[train_idx]
     index = np.random.default_rng(0).permutation(len(x_train))[:batch]
     flow = flows.realnvp(2, n_layers=4, hidden=(width, width), seed=0)

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 import densitylab as dl
-from densitylab import flows, training
-from densitylab.flows import compiled
+from densitylab import flows
+from densitylab.training import compiled_realnvp as compiled
+from densitylab.training.autograd import TorchEngine
+from densitylab.training.fitting import use_compiled
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba is not installed")
 
@@ -94,7 +96,7 @@ def test_resume_with_the_compiled_engine(tmp_path, monkeypatch):
     x = data(200, 2)
     options = dict(epochs=6, batch_size=32, lr=1e-2, verbose=False, engine="compiled")
     straight = dl.fit(flows.realnvp(2, 2, seed=1).double(), x, **options)
-    validate, calls = training._Loop._validate, []
+    validate, calls = TorchEngine.validate, []
 
     def interrupt(loop):
         calls.append(1)
@@ -102,7 +104,7 @@ def test_resume_with_the_compiled_engine(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return validate(loop)
 
-    monkeypatch.setattr(training._Loop, "_validate", interrupt)
+    monkeypatch.setattr(TorchEngine, "validate", interrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         dl.fit(flows.realnvp(2, 2, seed=1).double(), x, **options, checkpoint=tmp_path / "c",
                checkpoint_every=2)
@@ -126,9 +128,9 @@ def test_unsupported_models_are_refused_or_routed_to_torch():
 def test_auto_engine_batches_many_models_with_torch():
     few = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(4)])
     many = flows.stack([flows.realnvp(2, 2, seed=s) for s in range(5)])
-    assert training._use_compiled("auto", few, False, 64)
-    assert not training._use_compiled("auto", many, False, 64)
-    assert training._use_compiled("compiled", many, False, 64)
+    assert use_compiled("auto", few, False, 64)
+    assert not use_compiled("auto", many, False, 64)
+    assert use_compiled("compiled", many, False, 64)
 
 
 @pytest.mark.parametrize(("hidden", "batch", "compiled_wins"), [  # measured crossovers
@@ -138,5 +140,5 @@ def test_auto_engine_batches_many_models_with_torch():
 ])
 def test_auto_engine_leaves_wide_networks_and_large_batches_to_torch(hidden, batch, compiled_wins):
     flow = flows.realnvp(2, 4, hidden)
-    assert training._use_compiled("auto", flow, False, batch) is compiled_wins
-    assert training._use_compiled("compiled", flow, False, batch)
+    assert use_compiled("auto", flow, False, batch) is compiled_wins
+    assert use_compiled("compiled", flow, False, batch)

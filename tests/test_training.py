@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import densitylab as dl
-from densitylab import flows, training
+from densitylab import flows
+from densitylab.training.autograd import TorchEngine
 
 
 def gaussian_data(n: int = 600, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -151,7 +152,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ema):
     options = dict(epochs=6, batch_size=32, lr=1e-2, verbose=False, schedule="cosine", ema=ema)
     straight = dl.fit(flows.glow(2, 2, seed=1), x, **options)
 
-    validate, calls = training._Loop._validate, []
+    validate, calls = TorchEngine.validate, []
 
     def interrupt_in_epoch_five(loop):
         calls.append(1)
@@ -159,7 +160,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ema):
             raise KeyboardInterrupt
         return validate(loop)
 
-    monkeypatch.setattr(training._Loop, "_validate", interrupt_in_epoch_five)
+    monkeypatch.setattr(TorchEngine, "validate", interrupt_in_epoch_five)
     with pytest.warns(UserWarning, match="interrupted"):
         stopped = dl.fit(flows.glow(2, 2, seed=1), x, **options,
                          checkpoint=tmp_path / "ckpt", checkpoint_every=3)
@@ -181,13 +182,13 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ema):
 @pytest.mark.parametrize("engine", ["torch", "compiled"])
 def test_ema_validates_the_moving_average_of_the_epoch_weights(monkeypatch, engine):
     seen: list[torch.Tensor] = []
-    validate = training._Loop._validate
+    validate = TorchEngine.validate
 
     def record(loop):
         seen.append(parameters(loop.model).clone())
         return validate(loop)
 
-    monkeypatch.setattr(training._Loop, "_validate", record)
+    monkeypatch.setattr(TorchEngine, "validate", record)
     x = gaussian_data(300)
     options = dict(epochs=5, batch_size=32, lr=1e-2, verbose=False, engine=engine)
     dl.fit(flows.realnvp(2, 2, seed=1).double(), x, **options)

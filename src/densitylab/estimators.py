@@ -17,7 +17,8 @@ from densitylab._rounding import dequantise, rounding_steps
 from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import settings, split, tabular_budget
-from densitylab.training import fit, torch_threads
+from densitylab.runtime import torch_threads
+from densitylab.training import fit
 
 
 def check_fitted(estimator: BaseEstimator) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from densitylab import metrics
 from densitylab.flows import Flow
-from densitylab.training import torch_threads
+from densitylab.runtime import torch_threads
 
 
 class KnownDistribution(Protocol):

@@ -23,9 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from densitylab._devices import resolve_device
 from densitylab._files import output_directory
 from densitylab._schema import TensorShapes, check_size, checked_arguments, checked_dtype, conforms
+from densitylab.runtime import resolve_device
 
 FORMAT = "densitylab-model"
 VERSION = 1

@@ -41,9 +41,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from densitylab import _kde_kernels as kernels
 from densitylab._bandwidth import BANDWIDTH_RULES, resolve_bandwidth
-from densitylab._devices import resolve_device
 from densitylab._validation import as_points, check_positive_int
 from densitylab.grids import Grid
+from densitylab.runtime import resolve_device
 
 __all__ = ["KDE", "BANDWIDTH_RULES", "leave_one_out_log_likelihood"]
 

@@ -60,8 +60,6 @@ References:
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,7 +71,7 @@ from densitylab._validation import check_flow_dim, check_positive_int
 
 if TYPE_CHECKING:  # torch is imported only by the functions that talk to it
     from densitylab.flows import Flow
-    from densitylab.training import History
+    from densitylab.training import FitResult
 
 LEAKY_SLOPE = 0.01
 SCALINGS = ("factor", "tanh")
@@ -411,9 +409,8 @@ class NumpyRealNVP:
         except ValueError as err:
             raise ValueError(f"mean and log_std must broadcast to {shape}") from err
 
-    def copy(self) -> NumpyRealNVP:
-        """An independent copy (parameters, standardisation, architecture)."""
-        clone = NumpyRealNVP(
+    def _empty_like(self, n_models: int, seed: int | list[int]) -> NumpyRealNVP:
+        return NumpyRealNVP(
             self.dim,
             self.n_layers,
             self.hidden,
@@ -421,13 +418,30 @@ class NumpyRealNVP:
             separate_nets=self.separate_nets,
             scale=self.scale,
             zero_init=self.zero_init,
-            seed=self.seed,
-            n_models=self.n_models,
+            seed=seed,
+            n_models=n_models,
             masks=None if self._default_masks else [c.mask for c in self.couplings],
         )
+
+    def copy(self) -> NumpyRealNVP:
+        """An independent copy (parameters, standardisation, architecture)."""
+        clone = self._empty_like(self.n_models, self.seed)
         clone.params[...] = self.params
         clone.set_standardization(self.mean, self.log_std)
         return clone
+
+    def unstack(self) -> list[NumpyRealNVP]:
+        """The ``M`` models as ``M`` one-model copies."""
+        seeds = self.seed if isinstance(self.seed, list) else [self.seed] * self.n_models
+        rows = self.params.reshape(self.n_models, self.n_params)
+        singles = []
+        for m, seed in enumerate(seeds):
+            single = self._empty_like(1, seed)
+            single.params[...] = rows[m]
+            if self.mean is not None:
+                single.set_standardization(self.mean[m], self.log_std[m])
+            singles.append(single)
+        return singles
 
     # -- torch interop -------------------------------------------------------------------------
     @classmethod
@@ -807,69 +821,13 @@ class Adam:
             self.params[block] -= work
 
 
-@dataclass
-class NumpyFitResult:
-    """What :func:`fit` returns: the best model (per model, by validation NLL) and how training
-    went, with one entry per model in every list (``history`` and friends: the only model)."""
+def fit(model: NumpyRealNVP, x: ArrayLike, **options) -> FitResult:
+    """Train a copy of a one-model ``model`` by Adam on the mean NLL, exactly as
+    :func:`densitylab.fit` trains its torch twin with autograd: the same training driver
+    (split, batch order, divergence handling, early stopping, best epoch by validation NLL),
+    with this module's hand-derived gradients and NumPy Adam as the engine.
 
-    model: NumpyRealNVP
-    histories: list[History]
-    best_epochs: list[int]
-    best_val_nlls: list[float]
-    wall_time: float
-    stop_reasons: list[str]
-    train_indices: list[np.ndarray]
-    val_indices: list[np.ndarray]
-
-    def _single(self, values: list) -> Any:
-        if len(values) != 1:
-            raise ValueError(f"this result holds {len(values)} models; index the plural fields")
-        return values[0]
-
-    @property
-    def history(self) -> History:
-        return self._single(self.histories)
-
-    @property
-    def best_epoch(self) -> int:
-        return self._single(self.best_epochs)
-
-    @property
-    def best_val_nll(self) -> float:
-        return self._single(self.best_val_nlls)
-
-    @property
-    def stop_reason(self) -> str:
-        return self._single(self.stop_reasons)
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.histories[0].train_nll)
-
-
-def fit(
-    model: NumpyRealNVP,
-    x: ArrayLike | Sequence[ArrayLike],
-    *,
-    epochs: int = 1000,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    val_fraction: float = 0.1,
-    x_val: ArrayLike | Sequence[ArrayLike] | None = None,
-    seed: int | Sequence[int] = 8,
-    patience: int | None = None,
-    clip_grad: float | None = None,
-    schedule: str | None = None,
-    standardize: bool = False,
-) -> NumpyFitResult:
-    """Train a copy of ``model`` by Adam on the mean NLL, exactly as :func:`densitylab.fit` /
-    :func:`densitylab.fit_many` train the torch twin with autograd: same train/validation
-    split, same batch order (``torch.randperm`` with a ``torch.Generator`` seeded per model;
-    torch is used for nothing else), same Adam, same gradient clipping, cosine schedule,
-    divergence handling and early stopping, same choice of the best epoch by validation NLL.
-
-    ``x`` is ``(n, D)`` shared by all ``M`` models or a sequence of M data sets; ``seed`` one
-    seed or one per model. Other arguments as in :func:`densitylab.fit`.
+    Options as in :func:`fit_many`. The result's ``model`` is the trained copy.
 
     Example:
         >>> import densitylab as dl
@@ -878,86 +836,80 @@ def fit(
         >>> len(result.history.val_nll), result.model.log_prob(x[:3]).shape
         (2, (3,))
     """
-    import torch
+    if model.n_models != 1:
+        raise ValueError(f"fit trains one model, this one holds {model.n_models}; use fit_many")
+    return fit_many(model, x, **options)[0]
 
-    from densitylab import training
 
-    n_models = model.n_models
-    options = training._check_options(
-        epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule
-    )
-    seeds = [seed] * n_models if isinstance(seed, int | np.integer) else list(seed)
-    if len(seeds) != n_models:
-        raise ValueError(f"got {len(seeds)} seeds for {n_models} models")
-    data = training._per_model(x, n_models, model.dim, "x")
-    splits = [training._split(len(d), val_fraction, s) for d, s in zip(data, seeds, strict=True)]
-    if x_val is None:
-        train = [d[t] for d, (t, _) in zip(data, splits, strict=True)]
-        val = [d[v] for d, (_, v) in zip(data, splits, strict=True)]
-    else:
-        splits = [(np.arange(len(d)), np.arange(0)) for d in data]
-        train, val = data, training._per_model(x_val, n_models, model.dim, "x_val")
-    if len({len(t) for t in train}) != 1 or len({len(v) for v in val}) != 1:
-        raise ValueError("fit needs data sets of equal size; fit them separately")
+def fit_many(
+    model: NumpyRealNVP,
+    x: ArrayLike | Sequence[ArrayLike],
+    *,
+    epochs: int = 1000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    val_fraction: float = 0.1,
+    x_val: ArrayLike | None = None,
+    seed: int | Sequence[int] = 8,
+    patience: int | None = None,
+    clip_grad: float | None = None,
+    schedule: str | None = None,
+    standardize: bool = False,
+) -> list[FitResult]:
+    """Train the ``M`` models of ``model`` side by side, as :func:`densitylab.fit_many` does;
+    one result per model, each holding a one-model copy.
 
+    ``x`` is ``(n, D)`` shared by all ``M`` models or a sequence of M data sets; ``seed`` one
+    seed or one per model. Other arguments as in :func:`densitylab.fit`.
+    """
+    from densitylab.training import Options
+    from densitylab.training.data import prepare, seeds_of
+    from densitylab.training.driver import train
+    from densitylab.training.objectives import NLL
+
+    options = Options(epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule)
+    seeds = seeds_of(seed, model.n_models)
+    data = prepare(x, x_val, n_models=model.n_models, dim=model.dim,
+                   val_fraction=val_fraction, seeds=seeds)
     model = model.copy()
-    x_train, x_valid = np.stack(train), np.stack(val)
     if standardize:  # torch's Standardize.fit: mean and unbiased std of the training data
-        std = np.maximum(x_train.std(axis=1, ddof=1, keepdims=True), 1e-12)
-        model.set_standardization(x_train.mean(axis=1, keepdims=True), np.log(std))
-    # the standardisation is fixed while training: apply it once, add its constant to the NLL
-    u_train, u_valid = model._standardize(x_train), model._standardize(x_valid)
-    constant = -model._standardize_logdet()[:, 0]
-
-    loop = _Loop(model, u_train, u_valid, constant, seeds, options, torch)
+        std = np.maximum(data.train.std(axis=1, ddof=1, keepdims=True), 1e-12)
+        model.set_standardization(data.train.mean(axis=1, keepdims=True), np.log(std))
+    engine = NumpyEngine(model, data.train, data.val, options)
+    config = {"architecture": repr(model), "standardize": standardize}
     with np.errstate(all="ignore"):  # non-finite losses are handled (skipped, then "diverged")
-        loop.run()
-    return NumpyFitResult(
-        model=loop.model,
-        histories=loop.histories,
-        best_epochs=loop.best_epoch,
-        best_val_nlls=[float(v) for v in loop.best_val],
-        wall_time=loop.wall_time,
-        stop_reasons=loop.stop_reason,
-        train_indices=[t for t, _ in splits],
-        val_indices=[v for _, v in splits],
-    )
+        driver = train(engine, NLL(), options, seeds, data, config, verbose=False)
+    return driver.results(model.unstack(), data.splits)
 
 
-class _Loop:
-    """The training loop of :func:`fit`: the torch loop of ``densitylab.training``, in NumPy."""
+class NumpyEngine:
+    """This module's arithmetic as an engine of the training driver: each step is the forward
+    pass, the hand-derived backward pass and one :class:`Adam` update of all models at once."""
 
-    def __init__(self, model, u_train, u_valid, constant, seeds, options, torch) -> None:
-        from densitylab.training import MAX_BAD_STEPS, History
-
-        self.model, self.u_train, self.u_valid, self.constant = model, u_train, u_valid, constant
-        self.options, self.torch, self.max_bad_steps = options, torch, MAX_BAD_STEPS
-        self.n_models = m = model.n_models
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    def __init__(self, model: NumpyRealNVP, x_train: np.ndarray, x_val: np.ndarray,
+                 options) -> None:
+        # the standardisation is fixed while training: apply it once, add its constant
+        self.model, self.options, self.n_models = model, options, model.n_models
+        self.u_train, self.u_val = model._standardize(x_train), model._standardize(x_val)
+        self.constant = -model._standardize_logdet()[:, 0]
         self.adam = Adam(model.params, lr=options.lr)
         self.grad = np.zeros_like(model.params)
         self.grad_views = model.views(self.grad)
-        self.histories = [History() for _ in range(m)]
-        self.best_val = np.full(m, math.inf)
-        self.best_epoch = [0] * m
-        self.best_params = model.params.reshape(m, -1).copy()
-        self.bad_steps = np.zeros(m, dtype=int)
-        self.stop_reason = ["completed"] * m
-        self.wall_time = 0.0
+        self.bad_steps = np.zeros(self.n_models, dtype=np.int64)
+        self._rows = np.arange(self.n_models)[:, None]
 
-    def _batches(self) -> list[np.ndarray]:
-        """Shuffled batch indices ``(M, batch)`` for one epoch, from the torch generators."""
-        n = self.u_train.shape[1]
-        perm = self.torch.randperm
-        order = np.stack([perm(n, generator=g).numpy() for g in self.generators])
-        size = self.options.batch_size
-        return [order[:, i : i + size] for i in range(0, n, size)]
+    def train_epoch(self, order, step: int, total_steps: int) -> np.ndarray:
+        order, size = order.numpy(), self.options.batch_size
+        sums = np.zeros(self.n_models)
+        for i, start in enumerate(range(0, order.shape[1], size)):
+            lr = self.options.learning_rate(step + i, total_steps)
+            sums += self._step(order[:, start : start + size], lr) + self.constant
+        return sums[:, None]
 
     def _step(self, index: np.ndarray, lr: float) -> np.ndarray:
         """One Adam step on every model; returns the per-model batch NLL."""
         model, grad = self.model, self.grad
-        batch = self.u_train[self._rows, index]  # (M, batch, D)
-        nll, z, caches = model._forward(batch)
+        nll, z, caches = model._forward(self.u_train[self._rows, index])  # (M, batch, D)
         model._backward(z, caches, self.grad_views)
         if self.options.clip_grad is None and np.isfinite(nll.sum() + grad.sum()):
             self.adam.step(grad, lr)
@@ -968,75 +920,42 @@ class _Loop:
         if self.options.clip_grad is not None:
             rows *= np.minimum(self.options.clip_grad / (norms + 1e-6), 1.0)[:, None]
         finite = np.isfinite(nll) & np.isfinite(norms)
+        self.bad_steps = np.where(finite, 0, self.bad_steps + 1)
         if finite.all():
             self.adam.step(grad, lr)
-            self.bad_steps[:] = 0
             return nll
-        # skip the update of models whose loss or gradient is not finite (as the torch loop)
-        self.bad_steps = np.where(finite, 0, self.bad_steps + 1)
+        # skip the update of models whose loss or gradient is not finite (as torch does)
         rows[~finite] = 0.0
-        params = self.model.params.reshape(self.n_models, -1)
+        params = self._params()
         saved = params[~finite].copy()
         self.adam.step(grad, lr)
         params[~finite] = saved
         return nll
 
-    def _validate(self) -> np.ndarray:
-        nll = self.model._forward(self.u_valid)[0] + self.constant
+    def validate(self) -> np.ndarray:
+        nll = self.model._forward(self.u_val)[0] + self.constant
         return np.nan_to_num(nll, nan=math.inf)
 
-    def run(self) -> None:
-        options, m = self.options, self.n_models
-        n_batches = math.ceil(self.u_train.shape[1] / options.batch_size)
-        total_steps = options.epochs * n_batches
-        self._rows = np.arange(m)[:, None]
-        active = np.ones(m, dtype=bool)
-        params = self.model.params.reshape(m, -1)
-        start = time.perf_counter()
-        step = 0
-        for epoch in range(1, options.epochs + 1):
-            if not active.any():
-                break
-            train_sum = np.zeros(m)
-            for index in self._batches():
-                lr = options.lr
-                if options.schedule == "cosine":
-                    lr = options.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-                train_sum += self._step(index, lr)
-                step += 1
-            val_nll = self._validate()
-            improved = val_nll < self.best_val
-            if improved.any():
-                self.best_val = np.where(improved, val_nll, self.best_val)
-                self.best_params[improved] = params[improved]
-                for k in np.flatnonzero(improved):
-                    self.best_epoch[k] = epoch
-            self.wall_time = time.perf_counter() - start
-            train_nll = train_sum / n_batches + self.constant
-            for k, history in enumerate(self.histories):
-                history.train_nll.append(float(train_nll[k]))
-                history.val_nll.append(float(val_nll[k]))
-                history.seconds.append(self.wall_time)
-            active &= ~self._stopped(epoch)
-        self.wall_time = time.perf_counter() - start
-        params[...] = self.best_params
+    def _params(self) -> np.ndarray:
+        return self.model.params.reshape(self.n_models, -1)
 
-    def _stopped(self, epoch: int) -> np.ndarray:
-        """Models that should stop now: persistently diverged, or out of patience."""
-        stopped = np.zeros(self.n_models, dtype=bool)
-        for k in range(self.n_models):
-            if self.stop_reason[k] != "completed":
-                stopped[k] = True
-            elif self.bad_steps[k] >= self.max_bad_steps:
-                self.stop_reason[k] = "diverged"
-                warnings.warn(
-                    f"training diverged at epoch {epoch} (non-finite loss or gradient); "
-                    f"keeping the best model, from epoch {self.best_epoch[k]}",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                stopped[k] = True
-            elif self.options.patience and epoch - self.best_epoch[k] >= self.options.patience:
-                self.stop_reason[k] = "early-stopping"
-                stopped[k] = True
-        return stopped
+    def weights(self) -> list[np.ndarray]:
+        return [self._params()]
+
+    def weights_finite(self) -> np.ndarray:
+        return np.isfinite(self._params()).all(axis=1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"params": self._params()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._params()[...] = state["params"]
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return {"exp_avg": self.adam.exp_avg, "exp_avg_sq": self.adam.exp_avg_sq,
+                "steps": np.array([self.adam.steps])}
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self.adam.exp_avg[...] = state["exp_avg"]
+        self.adam.exp_avg_sq[...] = state["exp_avg_sq"]
+        self.adam.steps = int(state["steps"][0])

@@ -2,8 +2,8 @@
 and a GAN (samples only, no likelihood).
 
 Both share the flows' conventions: ``(n, dim)`` inputs (arrays or tensors), tensors out,
-explicit seeds, training on index-batched tensors with the same split, seed and divergence
-rules as :func:`densitylab.fit`, and ``densitylab.save`` / ``densitylab.load`` persistence.
+explicit seeds, training on :func:`densitylab.fit`'s driver (their objectives plug into it),
+and ``densitylab.save`` / ``densitylab.load`` persistence.
 
 Example:
     >>> import densitylab as dl
@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from densitylab.baselines.gan import GAN, GANFitResult, GANHistory, fit_gan
-from densitylab.baselines.vae import VAE, VAEFitResult, fit_vae
+from densitylab.baselines.gan import GAN, AdversarialGame, fit_gan
+from densitylab.baselines.vae import VAE, NegativeELBO, fit_vae
 
-__all__ = ["GAN", "VAE", "GANFitResult", "GANHistory", "VAEFitResult", "fit_gan", "fit_vae"]
+__all__ = ["GAN", "VAE", "AdversarialGame", "NegativeELBO", "fit_gan", "fit_vae"]

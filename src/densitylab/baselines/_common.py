@@ -1,10 +1,9 @@
 """Pieces shared by the VAE and the GAN: seeded MLPs, input checks, standardisation buffers,
-the divergence guard and the per-epoch batch order."""
+and training on the one driver."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,9 +11,14 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import as_points, check_positive_int, column_statistics
+from densitylab._validation import check_positive_int, column_statistics
 from densitylab.flows.nets import check_activation
-from densitylab.training import MAX_BAD_STEPS, _split
+from densitylab.runtime import torch_threads
+from densitylab.training import FitResult, Options
+from densitylab.training.autograd import TorchEngine
+from densitylab.training.data import prepare, seeds_of
+from densitylab.training.driver import train
+from densitylab.training.objectives import Objective
 
 Seed = int | torch.Generator | None
 
@@ -143,47 +147,26 @@ class StandardizedModel(nn.Module):
         self.scale.copy_(std.squeeze(0))
 
 
-def training_data(
-    model: StandardizedModel, x: ArrayLike, x_val: ArrayLike | None, val_fraction: float, seed: int
-) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
-    """Checked train / validation tensors and the indices of the split (as in ``dl.fit``)."""
-    data = as_points(x, name="x", dim=model.dim, min_rows=2)
-    if x_val is None:
-        train_idx, val_idx = _split(len(data), val_fraction, seed)
-        train, val = data[train_idx], data[val_idx]
-    else:
-        train_idx, val_idx = np.arange(len(data)), np.arange(0)
-        train, val = data, as_points(x_val, name="x_val", dim=model.dim)
-    train_t, val_t = (
-        torch.as_tensor(a, dtype=model.dtype, device=model.device) for a in (train, val)
-    )
-    return train_t, val_t, train_idx, val_idx
-
-
-def batches(n: int, batch_size: int, rng: torch.Generator, device: torch.device) -> tuple:
-    """Shuffled index tensors for one epoch; the last batch may be shorter."""
-    return torch.randperm(n, generator=rng).to(device).split(batch_size)
-
-
-def all_finite(losses: Sequence[Tensor], params: Sequence[nn.Parameter]) -> bool:
-    """Whether every loss and every gradient norm is finite (a step is skipped otherwise)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.stack([*(loss.detach().reshape(()) for loss in losses),
-                         *torch._foreach_norm(grads)])
-    return bool(torch.isfinite(norms).all())
-
-
-def params_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def warn_diverged(epoch: int, kept: str) -> None:
-    warnings.warn(
-        f"training diverged at epoch {epoch} (non-finite loss or gradient for {MAX_BAD_STEPS} "
-        f"steps in a row); keeping {kept}",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+def fit_baseline(
+    model: StandardizedModel, objective: Objective, x: ArrayLike, x_val: ArrayLike | None,
+    options: Options, seed: int, *, standardize: bool, threads: int | None,
+    verbose: bool | None,
+) -> FitResult:
+    """Train a baseline in place with the training driver (the split, batches, divergence
+    guard and kept weights of :func:`densitylab.fit`); ``standardize`` first fits the model's
+    ``loc`` / ``scale`` to the training points."""
+    seeds = seeds_of(seed, 1)
+    data = prepare(x, x_val, n_models=1, dim=model.dim, val_fraction=options.val_fraction,
+                   seeds=seeds)
+    x_train = torch.as_tensor(data.train, dtype=model.dtype, device=model.device)
+    x_valid = torch.as_tensor(data.val, dtype=model.dtype, device=model.device)
+    if standardize:
+        model._fit_standardization(x_train[0])
+    with torch_threads(threads):
+        engine = TorchEngine(model, objective, x_train, x_valid, options)
+        driver = train(engine, objective, options, seeds, data, model.config, verbose=verbose)
+    model.eval()
+    return driver.results([model], data.splits)[0]
 
 
 def check_nonnegative(value: float, name: str) -> float:

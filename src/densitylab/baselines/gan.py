@@ -15,35 +15,28 @@ unregularised game oscillates.
 from __future__ import annotations
 
 import math
-import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
-from torch import Tensor
+from torch import Tensor, nn
 
 from densitylab._validation import check_positive_int
 from densitylab.baselines._common import (
     MLP,
     Seed,
     StandardizedModel,
-    all_finite,
-    batches,
     check_nonnegative,
     check_seed,
     check_widths,
-    params_finite,
+    fit_baseline,
     randn,
     rng_from,
-    training_data,
-    warn_diverged,
 )
-from densitylab.training import MAX_BAD_STEPS, _check_options, _progress_enabled, torch_threads
+from densitylab.training import FitResult, Options
+from densitylab.training.objectives import Objective
 
 VAL_MAX_POINTS = 1000  # cap on each set in the per-epoch validation energy distance
 
@@ -103,49 +96,56 @@ class GAN(StandardizedModel):
         return self.discriminator(self._standardize(self._as_input(x))).squeeze(-1)
 
 
-@dataclass
-class GANHistory:
-    """Per-epoch means of the two losses, the validation energy distance, cumulative seconds.
+class AdversarialGame(Objective):
+    """The GAN's two-player step: per batch one discriminator update, then one generator
+    update, each with its own Adam. GAN losses do not measure sample quality, so the weights
+    kept are the last finite ones; validation records the energy distance between held-out
+    data and generated points (fixed latent draws every epoch)."""
 
-    ``discriminator_loss`` is the classification part of ``L_D`` (``2 log 2 ~ 1.386`` when ``D``
-    cannot tell real from generated), ``r1_penalty`` the mean ``|grad_x D|^2`` on real batches,
-    ``val_energy`` the energy distance between held-out data and generated points (fixed latent
-    draws every epoch), ``nan`` when fewer than two validation points exist.
-    """
+    train_columns = ("discriminator_loss", "generator_loss", "r1_penalty")
+    val_column = "val_energy"
+    keep_best = False
 
-    discriminator_loss: list[float] = field(default_factory=list)
-    generator_loss: list[float] = field(default_factory=list)
-    r1_penalty: list[float] = field(default_factory=list)
-    val_energy: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    def __init__(self, r1_gamma: float, betas: tuple[float, float], seed: int) -> None:
+        self.gamma, self.betas, self.seed = r1_gamma, tuple(betas), seed
+        self.rng = torch.Generator().manual_seed(seed)
 
-    def rows(self) -> Iterator[dict[str, float]]:
-        """One dict per epoch (epoch counted from 1), e.g. for ``history.csv``."""
-        columns = zip(self.discriminator_loss, self.generator_loss, self.r1_penalty,
-                      self.val_energy, self.seconds, strict=True)
-        for epoch, (d, g, r1, energy, seconds) in enumerate(columns, 1):
-            yield {"epoch": epoch, "discriminator_loss": d, "generator_loss": g,
-                   "r1_penalty": r1, "val_energy": energy, "seconds": seconds}
+    def parameter_groups(self, model: GAN) -> list[list[nn.Parameter]]:
+        return [list(model.discriminator.parameters()), list(model.generator.parameters())]
 
+    def train_step(self, engine, batch: Tensor) -> Tensor:
+        """Non-saturating losses with the R1 penalty on real data; a step whose loss or
+        gradient is not finite updates nothing (and the generator is not updated after a
+        failed discriminator step)."""
+        model, gamma = engine.model, self.gamma
+        real = model._standardize(batch[0]).detach().requires_grad_(gamma > 0)
+        d_real = model.discriminator(real).squeeze(-1)
+        with torch.no_grad():
+            fake = model.generator(model._latent(len(real), self.rng))
+        d_fake = model.discriminator(fake).squeeze(-1)
+        d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        if gamma > 0:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            r1 = grad.square().sum(-1).mean()
+        else:
+            r1 = d_loss.new_zeros(())
+        failed = torch.full((1, 3), math.nan, dtype=torch.float64)
+        d_total = (d_loss + 0.5 * gamma * r1).reshape(1)
+        if not engine.descend(d_total, (d_loss + r1).detach().reshape(1), group=0).all():
+            return failed
+        latent = model._latent(len(real), self.rng)
+        g_loss = F.softplus(-model.discriminator(model.generator(latent))).mean().reshape(1)
+        if not engine.descend(g_loss, g_loss.detach(), group=1).all():
+            return failed
+        return torch.stack([d_loss, g_loss[0], r1]).detach().double().reshape(1, 3)
 
-@dataclass
-class GANFitResult:
-    """What :func:`fit_gan` returns: the model after the last finite epoch and its history.
+    def validate(self, engine) -> Tensor:
+        val = engine.x_val[0].cpu().double().numpy()
+        return torch.tensor([_val_energy(engine.model, val, self.seed)])
 
-    There is no "best epoch": GAN losses do not measure sample quality, so the final model is
-    kept (``history.val_energy`` shows how the samples evolved).
-    """
-
-    model: GAN
-    history: GANHistory
-    wall_time: float
-    stop_reason: str  # "completed", "diverged" or "interrupted"
-    train_indices: np.ndarray
-    val_indices: np.ndarray
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.history.generator_loss)
+    def label(self, history) -> str:
+        return (f"D {history.discriminator_loss[-1]:.3f}  G {history.generator_loss[-1]:.3f}"
+                f"  val energy {history.val_energy[-1]:.4f}")
 
 
 def fit_gan(
@@ -163,16 +163,17 @@ def fit_gan(
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
-) -> GANFitResult:
-    """Train ``model`` on ``x`` ``(n, dim)``: per batch one discriminator step, then one
-    generator step, each with its own Adam (``lr``, ``betas``); trained in place.
+) -> FitResult:
+    """Train ``model`` on ``x`` ``(n, dim)`` with :class:`AdversarialGame` on the training
+    driver of :func:`densitylab.fit`; trained in place.
 
-    ``r1_gamma`` weighs the R1 penalty (0 switches it off). ``val_fraction`` / ``x_val`` give
-    the held-out points of ``history.val_energy``; ``seed`` fixes the split, batch order and
-    latent draws, so the same seed gives the same result. ``standardize`` fits the model's
-    ``loc`` / ``scale`` buffers to the training data first. A non-finite loss or gradient skips
-    the step; ``MAX_BAD_STEPS`` in a row stop training with a ``RuntimeWarning`` and restore the
-    parameters from the end of the last epoch whose parameters were all finite.
+    ``r1_gamma`` weighs the R1 penalty (0 switches it off); ``lr`` and ``betas`` are both
+    players' Adam settings. ``val_fraction`` / ``x_val`` give the held-out points of
+    ``history.val_energy`` (``nan`` with fewer than two); ``seed`` fixes the split, batch order
+    and latent draws, so the same seed gives the same result. ``standardize`` fits the model's
+    ``loc`` / ``scale`` buffers to the training data first. A non-finite loss or gradient
+    skips the step; ``MAX_BAD_STEPS`` in a row stop training with a ``RuntimeWarning``. The
+    model returned has the parameters of the last epoch whose parameters were all finite.
 
     References:
         Goodfellow, I. et al. (2014). Generative adversarial nets. NeurIPS.
@@ -181,102 +182,13 @@ def fit_gan(
     """
     if not isinstance(model, GAN):
         raise ValueError(f"fit_gan needs a GAN, got {type(model).__name__}")
-    options = _check_options(epochs, batch_size, lr, val_fraction, None, None, None)
-    seed = check_seed(seed)
+    options = Options(epochs, batch_size, lr, val_fraction)
     gamma = check_nonnegative(r1_gamma, "r1_gamma")
     if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    train, val, train_idx, val_idx = training_data(model, x, x_val, val_fraction, seed)
-    if standardize:
-        model._fit_standardization(train)
-    u_train = model._standardize(train)
-    val_np = val.cpu().numpy().astype(np.float64)
-
-    rng = torch.Generator().manual_seed(seed)
-    g_params = list(model.generator.parameters())
-    d_params = list(model.discriminator.parameters())
-    g_opt = torch.optim.Adam(g_params, lr=options.lr, betas=tuple(betas), fused=True)
-    d_opt = torch.optim.Adam(d_params, lr=options.lr, betas=tuple(betas), fused=True)
-    history = GANHistory()
-    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    stop_reason, bad_steps = "completed", 0
-    start = time.perf_counter()
-    model.train()
-    with (
-        torch_threads(threads),
-        _gan_progress(_progress_enabled(verbose), options.epochs) as advance,
-    ):
-        try:
-            for epoch in range(1, options.epochs + 1):
-                sums, counted = np.zeros(3), 0
-                for index in batches(len(u_train), options.batch_size, rng, model.device):
-                    losses = _step(model, u_train[index], gamma, rng, d_opt, g_opt)
-                    if losses is None:
-                        bad_steps += 1
-                        if bad_steps >= MAX_BAD_STEPS:
-                            break
-                    else:
-                        bad_steps = 0
-                        sums, counted = sums + losses, counted + 1
-                d_loss, g_loss, r1 = sums / counted if counted else (math.nan,) * 3
-                history.discriminator_loss.append(float(d_loss))
-                history.generator_loss.append(float(g_loss))
-                history.r1_penalty.append(float(r1))
-                history.val_energy.append(_val_energy(model, val_np, seed))
-                history.seconds.append(time.perf_counter() - start)
-                advance(epoch, history)
-                if bad_steps >= MAX_BAD_STEPS:
-                    stop_reason = "diverged"
-                    warn_diverged(epoch, "the parameters of the last finite epoch")
-                    break
-                if params_finite(model):
-                    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        except KeyboardInterrupt:
-            stop_reason = "interrupted"
-            warnings.warn("training interrupted: keeping the last finite model", stacklevel=2)
-    model.load_state_dict(last_good)
-    model.eval()
-    return GANFitResult(
-        model=model, history=history, wall_time=time.perf_counter() - start,
-        stop_reason=stop_reason, train_indices=train_idx, val_indices=val_idx,
-    )
-
-
-def _step(
-    model: GAN,
-    real: Tensor,
-    gamma: float,
-    rng: torch.Generator,
-    d_opt: torch.optim.Optimizer,
-    g_opt: torch.optim.Optimizer,
-) -> np.ndarray | None:
-    """One discriminator and one generator update; ``None`` (and no update) if not finite."""
-    d_params = list(model.discriminator.parameters())
-    g_params = list(model.generator.parameters())
-    real = real.detach().requires_grad_(gamma > 0)
-    d_real = model.discriminator(real).squeeze(-1)
-    with torch.no_grad():
-        fake = model.generator(model._latent(len(real), rng))
-    d_fake = model.discriminator(fake).squeeze(-1)
-    d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-    if gamma > 0:
-        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-        r1 = grad.square().sum(-1).mean()
-    else:
-        r1 = d_loss.new_zeros(())
-    d_opt.zero_grad()
-    (d_loss + 0.5 * gamma * r1).backward(inputs=d_params)
-    if not all_finite([d_loss, r1], d_params):
-        return None
-    d_opt.step()
-
-    g_loss = F.softplus(-model.discriminator(model.generator(model._latent(len(real), rng)))).mean()
-    g_opt.zero_grad()
-    g_loss.backward(inputs=g_params)
-    if not all_finite([g_loss], g_params):
-        return None
-    g_opt.step()
-    return torch.stack([d_loss, g_loss, r1]).detach().double().numpy()
+    game = AdversarialGame(gamma, betas, check_seed(seed))
+    return fit_baseline(model, game, x, x_val, options, seed, standardize=standardize,
+                        threads=threads, verbose=verbose)
 
 
 def _val_energy(model: GAN, val: np.ndarray, seed: int) -> float:
@@ -290,25 +202,3 @@ def _val_energy(model: GAN, val: np.ndarray, seed: int) -> float:
     if not torch.isfinite(generated).all():
         return math.nan
     return energy_distance(generated.cpu().double().numpy(), val, VAL_MAX_POINTS, seed=seed)
-
-
-@contextmanager
-def _gan_progress(enabled: bool, epochs: int):
-    """A rich progress bar (epoch, D and G losses, validation energy, ETA) or a no-op."""
-    if not enabled:
-        yield lambda epoch, history: None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("[bold]training GAN[/]"), BarColumn(),
-               TextColumn("epoch {task.completed}/{task.total}"),
-               TextColumn("{task.fields[losses]}"), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("fit", total=epochs, losses="")
-
-        def advance(epoch: int, h: GANHistory) -> None:
-            label = (f"D {h.discriminator_loss[-1]:.3f}  G {h.generator_loss[-1]:.3f}  "
-                     f"val energy {h.val_energy[-1]:.4f}")
-            progress.update(task, completed=epoch, losses=label)
-
-        yield advance

@@ -16,12 +16,8 @@ Frellsen, 2018); a shared variance keeps the maximum-likelihood problem well pos
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
@@ -31,23 +27,14 @@ from densitylab.baselines._common import (
     MLP,
     Seed,
     StandardizedModel,
-    all_finite,
-    batches,
     check_seed,
     check_widths,
+    fit_baseline,
     randn,
     rng_from,
-    training_data,
-    warn_diverged,
 )
-from densitylab.training import (
-    MAX_BAD_STEPS,
-    History,
-    _check_options,
-    _progress,
-    _progress_enabled,
-    torch_threads,
-)
+from densitylab.training import FitResult, Options
+from densitylab.training.objectives import Objective
 
 LOG_2PI = math.log(2 * math.pi)
 VAL_SAMPLES = 8  # reparametrisation samples per validation point (fixed noise every epoch)
@@ -198,23 +185,28 @@ class VAE(StandardizedModel):
         return self._unstandardize(self.decoder(z) + torch.exp(self.decoder_log_std) * noise)
 
 
-@dataclass
-class VAEFitResult:
-    """What :func:`fit_vae` returns. ``history.train_nll`` / ``val_nll`` hold the *negative
-    ELBO* per epoch (an upper bound on the NLL), in nats in the user's units."""
+class NegativeELBO(Objective):
+    """The VAE's objective: the negative ELBO per point in the user's units (one
+    reparametrised sample per point and step, closed-form KL); validated with
+    ``VAL_SAMPLES`` samples per point and the same noise every epoch, so epochs compare
+    fairly."""
 
-    model: VAE
-    history: History
-    best_epoch: int
-    best_val_loss: float  # validation negative ELBO of the returned model
-    wall_time: float
-    stop_reason: str  # "completed", "early-stopping", "diverged" or "interrupted"
-    train_indices: np.ndarray
-    val_indices: np.ndarray
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = torch.Generator().manual_seed(seed)
 
-    @property
-    def epochs_run(self) -> int:
-        return len(self.history.train_nll)
+    def point_losses(self, model: VAE, batch: Tensor) -> Tensor:
+        return self._negative_elbo(model, batch, 1, self.rng)
+
+    def val_point_losses(self, model: VAE, points: Tensor) -> Tensor:
+        rng = torch.Generator().manual_seed(self.seed)
+        return self._negative_elbo(model, points, VAL_SAMPLES, rng)
+
+    @staticmethod
+    def _negative_elbo(model: VAE, batch: Tensor, n_samples: int, rng) -> Tensor:
+        """``(1, b)`` losses of a one-model batch ``(1, b, D)``."""
+        u = model._standardize(batch[0])
+        return -(model._elbo(u, n_samples, rng) + model._log_jacobian()).unsqueeze(0)
 
 
 def fit_vae(
@@ -231,17 +223,17 @@ def fit_vae(
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
-) -> VAEFitResult:
+) -> FitResult:
     """Fit ``model`` to ``x`` ``(n, dim)`` by maximising the ELBO with Adam (one reparametrised
     sample per point and step, closed-form KL); the model is trained in place and returned.
 
-    Arguments mean what they mean in :func:`densitylab.fit`: ``val_fraction`` of ``x`` (split by
-    ``seed``) is held out unless ``x_val`` is given, and the model kept is the one with the
-    lowest validation negative ELBO (same noise every epoch, so epochs compare fairly).
-    ``seed`` also fixes the batch order and the noise: the same seed gives the same result.
-    ``standardize`` fits the model's ``loc`` / ``scale`` buffers to the training data first;
-    densities stay in the user's units. A non-finite loss or gradient skips the step;
-    ``MAX_BAD_STEPS`` of them in a row stop training with a ``RuntimeWarning``.
+    Trained by :func:`densitylab.fit`'s driver, so arguments mean what they mean there:
+    ``val_fraction`` of ``x`` (split by ``seed``) is held out unless ``x_val`` is given, and the
+    model kept is the one with the lowest validation negative ELBO. ``seed`` also fixes the
+    batch order and the noise: the same seed gives the same result. ``standardize`` fits the
+    model's ``loc`` / ``scale`` buffers to the training data first; densities stay in the
+    user's units. ``history.train_nll`` / ``val_nll`` hold the negative ELBO per epoch (an
+    upper bound on the NLL).
 
     Example:
         >>> import densitylab as dl
@@ -256,72 +248,6 @@ def fit_vae(
     """
     if not isinstance(model, VAE):
         raise ValueError(f"fit_vae needs a VAE, got {type(model).__name__}")
-    options = _check_options(epochs, batch_size, lr, val_fraction, patience, None, None)
-    seed = check_seed(seed)
-    train, val, train_idx, val_idx = training_data(model, x, x_val, val_fraction, seed)
-    if standardize:
-        model._fit_standardization(train)
-    u_train, u_val = model._standardize(train), model._standardize(val)
-    log_jac = float(model._log_jacobian())
-
-    rng = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=options.lr, fused=True)
-    history = History()
-    best_val, best_epoch, stop_reason = math.inf, 0, "completed"
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    bad_steps = 0
-    start = time.perf_counter()
-    model.train()
-    with (
-        torch_threads(threads),
-        _progress(_progress_enabled(verbose), options.epochs, 1) as advance,
-    ):
-        try:
-            for epoch in range(1, options.epochs + 1):
-                total, counted = 0.0, 0
-                for index in batches(len(u_train), options.batch_size, rng, model.device):
-                    loss = -model._elbo(u_train[index], 1, rng).mean()
-                    optimizer.zero_grad()
-                    loss.backward()
-                    if all_finite([loss], params):
-                        optimizer.step()
-                        bad_steps = 0
-                        total, counted = total + loss.item(), counted + 1
-                    else:
-                        bad_steps += 1
-                        if bad_steps >= MAX_BAD_STEPS:
-                            break
-                with torch.no_grad():
-                    val_rng = torch.Generator().manual_seed(seed)
-                    val_loss = -float(model._elbo(u_val, VAL_SAMPLES, val_rng).mean()) - log_jac
-                val_loss = val_loss if math.isfinite(val_loss) else math.inf
-                if val_loss < best_val:
-                    best_val, best_epoch = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                history.train_nll.append(total / counted - log_jac if counted else math.nan)
-                history.val_nll.append(val_loss)
-                history.seconds.append(time.perf_counter() - start)
-                advance(epoch, [history])
-                if bad_steps >= MAX_BAD_STEPS:
-                    stop_reason = "diverged"
-                    warn_diverged(
-                        epoch,
-                        f"the best model, from epoch {best_epoch}"
-                        if best_epoch
-                        else "the initial parameters (no finite epoch)",
-                    )
-                    break
-                if options.patience and epoch - best_epoch >= options.patience:
-                    stop_reason = "early-stopping"
-                    break
-        except KeyboardInterrupt:
-            stop_reason = "interrupted"
-            warnings.warn("training interrupted: keeping the best model so far", stacklevel=2)
-    model.load_state_dict(best_state)
-    model.eval()
-    return VAEFitResult(
-        model=model, history=history, best_epoch=best_epoch, best_val_loss=best_val,
-        wall_time=time.perf_counter() - start, stop_reason=stop_reason,
-        train_indices=train_idx, val_indices=val_idx,
-    )
+    options = Options(epochs, batch_size, lr, val_fraction, patience)
+    return fit_baseline(model, NegativeELBO(check_seed(seed)), x, x_val, options, seed,
+                        standardize=standardize, threads=threads, verbose=verbose)

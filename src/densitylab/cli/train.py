@@ -72,10 +72,10 @@ def train(
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
     from densitylab import datasets, flows
     from densitylab import distributed as parallel
-    from densitylab._devices import resolve_device
     from densitylab._files import check_output, claimed_directory
     from densitylab._validation import check_positive_int
     from densitylab.flows.recipes import settings, split
+    from densitylab.runtime import resolve_device
     from densitylab.training import fit
 
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:

@@ -14,13 +14,12 @@ a leading dimension ``M``) takes ``(M, n, D)`` (or ``(n, D)``, shared by all mod
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from densitylab._validation import column_statistics
-from densitylab.distributed import all_reduce_sum
 from densitylab.flows.nets import StackedMLP
 
 SCALINGS = ("factor", "tanh")
@@ -372,6 +371,10 @@ class Standardize(Transform):
         return z * torch.exp(self.log_std) + self.mean, self._logdet(z)
 
 
+def _identity(tensor: Tensor) -> Tensor:
+    return tensor
+
+
 class ActNorm(Transform):
     """Per-coordinate affine normalisation ``z = (x + bias) * exp(log_scale)`` (Glow).
 
@@ -388,18 +391,21 @@ class ActNorm(Transform):
         self.log_scale = nn.Parameter(torch.zeros(n_models, 1, dim))
         self.bias = nn.Parameter(torch.zeros(n_models, 1, dim))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        # sums the statistics over whatever holds the rest of the batch; the training loop
+        # sets it under data-parallel training, where each process sees only its shard
+        self.sum_statistics: Callable[[Tensor], Tensor] = _identity
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         """Set bias and scale from a batch ``(M, n, D)``: zero mean, unit variance.
 
-        Under data-parallel training each process sees only its shard of the batch; the
-        statistics are summed over all processes, so every process gets the same
-        initialisation, the one a single process would compute from the whole batch.
+        Under data-parallel training the statistics are summed over all processes, so every
+        process gets the initialisation a single process would compute from the whole batch.
         """
-        count = all_reduce_sum(torch.tensor(float(x.shape[1]), dtype=x.dtype, device=x.device))
-        mean = all_reduce_sum(x.sum(dim=1, keepdim=True)) / count
-        squares = all_reduce_sum((x - mean).square().sum(dim=1, keepdim=True))
+        total = self.sum_statistics
+        count = total(torch.tensor(float(x.shape[1]), dtype=x.dtype, device=x.device))
+        mean = total(x.sum(dim=1, keepdim=True)) / count
+        squares = total((x - mean).square().sum(dim=1, keepdim=True))
         std = (squares / (count - 1)).sqrt()
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from densitylab.plots._figure import Figure
-from densitylab.training import History
+from densitylab.training.result import History
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
 

@@ -1,12 +1,33 @@
-"""Turning the user's ``device`` argument into a ``torch.device``."""
+"""Run-time helpers used across layers: torch thread counts, devices, progress bars."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from densitylab import distributed as distributed_
+from densitylab._validation import check_positive_int
 
 DEVICE_TYPES = ("cpu", "cuda")
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads, restoring the previous count afterwards.
+
+    One thread is fastest for small models and immune to oversubscription on a busy
+    machine; ``None`` keeps torch's setting.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(device: str | torch.device, distributed: bool = False) -> torch.device:
@@ -26,3 +47,8 @@ def resolve_device(device: str | torch.device, distributed: bool = False) -> tor
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available")
     return distributed_.local_device(device) if distributed else device
+
+
+def progress_enabled(verbose: bool | None) -> bool:
+    """Progress bars by default only when stderr is a terminal (not in logs or CI)."""
+    return sys.stderr.isatty() if verbose is None else verbose

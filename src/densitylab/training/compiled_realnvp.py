@@ -1,4 +1,5 @@
-"""Compiled training epochs for RealNVP coupling stacks (numba): no Python work per step.
+"""The compiled engine: training epochs for RealNVP coupling stacks (numba), no Python work
+per step.
 
 Small flows spend their time in per-operation overhead, not arithmetic: a coursework step is
 ~300 tiny torch operations. Here a whole epoch (batch gather, forward pass, the hand-derived
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from densitylab.flows.flow import Flow
-from densitylab.flows.transforms import AffineCoupling, Standardize
+from densitylab.flows import AffineCoupling, Flow, Standardize
+from densitylab.training.autograd import TorchEngine
 
 ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1, "tanh": 2}
 SCALE_CODES = {"factor": 0, "tanh": 1}
@@ -372,3 +373,44 @@ def nll_and_grad(
                         lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
                         lay.activation, lay.scale)
     return nll, grad
+
+
+class CompiledEngine(TorchEngine):
+    """Epochs run by the compiled kernels on a float64 copy of the parameters.
+
+    The torch model is refreshed after every epoch, so validation, the kept weights and
+    checkpoints are the autograd engine's; Adam's state lives here as NumPy arrays.
+    """
+
+    def __init__(self, model: Flow, objective, x_train, x_val, options) -> None:
+        super().__init__(model, objective, x_train, x_val, options)
+        self.stack = CompiledStack(model)
+        self.theta = self.stack.pack()
+        self.adam = self.stack.new_adam()
+        x = x_train.detach().double().cpu().numpy()
+        self.x = self.stack.standardized(x)
+        self.offset = self.stack.log_det_offset()  # NLL(x) = NLL(standardised x) - offset
+
+    def _new_optimizers(self) -> list:
+        return []
+
+    def train_epoch(self, order, step: int, total_steps: int) -> np.ndarray:
+        options = self.options
+        sums = self.stack.run_epoch(
+            self.theta, self.adam, self.x, order.numpy(), options.batch_size, options.lr,
+            total_steps, step, int(options.schedule == "cosine"), options.clip_grad or 0.0,
+            self.bad_steps,
+        )
+        self.stack.unpack(self.theta)
+        n_batches = math.ceil(self.x.shape[1] / options.batch_size)
+        return (sums - n_batches * self.offset)[:, None]
+
+    def load_state(self, state) -> None:
+        super().load_state(state)
+        self.theta = self.stack.pack()
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v) for k, v in self.adam.items()}
+
+    def load_optimizer_state(self, tensors) -> None:
+        self.adam = {k: tensors[k].numpy().copy() for k in self.adam}

@@ -1,0 +1,71 @@
+"""Objectives: what a model minimises, how it is validated, and which weights are kept.
+
+The driver and the autograd engine are the same for every model; an objective supplies the
+per-point loss of a batch (a flow's negative log-likelihood, the VAE's negative ELBO) or a whole
+step (the GAN's two-player update). Flow objectives are registered by name in ``OBJECTIVES``;
+a new objective is a subclass in its own module plus one entry there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from densitylab.training.result import History
+
+
+class Objective:
+    """A likelihood-style objective: minimise the mean per-point loss, keep the weights with
+    the lowest validation loss. Subclasses define :meth:`point_losses`; ``engine`` below is
+    the :class:`~densitylab.training.autograd.TorchEngine` running the step."""
+
+    train_columns: tuple[str, ...] = ("train_nll",)
+    val_column = "val_nll"
+    keep_best = True  # keep the best validation epoch (else: the last with finite weights)
+    betas = (0.9, 0.999)  # Adam's
+
+    def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
+        """Differentiable loss of every point, ``(M, b)``, for a batch ``(M, b, D)``."""
+        raise NotImplementedError
+
+    def val_point_losses(self, model: nn.Module, points: Tensor) -> Tensor:
+        """The validation loss of every point; by default the training loss."""
+        return self.point_losses(model, points)
+
+    def parameter_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
+        """Parameters updated together by one Adam; one group unless a game needs more."""
+        return [[p for p in model.parameters() if p.requires_grad]]
+
+    def train_step(self, engine, batch: Tensor) -> Tensor:
+        """One update on a batch; returns the step's training columns, ``(M, k)``."""
+        loss, reported = engine.batch_mean(self.point_losses(engine.forward_model, batch))
+        engine.descend(loss, reported)
+        return reported.unsqueeze(1)
+
+    def validate(self, engine) -> Tensor:
+        """Per-model validation loss (``inf`` where not finite)."""
+        loss = engine.mean_over_validation(lambda x: self.val_point_losses(engine.model, x))
+        return torch.nan_to_num(loss, nan=math.inf)
+
+    def label(self, history: History) -> str:
+        """The progress bar's text after an epoch."""
+        return f"train {history.train_nll[-1]:.4f}  val {history.val_nll[-1]:.4f}"
+
+
+class NLL(Objective):
+    """A flow's negative log-likelihood, ``-log p(x)``, or ``-log p(x | c)`` for a conditional
+    flow, whose rows are ``[x | c]``: maximum likelihood."""
+
+    def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
+        return -model(batch)
+
+
+OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL}
+
+
+def objective_named(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]()

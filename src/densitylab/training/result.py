@@ -1,0 +1,80 @@
+"""What every training run returns: one :class:`FitResult` per model, with its :class:`History`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class History:
+    """Per-epoch record of one model: one list per column, and cumulative seconds.
+
+    The columns are the objective's: ``train_nll`` and ``val_nll`` for a flow (for the VAE the
+    negative ELBO, an upper bound on the NLL), the two losses, the R1 penalty and the validation
+    energy distance for a GAN. Each column reads as an attribute, ``history.val_nll``.
+    """
+
+    columns: dict[str, list[float]] = field(
+        default_factory=lambda: {"train_nll": [], "val_nll": []}
+    )
+    seconds: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, names: Sequence[str]) -> History:
+        return cls({name: [] for name in names})
+
+    def __getattr__(self, name: str) -> list[float]:
+        columns = self.__dict__.get("columns", {})
+        if name in columns:
+            return columns[name]
+        raise AttributeError(f"history has no column {name!r}; it has {sorted(columns)}")
+
+    def append(self, values: dict[str, float], seconds: float) -> None:
+        for name, value in values.items():
+            self.columns[name].append(float(value))
+        self.seconds.append(float(seconds))
+
+    def rows(self) -> Iterator[dict[str, float]]:
+        """One dict per epoch (epoch counted from 1), e.g. for ``history.csv``."""
+        for epoch, seconds in enumerate(self.seconds, 1):
+            row = {name: values[epoch - 1] for name, values in self.columns.items()}
+            yield {"epoch": epoch, **row, "seconds": seconds}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "seconds": self.seconds}
+
+
+@dataclass
+class FitResult:
+    """One trained model and how training went.
+
+    ``model`` is the model kept: the one with the best validation loss (flows, VAE), or the
+    last one with finite parameters (GAN, whose losses do not measure sample quality).
+    """
+
+    model: Any
+    history: History
+    best_epoch: int
+    best_val_loss: float
+    wall_time: float
+    stop_reason: str  # "completed", "early-stopping", "diverged" or "interrupted"
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+
+    @property
+    def flow(self) -> Any:
+        """The trained flow (``model`` under the name flows are known by)."""
+        return self.model
+
+    @property
+    def best_val_nll(self) -> float:
+        """``best_val_loss`` for a likelihood objective (NLL, or the VAE's negative ELBO)."""
+        return self.best_val_loss
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history.seconds)
