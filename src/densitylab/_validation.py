@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -80,3 +81,23 @@ def column_statistics(x: Any, dim: int = 0) -> tuple[Any, Any]:
         column = int(constant.reshape(-1, x.shape[-1]).any(0).nonzero()[0, 0])
         raise ValueError(f"column {column} of the data is constant: it has no density to learn")
     return wide.mean(dim=dim, keepdim=True), std
+
+
+def check_widths(hidden: Any, allow_empty: bool = False) -> tuple[int, ...]:
+    """Hidden layer widths as a tuple of positive ints (``()``, a linear map, only where
+    ``allow_empty``); one int means one layer."""
+    sequence = isinstance(hidden, Sequence) and not isinstance(hidden, str)
+    widths = tuple(hidden) if sequence else (hidden,)
+    if (not widths and not allow_empty) or any(
+        isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in widths
+    ):
+        kind = "a" if allow_empty else "a non-empty"
+        raise ValueError(f"hidden must be {kind} sequence of positive ints, got {hidden!r}")
+    return tuple(int(h) for h in widths)
+
+
+def check_choice(value: Any, choices: Any, name: str) -> Any:
+    """Return ``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+    return value

@@ -32,15 +32,13 @@ batch mean ``NLL = (1/n) sum_i [ |z_i|^2 / 2 + (D/2) log 2 pi - sum_k sum_j s_ki
 
 and ``dNLL/dx`` feeds the coupling before. The last coupling starts from ``g = z / n``.
 
-**Parameters** of all ``M`` models live in ONE flat float64 vector, model-major (``M`` rows of
-``P`` numbers), with named views of shape ``(M, k, fan_in, fan_out)`` (weights),
-``(M, k, 1, fan_out)`` (biases) and ``(M, 1, D_b)`` (scale factor), where ``k = 2`` for
-separate s and t networks and ``k = 1`` for one network with both outputs (s first). Reshaped
-to ``(M * k, ...)`` these are exactly the torch tensors ``net.weights.l`` and friends, ordered
-model-major ``[m0_s, m0_t, m1_s, ...]``. All M models and both nets are computed together by
-one ``np.matmul`` per layer on ``(M, k, n, width)`` stacks. Adam is then a handful of
-vectorised operations on one array, and per-model bookkeeping (best state, gradient norms) is
-row arithmetic on the ``(M, P)`` view.
+**Parameters** of all ``M`` models live in ONE flat float64 vector, laid out as
+:mod:`densitylab.flat_realnvp` describes (the compiled engine reads the same layout), with
+named views of shape ``(M, k, fan_in, fan_out)`` (weights), ``(M, k, 1, fan_out)`` (biases)
+and ``(M, 1, D_b)`` (scale factor). All M models and both nets are computed together by one
+``np.matmul`` per layer on ``(M, k, n, width)`` stacks. Adam is then a handful of vectorised
+operations on one array, and per-model bookkeeping (best state, gradient norms) is row
+arithmetic on the ``(M, P)`` view.
 
 Example:
     >>> import densitylab as dl
@@ -67,14 +65,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from densitylab._validation import check_flow_dim, check_positive_int
+from densitylab._validation import check_positive_int
+from densitylab.flat_realnvp import (
+    CouplingLayout,
+    FlatLayout,
+    Views,
+    adam_update,
+    check_architecture,
+    half_mask,
+)
 
 if TYPE_CHECKING:  # torch is imported only by the functions that talk to it
     from densitylab.flows import Flow
     from densitylab.training import FitResult
 
 LEAKY_SLOPE = 0.01
-SCALINGS = ("factor", "tanh")
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -113,78 +118,6 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.n
     if a.shape[-1] == 1:
         return np.multiply(a, b, out=out)
     return np.matmul(a, b, out=out)
-
-
-def _check_architecture(
-    dim: int, n_layers: int, hidden: Sequence[int], activation: str, scale: str
-) -> tuple[int, ...]:
-    """The checks of :func:`densitylab.flows.realnvp`, with the same messages."""
-    check_flow_dim(dim)
-    check_positive_int(n_layers, "n_layers")
-    widths = tuple(hidden) if isinstance(hidden, Sequence) else (hidden,)
-    if not widths or any(
-        isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in widths
-    ):
-        raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    if scale not in SCALINGS:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALINGS)}")
-    return tuple(int(h) for h in widths)
-
-
-def half_mask(dim: int, flip: bool) -> np.ndarray:
-    """Conditioning mask on the first half of the coordinates (``flip``: the second half),
-    the same masks as :func:`densitylab.flows.builders.half_mask`."""
-    mask = np.arange(dim) < (dim // 2 if dim % 2 == 0 else dim // 2 + 1)
-    return ~mask if flip else mask
-
-
-def _as_index(positions: np.ndarray) -> slice | np.ndarray:
-    """A contiguous run of coordinates as a slice (a view, no copy), otherwise an index array."""
-    if np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
-        return slice(int(positions[0]), int(positions[0]) + len(positions))
-    return positions
-
-
-@dataclass(frozen=True)
-class _Coupling:
-    """Static layout of one coupling: which coordinates, which widths, where in the flat vector."""
-
-    mask: np.ndarray  # True = conditioning coordinate
-    cond: slice | np.ndarray
-    trans: slice | np.ndarray
-    d_b: int
-    k: int  # networks per model: 2 (separate s, t) or 1 (one net, outputs [s, t])
-    widths: tuple[int, ...]  # d_a, hidden..., out
-    offset: int  # start of this coupling's parameters within one model's row of P numbers
-
-    s_out: tuple  # index of the raw scale r in the conditioner output (M, k, n, out)
-    t_out: tuple  # index of the shift t in it
-
-    def shapes(self, n_models: int) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-        """``(torch name, view shape, torch shape)`` of every parameter, in torch's order."""
-        m, k, pairs = n_models, self.k, list(zip(self.widths[:-1], self.widths[1:], strict=True))
-        weights = [
-            (f"net.weights.{j}", (m, k, i, o), (m * k, i, o)) for j, (i, o) in enumerate(pairs)
-        ]
-        biases = [
-            (f"net.biases.{j}", (m, k, 1, o), (m * k, 1, o)) for j, (_, o) in enumerate(pairs)
-        ]
-        return [*weights, *biases, ("scale_factor", (m, 1, self.d_b), (m, 1, self.d_b))]
-
-    def size(self) -> int:
-        """Numbers per model."""
-        return sum(math.prod(shape[1:]) for _, shape, _ in self.shapes(1))
-
-
-@dataclass
-class _Views:
-    """Named views of one coupling's parameters (or gradients) inside a flat vector."""
-
-    weights: list[np.ndarray]  # (M, k, fan_in, fan_out)
-    biases: list[np.ndarray]  # (M, k, 1, fan_out)
-    scale_factor: np.ndarray  # (M, 1, d_b)
 
 
 @dataclass
@@ -244,7 +177,7 @@ class NumpyRealNVP:
         n_models: int = 1,
         masks: Sequence[ArrayLike] | None = None,
     ) -> None:
-        self.hidden = _check_architecture(dim, n_layers, hidden, activation, scale)
+        self.hidden = check_architecture(dim, n_layers, hidden, activation, scale)
         self.n_models = check_positive_int(n_models, "n_models")
         self.dim, self.n_layers = int(dim), int(n_layers)
         self.activation, self.separate_nets, self.scale = activation, bool(separate_nets), scale
@@ -257,13 +190,11 @@ class NumpyRealNVP:
             self._default_masks = False
             if len(masks) != self.n_layers:
                 raise ValueError(f"got {len(masks)} masks for {self.n_layers} couplings")
-        self.couplings: list[_Coupling] = []
-        offset = 0
-        for mask in masks:
-            coupling = self._layout(np.asarray(mask, dtype=bool), offset)
-            self.couplings.append(coupling)
-            offset += coupling.size()
-        self.n_params = offset  # P, per model
+        if any(np.asarray(m).shape != (self.dim,) for m in masks):
+            raise ValueError(f"a mask must have {self.dim} entries")
+        self.layout = FlatLayout(self.dim, masks, self.hidden, self.separate_nets)
+        self.couplings = self.layout.couplings
+        self.n_params = self.layout.n_params  # P, per model
         self.mean: np.ndarray | None = None
         self.log_std: np.ndarray | None = None
         self._params = np.zeros(self.n_models * self.n_params)
@@ -287,25 +218,6 @@ class NumpyRealNVP:
     def params(self, value: ArrayLike) -> None:
         self._params[...] = value
 
-    def _layout(self, mask: np.ndarray, offset: int) -> _Coupling:
-        if mask.shape != (self.dim,):
-            raise ValueError(f"a mask must have {self.dim} entries, got shape {mask.shape}")
-        if mask.all() or not mask.any():
-            raise ValueError("a coupling mask needs both conditioning and transformed coordinates")
-        cond, trans = np.flatnonzero(mask), np.flatnonzero(~mask)
-        k = 2 if self.separate_nets else 1
-        out = len(trans) * (1 if self.separate_nets else 2)
-        widths = (len(cond), *self.hidden, out)
-        d_b, every = len(trans), slice(None)
-        if self.separate_nets:  # output (M, 2, n, d_b): net 0 gives r, net 1 gives t
-            s_out, t_out = (every, 0), (every, 1)
-        else:  # output (M, 1, n, 2 d_b): r first, then t
-            s_out = (every, 0, every, slice(0, d_b))
-            t_out = (every, 0, every, slice(d_b, None))
-        return _Coupling(
-            mask, _as_index(cond), _as_index(trans), d_b, k, widths, offset, s_out, t_out
-        )
-
     def _initialise(self, seed: int | list[int]) -> None:
         """Uniform ``+-1/sqrt(fan_in)`` weights and biases, the scale factor at 0 ("factor")
         or 1 ("tanh"), the output layer zeroed with ``zero_init``."""
@@ -321,41 +233,18 @@ class NumpyRealNVP:
             views.scale_factor[...] = 0.0 if self.scale == "factor" else 1.0
 
     # -- the flat vector and its names ---------------------------------------------------------
-    def views(self, vector: np.ndarray) -> list[_Views]:
+    def views(self, vector: np.ndarray) -> list[Views]:
         """Per-coupling named views into ``vector`` (the parameters or a gradient): writing to a
         view writes to the vector."""
         if vector.shape != (self.n_models * self.n_params,):
             raise ValueError(f"expected a vector of {self.n_models * self.n_params} numbers")
-        rows = vector.reshape(self.n_models, self.n_params)
-        out = []
-        for coupling in self.couplings:
-            start, parts = coupling.offset, {}
-            for name, shape, _ in coupling.shapes(self.n_models):
-                size = math.prod(shape[1:])
-                parts[name] = rows[:, start : start + size].reshape(shape)
-                start += size
-            n_linear = len(coupling.widths) - 1
-            out.append(
-                _Views(
-                    [parts[f"net.weights.{j}"] for j in range(n_linear)],
-                    [parts[f"net.biases.{j}"] for j in range(n_linear)],
-                    parts["scale_factor"],
-                )
-            )
-        return out
+        return self.layout.views(vector, self.n_models)
 
     def named(self, vector: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``vector`` (default: the parameters) as torch-named, torch-shaped arrays (copies),
         e.g. ``"transforms.0.net.weights.1"`` of shape ``(M * k, fan_in, fan_out)``."""
         vector = self.params if vector is None else vector
-        first = 0 if self.mean is None else 1
-        named = {}
-        for i, (coupling, views) in enumerate(zip(self.couplings, self.views(vector), strict=True)):
-            arrays = [*views.weights, *views.biases, views.scale_factor]
-            shapes = coupling.shapes(self.n_models)
-            for (name, _, torch_shape), array in zip(shapes, arrays, strict=True):
-                named[f"transforms.{i + first}.{name}"] = array.reshape(torch_shape).copy()
-        return named
+        return self.layout.named(vector, self.n_models, first=0 if self.mean is None else 1)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters and standardisation buffers under the keys of the torch flow's state."""
@@ -370,27 +259,15 @@ class NumpyRealNVP:
         buffers are present exactly when the torch flow starts with a ``Standardize``."""
         buffers = {"transforms.0.mean", "transforms.0.log_std"}
         first = 1 if buffers & set(state) else 0
-        shapes = {
-            f"transforms.{i + first}.{name}": (view_shape, torch_shape)
-            for i, coupling in enumerate(self.couplings)
-            for name, view_shape, torch_shape in coupling.shapes(self.n_models)
-        }
-        expected = set(shapes) | (buffers if first else set())
+        expected = set(self.layout.torch_shapes(self.n_models, first)) | (
+            buffers if first else set())
         if set(state) != expected:
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(
                 f"state does not fit this model: missing {missing}, unexpected {extra}"
             )
         values = {key: np.asarray(value, dtype=np.float64) for key, value in state.items()}
-        for key, (_, torch_shape) in shapes.items():
-            if values[key].shape != torch_shape:
-                raise ValueError(f"{key} has shape {values[key].shape}, expected {torch_shape}")
-        rows = self.params.reshape(self.n_models, self.n_params)
-        start = 0
-        for key, (view_shape, _) in shapes.items():  # in the flat vector's order
-            size = math.prod(view_shape[1:])
-            rows[:, start : start + size] = values[key].reshape(self.n_models, size)
-            start += size
+        self.layout.pack(values, self.params.reshape(self.n_models, self.n_params), first)
         if first:
             self.set_standardization(values["transforms.0.mean"], values["transforms.0.log_std"])
         else:
@@ -566,7 +443,7 @@ class NumpyRealNVP:
 
     # -- one coupling --------------------------------------------------------------------------
     def _conditioner(
-        self, c: _Coupling, p: _Views, x_a: np.ndarray
+        self, c: CouplingLayout, p: Views, x_a: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, _Cache]:
         """``s(x_a), t(x_a)``, each ``(M, n, d_b)``, and the cache for the backward pass."""
         h = x_a[:, None]  # (M, 1, n, d_a): the same input for the s and the t net
@@ -585,7 +462,7 @@ class NumpyRealNVP:
         return s, h[c.t_out], _Cache(inputs, slopes, r, h.shape)
 
     def _coupling_to_latent(
-        self, c: _Coupling, p: _Views, x: np.ndarray
+        self, c: CouplingLayout, p: Views, x: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, _Cache]:
         """``z_a = x_a``, ``z_b = x_b * exp(s) + t``; returns ``z``, ``s``, the cache."""
         x_a, x_b = x[..., c.cond], x[..., c.trans]
@@ -599,7 +476,7 @@ class NumpyRealNVP:
         return z, s, cache
 
     def _coupling_to_data(
-        self, c: _Coupling, p: _Views, z: np.ndarray
+        self, c: CouplingLayout, p: Views, z: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``x_a = z_a``, ``x_b = (z_b - t) * exp(-s)``; returns ``x``, ``s``."""
         s, t, _ = self._conditioner(c, p, z[..., c.cond])
@@ -611,9 +488,9 @@ class NumpyRealNVP:
 
     def _coupling_backward(
         self,
-        c: _Coupling,
-        p: _Views,
-        grad: _Views,
+        c: CouplingLayout,
+        p: Views,
+        grad: Views,
         cache: _Cache,
         g: np.ndarray,
         inv_n: float,
@@ -750,7 +627,7 @@ class NumpyRealNVP:
         nll = (0.5 * np.square(u).sum(axis=(1, 2)) - sum_s) / n + 0.5 * self.dim * LOG_2PI
         return nll, u, caches
 
-    def _backward(self, z: np.ndarray, caches: list[_Cache], grad: list[_Views]) -> None:
+    def _backward(self, z: np.ndarray, caches: list[_Cache], grad: list[Views]) -> None:
         """Write ``dNLL/dtheta`` into the gradient views, starting from ``dNLL/dz = z / n``."""
         inv_n = 1.0 / z.shape[1]
         g = z * inv_n  # dNLL/dz of the last coupling's output
@@ -773,52 +650,24 @@ class NumpyRealNVP:
 
 
 class Adam:
-    """PyTorch's Adam on one flat vector, updated in place (same rule, defaults, bias correction):
+    """PyTorch's Adam on one flat vector, updated in place by
+    :func:`~densitylab.flat_realnvp.adam_update` (the compiled engine's update, too). On a
+    long vector it runs block by block (``chunk`` numbers at a time), so that each block stays
+    in the CPU cache for all of the update's element-wise passes."""
 
-    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
-    ``theta <- theta - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
-
-    The update is 13 element-wise passes; on a long vector they run block by block
-    (``chunk`` numbers at a time) so that each block stays in the CPU cache for all of them.
-    """
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        chunk: int = 1 << 16,
-    ) -> None:
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+    def __init__(self, params: np.ndarray, lr: float = 1e-3, chunk: int = 1 << 16) -> None:
+        self.params, self.lr = params, lr
         self.exp_avg = np.zeros_like(params)
         self.exp_avg_sq = np.zeros_like(params)
         self.steps = 0
         self._blocks = [slice(i, i + chunk) for i in range(0, params.size, chunk)]
-        self._work = np.empty(min(chunk, params.size))
 
     def step(self, grad: np.ndarray, lr: float | None = None) -> None:
         """One update with gradient ``grad`` (same layout as the parameters)."""
-        beta1, beta2 = self.betas
         self.steps += 1
-        step_size = (self.lr if lr is None else lr) / (1 - beta1**self.steps)
-        bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         for block in self._blocks:
-            g, m, v = grad[block], self.exp_avg[block], self.exp_avg_sq[block]
-            work = self._work[: len(g)]
-            np.subtract(g, m, out=work)  # m <- m + (1 - b1)(g - m), torch's lerp
-            work *= 1 - beta1
-            m += work
-            v *= beta2  # v <- b2 v + (1 - b2) g^2
-            np.multiply(g, g, out=work)
-            work *= 1 - beta2
-            v += work
-            np.sqrt(v, out=work)  # denominator sqrt(v) / sqrt(1 - b2^t) + eps
-            work /= bias_correction2_sqrt
-            work += self.eps
-            np.divide(m, work, out=work)
-            work *= step_size
-            self.params[block] -= work
+            adam_update(self.params[block], grad[block], self.exp_avg[block],
+                        self.exp_avg_sq[block], self.steps, self.lr if lr is None else lr)
 
 
 def fit(model: NumpyRealNVP, x: ArrayLike, **options) -> FitResult:

@@ -23,14 +23,6 @@ from densitylab.training.objectives import Objective
 Seed = int | torch.Generator | None
 
 
-def check_widths(hidden: Sequence[int]) -> tuple[int, ...]:
-    """Hidden widths: a (possibly empty) sequence of positive ints; ``()`` means a linear map."""
-    widths = tuple(hidden) if isinstance(hidden, Sequence) else (hidden,)
-    if any(isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in widths):
-        raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
-    return tuple(int(h) for h in widths)
-
-
 def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

@@ -23,14 +23,13 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import check_positive_int
+from densitylab._validation import check_positive_int, check_widths
 from densitylab.baselines._common import (
     MLP,
     Seed,
     StandardizedModel,
     check_nonnegative,
     check_seed,
-    check_widths,
     fit_baseline,
     randn,
     rng_from,
@@ -70,7 +69,7 @@ class GAN(StandardizedModel):
     ) -> None:
         super().__init__(dim)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        widths = check_widths(hidden)
+        widths = check_widths(hidden, allow_empty=True)
         rng = torch.Generator().manual_seed(check_seed(seed))
         self.generator = MLP(self.latent_dim, widths, dim, activation, rng)
         self.discriminator = MLP(dim, widths, 1, activation, rng)

@@ -22,13 +22,12 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import check_positive_int
+from densitylab._validation import check_positive_int, check_widths
 from densitylab.baselines._common import (
     MLP,
     Seed,
     StandardizedModel,
     check_seed,
-    check_widths,
     fit_baseline,
     randn,
     rng_from,
@@ -75,7 +74,7 @@ class VAE(StandardizedModel):
     ) -> None:
         super().__init__(dim)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        widths = check_widths(hidden)
+        widths = check_widths(hidden, allow_empty=True)
         rng = torch.Generator().manual_seed(check_seed(seed))
         self.encoder = MLP(dim, widths, 2 * self.latent_dim, activation, rng)
         self.decoder = MLP(self.latent_dim, widths, dim, activation, rng)

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from densitylab.flows.nets import StackedMLP, check_hidden
+from densitylab._validation import check_widths
+from densitylab.flows.nets import StackedMLP
 from densitylab.flows.splines import _check_spline, rational_quadratic
 from densitylab.flows.transforms import Transform, check_context, with_context
 
@@ -49,7 +50,7 @@ def made_masks(order: Tensor, hidden: Sequence[int], per_output: int, context: i
     inputs[order] = torch.arange(1, dim + 1, device="cpu")
     degrees = [inputs]
     lowest = 0 if context else 1
-    for width in check_hidden(hidden):
+    for width in check_widths(hidden):
         degrees.append(torch.arange(width, device="cpu") % max(1, dim - lowest) + lowest)
     masks = [(later[None, :] >= earlier[:, None]).float()
              for earlier, later in zip(degrees[:-1], degrees[1:], strict=True)]

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from densitylab._validation import check_flow_dim, check_positive_int
+from densitylab import flat_realnvp
+from densitylab._validation import check_flow_dim, check_positive_int, check_widths
 from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.flow import Flow
-from densitylab.flows.nets import check_activation, check_hidden
+from densitylab.flows.nets import check_activation
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
@@ -31,10 +32,9 @@ NSF_MIXINGS = (None, "linear")
 
 
 def half_mask(dim: int, flip: bool) -> torch.Tensor:
-    """Conditioning mask on the first half of the coordinates (``flip``: the second half)."""
-    index = torch.arange(dim, device="cpu")  # a plain CPU mask, whatever the default device
-    mask = index < dim // 2 if dim % 2 == 0 else index <= dim // 2
-    return ~mask if flip else mask
+    """Conditioning mask on the first half of the coordinates (``flip``: the second half),
+    a plain CPU tensor whatever the default device."""
+    return torch.from_numpy(flat_realnvp.half_mask(dim, flip))
 
 
 def _check_common(
@@ -42,7 +42,7 @@ def _check_common(
 ) -> None:
     check_flow_dim(dim, minimum_dim)
     check_positive_int(n_layers, "n_layers")
-    check_hidden(hidden)
+    check_widths(hidden)
     check_activation(activation)
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from densitylab._validation import check_choice, check_widths
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "leaky_relu": F.leaky_relu,
     "relu": F.relu,
@@ -27,19 +29,9 @@ _IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
-    """Validate hidden layer widths: a non-empty sequence of positive integers."""
-    widths = tuple(hidden) if isinstance(hidden, Sequence) else (hidden,)
-    if not widths or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in widths):
-        raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden!r}")
-    return widths
-
-
 def check_activation(name: str) -> Callable[[Tensor], Tensor]:
     """Look up an activation by name; the error lists the valid names."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[check_choice(name, ACTIVATIONS, "activation")]
 
 
 def fourier_features(x: Tensor, octaves: int) -> Tensor:
@@ -84,7 +76,7 @@ class StackedMLP(nn.Module):
         check_activation(activation)
         self.activation_name = activation
         self.fourier = fourier
-        widths = (in_features * (1 + 2 * fourier), *check_hidden(hidden), out_features)
+        widths = (in_features * (1 + 2 * fourier), *check_widths(hidden), out_features)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):

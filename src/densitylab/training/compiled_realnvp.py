@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from densitylab.flat_realnvp import FlatLayout, adam_update
 from densitylab.flows import AffineCoupling, Flow, Standardize
 from densitylab.training.autograd import TorchEngine
 
@@ -66,92 +66,41 @@ def supports(flow: Flow) -> bool:
     )
 
 
-@dataclass
-class Layout:
-    """Where each parameter of one model lives in the flat vector, and the network shapes."""
-
-    size: int
-    cond_first: np.ndarray  # (K,) bool
-    widths: np.ndarray  # (K, L + 1) layer widths, input first
-    split: np.ndarray  # (K,) width of the first block of the mask
-    w_off: np.ndarray  # (K, nets, L) offsets of weight matrices (row-major fan_in x fan_out)
-    b_off: np.ndarray  # (K, nets, L)
-    f_off: np.ndarray  # (K,) offsets of the scale factors
-    nets: int
-    activation: int
-    scale: int
-
-
-def layout_of(couplings: list[AffineCoupling]) -> Layout:
-    first = couplings[0]
-    nets = 2 if first.separate_nets else 1
-    n_layers = len(first.net.weights)
-    widths = np.zeros((len(couplings), n_layers + 1), dtype=np.int64)
-    w_off = np.zeros((len(couplings), nets, n_layers), dtype=np.int64)
-    b_off = np.zeros_like(w_off)
-    f_off = np.zeros(len(couplings), dtype=np.int64)
-    offset = 0
-    for k, c in enumerate(couplings):
-        shapes = [tuple(w.shape[1:]) for w in c.net.weights]
-        widths[k] = [shapes[0][0], *(s[1] for s in shapes)]
-        for g in range(nets):
-            for layer, (fan_in, fan_out) in enumerate(shapes):
-                w_off[k, g, layer], offset = offset, offset + fan_in * fan_out
-                b_off[k, g, layer], offset = offset, offset + fan_out
-        f_off[k], offset = offset, offset + c.scale_factor.shape[-1]
-    return Layout(
-        size=offset,
-        cond_first=np.array([c.blocks[0] for c in couplings]),
-        widths=widths,
-        split=np.array([c.blocks[1][0] for c in couplings], dtype=np.int64),
-        w_off=w_off, b_off=b_off, f_off=f_off, nets=nets,
-        activation=ACTIVATION_CODES[first.net.activation_name], scale=SCALE_CODES[first.scale],
-    )
-
-
 class CompiledStack:
-    """The couplings of an ``M``-model flow as an ``(M, P)`` float64 array, and back."""
+    """The couplings of an ``M``-model flow as an ``(M, P)`` float64 array in the flat layout
+    of :mod:`densitylab.flat_realnvp` (the NumPy flow's), and back."""
 
     def __init__(self, flow: Flow) -> None:
         body = list(flow.transforms)
         self.standardize = body[0] if isinstance(body[0], Standardize) else None
-        self.couplings: list[AffineCoupling] = body[1:] if self.standardize else body
-        self.layout = layout_of(self.couplings)
-        self.n_models = flow.n_models
+        self.first = 1 if self.standardize else 0
+        couplings: list[AffineCoupling] = body[self.first :]
+        masks = []
+        for coupling in couplings:
+            mask = np.zeros(flow.dim, dtype=bool)
+            mask[coupling.cond_idx.cpu().numpy()] = True
+            masks.append(mask)
+        net = couplings[0].net
+        hidden = [int(w.shape[-1]) for w in net.weights[:-1]]
+        self.layout = FlatLayout(flow.dim, masks, hidden, couplings[0].separate_nets)
+        self.kernel = self.layout.kernel_offsets()
+        self.activation = ACTIVATION_CODES[net.activation_name]
+        self.scale = SCALE_CODES[couplings[0].scale]
+        self.flow, self.n_models = flow, flow.n_models
 
     def pack(self) -> np.ndarray:
         """Copy the torch parameters into a new ``(M, P)`` array."""
-        lay, nets = self.layout, self.layout.nets
-        theta = np.zeros((self.n_models, lay.size))
-        for m in range(self.n_models):
-            for k, c in enumerate(self.couplings):
-                for g in range(nets):
-                    for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
-                        weight = w[m * nets + g].detach().double().cpu().numpy().ravel()
-                        bias = b[m * nets + g].detach().double().cpu().numpy().ravel()
-                        w_at, b_at = lay.w_off[k, g, layer], lay.b_off[k, g, layer]
-                        theta[m, w_at : w_at + weight.size] = weight
-                        theta[m, b_at : b_at + bias.size] = bias
-                factor = c.scale_factor[m].detach().double().cpu().numpy().ravel()
-                theta[m, lay.f_off[k] : lay.f_off[k] + factor.size] = factor
+        theta = np.zeros((self.n_models, self.layout.n_params))
+        state = {k: v.detach().double().cpu().numpy() for k, v in self.flow.state_dict().items()}
+        self.layout.pack(state, theta, self.first)
         return theta
 
     @torch.no_grad()
     def unpack(self, theta: np.ndarray) -> None:
         """Write an ``(M, P)`` array back into the torch parameters."""
-        lay, nets = self.layout, self.layout.nets
-        for k, c in enumerate(self.couplings):
-            for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
-                fan_in, fan_out = w.shape[1:]
-                for m in range(self.n_models):
-                    for g in range(nets):
-                        o, p = lay.w_off[k, g, layer], lay.b_off[k, g, layer]
-                        weight = theta[m, o : o + fan_in * fan_out]
-                        w[m * nets + g].copy_(_tensor(weight, (fan_in, fan_out), w))
-                        b[m * nets + g].copy_(_tensor(theta[m, p : p + fan_out], (1, fan_out), b))
-            d_b, f = c.scale_factor.shape[-1], lay.f_off[k]
-            for m in range(self.n_models):
-                c.scale_factor[m].copy_(_tensor(theta[m, f : f + d_b], (1, d_b), c.scale_factor))
+        params = dict(self.flow.named_parameters())
+        for key, value in self.layout.named(theta, self.n_models, self.first).items():
+            params[key].copy_(torch.from_numpy(value))
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Data as the couplings see it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
@@ -169,33 +118,34 @@ class CompiledStack:
 
     def new_adam(self) -> dict[str, np.ndarray]:
         """Zeroed Adam state per model: first and second moments and the step count."""
-        zeros = np.zeros((self.n_models, self.layout.size))
+        zeros = np.zeros((self.n_models, self.layout.n_params))
         return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
                   clip, bad) -> np.ndarray:
         """One epoch for every model; returns per-model sums of batch NLLs and updates ``bad``
         (consecutive non-finite steps per model) in place."""
-        lay = self.layout
         sums = np.zeros(self.n_models)
-        grad = np.zeros(lay.size)
+        grad = np.zeros(self.layout.n_params)
         for m in range(self.n_models):
             sums[m], bad[m] = _epoch(
                 theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
-                batch_size, lr, total_steps, step, schedule, clip, bad[m], lay.cond_first,
-                lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
-                lay.activation, lay.scale,
+                batch_size, lr, total_steps, step, schedule, clip, bad[m], *self._kernel_args(),
             )
         return sums
 
-
-def _tensor(values: np.ndarray, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(values.reshape(shape)).to(dtype=like.dtype, device=like.device)
+    def _kernel_args(self) -> tuple:
+        k = self.kernel
+        return (k["cond_first"], k["widths"], k["split"], k["w_off"], k["b_off"], k["f_off"],
+                k["nets"], self.activation, self.scale)
 
 
 # --------------------------------------------------------------------------------------------
 # compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
 # --------------------------------------------------------------------------------------------
+_adam_update = _jit(adam_update)  # the NumPy flow's Adam, compiled
+
+
 @_jit
 def _activate(pre, code):
     if code == 0:
@@ -329,7 +279,7 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
           clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
           scale):
-    """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
+    """One epoch of Adam (:func:`~densitylab.flat_realnvp.adam_update`) over ``order``.
 
     Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
     end (``bad`` carries the count in from the previous epoch); such steps are skipped.
@@ -353,11 +303,7 @@ def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, st
         if clip > 0 and norm > clip:
             grad *= clip / (norm + 1e-6)
         count[0] += 1.0
-        m1[:] = 0.9 * m1 + 0.1 * grad
-        m2[:] = 0.999 * m2 + 0.001 * grad * grad
-        c1 = 1.0 - 0.9 ** count[0]
-        c2 = 1.0 - 0.999 ** count[0]
-        theta -= rate / c1 * m1 / (np.sqrt(m2 / c2) + 1e-8)
+        _adam_update(theta, grad, m1, m2, count[0], rate)
     return total, bad
 
 
@@ -367,11 +313,9 @@ def nll_and_grad(
     stack: CompiledStack, theta: np.ndarray, x: np.ndarray
 ) -> tuple[float, np.ndarray]:
     """Mean NLL of ``x`` under one packed model and its gradient (for tests and inspection)."""
-    lay = stack.layout
-    grad = np.zeros(lay.size)
-    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64), lay.cond_first,
-                        lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
-                        lay.activation, lay.scale)
+    grad = np.zeros(stack.layout.n_params)
+    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64),
+                        *stack._kernel_args())
     return nll, grad
 
 
