@@ -73,7 +73,7 @@ def test_recommended_model_takes_its_architecture_and_recipe(tmp_path):
 def test_coursework_defaults_and_schedules():
     settings = dl.FlowDensity(model="realnvp")._settings(1500)
     assert settings == {"builder": "realnvp", "n_layers": 4, "hidden": (32, 32), "epochs": 1000,
-                        "batch_size": 64, "lr": 1e-3, "schedule": None, "standardize": True}
+                        "batch_size": 64, "lr": 1e-3, "schedule": "constant", "standardize": True}
     x = np.random.default_rng(0).normal(size=(100, 2))
     dl.FlowDensity(hidden=(4,), epochs=1, schedule="constant").fit(x)
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):

@@ -702,7 +702,7 @@ def fit_many(
     seed: int | Sequence[int] = 8,
     patience: int | None = None,
     clip_grad: float | None = None,
-    schedule: str | None = None,
+    schedule: str = "constant",
     standardize: bool = False,
 ) -> list[FitResult]:
     """Train the ``M`` models of ``model`` side by side, as :func:`densitylab.fit_many` does;

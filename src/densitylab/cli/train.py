@@ -139,7 +139,7 @@ def train(
             return
         config = {
             "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
-            "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"] or "constant",
+            "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
         }

@@ -57,7 +57,7 @@ def settings(model: str, n: int, val_fraction: float = 0.1, **chosen: Any) -> di
 
     Returns ``builder``, the builder's keyword arguments (``n_layers``, ``hidden``, and for the
     recommended model ``bins``, ``bound``, ``fourier``), and ``epochs``, ``batch_size``, ``lr``,
-    ``schedule`` (``None`` for a constant rate, as :func:`densitylab.fit` takes it) and
+    ``schedule`` (``"constant"`` or ``"cosine"``, as :func:`densitylab.fit` takes it) and
     ``standardize``.
 
     Raises:
@@ -74,7 +74,6 @@ def settings(model: str, n: int, val_fraction: float = 0.1, **chosen: Any) -> di
         defaults = defaults | {k: budget[k] for k in ("batch_size", "epochs")}
     out = defaults | {k: v for k, v in chosen.items() if v is not None}
     out["hidden"] = tuple(out["hidden"])
-    out["schedule"] = None if out["schedule"] == "constant" else out["schedule"]
     if "epochs" not in out:  # the recommended budget counts optimizer steps
         out["epochs"] = recommended_epochs(n, val_fraction, out["batch_size"])
     return out

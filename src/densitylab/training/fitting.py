@@ -60,7 +60,7 @@ def fit_many(
     seed: int | Sequence[int] = 8,
     patience: int | None = None,
     clip_grad: float | None = None,
-    schedule: str | None = None,
+    schedule: str = "constant",
     ema: float | None = None,
     standardize: bool = False,
     threads: int | None = 1,
@@ -92,7 +92,8 @@ def fit_many(
         seed: seeds the split and the batch order; the same seed gives the same result.
         patience: stop after this many epochs without a better validation NLL.
         clip_grad: clip the gradient norm (per model) to this value.
-        schedule: ``None`` (constant ``lr``) or ``"cosine"`` (annealed to 0 over training).
+        schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (annealed to 0 over
+            training), the vocabulary of :data:`densitylab.flows.recipes.SCHEDULES`.
         ema: keep an exponential moving average of the weights, updated after every epoch
             with this decay (e.g. ``0.9``: roughly the last ten epochs); validation, the
             best-model rule and the returned model then use the averaged weights, which

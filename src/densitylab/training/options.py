@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 
 from densitylab._validation import check_positive_float, check_positive_int
+from densitylab.flows.recipes import SCHEDULES
 
-SCHEDULES = (None, "cosine")
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before a model is declared diverged
 
 
@@ -21,7 +21,7 @@ class Options:
     val_fraction: float = 0.1
     patience: int | None = None
     clip_grad: float | None = None
-    schedule: str | None = None
+    schedule: str | None = "constant"  # or "cosine"; None means "constant"
     ema: float | None = None
 
     def __post_init__(self) -> None:
@@ -36,6 +36,8 @@ class Options:
             check_positive_int(self.patience, "patience")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad must be positive, got {self.clip_grad!r}")
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", "constant")
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}"
