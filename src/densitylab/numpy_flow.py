@@ -286,19 +286,15 @@ class NumpyRealNVP:
         except ValueError as err:
             raise ValueError(f"mean and log_std must broadcast to {shape}") from err
 
+    def _architecture(self) -> dict[str, Any]:
+        """The constructor's arguments (those :func:`~densitylab.flows.realnvp` shares)."""
+        return dict(dim=self.dim, n_layers=self.n_layers, hidden=self.hidden,
+                    activation=self.activation, separate_nets=self.separate_nets,
+                    scale=self.scale, zero_init=self.zero_init)
+
     def _empty_like(self, n_models: int, seed: int | list[int]) -> NumpyRealNVP:
-        return NumpyRealNVP(
-            self.dim,
-            self.n_layers,
-            self.hidden,
-            activation=self.activation,
-            separate_nets=self.separate_nets,
-            scale=self.scale,
-            zero_init=self.zero_init,
-            seed=seed,
-            n_models=n_models,
-            masks=None if self._default_masks else [c.mask for c in self.couplings],
-        )
+        masks = None if self._default_masks else [c.mask for c in self.couplings]
+        return NumpyRealNVP(**self._architecture(), seed=seed, n_models=n_models, masks=masks)
 
     def copy(self) -> NumpyRealNVP:
         """An independent copy (parameters, standardisation, architecture)."""
@@ -390,17 +386,8 @@ class NumpyRealNVP:
             seed = self.seed
             if self.n_models > 1 and not isinstance(seed, list):
                 seed = [seed] * self.n_models  # what unstack() needs to split the models
-            flow = realnvp(
-                self.dim,
-                self.n_layers,
-                self.hidden,
-                activation=self.activation,
-                separate_nets=self.separate_nets,
-                scale=self.scale,
-                zero_init=self.zero_init,
-                seed=seed if isinstance(seed, int) else 0,
-                n_models=self.n_models,
-            ).double()
+            flow = realnvp(**self._architecture(), seed=seed if isinstance(seed, int) else 0,
+                           n_models=self.n_models).double()
             flow.config["seed"] = seed
             if self.mean is not None:
                 flow = standardized(flow).double()  # (its _anchor is new, float32)
@@ -694,32 +681,28 @@ def fit_many(
     model: NumpyRealNVP,
     x: ArrayLike | Sequence[ArrayLike],
     *,
-    epochs: int = 1000,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    val_fraction: float = 0.1,
     x_val: ArrayLike | None = None,
     seed: int | Sequence[int] = 8,
-    patience: int | None = None,
-    clip_grad: float | None = None,
-    schedule: str = "constant",
     standardize: bool = False,
+    **options,
 ) -> list[FitResult]:
     """Train the ``M`` models of ``model`` side by side, as :func:`densitylab.fit_many` does;
     one result per model, each holding a one-model copy.
 
     ``x`` is ``(n, D)`` shared by all ``M`` models or a sequence of M data sets; ``seed`` one
-    seed or one per model. Other arguments as in :func:`densitylab.fit`.
+    seed or one per model. ``options`` are the budget and rules of
+    :class:`densitylab.training.Options` (``epochs``, ``batch_size``, ``lr``, ``val_fraction``,
+    ``patience``, ``clip_grad``, ``schedule``, ``ema``), as in :func:`densitylab.fit`.
     """
     from densitylab.training import Options
     from densitylab.training.data import prepare, seeds_of
     from densitylab.training.driver import train
     from densitylab.training.objectives import NLL
 
-    options = Options(epochs, batch_size, lr, val_fraction, patience, clip_grad, schedule)
+    options = Options(**options)
     seeds = seeds_of(seed, model.n_models)
     data = prepare(x, x_val, n_models=model.n_models, dim=model.dim,
-                   val_fraction=val_fraction, seeds=seeds)
+                   val_fraction=options.val_fraction, seeds=seeds)
     model = model.copy()
     if standardize:  # torch's Standardize.fit: mean and unbiased std of the training data
         std = np.maximum(data.train.std(axis=1, ddof=1, keepdims=True), 1e-12)

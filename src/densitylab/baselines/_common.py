@@ -11,8 +11,9 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import check_positive_int, column_statistics
+from densitylab._validation import check_positive_int, check_widths, column_statistics
 from densitylab.flows.nets import check_activation
+from densitylab.flows.transforms import as_input
 from densitylab.runtime import torch_threads
 from densitylab.training import FitResult, Options
 from densitylab.training.autograd import TorchEngine
@@ -110,15 +111,7 @@ class StandardizedModel(nn.Module):
         Finite values beyond the dtype's range are an error, unless ``beyond_range``: then they
         become infinite, for a density method to answer ``-inf``.
         """
-        x = torch.as_tensor(x, device=self.device)
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"input must have shape (n, {self.dim}), got {tuple(x.shape)}")
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or infinite values")
-        x = x.to(self.dtype)
-        if not beyond_range and not torch.isfinite(x).all():
-            raise ValueError(f"input values exceed the range of this model's dtype ({self.dtype})")
-        return x
+        return as_input(x, self.loc, self.dim, beyond_range, stacked=False)
 
     def _standardize(self, x: Tensor) -> Tensor:
         return (x - self.loc) / self.scale
@@ -137,6 +130,30 @@ class StandardizedModel(nn.Module):
         mean, std = column_statistics(x, dim=0)
         self.loc.copy_(mean.squeeze(0))
         self.scale.copy_(std.squeeze(0))
+
+
+class LatentVariableModel(StandardizedModel):
+    """Base of the VAE and the GAN: a ``latent_dim``-dimensional standard-normal latent
+    variable and MLPs of ``hidden`` widths (``()``: linear maps) with ``activation``,
+    initialised from ``seed``. Subclasses build their networks in :meth:`_build`."""
+
+    def __init__(
+        self,
+        dim: int,
+        latent_dim: int = 2,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "leaky_relu",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dim)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        widths = check_widths(hidden, allow_empty=True)
+        self._build(widths, activation, torch.Generator().manual_seed(check_seed(seed)))
+        self.config = {"dim": self.dim, "latent_dim": self.latent_dim, "hidden": list(widths),
+                       "activation": activation, "seed": int(seed)}
+
+    def _build(self, widths: tuple[int, ...], activation: str, rng: torch.Generator) -> None:
+        raise NotImplementedError
 
 
 def fit_baseline(

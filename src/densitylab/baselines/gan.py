@@ -15,7 +15,6 @@ unregularised game oscillates.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,11 +22,11 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import check_positive_int, check_widths
+from densitylab._validation import check_positive_int
 from densitylab.baselines._common import (
     MLP,
+    LatentVariableModel,
     Seed,
-    StandardizedModel,
     check_nonnegative,
     check_seed,
     fit_baseline,
@@ -40,7 +39,7 @@ from densitylab.training.objectives import Objective
 VAL_MAX_POINTS = 1000  # cap on each set in the per-epoch validation energy distance
 
 
-class GAN(StandardizedModel):
+class GAN(LatentVariableModel):
     """MLP generator ``latent_dim -> hidden -> dim`` and discriminator ``dim -> hidden -> 1``.
 
     Samples only: there is deliberately no ``log_prob`` (a GAN defines no tractable density).
@@ -59,22 +58,9 @@ class GAN(StandardizedModel):
         actually converge? ICML.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        latent_dim: int = 2,
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "leaky_relu",
-        seed: int = 0,
-    ) -> None:
-        super().__init__(dim)
-        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        widths = check_widths(hidden, allow_empty=True)
-        rng = torch.Generator().manual_seed(check_seed(seed))
-        self.generator = MLP(self.latent_dim, widths, dim, activation, rng)
-        self.discriminator = MLP(dim, widths, 1, activation, rng)
-        self.config = {"dim": self.dim, "latent_dim": self.latent_dim, "hidden": list(widths),
-                       "activation": activation, "seed": int(seed)}
+    def _build(self, widths: tuple[int, ...], activation: str, rng: torch.Generator) -> None:
+        self.generator = MLP(self.latent_dim, widths, self.dim, activation, rng)
+        self.discriminator = MLP(self.dim, widths, 1, activation, rng)
 
     def _latent(self, n: int, rng: torch.Generator) -> Tensor:
         return randn((n, self.latent_dim), rng, self.loc)
@@ -151,10 +137,6 @@ def fit_gan(
     model: GAN,
     x: ArrayLike,
     *,
-    epochs: int = 1000,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    val_fraction: float = 0.1,
     x_val: ArrayLike | None = None,
     seed: int = 8,
     r1_gamma: float = 1.0,
@@ -162,17 +144,20 @@ def fit_gan(
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
+    **options,
 ) -> FitResult:
     """Train ``model`` on ``x`` ``(n, dim)`` with :class:`AdversarialGame` on the training
     driver of :func:`densitylab.fit`; trained in place.
 
-    ``r1_gamma`` weighs the R1 penalty (0 switches it off); ``lr`` and ``betas`` are both
-    players' Adam settings. ``val_fraction`` / ``x_val`` give the held-out points of
-    ``history.val_energy`` (``nan`` with fewer than two); ``seed`` fixes the split, batch order
-    and latent draws, so the same seed gives the same result. ``standardize`` fits the model's
-    ``loc`` / ``scale`` buffers to the training data first. A non-finite loss or gradient
-    skips the step; ``MAX_BAD_STEPS`` in a row stop training with a ``RuntimeWarning``. The
-    model returned has the parameters of the last epoch whose parameters were all finite.
+    ``options`` are the driver's budget (:class:`densitylab.training.Options`: ``epochs``,
+    ``batch_size``, ``lr``, ``val_fraction``, ...). ``r1_gamma`` weighs the R1 penalty (0
+    switches it off); ``lr`` and ``betas`` are both players' Adam settings. ``val_fraction``
+    / ``x_val`` give the held-out points of ``history.val_energy`` (``nan`` with fewer than
+    two); ``seed`` fixes the split, batch order and latent draws, so the same seed gives the
+    same result. ``standardize`` fits the model's ``loc`` / ``scale`` buffers to the training
+    data first. A non-finite loss or gradient skips the step; ``MAX_BAD_STEPS`` in a row stop
+    training with a ``RuntimeWarning``. The model returned has the parameters of the last
+    epoch whose parameters were all finite.
 
     References:
         Goodfellow, I. et al. (2014). Generative adversarial nets. NeurIPS.
@@ -181,7 +166,7 @@ def fit_gan(
     """
     if not isinstance(model, GAN):
         raise ValueError(f"fit_gan needs a GAN, got {type(model).__name__}")
-    options = Options(epochs, batch_size, lr, val_fraction)
+    options = Options(**options)
     gamma = check_nonnegative(r1_gamma, "r1_gamma")
     if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")

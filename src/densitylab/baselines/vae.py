@@ -16,17 +16,16 @@ Frellsen, 2018); a shared variance keeps the maximum-likelihood problem well pos
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
-from densitylab._validation import check_positive_int, check_widths
+from densitylab._validation import check_positive_int
 from densitylab.baselines._common import (
     MLP,
+    LatentVariableModel,
     Seed,
-    StandardizedModel,
     check_seed,
     fit_baseline,
     randn,
@@ -40,7 +39,7 @@ VAL_SAMPLES = 8  # reparametrisation samples per validation point (fixed noise e
 IW_CHUNK = 2**18  # points x K evaluated at once by log_prob_iw (bounds memory)
 
 
-class VAE(StandardizedModel):
+class VAE(LatentVariableModel):
     """Gaussian VAE for ``(n, dim)`` data with a ``latent_dim``-dimensional standard-normal prior.
 
     Encoder and decoder are MLPs with ``hidden`` widths (``()`` gives linear maps: with a
@@ -64,23 +63,10 @@ class VAE(StandardizedModel):
         variable models. NeurIPS.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        latent_dim: int = 2,
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "leaky_relu",
-        seed: int = 0,
-    ) -> None:
-        super().__init__(dim)
-        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        widths = check_widths(hidden, allow_empty=True)
-        rng = torch.Generator().manual_seed(check_seed(seed))
-        self.encoder = MLP(dim, widths, 2 * self.latent_dim, activation, rng)
-        self.decoder = MLP(self.latent_dim, widths, dim, activation, rng)
-        self.decoder_log_std = nn.Parameter(torch.zeros(dim))
-        self.config = {"dim": self.dim, "latent_dim": self.latent_dim, "hidden": list(widths),
-                       "activation": activation, "seed": int(seed)}
+    def _build(self, widths: tuple[int, ...], activation: str, rng: torch.Generator) -> None:
+        self.encoder = MLP(self.dim, widths, 2 * self.latent_dim, activation, rng)
+        self.decoder = MLP(self.latent_dim, widths, self.dim, activation, rng)
+        self.decoder_log_std = nn.Parameter(torch.zeros(self.dim))
 
     # -- internal computations in standardised units u = (x - loc) / scale ---------------------
     def _encode(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -212,23 +198,21 @@ def fit_vae(
     model: VAE,
     x: ArrayLike,
     *,
-    epochs: int = 1000,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    val_fraction: float = 0.1,
     x_val: ArrayLike | None = None,
     seed: int = 8,
-    patience: int | None = None,
     standardize: bool = False,
     threads: int | None = 1,
     verbose: bool | None = None,
+    **options,
 ) -> FitResult:
     """Fit ``model`` to ``x`` ``(n, dim)`` by maximising the ELBO with Adam (one reparametrised
     sample per point and step, closed-form KL); the model is trained in place and returned.
 
-    Trained by :func:`densitylab.fit`'s driver, so arguments mean what they mean there:
-    ``val_fraction`` of ``x`` (split by ``seed``) is held out unless ``x_val`` is given, and the
-    model kept is the one with the lowest validation negative ELBO. ``seed`` also fixes the
+    Trained by :func:`densitylab.fit`'s driver, so arguments mean what they mean there, and
+    ``options`` are its budget and rules (:class:`densitylab.training.Options`: ``epochs``,
+    ``batch_size``, ``lr``, ``val_fraction``, ``patience``, ...): ``val_fraction`` of ``x``
+    (split by ``seed``) is held out unless ``x_val`` is given, and the model kept is the one
+    with the lowest validation negative ELBO. ``seed`` also fixes the
     batch order and the noise: the same seed gives the same result. ``standardize`` fits the
     model's ``loc`` / ``scale`` buffers to the training data first; densities stay in the
     user's units. ``history.train_nll`` / ``val_nll`` hold the negative ELBO per epoch (an
@@ -247,6 +231,5 @@ def fit_vae(
     """
     if not isinstance(model, VAE):
         raise ValueError(f"fit_vae needs a VAE, got {type(model).__name__}")
-    options = Options(epochs, batch_size, lr, val_fraction, patience)
-    return fit_baseline(model, NegativeELBO(check_seed(seed)), x, x_val, options, seed,
+    return fit_baseline(model, NegativeELBO(check_seed(seed)), x, x_val, Options(**options), seed,
                         standardize=standardize, threads=threads, verbose=verbose)

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from densitylab.flows.nets import StackedMLP
-from densitylab.flows.transforms import Coupling, Transform, check_context, with_context
+from densitylab.flows.transforms import Coupling, Transform, with_context
 
 MIN_BIN_WIDTH = 1e-3  # fraction of the interval; keeps every bin's slope finite
 MIN_BIN_HEIGHT = 1e-3
@@ -183,14 +182,9 @@ class SplineCoupling(Coupling):
         super().__init__(mask, n_models)
         _check_spline(bins, bound)
         self.bins, self.bound = bins, float(bound)
-        self.context_features = check_context(context)
-        n_a, n_b = len(self.cond_idx), len(self.trans_idx)
-        self.net = StackedMLP(
-            n_nets=n_models, in_features=n_a + self.context_features, hidden=hidden,
-            out_features=n_b * (3 * bins - 1),
-            activation=activation, zero_init_output=zero_init, generator=generator,
-            fourier=fourier,
-        )
+        self._conditioner(n_models, len(self.trans_idx) * (3 * bins - 1), context,
+                          hidden=hidden, activation=activation, zero_init_output=zero_init,
+                          generator=generator, fourier=fourier)
 
     def _spline(self, x_a: Tensor, values: Tensor, inverse: bool, context: Tensor | None
                 ) -> tuple[Tensor, Tensor]:

@@ -25,15 +25,18 @@ from densitylab.flows.nets import StackedMLP
 SCALINGS = ("factor", "tanh")
 
 
-def as_input(x: Tensor, like: Tensor, dim: int, beyond_range: bool = False) -> Tensor:
-    """Check a public input (tensor or array) and return it as a tensor like ``like``.
+def as_input(x: Tensor, like: Tensor, dim: int, beyond_range: bool = False,
+             stacked: bool = True) -> Tensor:
+    """Check a public input (tensor or array) and return it as a tensor like ``like``:
+    ``(n, dim)``, or also ``(M, n, dim)`` for ``stacked`` models.
 
     Finite values too large for ``like``'s dtype (1e300 for a float32 flow) are an error,
     unless ``beyond_range``: then they become infinite, for the caller to handle.
     """
     x = torch.as_tensor(x, device=like.device)
-    if x.dim() not in (2, 3) or x.shape[-1] != dim:
-        raise ValueError(f"input must have shape (n, {dim}) or (M, n, {dim}), got {tuple(x.shape)}")
+    if x.dim() not in ((2, 3) if stacked else (2,)) or x.shape[-1] != dim:
+        shapes = f"(n, {dim}) or (M, n, {dim})" if stacked else f"(n, {dim})"
+        raise ValueError(f"input must have shape {shapes}, got {tuple(x.shape)}")
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise ValueError("input contains NaN or infinite values")
     x = x.to(like.dtype)
@@ -138,6 +141,14 @@ class Coupling(Transform):
         # the usual masks are two contiguous blocks: then slicing replaces gathering (faster)
         self.blocks = _as_blocks(mask)
 
+    def _conditioner(self, n_nets: int, out_features: int, context: int, **network) -> None:
+        """The network(s) ``net`` computing the transform of ``x_b`` from ``x_a`` and, for a
+        conditional flow, ``context`` more columns; ``network``: :class:`StackedMLP`'s
+        ``hidden``, ``activation``, ``zero_init_output``, ``generator`` and ``fourier``."""
+        self.context_features = check_context(context)
+        self.net = StackedMLP(n_nets=n_nets, in_features=len(self.cond_idx) + context,
+                              out_features=out_features, **network)
+
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.blocks is None:
             return x.index_select(-1, self.cond_idx), x.index_select(-1, self.trans_idx)
@@ -194,18 +205,11 @@ class AffineCoupling(Coupling):
             raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALINGS)}")
         self.separate_nets = separate_nets
         self.scale = scale
-        self.context_features = check_context(context)
-        n_a, n_b = len(self.cond_idx), len(self.trans_idx)
-        self.net = StackedMLP(
-            n_nets=n_models * (2 if separate_nets else 1),
-            in_features=n_a + self.context_features,
-            hidden=hidden,
-            out_features=n_b if separate_nets else 2 * n_b,
-            activation=activation,
-            zero_init_output=zero_init,
-            generator=generator,
-            fourier=fourier,
-        )
+        n_b = len(self.trans_idx)
+        self._conditioner(n_models * (2 if separate_nets else 1),
+                          n_b if separate_nets else 2 * n_b, context, hidden=hidden,
+                          activation=activation, zero_init_output=zero_init, generator=generator,
+                          fourier=fourier)
         start = 0.0 if scale == "factor" else 1.0
         self.scale_factor = nn.Parameter(torch.full((n_models, 1, n_b), start))
 
