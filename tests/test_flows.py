@@ -307,7 +307,8 @@ def test_recipes_fill_in_what_the_user_left_unset():
 
     coursework = settings("glow", 1500)
     assert coursework == {"builder": "glow", "n_layers": 4, "hidden": (32, 32), "epochs": 1000,
-                          "batch_size": 64, "lr": 1e-3, "schedule": "constant", "standardize": False}
+                          "batch_size": 64, "lr": 1e-3, "schedule": "constant",
+                          "standardize": False}
     best = settings("recommended", 300, hidden=[16], schedule="constant", epochs=None)
     assert best["builder"] == "nsf" and best["hidden"] == (16,) and best["schedule"] == "constant"
     assert best["epochs"] == flows.recommended_epochs(300) == 500  # 2 steps per epoch
