@@ -216,3 +216,24 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             dl.fit(flows.realnvp(2, 1), x, epochs=1, device="cuda")
+
+
+def test_a_new_objective_is_one_class_and_one_registry_entry(monkeypatch):
+    """A tempered likelihood, -log p(x) / 2, plugged in by name: the driver, split, batches and
+    best-model rule are untouched, and the reported losses are the new objective's."""
+    from densitylab.training import objectives
+
+    class HalfNLL(objectives.Objective):
+        def point_losses(self, model, batch):
+            return -0.5 * model(batch)
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "half-nll", HalfNLL)
+    x = gaussian_data(200)
+    options = dict(epochs=3, batch_size=32, lr=1e-2, verbose=False)  # auto: the torch engine
+    half = dl.fit(flows.realnvp(2, 2, seed=1).double(), x, objective="half-nll", **options)
+    val = torch.as_tensor(x[half.val_indices])
+    assert half.best_val_loss == pytest.approx(-0.5 * half.flow.log_prob(val).mean().item())
+    with pytest.raises(ValueError, match="NLL objective"):
+        dl.fit(flows.realnvp(2, 2), x, objective="half-nll", engine="compiled", epochs=1)
+    with pytest.raises(ValueError, match="unknown objective"):
+        dl.fit(flows.realnvp(2, 2), x, objective="elbo", **options)

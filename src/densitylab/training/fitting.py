@@ -23,7 +23,7 @@ from densitylab.training import compiled_realnvp
 from densitylab.training.autograd import TorchEngine
 from densitylab.training.data import prepare, seeds_of, with_context
 from densitylab.training.driver import train
-from densitylab.training.objectives import objective_named
+from densitylab.training.objectives import NLL, Objective, objective_named
 from densitylab.training.options import Options
 from densitylab.training.result import FitResult
 
@@ -153,7 +153,7 @@ def fit_many(
 
     goal = objective_named(objective)
     with torch_threads(threads):
-        if use_compiled(engine, model, distributed, options.batch_size):
+        if use_compiled(engine, model, distributed, options.batch_size, goal):
             runner = compiled_realnvp.CompiledEngine(model, goal, x_train, x_valid, options)
         else:
             runner = TorchEngine(model, goal, x_train, x_valid, options, distributed)
@@ -177,8 +177,10 @@ AUTO_COMPILED_MAX_UNITS = 256  # hidden units per s/t network
 AUTO_COMPILED_MAX_BATCH_MACS = 300_000  # multiply-adds of one network over one batch
 
 
-def use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int) -> bool:
-    """Resolve ``engine`` for this model; ``"compiled"`` on an unsupported model is an error."""
+def use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int,
+                 objective: Objective | None = None) -> bool:
+    """Resolve ``engine`` for this model and objective (the compiled kernels minimise the NLL
+    only); ``"compiled"`` on an unsupported model is an error."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
     if engine == "compiled" and distributed:
@@ -186,11 +188,12 @@ def use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int) -
     if engine == "torch" or distributed:
         return False
     ok = (compiled_realnvp.available() and compiled_realnvp.supports(model)
-          and model.device.type == "cpu" and not model.context_features)
+          and model.device.type == "cpu" and not model.context_features
+          and (objective is None or type(objective) is NLL))
     if engine == "compiled" and not ok:
         raise ValueError(
-            "the compiled engine needs numba and an unconditional RealNVP flow (affine "
-            "couplings with contiguous masks) on the CPU; use engine='torch'"
+            "the compiled engine needs numba, the NLL objective and an unconditional RealNVP "
+            "flow (affine couplings with contiguous masks) on the CPU; use engine='torch'"
         )
     if engine == "compiled":
         return ok
