@@ -136,7 +136,7 @@ def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> di
         "stop_reason": result.stop_reason,
         "train_seconds": result.wall_time,
         "trained_together": batched,
-        "history": asdict(result.history),
+        "history": result.history.to_dict(),
     }
 
 

@@ -89,7 +89,7 @@ class Checkpoint:
         driver.best_epoch = progress["best_epoch"]
         driver.best_val = np.asarray(progress["best_val"], dtype=np.float64)
         driver.stop_reason = progress["stop_reason"]
-        driver.histories = [History(h["columns"], h["seconds"]) for h in progress["histories"]]
+        driver.histories = [History.from_dict(h) for h in progress["histories"]]
 
 
 def _like(tensor: Tensor, example):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 
-@dataclass
 class History:
     """Per-epoch record of one model: one list per column, and cumulative seconds.
 
@@ -18,20 +17,32 @@ class History:
     energy distance for a GAN. Each column reads as an attribute, ``history.val_nll``.
     """
 
-    columns: dict[str, list[float]] = field(
-        default_factory=lambda: {"train_nll": [], "val_nll": []}
-    )
-    seconds: list[float] = field(default_factory=list)
+    def __init__(self, columns: dict[str, list[float]] | None = None,
+                 seconds: list[float] | None = None) -> None:
+        self.columns = {"train_nll": [], "val_nll": []} if columns is None else columns
+        self.seconds = [] if seconds is None else seconds
 
     @classmethod
     def of(cls, names: Sequence[str]) -> History:
         return cls({name: [] for name in names})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list[float]]) -> History:
+        """The inverse of :meth:`to_dict`."""
+        columns = {k: list(v) for k, v in values.items() if k != "seconds"}
+        return cls(columns, list(values["seconds"]))
 
     def __getattr__(self, name: str) -> list[float]:
         columns = self.__dict__.get("columns", {})
         if name in columns:
             return columns[name]
         raise AttributeError(f"history has no column {name!r}; it has {sorted(columns)}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, History) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"History({len(self.seconds)} epochs of {', '.join(self.columns)})"
 
     def append(self, values: dict[str, float], seconds: float) -> None:
         for name, value in values.items():
@@ -44,8 +55,9 @@ class History:
             row = {name: values[epoch - 1] for name, values in self.columns.items()}
             yield {"epoch": epoch, **row, "seconds": seconds}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"columns": self.columns, "seconds": self.seconds}
+    def to_dict(self) -> dict[str, list[float]]:
+        """Every column and ``seconds`` by name, e.g. for JSON."""
+        return {**self.columns, "seconds": self.seconds}
 
 
 @dataclass
