@@ -67,6 +67,7 @@ def test_a_ring_is_not_a_mixture_of_few_gaussians():
     assert not few, auto.cv_results_
 
 
+@pytest.mark.slow
 def test_scores_are_in_the_units_of_the_data():
     x = gaussian(200, seed=1)
     auto = dl.AutoDensity(candidates=("gaussian-mixture",)).fit(x)
@@ -81,6 +82,7 @@ def test_scores_are_in_the_units_of_the_data():
     np.testing.assert_array_equal(draws, auto.sample(2000, random_state=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("candidate", list(CANDIDATES))
 def test_save_and_load_give_identical_scores(candidate, tmp_path):
     x = ring(120, seed=2)
@@ -111,6 +113,7 @@ def test_bad_input_gets_a_clear_error(kwargs, data, message):
         dl.AutoDensity(**kwargs).fit(x)
 
 
+@pytest.mark.slow
 def test_one_dimensional_data_score_every_candidate():
     x = np.random.default_rng(0).gamma(2.0, size=(60, 1))
     auto = dl.AutoDensity(candidates=("kde", "flow")).fit(x)
@@ -130,6 +133,7 @@ def test_scikit_learn_contract():
     check_estimator(dl.AutoDensity(candidates=("kde", "gaussian-mixture")))
 
 
+@pytest.mark.slow
 def test_cli_train_auto_writes_the_table(tmp_path):
     data = tmp_path / "data.npy"
     np.save(data, gaussian(150)[:, :2])

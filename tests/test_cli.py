@@ -76,6 +76,7 @@ def test_train_on_a_user_file(tmp_path):
     assert metrics["n_test"] == 40 and "entropy" not in metrics
 
 
+@pytest.mark.slow
 def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
     code, output = invoke("train", "moons", "--model", "nsf", "--standardize", "--epochs", "2",
                           "-n", "300", "--n-test", "500", "--out", str(tmp_path / "nsf"), "-q")
@@ -140,6 +141,7 @@ def test_entry_point_prints_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("error:") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_experiments_listing_and_quick_run(tmp_path):
     code, output = invoke("experiments")
     assert code == 0 and "depth" in output and "flows-per-dataset" in output
@@ -158,6 +160,7 @@ def test_resume_of_a_finished_run_is_refused(trained_run):
     assert code == 2 and "nothing to resume" in output
 
 
+@pytest.mark.slow
 def test_a_diverged_run_exits_3_and_is_refused_by_score(tmp_path):
     out = tmp_path / "diverged"
     with pytest.warns(RuntimeWarning, match="diverged"):

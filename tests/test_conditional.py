@@ -143,6 +143,7 @@ def heteroscedastic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sin(3 * c) + (0.1 + 0.2 * c**2) * rng.normal(size=(n, 1)), c
 
 
+@pytest.mark.slow
 def test_fit_learns_a_known_conditional_law_and_saves(tmp_path):
     y, c = heteroscedastic(4000, 0)
     y_test, c_test = heteroscedastic(20000, 1)

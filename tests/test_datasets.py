@@ -467,6 +467,7 @@ def test_resolve(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------- CLI, plots
+@pytest.mark.slow
 def test_cli_lists_and_plots(tmp_path) -> None:
     from densitylab.cli import app
 

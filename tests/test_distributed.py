@@ -67,6 +67,7 @@ def test_two_processes_train_the_parameters_one_process_trains(tmp_path):
                                        msg=f"{model}.{name}")
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_the_job_with_its_error(tmp_path):
     script = textwrap.dedent(
         """
@@ -99,6 +100,7 @@ def test_cli_trains_data_parallel_and_only_rank_zero_writes(tmp_path):
     assert np.isfinite(flow.log_prob(np.zeros((3, 2))).detach().numpy()).all()
 
 
+@pytest.mark.slow
 def test_cli_distributed_without_torchrun_is_one_clear_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "densitylab", "train", "moons", "--distributed", "--out",

@@ -43,6 +43,7 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
     assert failed == 0, f"{failed} of {attempted} examples failed in {name} (output above)"
 
 
+@pytest.mark.slow
 def test_documentation_builds_without_warnings(tmp_path):
     """``mkdocs build --strict`` (what ``make docs`` runs): the API reference renders from the
     docstrings and the tutorials convert, with any warning failing the build. The tutorials

@@ -120,6 +120,7 @@ def test_foreign_outputs_are_refused_and_left_intact(
     assert staging_left(work) == [] and staging_left(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["kde", "train", *FILE_COMMANDS])
 def test_own_outputs_are_replaced_and_long_names_fit(
     tmp_path, monkeypatch, capsys, model_run, command

@@ -39,6 +39,7 @@ def test_there_are_four_tutorials():
     assert [p.stem for p in TUTORIALS] == ["coupling_flows", "flow_families", "kde", "your_data"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_and_draws(path, tmp_path):
     notebook = jupytext.read(path)
@@ -52,6 +53,7 @@ def test_tutorial_runs_and_draws(path, tmp_path):
     print(f"{path.name}: {seconds:.1f} s, {len(images)} figures")
 
 
+@pytest.mark.slow
 def test_backend_unchanged_and_figures_render_in_jupyter(tmp_path):
     cells = [
         "import matplotlib\nbefore = matplotlib.get_backend()\nprint(before)",

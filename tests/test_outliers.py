@@ -54,6 +54,7 @@ def test_an_estimator_without_a_density_is_refused(gaussian):
         dl.OutlierDetector(KMeans(n_clusters=2)).fit(gaussian)
 
 
+@pytest.mark.slow
 def test_score_command_adds_an_outlier_column(tmp_path):
     from typer.testing import CliRunner
 

@@ -44,6 +44,7 @@ def colorbars(fig: Figure) -> int:
     return sum(ax.get_label() == "<colorbar>" for ax in fig.axes)
 
 
+@pytest.mark.slow
 def test_importing_densitylab_leaves_the_backend_alone():
     code = (
         "import matplotlib; matplotlib.use('svg')\n"
@@ -112,6 +113,7 @@ def test_flow_models_2d(fit_2d):
     assert len(loss.axes[0].lines) == 4 and loss.axes[0].get_legend() is not None
 
 
+@pytest.mark.slow
 def test_flow_density_and_its_raw_flow(flow_density):
     dim, estimator = flow_density
     x = data(dim)
@@ -127,6 +129,7 @@ def test_flow_density_and_its_raw_flow(flow_density):
     titled_and_labelled(dl.plots.loss(estimator))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(dl, "AutoDensity"), reason="AutoDensity is not in this branch")
 @pytest.mark.parametrize("dim", [1, 2, 3])
 def test_auto_density(dim):
@@ -188,6 +191,7 @@ def test_kde_command_writes_a_figure_for_1d_and_3d(tmp_path, dim):
     assert (tmp_path / "run" / "figures" / "density.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_train_command_writes_marginals_for_3d(tmp_path):
     path = tmp_path / "points.csv"
     np.savetxt(path, data(3, 300), delimiter=",")
