@@ -24,8 +24,13 @@ CONDITIONAL = {
     "maf": lambda d, s: flows.maf(d, n_layers=2, hidden=(16,), context=CONTEXT, seed=s),
     "iaf-spline": lambda d, s: flows.maf(d, n_layers=2, hidden=(16,), transform="spline", bins=5,
                                          bound=3.0, inverse=True, context=CONTEXT, seed=s),
+    # the context through an embedding network first (hidden 8, embedded size 3 or 4)
+    "nsf-embedded": lambda d, s: flows.nsf(d, n_layers=2, hidden=(16,), bins=5, bound=3.0,
+                                           context=CONTEXT, embedding=(8, 3), seed=s),
+    "realnvp-embedded": lambda d, s: flows.realnvp(d, n_layers=2, hidden=(16,), context=CONTEXT,
+                                                   embedding=(8, 4), seed=s),
 }
-NEEDS_TWO = {"realnvp", "realnvp-triangular", "glow"}
+NEEDS_TWO = {"realnvp", "realnvp-triangular", "glow", "realnvp-embedded"}
 
 
 def perturbed(flow, seed: int, scale: float = 0.1):
@@ -100,7 +105,28 @@ def test_gradients_reach_every_parameter_with_context():
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", ["nsf", "maf", "iaf-spline"])
+def test_an_embedding_network_learns_saves_and_stacks(tmp_path):
+    """The embedding is part of the model: gradients reach it, it is saved and loaded, stacked
+    and unstacked with the rest; a bad embedding is a clear error."""
+    flow = perturbed(CONDITIONAL["nsf-embedded"](2, 0), 1)
+    assert flow.context_features == CONTEXT and flow.transforms[0].context_features == 3
+    x, c = randn(16, 2, seed=1), randn(16, CONTEXT, seed=2)
+    (-flow.log_prob(x, c).sum()).backward()
+    assert all(p.grad.abs().sum() > 0 for p in flow.embedding.parameters())
+    dl.save(flow, tmp_path / "embedded")
+    loaded = dl.load(tmp_path / "embedded")
+    torch.testing.assert_close(loaded.log_prob(x, c).double(), flow.log_prob(x, c).detach())
+    other = perturbed(CONDITIONAL["nsf-embedded"](2, 5), 2)
+    stacked = flows.stack([flow, other])
+    for single, alone in zip(flows.unstack(stacked), (flow, other), strict=True):
+        torch.testing.assert_close(single.log_prob(x, c), alone.log_prob(x, c).detach())
+    with pytest.raises(ValueError, match="embedding needs context"):
+        flows.nsf(2, embedding=(8, 3))
+    with pytest.raises(ValueError, match="at least two widths"):
+        flows.nsf(2, context=2, embedding=(3,))
+
+
+@pytest.mark.parametrize("name", ["nsf", "maf", "iaf-spline", "nsf-embedded"])
 def test_samples_follow_their_context(name):
     """Samples given c carry the density log p(x | c) that log_prob gives them, and differ
     between contexts; one context row serves n samples."""
@@ -181,6 +207,22 @@ def test_conditional_estimator_learns_saves_and_checks_its_input(tmp_path):
         est.score_samples(np.zeros((5, 1)), np.zeros((4, 1)))
     with pytest.raises(ValueError, match="must have 1 columns"):
         est.score_samples(np.zeros((5, 2)), np.zeros((5, 1)))
+
+
+def test_conditional_estimator_with_an_embedding_network(tmp_path):
+    y, c = heteroscedastic(2000, 0)
+    y_test, c_test = heteroscedastic(5000, 1)
+    entropy = float(np.mean(0.5 * np.log(2 * math.pi * math.e * (0.1 + 0.2 * c_test**2) ** 2)))
+    est = dl.ConditionalFlowDensity(model="maf", n_layers=3, hidden=(32, 32), epochs=40,
+                                    batch_size=128, lr=3e-3, schedule="cosine",
+                                    standardize=True, random_state=0, embedding=(16, 4))
+    log_p = est.fit(c, y).score_samples(c_test, y_test)
+    assert est.flow_.embedding is not None and est.flow_.transforms[-1].context_features == 4
+    assert -log_p.mean() - entropy < 0.1
+    dl.save(est, tmp_path / "est")
+    np.testing.assert_array_equal(dl.load(tmp_path / "est").score_samples(c_test[:20],
+                                                                          y_test[:20]),
+                                  log_p[:20])
 
 
 def test_train_condition_on_then_score_and_sample_given(tmp_path):

@@ -189,6 +189,8 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
     when ``standardize``. ``model`` and the hyper-parameters are those of :class:`FlowDensity`
     (default ``"tabular"``: a bounded spline flow whose budget grows with the data, early
     stopping; one modelled column gets autoregressive splines computed from ``X``).
+    ``embedding`` (e.g. ``(32, 8)``: hidden widths, then the embedded size) passes ``X``
+    through a small network shared by all layers before their conditioners read it.
 
     Example:
         >>> import numpy as np
@@ -214,6 +216,7 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         random_state: int = 0,
         verbose: bool = False,
         device: str = "cpu",
+        embedding: Sequence[int] | None = None,
     ) -> None:
         self.model = model
         self.n_layers = n_layers
@@ -228,6 +231,7 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.device = device
+        self.embedding = embedding
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> ConditionalFlowDensity:
         """Train a conditional flow of ``y`` given ``X``."""
@@ -240,7 +244,7 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         mean, std = column_statistics(torch.as_tensor(context))
         self.context_mean_, self.context_scale_ = mean.numpy()[0], std.numpy()[0]
         flow = build(builder, dim=targets.shape[1], context=context.shape[1], seed=seed,
-                     **architecture)
+                     embedding=self.embedding, **architecture)
         result = fit(flow, targets, context=self._scaled(context), **fit_options,
                      val_fraction=self.val_fraction, seed=seed, patience=patience,
                      verbose=self.verbose, device=self.device)

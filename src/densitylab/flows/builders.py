@@ -15,7 +15,7 @@ from densitylab import flat_realnvp
 from densitylab._validation import check_flow_dim, check_positive_int, check_widths
 from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.flow import Flow
-from densitylab.flows.nets import check_activation
+from densitylab.flows.nets import StackedMLP, check_activation
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
@@ -35,6 +35,30 @@ def half_mask(dim: int, flip: bool) -> torch.Tensor:
     """Conditioning mask on the first half of the coordinates (``flip``: the second half),
     a plain CPU tensor whatever the default device."""
     return torch.from_numpy(flat_realnvp.half_mask(dim, flip))
+
+
+def _transform_context(context: int, embedding: Sequence[int] | None) -> int:
+    """Context features the transforms read: the embedding's output width, or the raw ones."""
+    if embedding is None:
+        return context
+    widths = check_widths(embedding)
+    if len(widths) < 2 or not context:
+        raise ValueError("embedding needs context=C columns and at least two widths, the "
+                         f"hidden ones and the embedded size (e.g. (32, 8)); got {embedding!r}")
+    return widths[-1]
+
+
+def _conditional_flow(transforms: list[Transform], config: dict, context: int,
+                      embedding: Sequence[int] | None, generator: torch.Generator,
+                      n_models: int) -> Flow:
+    """The flow, its context read through a small embedding network where one is asked for
+    (widths: hidden layers, then the embedded size)."""
+    if embedding is None:
+        return Flow(transforms, config)
+    widths = check_widths(embedding)
+    net = StackedMLP(n_nets=n_models, in_features=context, hidden=widths[:-1],
+                     out_features=widths[-1], generator=generator)
+    return Flow(transforms, {**config, "embedding": list(widths)}, embedding=net)
 
 
 def _check_common(
@@ -59,6 +83,7 @@ def realnvp(
     triangular: bool = False,
     fourier: int = 0,
     context: int = 0,
+    embedding: Sequence[int] | None = None,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -69,7 +94,9 @@ def realnvp(
     between consecutive couplings. ``triangular=True`` uses :class:`TriangularCoupling`.
     ``fourier=L`` feeds the s and t networks ``L`` octaves of Fourier features of their input.
     ``context=C`` makes it conditional: ``p(x | c)`` with ``C`` context columns fed to every
-    conditioner network (``log_prob(x, c)``, ``sample(n, context=c)``).
+    conditioner network (``log_prob(x, c)``, ``sample(n, context=c)``); ``embedding=(32, 8)``
+    first maps the context through a small network shared by all layers (hidden widths, then
+    the embedded size), for contexts with many or raw columns. Every builder takes both.
 
     Example:
         >>> flow = realnvp(dim=2, n_layers=4, hidden=(32, 32))
@@ -81,7 +108,7 @@ def realnvp(
     coupling = TriangularCoupling if triangular else AffineCoupling
     options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
                    scale=scale, zero_init=zero_init, n_models=n_models, generator=generator,
-                   fourier=fourier, context=context)
+                   fourier=fourier, context=_transform_context(context, embedding))
     transforms: list[Transform] = []
     for layer in range(n_layers):
         if layer > 0 and mixing == "reverse":
@@ -95,7 +122,7 @@ def realnvp(
         activation=activation, separate_nets=separate_nets, scale=scale, zero_init=zero_init,
         mixing=mixing, triangular=triangular, fourier=fourier, context=context, seed=seed,
     )
-    return Flow(transforms, config)
+    return _conditional_flow(transforms, config, context, embedding, generator, n_models)
 
 
 def glow(
@@ -108,6 +135,7 @@ def glow(
     scale: str = "factor",
     zero_init: bool = False,
     context: int = 0,
+    embedding: Sequence[int] | None = None,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -121,7 +149,7 @@ def glow(
     generator = torch.Generator().manual_seed(seed)
     options = dict(hidden=hidden, activation=activation, separate_nets=separate_nets,
                    scale=scale, zero_init=zero_init, n_models=n_models, generator=generator,
-                   context=context)
+                   context=_transform_context(context, embedding))
     transforms: list[Transform] = []
     for _ in range(n_layers):
         transforms += [
@@ -134,7 +162,7 @@ def glow(
         separate_nets=separate_nets, scale=scale, zero_init=zero_init, context=context,
         seed=seed,
     )
-    return Flow(transforms, config)
+    return _conditional_flow(transforms, config, context, embedding, generator, n_models)
 
 
 def identity_linear(
@@ -161,6 +189,7 @@ def nsf(
     fourier: int = 0,
     mixing: str | None = None,
     context: int = 0,
+    embedding: Sequence[int] | None = None,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -185,17 +214,18 @@ def nsf(
     if mixing not in NSF_MIXINGS:
         raise ValueError(f"unknown mixing {mixing!r}; choose one of {list(NSF_MIXINGS)}")
     generator = torch.Generator().manual_seed(seed)
+    inner = _transform_context(context, embedding)
 
     def layer(k: int) -> Transform:
         if dim > 1:
             return SplineCoupling(half_mask(dim, k % 2 == 1), hidden=hidden,
                                   activation=activation, bins=bins, bound=bound,
                                   n_models=n_models, generator=generator, fourier=fourier,
-                                  context=context)
+                                  context=inner)
         if context:  # a one-dimensional autoregressive spline reads only the context
             return MaskedAutoregressive(1, hidden=hidden, activation=activation,
                                         transform="spline", bins=bins, bound=bound,
-                                        n_models=n_models, generator=generator, context=context)
+                                        n_models=n_models, generator=generator, context=inner)
         return ElementwiseSpline(dim, bins=bins, bound=bound, n_models=n_models,
                                  generator=generator)
 
@@ -209,7 +239,7 @@ def nsf(
                   seed=seed)
     if mixing is not None:  # older saved models have no such key
         config["mixing"] = mixing
-    return Flow(transforms, config)
+    return _conditional_flow(transforms, config, context, embedding, generator, n_models)
 
 
 def maf(
@@ -223,6 +253,7 @@ def maf(
     activation: str = "leaky_relu",
     inverse: bool = False,
     context: int = 0,
+    embedding: Sequence[int] | None = None,
     seed: int = 0,
     n_models: int = 1,
 ) -> Flow:
@@ -244,13 +275,14 @@ def maf(
     transforms: list[Transform] = [
         MaskedAutoregressive(dim, hidden=hidden, activation=activation, transform=transform,
                              bins=bins, bound=bound, inverse=inverse, reverse=layer % 2 == 1,
-                             n_models=n_models, generator=generator, context=context)
+                             n_models=n_models, generator=generator,
+                             context=_transform_context(context, embedding))
         for layer in range(n_layers)
     ]
     config = dict(builder="maf", dim=dim, n_layers=n_layers, hidden=list(hidden),
                   transform=transform, bins=bins, bound=bound, activation=activation,
                   inverse=inverse, context=context, seed=seed)
-    return Flow(transforms, config)
+    return _conditional_flow(transforms, config, context, embedding, generator, n_models)
 
 
 RECOMMENDED_MODEL = {"n_layers": 6, "hidden": (64, 64), "bins": 10, "bound": 4.0, "fourier": 3}
@@ -311,7 +343,8 @@ def standardized(flow: Flow) -> Flow:
 
 def _with_standardize(flow: Flow) -> Flow:
     first = Standardize(flow.dim, flow.n_models).to(dtype=flow.dtype, device=flow.device)
-    return Flow([first, *flow.transforms], {**flow.config, "standardize": True})
+    return Flow([first, *flow.transforms], {**flow.config, "standardize": True},
+                embedding=flow.embedding)
 
 
 def stack(flows: Sequence[Flow]) -> Flow:

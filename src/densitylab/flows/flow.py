@@ -39,7 +39,8 @@ class Flow(nn.Module):
         torch.Size([100])
     """
 
-    def __init__(self, transforms: Sequence[Transform], config: dict[str, Any] | None = None):
+    def __init__(self, transforms: Sequence[Transform], config: dict[str, Any] | None = None,
+                 embedding: nn.Module | None = None):
         super().__init__()
         if not transforms:
             raise ValueError("a flow needs at least one transform")
@@ -49,7 +50,11 @@ class Flow(nn.Module):
             raise ValueError(f"transforms disagree on dim {dims} or model count {models}")
         self.transforms = nn.ModuleList(transforms)
         self.dim, self.n_models = dims.pop(), models.pop()
-        self.context_features = max(t.context_features for t in transforms)
+        # a conditional flow may pass its context through an embedding network first; the
+        # transforms then read the embedded features, the user gives the raw columns
+        self.embedding = embedding
+        self.context_features = (embedding.weights[0].shape[1] if embedding is not None
+                                 else max(t.context_features for t in transforms))
         self.config = dict(config or {})
         like = transforms[0]._anchor  # dtype and device follow the transforms
         self.register_buffer("_anchor", torch.zeros((), dtype=like.dtype, device=like.device),
@@ -64,7 +69,14 @@ class Flow(nn.Module):
         return self._anchor.dtype
 
     # -- internal (M, n, D) computations, free of checks: the training loop calls these --------
+    def _embed(self, context: Tensor | None) -> Tensor | None:
+        """The context as the transforms read it (through the embedding network, if any)."""
+        if context is None or self.embedding is None:
+            return context
+        return self.embedding(context)
+
     def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        context = self._embed(context)
         logdet = None
         for transform in self.transforms:
             x, step = transform._to_latent(x, context)
@@ -72,6 +84,7 @@ class Flow(nn.Module):
         return x, logdet
 
     def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        context = self._embed(context)
         logdet = None
         for transform in reversed(self.transforms):
             z, step = transform._to_data(z, context)
@@ -211,7 +224,7 @@ class Flow(nn.Module):
             z, squeeze = self.sample_latent(z_or_n, seed), self.n_models == 1
         else:
             z, squeeze = self._lifted(z_or_n)
-        c = self._sample_context(context, z.shape[1])
+        c = self._embed(self._sample_context(context, z.shape[1]))
         trace = [z]
         for transform in reversed(self.transforms):
             trace.append(transform._to_data(trace[-1], c)[0])
@@ -220,7 +233,8 @@ class Flow(nn.Module):
     def trace_to_latent(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
         """Points after every transform on the way x -> z: data first, latent last."""
         x, squeeze = self._lifted(x)
-        c = as_context(context, self.context_features, x, self._anchor, self.n_models)
+        c = self._embed(as_context(context, self.context_features, x, self._anchor,
+                                   self.n_models))
         trace = [x]
         for transform in self.transforms:
             trace.append(transform._to_latent(trace[-1], c)[0])
