@@ -67,8 +67,13 @@ class Distribution(ABC):
     description: str = ""  # one line, for listings
     reference: str = ""  # where the law comes from
 
-    def __init__(self, name: str, params: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, params: dict[str, Any] | None = None, description: str = "",
+                 reference: str = "") -> None:
         self.name = name
+        if description:
+            self.description = description
+        if reference:
+            self.reference = reference
         self._params: dict[str, Any] = dict(params or {})
         self._entropy: float | None = None
 

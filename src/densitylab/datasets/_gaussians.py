@@ -32,11 +32,9 @@ class GaussianMixture(Distribution):
         description: str = "",
         reference: str = "",
     ) -> None:
-        super().__init__(name, params)
+        super().__init__(name, params, description, reference)
         self.centres = np.asarray(centres, dtype=np.float64)
         self.std = positive_float(std, "std")
-        self.description = description
-        self.reference = reference
 
     @property
     def length_scale(self) -> float:

@@ -30,11 +30,9 @@ class Rings(Distribution):
         description: str = "",
         reference: str = "",
     ) -> None:
-        super().__init__(name, params)
+        super().__init__(name, params, description, reference)
         self.radii = np.asarray(radii, dtype=np.float64)
         self.noise = positive_float(noise, "noise")
-        self.description = description
-        self.reference = reference
 
     @property
     def length_scale(self) -> float:
