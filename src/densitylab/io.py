@@ -147,8 +147,12 @@ def _flow_factory(config: Any, saved: Saved) -> Callable[[], Any]:
     standardize = config.pop("standardize", False)
     if not isinstance(standardize, bool):
         raise ValueError(f"{saved.where}: 'standardize' must be true or false")
+    mixture_base = config.pop("mixture_base", 0)
+    if not conforms(mixture_base, int) or not 0 <= mixture_base <= saved.shapes.largest:
+        raise ValueError(f"{saved.where}: 'mixture_base' must be a small non-negative integer")
     arguments = checked_arguments(BUILDERS[builder], config, saved.shapes, saved.where)
-    return lambda: build(builder, standardize=standardize, **arguments).to(dtype=dtype)
+    return lambda: build(builder, standardize=standardize, mixture_base=mixture_base,
+                         **arguments).to(dtype=dtype)
 
 
 def _load_flow(saved: Saved, device: torch.device) -> Any:

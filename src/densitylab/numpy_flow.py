@@ -321,8 +321,11 @@ class NumpyRealNVP:
     def from_torch(cls, flow: Flow) -> NumpyRealNVP:
         """The NumPy twin of a torch ``Flow`` built by ``realnvp(...)`` (optionally stacked or
         standardised), with its weights copied as float64."""
-        from densitylab.flows import AffineCoupling, Standardize
+        from densitylab.flows import AffineCoupling, Standardize, StandardNormal
 
+        if type(flow.base) is not StandardNormal:
+            raise ValueError("the NumPy RealNVP has a standard-normal base; this flow has a "
+                             f"{type(flow.base).__name__}")
         transforms = list(flow.transforms)
         has_standardize = isinstance(transforms[0], Standardize)
         couplings = transforms[1:] if has_standardize else transforms

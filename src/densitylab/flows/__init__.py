@@ -5,6 +5,7 @@ Direction convention: ``to_latent`` is x -> z, ``to_data`` is z -> x; both retur
 """
 
 from densitylab.flows.autoregressive import MaskedAutoregressive
+from densitylab.flows.bases import GaussianMixtureBase, StandardNormal, standard_normal_log_prob
 from densitylab.flows.builders import (
     BUILDERS,
     RECOMMENDED_FIT,
@@ -20,8 +21,9 @@ from densitylab.flows.builders import (
     stack,
     standardized,
     unstack,
+    with_mixture_base,
 )
-from densitylab.flows.flow import Flow, standard_normal_log_prob
+from densitylab.flows.flow import Flow
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
@@ -43,6 +45,8 @@ __all__ = [
     "AffineCoupling",
     "Coupling",
     "Flow",
+    "GaussianMixtureBase",
+    "StandardNormal",
     "InvertibleLinear",
     "MaskedAutoregressive",
     "Permutation",
@@ -62,4 +66,5 @@ __all__ = [
     "standard_normal_log_prob",
     "standardized",
     "unstack",
+    "with_mixture_base",
 ]

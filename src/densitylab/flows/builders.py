@@ -14,6 +14,7 @@ import torch
 from densitylab import flat_realnvp
 from densitylab._validation import check_flow_dim, check_positive_int, check_widths
 from densitylab.flows.autoregressive import MaskedAutoregressive
+from densitylab.flows.bases import GaussianMixtureBase
 from densitylab.flows.flow import Flow
 from densitylab.flows.nets import StackedMLP, check_activation
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
@@ -323,15 +324,28 @@ BUILDERS: dict[str, Callable[..., Flow]] = {
 }
 
 
-def build(builder: str, standardize: bool = False, **config) -> Flow:
+def build(builder: str, standardize: bool = False, mixture_base: int = 0, **config) -> Flow:
     """Build a flow by builder name, e.g. ``build("glow", dim=2, n_layers=3)``.
 
-    ``standardize=True`` prepends a :class:`Standardize` transform (see :func:`standardized`).
+    ``standardize=True`` prepends a :class:`Standardize` transform (see :func:`standardized`);
+    ``mixture_base=K`` gives it a Gaussian-mixture base of up to K components (see
+    :func:`with_mixture_base`).
     """
     if builder not in BUILDERS:
         raise ValueError(f"unknown flow model {builder!r}; choose one of {sorted(BUILDERS)}")
     flow = BUILDERS[builder](**config)
+    flow = with_mixture_base(flow, mixture_base) if mixture_base else flow
     return _with_standardize(flow) if standardize else flow
+
+
+def with_mixture_base(flow: Flow, max_components: int = 10) -> Flow:
+    """The same transforms on a :class:`GaussianMixtureBase` of up to ``max_components``
+    components: training (:func:`densitylab.fit`) first fits it, components chosen by BIC, to
+    the latent codes of the training data, so the flow starts as that Gaussian mixture and its
+    transforms learn what the mixture misses. For multimodal data (clusters, classes)."""
+    base = GaussianMixtureBase(flow.dim, max_components, flow.n_models)
+    return Flow(list(flow.transforms), {**flow.config, "mixture_base": max_components},
+                embedding=flow.embedding, base=base.to(dtype=flow.dtype, device=flow.device))
 
 
 def standardized(flow: Flow) -> Flow:
@@ -344,7 +358,7 @@ def standardized(flow: Flow) -> Flow:
 def _with_standardize(flow: Flow) -> Flow:
     first = Standardize(flow.dim, flow.n_models).to(dtype=flow.dtype, device=flow.device)
     return Flow([first, *flow.transforms], {**flow.config, "standardize": True},
-                embedding=flow.embedding)
+                embedding=flow.embedding, base=flow.base)
 
 
 def stack(flows: Sequence[Flow]) -> Flow:

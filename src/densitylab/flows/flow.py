@@ -1,4 +1,5 @@
-"""A flow: a standard-normal base distribution and an ordered list of invertible transforms.
+"""A flow: a base distribution (standard normal unless given) and an ordered list of
+invertible transforms.
 
 ``transforms[0]`` is applied first on the way to the latent space, so
 ``log p(x) = log N(z; 0, I) + sum_k log|det dz_k/dz_{k-1}|`` with ``z_0 = x`` (the composition
@@ -15,14 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from densitylab.flows.bases import StandardNormal
 from densitylab.flows.transforms import Transform, as_context, as_input, lift, with_context
 
 INFERENCE_CHUNK = 8192  # points per slice for large inputs in evaluation mode (see Flow._chunked)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """``log N(z; 0, I)`` over the last dimension."""
-    return -0.5 * (z.square().sum(-1) + z.shape[-1] * math.log(2 * math.pi))
 
 
 class Flow(nn.Module):
@@ -40,7 +37,7 @@ class Flow(nn.Module):
     """
 
     def __init__(self, transforms: Sequence[Transform], config: dict[str, Any] | None = None,
-                 embedding: nn.Module | None = None):
+                 embedding: nn.Module | None = None, base: nn.Module | None = None):
         super().__init__()
         if not transforms:
             raise ValueError("a flow needs at least one transform")
@@ -56,6 +53,7 @@ class Flow(nn.Module):
         self.context_features = (embedding.weights[0].shape[1] if embedding is not None
                                  else max(t.context_features for t in transforms))
         self.config = dict(config or {})
+        self.base = StandardNormal(self.dim) if base is None else base  # p(z)
         like = transforms[0]._anchor  # dtype and device follow the transforms
         self.register_buffer("_anchor", torch.zeros((), dtype=like.dtype, device=like.device),
                              persistent=False)
@@ -102,7 +100,7 @@ class Flow(nn.Module):
         training loop batches such rows, so data and context always travel together."""
         x, context = self._split_rows(rows)
         z, logdet = self._to_latent(x, context)
-        return standard_normal_log_prob(z) + logdet
+        return self.base.log_prob(z) + logdet
 
     def forward(self, rows: Tensor) -> Tensor:
         """``(M, n, D [+ C]) -> (M, n)`` log-densities, unchecked; what DDP wraps."""
@@ -183,12 +181,11 @@ class Flow(nn.Module):
         return torch.cat(parts, dim=1)
 
     def sample_latent(self, n: int, seed: int | torch.Generator | None = None) -> Tensor:
-        """``n`` draws from the base N(0, I) per model, shape ``(M, n, D)``."""
+        """``n`` draws from the base distribution per model, shape ``(M, n, D)``."""
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
         generator = seed if isinstance(seed, torch.Generator) else _generator(seed, self.device)
-        shape = (self.n_models, n, self.dim)
-        return torch.randn(shape, generator=generator, dtype=self.dtype, device=self.device)
+        return self.base.sample((self.n_models, n), generator, self._anchor)
 
     def sample(
         self, n: int, seed: int | torch.Generator | None = None, context: Tensor | None = None
@@ -200,12 +197,12 @@ class Flow(nn.Module):
     def sample_with_log_prob(
         self, n: int, seed: int | torch.Generator | None = None, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Samples and their log-density from one pass: ``log p(x) = log N(z) - log|det dx/dz|``."""
+        """Samples and their log-density from one pass: ``log p(x) = log p(z) - log|det dx/dz|``."""
         z = self.sample_latent(n, seed)
         c = self._sample_context(context, n)
         x, logdet = self._chunked(lambda r: self._to_data(*self._split_rows(r)),
                                   with_context(z, c))
-        log_p = standard_normal_log_prob(z) - logdet
+        log_p = self.base.log_prob(z) - logdet
         return (x[0], log_p[0]) if self.n_models == 1 else (x, log_p)
 
     def _sample_context(self, context: Tensor | None, n: int) -> Tensor | None:

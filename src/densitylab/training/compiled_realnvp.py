@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from densitylab.flat_realnvp import FlatLayout, adam_update
-from densitylab.flows import AffineCoupling, Flow, Standardize
+from densitylab.flows import AffineCoupling, Flow, Standardize, StandardNormal
 from densitylab.training.autograd import TorchEngine
 
 ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1, "tanh": 2}
@@ -56,8 +56,11 @@ def available() -> bool:
 
 
 def supports(flow: Flow) -> bool:
-    """True for RealNVP-style flows: affine couplings with contiguous masks, optionally behind
-    a :class:`Standardize` (which only shifts and scales the data)."""
+    """True for RealNVP-style flows on the standard-normal base: affine couplings with
+    contiguous masks, optionally behind a :class:`Standardize` (which only shifts and scales
+    the data)."""
+    if type(flow.base) is not StandardNormal:
+        return False
     body = list(flow.transforms)
     if body and isinstance(body[0], Standardize):
         body = body[1:]

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 
 from densitylab import distributed as distributed_
 from densitylab._validation import check_positive_int
-from densitylab.flows import ActNorm, Flow, stack, standardized, unstack
+from densitylab.flows import ActNorm, Flow, GaussianMixtureBase, stack, standardized, unstack
 from densitylab.runtime import resolve_device, torch_threads
 from densitylab.training import compiled_realnvp
 from densitylab.training.autograd import TorchEngine
@@ -146,6 +146,11 @@ def fit_many(
     x_valid = torch.as_tensor(data.val, dtype=model.dtype, device=model.device)
     if standardize:
         model.transforms[0].fit(x_train[..., : model.dim])
+    if isinstance(model.base, GaussianMixtureBase):  # the mixture the flow starts from
+        with torch.no_grad():
+            model.eval()  # (no data-dependent initialisation of ActNorm from all points)
+            model.base.fit(model._to_latent(*model._split_rows(x_train))[0], seeds)
+            model.train()
     if distributed:  # ActNorm's first-batch statistics over the whole batch, not a shard
         for module in model.modules():
             if isinstance(module, ActNorm):
