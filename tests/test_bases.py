@@ -21,7 +21,7 @@ def clusters(n: int, seed: int) -> np.ndarray:
     return centres[rng.integers(3, size=n)] + 0.3 * rng.normal(size=(n, 2))
 
 
-@pytest.mark.parametrize("kind", ["full", "diag"])
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
 def test_mixture_base_is_scikit_learns_mixture_density(kind):
     x = clusters(600, 0)
     mixture = GaussianMixture(3, covariance_type=kind, random_state=0).fit(x)

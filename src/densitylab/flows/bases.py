@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from densitylab._validation import check_positive_int
 
 LOG_2PI = math.log(2 * math.pi)
-MIXTURE_COVARIANCES = ("full", "diag")  # the BIC search: these types, 1..max_components each
+MIXTURE_COVARIANCES = ("full", "tied", "diag", "spherical")  # searched by BIC, 1..K each
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -88,7 +88,7 @@ class GaussianMixtureBase(nn.Module):
     def fit(self, z: Tensor, seeds: list[int]) -> None:
         """Fit each model's mixture to its latent codes ``z`` ``(M, n, D)`` (seeded by its
         seed): scikit-learn's ``GaussianMixture`` with 1..``max_components`` components (at
-        least 2 points each) and a full or diagonal covariance, whichever has the lowest BIC."""
+        least 2 points each) and each covariance type, whichever has the lowest BIC."""
         from sklearn.mixture import GaussianMixture
 
         for m, (codes, seed) in enumerate(zip(z.detach().double().cpu().numpy(), seeds,
@@ -104,9 +104,10 @@ class GaussianMixtureBase(nn.Module):
             self._set(m, best)
 
     def _set(self, m: int, mixture) -> None:
-        k = len(mixture.weights_)
-        cov = mixture.covariances_
-        full = cov if mixture.covariance_type == "full" else np.stack([np.diag(c) for c in cov])
+        k, cov, eye = len(mixture.weights_), mixture.covariances_, np.eye(self.dim)
+        full = {"full": lambda: cov, "tied": lambda: np.broadcast_to(cov, (k, *cov.shape)),
+                "diag": lambda: cov[:, :, None] * eye,
+                "spherical": lambda: cov[:, None, None] * eye}[mixture.covariance_type]()
         like = self.means
         self.log_weights[m] = -math.inf
         self.log_weights[m, :k] = torch.as_tensor(np.log(mixture.weights_), dtype=like.dtype)
