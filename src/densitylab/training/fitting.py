@@ -146,10 +146,13 @@ def fit_many(
     x_valid = torch.as_tensor(data.val, dtype=model.dtype, device=model.device)
     if standardize:
         model.transforms[0].fit(x_train[..., : model.dim])
-    if isinstance(model.base, GaussianMixtureBase):  # the mixture the flow starts from
+    if isinstance(model.base, GaussianMixtureBase):
+        # the mixture the flow starts from, fitted to all of x (validation only chooses the
+        # transforms' epoch; the base stays fixed); an x_val given apart stays held out
+        points = x_train if x_val is not None else torch.cat([x_train, x_valid], dim=1)
         with torch.no_grad():
             model.eval()  # (no data-dependent initialisation of ActNorm from all points)
-            model.base.fit(model._to_latent(*model._split_rows(x_train))[0], seeds)
+            model.base.fit(model._to_latent(*model._split_rows(points))[0], seeds)
             model.train()
     if distributed:  # ActNorm's first-batch statistics over the whole batch, not a shard
         for module in model.modules():
