@@ -12,12 +12,12 @@ from sklearn.utils.estimator_checks import check_estimator
 from typer.testing import CliRunner
 
 import densitylab as dl
-from densitylab._bandwidth import KERNEL_SHAPES, select_bandwidth
 from densitylab._rounding import dequantise, rounding_steps
 from densitylab.auto import CANDIDATES, GaussianMixtureBIC
 from densitylab.cli import app
 from densitylab.flows.recipes import tabular_budget
 from densitylab.kde import leave_one_out_log_likelihood
+from densitylab.kde.bandwidth import KERNEL_SHAPES, select_bandwidth
 
 
 def gaussian(n: int, seed: int = 0) -> np.ndarray:
