@@ -16,7 +16,7 @@ from sklearn.utils.validation import validate_data
 from densitylab._rounding import dequantise, rounding_steps
 from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
-from densitylab.flows.recipes import settings, split, tabular_budget
+from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
 from densitylab.training import fit, torch_threads
 
 
@@ -40,7 +40,7 @@ class _FlowRecipe:
         tabular recipe's patience grows with its budget."""
         builder, architecture, fit_options = split(self._settings(n))
         patience = self.patience
-        if patience is None and self.model == "tabular":
+        if patience is None and self.model in TABULAR_MODELS:
             patience = tabular_budget(n, self.val_fraction)["patience"]
         return builder, architecture, fit_options, patience
 
@@ -116,7 +116,8 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
         steps = rounding_steps(x)
         rounded = [int(j) for j in np.flatnonzero(steps)]
-        dequantize = self.model == "tabular" if self.dequantize is None else bool(self.dequantize)
+        dequantize = (self.model in TABULAR_MODELS if self.dequantize is None
+                      else bool(self.dequantize))
         if rounded and dequantize:
             x = dequantise(x, steps, seed)
         elif rounded:
