@@ -268,8 +268,13 @@ def test_tabular_budget_grows_with_the_data():
     assert large["epochs"] * math.ceil(18_000 / 256) <= 1500 + math.ceil(18_000 / 256)
     assert dl.FlowDensity()._settings(200)["builder"] == "nsf"
     assert dl.FlowDensity(model="realnvp")._settings(200)["builder"] == "realnvp"
-    maf, tabular = dl.FlowDensity(model="tabular-maf"), dl.FlowDensity()
-    assert maf._settings(200)["builder"] == "maf" and maf._settings(200)["transform"] == "affine"
-    for n in (200, 20_000):  # the same budget and patience as the tabular spline flow
-        assert maf._recipe(n)[2] == tabular._recipe(n)[2]
-        assert maf._recipe(n)[3] == tabular._recipe(n)[3] == tabular_budget(n)["patience"]
+    tabular = dl.FlowDensity()
+    for model, transform in (("tabular-maf", "affine"), ("tabular-maf-spline", "spline")):
+        maf = dl.FlowDensity(model=model)
+        assert maf._recipe(200)[:2] == ("maf", {"n_layers": 5, "hidden": (64, 64),
+                                                "transform": transform}
+                                        | ({"bins": 8, "bound": 5.0} if transform == "spline"
+                                           else {}))
+        for n in (200, 20_000):  # the same budget and patience as the tabular spline flow
+            assert maf._recipe(n)[2] == tabular._recipe(n)[2]
+            assert maf._recipe(n)[3] == tabular._recipe(n)[3] == tabular_budget(n)["patience"]
