@@ -56,16 +56,18 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     :data:`densitylab.flows.recipes.TABULAR`, a bounded spline flow of 4 layers of (64, 64)
     with a learned linear map before each, whose batch and number of steps grow with the data,
     about 2 steps per point between 200 and 1500, with early stopping on validation),
-    ``"realnvp"``, ``"glow"``, ``"nsf"`` or ``"recommended"`` (the spline flow of
+    ``"tabular-maf"`` / ``"tabular-maf-spline"`` (the same recipe with 5 masked autoregressive
+    layers, affine or spline: :data:`densitylab.flows.recipes.TABULAR_MAF`),
+    ``"realnvp"``, ``"glow"``, ``"nsf"``, ``"maf"`` or ``"recommended"`` (the spline flow of
     :func:`densitylab.flows.recommended` trained with its recipe). Hyper-parameters left at
     ``None`` take the model's default: 4 layers of (32, 32), 1000 epochs, batches of 64, Adam
-    1e-3 at a constant rate for ``realnvp``, ``glow``, ``nsf`` (the coursework's setting);
+    1e-3 at a constant rate for ``realnvp``, ``glow``, ``nsf``, ``maf`` (the coursework's setting);
     6 layers of (64, 64), about 1000 steps (:func:`~densitylab.flows.recommended_epochs`),
     batches of 256, Adam 3e-3 on a cosine schedule for ``"recommended"``.
 
     Columns of rounded measurements (at most half of their values distinct, see
     :func:`densitylab._rounding.rounding_steps`) are found in ``fit`` and listed in
-    ``rounded_columns_``. With ``dequantize`` (``None``: on for ``"tabular"``, off otherwise)
+    ``rounded_columns_``. With ``dequantize`` (``None``: on for the tabular recipes, off otherwise)
     they are spread by uniform noise of one rounding step before training, so the flow cannot
     collapse onto the repeated values; off, a ``UserWarning`` names them.
 
