@@ -12,12 +12,12 @@ from sklearn.utils.estimator_checks import check_estimator
 from typer.testing import CliRunner
 
 import densitylab as dl
-from densitylab._bandwidth import KERNEL_SHAPES, select_bandwidth
 from densitylab._rounding import dequantise, rounding_steps
 from densitylab.auto import CANDIDATES, GaussianMixtureBIC
 from densitylab.cli import app
 from densitylab.flows.recipes import tabular_budget
 from densitylab.kde import leave_one_out_log_likelihood
+from densitylab.kde.bandwidth import KERNEL_SHAPES, select_bandwidth
 
 
 def gaussian(n: int, seed: int = 0) -> np.ndarray:
@@ -37,13 +37,21 @@ def ring(n: int, seed: int = 0) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def banana(n: int, seed: int = 0) -> np.ndarray:
+    """A curved law: x2 = x1^2 + small noise given x1, what one affine autoregressive layer
+    models exactly (a conditional mean that the network learns, a constant width)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n)
+    return np.c_[a, a**2 + 0.05 * rng.standard_normal(n), rng.standard_normal(n)]
+
+
 @pytest.mark.slow
 def test_gaussian_data_get_one_gaussian_and_the_choice_is_reproducible():
     x = gaussian(240)
     auto = dl.AutoDensity(random_state=3).fit(x)
     table = auto.cv_results_
     assert table["candidate"] == list(CANDIDATES)
-    assert sorted(table["rank"]) == [1, 2, 3]
+    assert sorted(table["rank"]) == list(range(1, len(CANDIDATES) + 1))
     best = table["candidate"][table["rank"].index(1)]
     assert best == auto.best_name_
     if auto.best_name_ == "gaussian-mixture":
@@ -95,6 +103,25 @@ def test_save_and_load_give_identical_scores(candidate, tmp_path):
     np.testing.assert_array_equal(loaded.score_samples(queries), auto.score_samples(queries))
     assert loaded.cv_results_ == auto.cv_results_
     assert loaded.get_params() == auto.get_params()
+
+
+def test_maf_candidate_wins_on_a_curved_law_is_refitted_and_saved(tmp_path):
+    x = banana(150)
+    auto = dl.AutoDensity(candidates=("gaussian-mixture", "maf"), random_state=0).fit(x)
+    table = auto.cv_results_
+    assert table["candidate"] == ["gaussian-mixture", "maf"]
+    assert np.isfinite(table["mean_log_likelihood"]).all()
+    assert auto.best_name_ == "maf", table
+    best = auto.best_estimator_  # refitted on all the (standardised) points
+    assert isinstance(best, dl.FlowDensity) and best.model == "tabular-maf"
+    assert best.flow_.config["builder"] == "maf" and best.flow_.config["transform"] == "affine"
+    dl.save(auto, tmp_path / "m")
+    loaded = dl.load(tmp_path / "m")
+    assert type(loaded) is dl.AutoDensity and loaded.best_name_ == "maf"
+    assert isinstance(loaded.best_estimator_, dl.FlowDensity)
+    queries = np.vstack([x[:30], 2.0 * banana(30, seed=5)])
+    np.testing.assert_array_equal(loaded.score_samples(queries), auto.score_samples(queries))
+    assert loaded.cv_results_ == auto.cv_results_
 
 
 @pytest.mark.parametrize(("kwargs", "data", "message"), [
@@ -245,3 +272,13 @@ def test_tabular_budget_grows_with_the_data():
     assert large["epochs"] * math.ceil(18_000 / 256) <= 1500 + math.ceil(18_000 / 256)
     assert dl.FlowDensity()._settings(200)["builder"] == "nsf"
     assert dl.FlowDensity(model="realnvp")._settings(200)["builder"] == "realnvp"
+    tabular = dl.FlowDensity()
+    for model, transform in (("tabular-maf", "affine"), ("tabular-maf-spline", "spline")):
+        maf = dl.FlowDensity(model=model)
+        assert maf._recipe(200)[:2] == ("maf", {"n_layers": 5, "hidden": (64, 64),
+                                                "transform": transform}
+                                        | ({"bins": 8, "bound": 5.0} if transform == "spline"
+                                           else {}))
+        for n in (200, 20_000):  # the same budget and patience as the tabular spline flow
+            assert maf._recipe(n)[2] == tabular._recipe(n)[2]
+            assert maf._recipe(n)[3] == tabular._recipe(n)[3] == tabular_budget(n)["patience"]

@@ -91,6 +91,15 @@ def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
     assert config["flow"]["scale"] == "tanh" and config["flow"]["activation"] == "tanh"
 
 
+@pytest.mark.parametrize("model", ["maf", "tabular-maf"])
+def test_train_a_masked_autoregressive_flow(tmp_path, model):
+    # --scale belongs to RealNVP and Glow; the MAF builder takes no such option
+    code, output = invoke("train", "moons", "--model", model, "--epochs", "2", "-n", "300",
+                          "--n-test", "500", "--out", str(tmp_path / model), "-q")
+    assert code == 0, output
+    assert json.loads((tmp_path / model / "config.json").read_text())["flow"]["builder"] == "maf"
+
+
 @pytest.mark.slow
 def test_train_the_recommended_model_with_its_recipe(tmp_path):
     from densitylab.flows import RECOMMENDED_MODEL

@@ -123,7 +123,7 @@ def test_any_shape_matches_brute_force(d, n, m, seed, scale):
 
 
 def test_compiled_exponential_is_accurate_to_about_one_ulp():
-    from densitylab._kde_kernels import _exp
+    from densitylab.kde.kernels import _exp
 
     x = np.concatenate([np.linspace(-708.0, 709.0, 20001), [0.0, -1e-300, 1e-300, 0.5, -0.5]])
     ours = np.array([_exp(v) for v in x])
@@ -133,7 +133,7 @@ def test_compiled_exponential_is_accurate_to_about_one_ulp():
 
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_compiled_sums_agree_with_log_sum_exp(d):
-    from densitylab._kde_kernels import _expanded_sum, _leaf_sum
+    from densitylab.kde.kernels import _expanded_sum, _leaf_sum
 
     rng = np.random.default_rng(11)
     u = rng.standard_normal((300, d)) * 3

@@ -3,8 +3,9 @@ cross-validated held-out log-likelihood on the training data only.
 
 Candidates (a registry, :data:`CANDIDATES`): a KDE whose kernel shape and width are chosen by
 leave-one-out likelihood (``KDE(bandwidth="cv")``), scikit-learn's ``GaussianMixture`` with the
-number of components and the covariance type chosen by BIC (:class:`GaussianMixtureBIC`), and the
-tabular spline flow (``FlowDensity()``). Each is itself a complete, self-tuning procedure, so the
+number of components and the covariance type chosen by BIC (:class:`GaussianMixtureBIC`), the
+tabular spline flow (``FlowDensity()``) and the tabular masked autoregressive flow
+(``FlowDensity(model="tabular-maf")``). Each is itself a complete, self-tuning procedure, so the
 K-fold comparison is honest: every choice inside a candidate is made on its training folds.
 """
 
@@ -117,18 +118,27 @@ def _mixture(random_state: int) -> BaseEstimator:
     return GaussianMixtureBIC(random_state=random_state)
 
 
-def _flow(random_state: int) -> BaseEstimator:
-    from densitylab.estimators import FlowDensity
+def _flow(model: str) -> Callable[[int], BaseEstimator]:
+    """The factory of ``FlowDensity(model=model)``, a recipe for real data."""
 
-    return FlowDensity(random_state=random_state)
+    def factory(random_state: int) -> BaseEstimator:
+        from densitylab.estimators import FlowDensity
+
+        return FlowDensity(model=model, random_state=random_state)
+
+    return factory
 
 
 CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
     "kde": _kde,
     "gaussian-mixture": _mixture,
-    "flow": _flow,
+    "flow": _flow("tabular"),
+    "maf": _flow("tabular-maf"),
 }
 """Candidate name -> its factory, taking a seed. Every one models data of any dimension."""
+FLOW_CANDIDATES = ("flow", "maf")
+"""The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
+:mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
 
 
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
@@ -324,7 +334,7 @@ def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]
     import torch
 
     _check_fitted(auto, "best_estimator_")
-    state = flow_state if auto.best_name_ == "flow" else STATES[auto.best_name_][0]
+    state = flow_state if auto.best_name_ in FLOW_CANDIDATES else STATES[auto.best_name_][0]
     tensors, config = state(auto.best_estimator_)
     out = {"mean": torch.as_tensor(auto.mean_), "scale": torch.as_tensor(auto.scale_)}
     out |= {f"best.{k}": v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
@@ -341,15 +351,15 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     """Rebuild what :func:`to_state` wrote (``flow_restore`` rebuilds a winning flow);
     ``ValueError`` when the pieces do not fit."""
     name = config.get("best_name")
-    if name not in (*STATES, "flow"):
+    if name not in (*STATES, *FLOW_CANDIDATES):
         raise ValueError(f"the saved AutoDensity names an unknown estimator {name!r}")
     auto = AutoDensity(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in config["params"].items()})
     best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
-    if name != "flow":  # NumPy estimators: float64 arrays
+    if name not in FLOW_CANDIDATES:  # NumPy estimators: float64 arrays
         best = {k: v.cpu().numpy() for k, v in best.items()}
     try:
-        restore = flow_restore if name == "flow" else STATES[name][1]
+        restore = flow_restore if name in FLOW_CANDIDATES else STATES[name][1]
         auto.best_estimator_ = restore(best, config["best"], device)
         auto.mean_ = tensors["mean"].cpu().numpy()
         auto.scale_ = tensors["scale"].cpu().numpy()

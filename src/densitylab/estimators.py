@@ -16,7 +16,7 @@ from sklearn.utils.validation import validate_data
 from densitylab._rounding import dequantise, rounding_steps
 from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
-from densitylab.flows.recipes import settings, split, tabular_budget
+from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
 from densitylab.runtime import torch_threads
 from densitylab.training import fit
 
@@ -41,7 +41,7 @@ class _FlowRecipe:
         tabular recipe's patience grows with its budget."""
         builder, architecture, fit_options = split(self._settings(n))
         patience = self.patience
-        if patience is None and self.model == "tabular":
+        if patience is None and self.model in TABULAR_MODELS:
             patience = tabular_budget(n, self.val_fraction)["patience"]
         return builder, architecture, fit_options, patience
 
@@ -57,16 +57,18 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     :data:`densitylab.flows.recipes.TABULAR`, a bounded spline flow of 4 layers of (64, 64)
     with a learned linear map before each, whose batch and number of steps grow with the data,
     about 2 steps per point between 200 and 1500, with early stopping on validation),
-    ``"realnvp"``, ``"glow"``, ``"nsf"`` or ``"recommended"`` (the spline flow of
+    ``"tabular-maf"`` / ``"tabular-maf-spline"`` (the same recipe with 5 masked autoregressive
+    layers, affine or spline: :data:`densitylab.flows.recipes.TABULAR_MAF`),
+    ``"realnvp"``, ``"glow"``, ``"nsf"``, ``"maf"`` or ``"recommended"`` (the spline flow of
     :func:`densitylab.flows.recommended` trained with its recipe). Hyper-parameters left at
     ``None`` take the model's default: 4 layers of (32, 32), 1000 epochs, batches of 64, Adam
-    1e-3 at a constant rate for ``realnvp``, ``glow``, ``nsf`` (the coursework's setting);
+    1e-3 at a constant rate for ``realnvp``, ``glow``, ``nsf``, ``maf`` (the coursework's setting);
     6 layers of (64, 64), about 1000 steps (:func:`~densitylab.flows.recommended_epochs`),
     batches of 256, Adam 3e-3 on a cosine schedule for ``"recommended"``.
 
     Columns of rounded measurements (at most half of their values distinct, see
     :func:`densitylab._rounding.rounding_steps`) are found in ``fit`` and listed in
-    ``rounded_columns_``. With ``dequantize`` (``None``: on for ``"tabular"``, off otherwise)
+    ``rounded_columns_``. With ``dequantize`` (``None``: on for the tabular recipes, off otherwise)
     they are spread by uniform noise of one rounding step before training, so the flow cannot
     collapse onto the repeated values; off, a ``UserWarning`` names them.
 
@@ -117,7 +119,8 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
         steps = rounding_steps(x)
         rounded = [int(j) for j in np.flatnonzero(steps)]
-        dequantize = self.model == "tabular" if self.dequantize is None else bool(self.dequantize)
+        dequantize = (self.model in TABULAR_MODELS if self.dequantize is None
+                      else bool(self.dequantize))
         if rounded and dequantize:
             x = dequantise(x, steps, seed)
         elif rounded:

@@ -16,7 +16,7 @@ MAX_RESOLUTION = 2000  # grid cells per axis: 4 million cells, about 100 MB of f
 
 def parse_bandwidth(text: str) -> float | tuple[float, ...] | str:
     """``"0.1"`` -> 0.1, ``"0.1,0.2"`` -> (0.1, 0.2), a rule name -> the name; else a ValueError."""
-    from densitylab._bandwidth import BANDWIDTH_RULES
+    from densitylab.kde import BANDWIDTH_RULES
 
     name = text.strip().lower()
     if name in BANDWIDTH_RULES:

@@ -46,7 +46,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), or auto (dl.AutoDensity: KDE, Gaussian mixture or tabular flow, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -117,7 +117,7 @@ def train(
     else:
         test = truth.sample(n_test, seed=seed + 1)
     builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
-    options = {"activation": activation} | ({} if builder == "nsf" else {"scale": scale})
+    options = {"activation": activation} | ({"scale": scale} if builder in ("realnvp", "glow") else {})
     flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
 
     def train_flow():

@@ -4,7 +4,9 @@
 (32, 32), 1000 epochs of batches of 64, Adam 1e-3 at a constant rate); ``"recommended"`` is the
 spline flow of :func:`~densitylab.flows.recommended` with its recipe and a budget counted in
 optimizer steps; ``"tabular"`` is the recipe for real data (:data:`TABULAR`), whose batch and
-budget scale with the number of points. The estimator and the command line both fill in their
+budget scale with the number of points, and ``"tabular-maf"`` / ``"tabular-maf-spline"`` the
+same recipe with a masked autoregressive flow (:data:`TABULAR_MAF`, affine or spline layers).
+The estimator and the command line both fill in their
 unset values here.
 """
 
@@ -20,7 +22,7 @@ from densitylab.flows.builders import (
     recommended_epochs,
 )
 
-MODELS = (*sorted(BUILDERS), "recommended", "tabular")
+MODELS = (*sorted(BUILDERS), "recommended", "tabular", "tabular-maf", "tabular-maf-spline")
 SCHEDULES = ("constant", "cosine")
 FIT_OPTIONS = ("epochs", "batch_size", "lr", "schedule", "standardize")  # the rest builds
 COURSEWORK = {"n_layers": 4, "hidden": (32, 32), "epochs": 1000, "batch_size": 64, "lr": 1e-3,
@@ -35,6 +37,18 @@ data; trained on standardised data with a cosine schedule and the best validatio
 (early stopping), for a budget proportional to the data. The linear maps (starting at the
 identity) gained 0.3-9 nats per point on the real-data benchmark (``benchmarks/real_data.py``,
 see ``benchmarks/RESULTS.md``)."""
+TABULAR_MAF = {"builder": "maf", "n_layers": 5, "hidden": (64, 64), "transform": "affine",
+               "lr": 2e-3, "schedule": "cosine", "standardize": True}
+"""The tabular recipe with a masked autoregressive flow instead of spline couplings: 5 affine
+MADE layers of (64, 64), the order reversed between layers, each starting as the identity (the
+MAF paper's density model); the same budget, schedule and early stopping as :data:`TABULAR`."""
+TABULAR_MAF_SPLINE = TABULAR_MAF | {"transform": "spline", "bins": 8, "bound": 5.0}
+""":data:`TABULAR_MAF` with rational-quadratic spline layers (bounded like :data:`TABULAR`'s):
+the best flow on the dequantised digits of ``benchmarks/real_data.py``, but 2-16x the affine
+MAF's time, so not one of ``AutoDensity``'s candidates (see ``benchmarks/RESULTS.md``)."""
+TABULAR_MODELS = ("tabular", "tabular-maf", "tabular-maf-spline")
+"""The recipes for real data: their batch, budget and patience follow :func:`tabular_budget`,
+and rounded columns are dequantised by default."""
 TABULAR_STEPS = (200, 1500)  # fewest and most optimizer steps; 2 steps per training point between
 TABULAR_PATIENCE = 0.3  # stop after this fraction of the epochs without a better validation NLL
 
@@ -69,7 +83,7 @@ def settings(model: str, n: int, val_fraction: float = 0.1, **chosen: Any) -> di
         raise ValueError(f"unknown schedule {chosen['schedule']!r}; choose "
                          f"{' or '.join(SCHEDULES)} (or leave it unset for the model's default)")
     defaults = DEFAULTS.get(model, {"builder": model, **COURSEWORK})
-    if model == "tabular":
+    if model in TABULAR_MODELS:
         budget = tabular_budget(n, val_fraction)
         defaults = defaults | {k: budget[k] for k in ("batch_size", "epochs")}
     out = defaults | {k: v for k, v in chosen.items() if v is not None}
@@ -79,7 +93,8 @@ def settings(model: str, n: int, val_fraction: float = 0.1, **chosen: Any) -> di
     return out
 
 
-DEFAULTS = {"recommended": RECOMMENDED, "tabular": TABULAR}
+DEFAULTS = {"recommended": RECOMMENDED, "tabular": TABULAR, "tabular-maf": TABULAR_MAF,
+            "tabular-maf-spline": TABULAR_MAF_SPLINE}
 """The recipes of the models that are more than a builder with the coursework's budget."""
 
 

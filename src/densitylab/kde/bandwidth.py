@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from densitylab.kde.loo import loo_scorer
+
 BandwidthRule = Callable[[np.ndarray, np.ndarray], "float | np.ndarray"]
 """A rule maps data ``(n, d)`` and normalised weights ``(n,)`` to a factor on ``chol(cov)`` or to
 the matrix ``H`` itself."""
@@ -21,6 +23,13 @@ the matrix ``H`` itself."""
 MAX_CONDITION = 1e12
 """Bandwidth matrices (and data covariances under a rule) worse conditioned than this are
 rejected as singular: their inverse would amplify rounding beyond what float64 can carry."""
+
+
+def cholesky_of_gram(h: np.ndarray) -> np.ndarray:
+    """Lower-triangular ``L`` with ``L L^T = H H^T``, from a QR of ``H^T`` (no squaring of the
+    condition number, unlike a Cholesky of ``H H^T``)."""
+    r = np.linalg.qr(h.T, mode="r")
+    return (r * np.sign(np.diag(r))[:, None]).T
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
@@ -130,12 +139,10 @@ def _rounding_floor(x: np.ndarray) -> np.ndarray:
 def _factor_on(x: np.ndarray, weights: np.ndarray, base: np.ndarray, start: float) -> float:
     """Leave-one-out best ``c`` for ``H = c * base`` (``base`` lower-triangular), kept above the
     rounding floor along every axis."""
-    from densitylab.kde import _loo_scorer
-
     floor = _rounding_floor(x)
     axis_sd = np.sqrt(np.sum(base**2, axis=1))  # kernel sd per axis for c = 1
     lowest = max(1e-4, float(np.max(floor / axis_sd)))
-    return _maximise_log_factor(_loo_scorer(x, weights, base), start, lowest=lowest)
+    return _maximise_log_factor(loo_scorer(x, weights, base), start, lowest=lowest)
 
 
 def cv_factor(x: np.ndarray, weights: np.ndarray) -> float:
@@ -228,8 +235,6 @@ def select_bandwidth(
     leave-one-out log-likelihood (nats per point). A shape that cannot be fitted here (a
     singular data covariance for ``"full"``) is left out of the scores.
     """
-    from densitylab.kde import _cholesky_of_gram, _loo_scorer
-
     unknown = [s for s in shapes if s not in KERNEL_SHAPES]
     if unknown or not shapes:
         raise ValueError(f"unknown kernel shape(s) {unknown or shapes!r}; choose from "
@@ -244,7 +249,7 @@ def select_bandwidth(
             errors.append(f"{shape}: {err}")
             continue
         fitted[shape] = h
-        scores[shape] = _loo_scorer(x, weights, _cholesky_of_gram(h))(1.0)
+        scores[shape] = loo_scorer(x, weights, cholesky_of_gram(h))(1.0)
     if not scores:
         raise ValueError("no kernel shape could be fitted: " + "; ".join(errors))
     best = max(scores, key=scores.__getitem__)

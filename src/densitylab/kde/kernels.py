@@ -1,8 +1,8 @@
 """Compiled (numba) kernel sums for the exact KDE, pruned by provable bounds.
 
 ``log_kernel_sums`` computes ``log sum_j w_j exp(-|v_i - u_j|^2 / 2)`` for whitened queries
-``v_i`` and data ``u_j`` sorted into spatial leaves (see ``densitylab.kde``). Each query group
-(a small, compact set of queries) bounds every data leaf's contribution from above by its box
+``v_i`` and data ``u_j`` sorted into spatial leaves (see ``densitylab.kde.engines``). Each query
+group (a small, compact set of queries) bounds every data leaf's contribution from above by its box
 distance and sums its nearest leaf exactly; it skips the leaves whose bounds add up to less
 than half the allowed fraction (``delta``) of the smallest of those exact sums. Each query then
 sums its nearest kept leaves and skips the farthest ones whose bounds at that query add up to
