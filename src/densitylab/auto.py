@@ -4,7 +4,8 @@ cross-validated held-out log-likelihood on the training data only.
 Candidates (a registry, :data:`CANDIDATES`): a KDE whose kernel shape and width are chosen by
 leave-one-out likelihood (``KDE(bandwidth="cv")``), scikit-learn's ``GaussianMixture`` with the
 number of components and the covariance type chosen by BIC (:class:`GaussianMixtureBIC`), the
-tabular spline flow (``FlowDensity()``) and the tabular masked autoregressive flow
+tabular spline flow (``FlowDensity()``), the same on a Gaussian-mixture base
+(``FlowDensity(model="tabular-mixture")``) and the tabular masked autoregressive flow
 (``FlowDensity(model="tabular-maf")``). Each is itself a complete, self-tuning procedure, so the
 K-fold comparison is honest: every choice inside a candidate is made on its training folds.
 """
@@ -133,10 +134,11 @@ CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
     "kde": _kde,
     "gaussian-mixture": _mixture,
     "flow": _flow("tabular"),
+    "flow-mixture": _flow("tabular-mixture"),
     "maf": _flow("tabular-maf"),
 }
 """Candidate name -> its factory, taking a seed. Every one models data of any dimension."""
-FLOW_CANDIDATES = ("flow", "maf")
+FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
 """The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
 

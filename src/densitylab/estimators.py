@@ -57,6 +57,8 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     :data:`densitylab.flows.recipes.TABULAR`, a bounded spline flow of 4 layers of (64, 64)
     with a learned linear map before each, whose batch and number of steps grow with the data,
     about 2 steps per point between 200 and 1500, with early stopping on validation),
+    ``"tabular-mixture"`` (the same flow on a Gaussian-mixture base fitted to the data, for
+    clusters or classes: :data:`densitylab.flows.recipes.TABULAR_MIXTURE`),
     ``"tabular-maf"`` / ``"tabular-maf-spline"`` (the same recipe with 5 masked autoregressive
     layers, affine or spline: :data:`densitylab.flows.recipes.TABULAR_MAF`),
     ``"realnvp"``, ``"glow"``, ``"nsf"``, ``"maf"`` or ``"recommended"`` (the spline flow of
