@@ -26,6 +26,8 @@ Methods (all choices by cross-validation or BIC on the training fold only):
   sk-gmm   GaussianMixture, BIC over k = 1..10 and the four covariance types
   dl-kde   dl.KDE(bandwidth="cv"): leave-one-out over kernel shapes and widths
   dl-flow  dl.FlowDensity(): the default recipe for real data
+  dl-flow-mix  dl.FlowDensity(model="tabular-mixture"): the same flow on a Gaussian-mixture
+           base fitted (BIC) to the training fold first
   dl-maf   dl.FlowDensity(model="tabular-maf"): the same recipe with an affine masked
            autoregressive flow (issue #21)
   dl-maf-spline  dl.FlowDensity(model="tabular-maf-spline"), spline MAF layers: only when named
@@ -171,6 +173,7 @@ METHODS: dict[str, Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray
     "sk-gmm": sk_gmm,
     "dl-kde": dl_kde,
     "dl-flow": flow_recipe("tabular"),
+    "dl-flow-mix": flow_recipe("tabular-mixture"),
     "dl-maf": flow_recipe("tabular-maf"),
     "auto": dl_auto,
 }
