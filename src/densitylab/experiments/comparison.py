@@ -114,7 +114,7 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
         panels[label, "GAN"] = (test, samples)
     figure = flow_plots.sample_grid(panels, list(DATA), list(MODELS),
                                     "Samples of every model (red) over held-out data (blue)")
-    plots.save_figures(out / "figures", {"samples": figure})
+    plots.save_figures(out / "figures", {"samples": figure}, strict=True)
     return Outcome(
         name="flows-vs-baselines",
         title="Flows against KDE, a VAE and a GAN",

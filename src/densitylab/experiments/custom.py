@@ -33,7 +33,7 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
         "kde-part": (overview(kde_part, "The KDE study's distributions, 10000 samples each"),
                      "The two Gaussian mixtures and the spiral of the KDE study (N=10000)."),
     }
-    plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()})
+    plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()}, strict=True)
     rows = [[d.name, d.params_text or "-", f"{d.entropy():.4f}", d.description]
             for d in dists]
     entropies = {d.label: d.entropy() for d in dists}
@@ -80,7 +80,7 @@ def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:
             density_panels(images, grid, f"{label}: true density and KDE estimates (N={n})"),
             f"{label}: the true density beside the KDE with H = hI, all on one colour scale.",
         )
-    plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()})
+    plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()}, strict=True)
     return Outcome(
         name="kde-bandwidth", title="Kernel density estimation: the bandwidth trade-off",
         question="Coursework Part I: estimate two Gaussian mixtures (sigma 0.5 and 1) and the "
@@ -145,6 +145,18 @@ def _limits(out: Path, quick: bool) -> Outcome:
     return run_limits(out, quick)
 
 
+def _triangular(out: Path, quick: bool) -> Outcome:
+    from densitylab.experiments.triangular import run_triangular
+
+    return run_triangular(out, quick)
+
+
+def _real_data(out: Path, quick: bool) -> Outcome:
+    from densitylab.experiments.real_data import run_real_data
+
+    return run_real_data(out, quick)
+
+
 def _engines(out: Path, quick: bool) -> Outcome:
     from densitylab.experiments.engines import run_engines
 
@@ -167,6 +179,15 @@ CUSTOM_STUDIES = (
                      "all 13 built-in distributions (10,000 points): gap to the entropy and "
                      "training time.",
                      _limits, cost=9.0),
+    CustomExperiment("triangular-coupling", "Triangular coupling (z_a = A x_a) in 4 and 8 "
+                     "dimensions", "The plain and the triangular coupling flow on rotated "
+                     "products of toy laws in D = 4 and 8: likelihood, determinant, samples, cost.",
+                     _triangular, cost=2.0),
+    CustomExperiment("real-data", "Real data: densitylab beside scikit-learn",
+                     "Held-out log-likelihood on data sets that ship with scikit-learn, by K-fold "
+                     "cross-validation: AutoDensity, KDE (cv), FlowDensity against "
+                     "KernelDensity + GridSearchCV and GaussianMixture (BIC).",
+                     _real_data, cost=3.0),
     CustomExperiment("numpy-vs-torch", "NumPy against PyTorch (and the compiled engine)",
                      "The same RealNVP in NumPy, torch autograd and the compiled engine: seconds "
                      "per epoch and test NLL for batch sizes 64 to 1500 and widths 32 to 512.",

@@ -53,7 +53,7 @@ def run_engines(out: Path, quick: bool) -> Outcome:
     labels = [f"batch {b}\nwidth {w}" for b, w in configs]
     title = f"Training time per epoch, RealNVP K=4 on moons (N=1500, {epochs} epochs)"
     figure = grouped_bars(labels, seconds, "seconds per epoch (log scale)", title)
-    plots.save_figures(out / "figures", {"seconds-per-epoch": figure})
+    plots.save_figures(out / "figures", {"seconds-per-epoch": figure}, strict=True)
     columns = ["batch", "hidden"] + [f"{e} {c}" for e in ENGINES for c in ("s/epoch", "test NLL")]
     return Outcome(
         name="numpy-vs-torch",

@@ -87,7 +87,7 @@ def run_limits(out: Path, quick: bool) -> Outcome:
                "density": (_density_figure(runs, results, prepared, quick),
                            "The true density (upper) and the recommended model's (lower) for "
                            "every distribution, one colour scale per pair.")}
-    plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()})
+    plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()}, strict=True)
     some = next(iter(per_distribution.values()))
     return Outcome(
         name="limits", title="How close to the entropy: every distribution, four models",
@@ -120,7 +120,7 @@ def _density_figure(runs: list[Run], results, prepared, quick: bool):
         columns.append((dist_label, grid, np.exp(truth.log_prob(grid.points)),
                         np.exp(flow_log_prob(results[run.label].flow, grid.points))))
     return flow_plots.density_comparison(columns, "The recommended model against the truth",
-                                         per_row=5)
+                                         per_row=4)
 
 
 def _tables(scores: dict[str, dict[str, Any]], runs: list[Run]) -> list[Table]:
