@@ -192,13 +192,12 @@ def checkpoint_rule(m: dict[str, Any]) -> str:
     """The weights kept, with the coursework's rule beside ours, from the run's history."""
     n_val = m["n_val"]
     val = m["history"]["val_nll"]
-    ours = (f"best validation: epoch {m['best_epoch']} of {len(val)} "
-            f"(val NLL {m['best_val_nll']:.3f}; final epoch {val[-1]:.3f})")
+    ours = (f"best validation: epoch {m['best_epoch']} of {len(val)}, val NLL "
+            f"{m['best_val_nll']:.3f}")
     if n_val < 500:
-        return ours + (f". The coursework's train() keeps the final weights when the validation "
-                       f"set has < 500 points (here {n_val}): its model would be the "
-                       f"final-epoch one, {val[-1] - m['best_val_nll']:+.3f} nats on validation")
-    return ours
+        return ours + (f" | coursework rule ({n_val} < 500 val points): final epoch, val NLL "
+                       f"{val[-1]:.3f} ({val[-1] - m['best_val_nll']:+.3f})")
+    return ours + f" (final epoch {val[-1]:.3f})"
 
 
 def settings_table(experiment: FlowExperiment, runs: list[Run],

@@ -47,15 +47,20 @@ def _panels_per_row(fig: Figure) -> int:
 
 def layout_problems(fig: Figure) -> list[str]:
     """What makes ``fig`` hard to read: too wide, too many panels in a row, clipped titles."""
-    fig.canvas.draw()  # lays out the figure (constrained layout included) and sizes the text
-    width, height = fig.canvas.get_width_height()
+    canvas = fig.canvas
+    if not hasattr(canvas, "get_renderer"):  # a figure made without pyplot: render with Agg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays out the figure (constrained layout included) and sizes the text
+    width, height = canvas.get_width_height()
     problems = []
     if width > MAX_ASPECT * height:
         problems.append(f"aspect ratio {width / height:.1f}:1 exceeds {MAX_ASPECT:g}:1")
     panels = _panels_per_row(fig)
     if panels > MAX_PANELS_PER_ROW:
         problems.append(f"{panels} panels in one row (at most {MAX_PANELS_PER_ROW})")
-    renderer = fig.canvas.get_renderer()
+    renderer = canvas.get_renderer()
     for text in _titles(fig):
         box = text.get_window_extent(renderer)
         if (box.x0 < -TOLERANCE_PX or box.y0 < -TOLERANCE_PX

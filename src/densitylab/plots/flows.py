@@ -40,7 +40,7 @@ def _loss_axes(ax, histories: Mapping[str, History], entropy: float | None, colo
     ax.set(xlabel="epoch", ylabel="NLL (nats per point)")
     ax.grid(alpha=0.3)
     # below the axes, never over the curves
-    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
 
 
 def loss_curves(
