@@ -8,6 +8,7 @@ the figure itself, from the rendered bounding boxes of its titles, before it is 
 from __future__ import annotations
 
 import io
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,13 @@ from matplotlib.figure import Figure
 MAX_ASPECT = 4.0  # width / height of the saved image
 MAX_PANELS_PER_ROW = 4
 TOLERANCE_PX = 1.0
+
+
+def wrap_title(title: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """``title`` broken into lines that fit a figure ``width_inches`` wide (at about 0.55 em
+    per character), so a narrow figure's title wraps instead of being clipped."""
+    per_line = max(12, int(width_inches * 72 / (0.55 * fontsize)) - 2)
+    return textwrap.fill(title, per_line)
 
 
 def _titles(fig: Figure):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from densitylab.plots._figure import Figure
+from densitylab.plots._layout import wrap_title
 from densitylab.training import History
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
@@ -95,7 +96,7 @@ def trace_panels(
         ax.set_ylabel("$x_2$")
     for ax in axes[-cols:]:
         ax.set_xlabel("$x_1$")
-    fig.suptitle(title)
+    fig.suptitle(wrap_title(title, 2.8 * cols))
     return fig
 
 
@@ -143,7 +144,7 @@ def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
     for ax in axes[n:]:
         ax.set_visible(False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(wrap_title(title, size * cols))
     return fig
 
 
@@ -200,7 +201,7 @@ def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, n
                      extend="max" if vmax < peak else "neither")
     for ax in axes[rows_per_block * (blocks - 1):, len(columns) - width * (blocks - 1):].flat:
         ax.set_visible(False)
-    fig.suptitle(title)
+    fig.suptitle(wrap_title(title, 3.4 * width + 0.6))
     return fig
 
 
