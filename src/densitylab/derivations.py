@@ -148,6 +148,8 @@ TASKS: list[tuple[str, str, str, str]] = [
     ("Jacobian write-up", "modification z_a = A x_a", "its Jacobian, the determinant, the "
      "synthesis cost and the richness of samples",
      "#" + anchor("The triangular modification")),
+    ("Jacobian write-up", "its three questions, measured", "the modification in D = 4 and 8: "
+     "likelihood, determinant, cost, samples", "#triangular-coupling"),
     ("Jacobian write-up", "Problem 2", "1, 3, 5 layers with one hidden layer; hidden size",
      "#layers-1-3-5"),
     ("flow-architecture write-up", "deliverables", "z scatter, layers, which data set is "

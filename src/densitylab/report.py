@@ -12,6 +12,7 @@ import base64
 import io
 import os
 import platform
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ def _derivations() -> list[dict[str, Any]]:
     ]
 
 
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?( ± [\d.,]+(e[-+]?\d+)?)?( \(.*\))?$")
+
+
+def _number_like(value: Any) -> bool:
+    """Numbers, and numbers with a ± error or a parenthesised remark, align right."""
+    return isinstance(value, int | float) or bool(_NUMBER.match(str(value)))
+
+
 def _figures(outcome: Outcome, directory: Path) -> list[dict[str, str]]:
     return [{"caption": caption,
              "data": _b64((directory / "figures" / name).read_bytes())}
@@ -106,6 +115,7 @@ def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: T
 
     env = Environment(loader=PackageLoader("densitylab", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), keep_trailing_newline=True)
+    env.tests["number_like"] = _number_like
     sections = []
     for o in outcomes:
         section = dict(vars(o))
@@ -113,6 +123,8 @@ def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: T
         sections.append(section)
     return env.get_template(TEMPLATE).render(
         outcomes=sections, quick=quick, z=f"{Z:g}", tasks=TASKS, derivations=_derivations(),
+        link_labels={o.name: o.title for o in outcomes}
+        | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS},
         environment=environment_table, timing=timing,
     )
 

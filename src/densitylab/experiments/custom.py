@@ -25,13 +25,14 @@ def run_datasets(out: Path, quick: bool) -> Outcome:
     start = time.perf_counter()
     dists = datasets.catalogue()
     flows_part = {d.label: d.sample(1000, seed=0) for d in dists}
-    kde_part = {label: datasets.get(name, **params).sample(2000 if quick else 10000, seed=0)
+    n_kde = 2000 if quick else 10000
+    kde_part = {label: datasets.get(name, **params).sample(n_kde, seed=0)
                 for label, (name, params) in KDE_PART.items()}
     figures = {
         "flow-part": (overview(flows_part, "Every built-in distribution, 1000 samples each"),
                       "Samples of every toy distribution (N=1000), as drawn for the flow studies."),
-        "kde-part": (overview(kde_part, "The KDE study's distributions, 10000 samples each"),
-                     "The two Gaussian mixtures and the spiral of the KDE study (N=10000)."),
+        "kde-part": (overview(kde_part, f"The KDE study's distributions, {n_kde} samples each"),
+                     f"The two Gaussian mixtures and the spiral of the KDE study (N={n_kde})."),
     }
     plots.save_figures(out / "figures", {k: fig for k, (fig, _) in figures.items()}, strict=True)
     rows = [[d.name, d.params_text or "-", f"{d.entropy():.4f}", d.description]

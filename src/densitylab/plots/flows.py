@@ -245,7 +245,8 @@ def grouped_bars(
 ) -> Figure:
     """One group of bars per label, one bar per series, on a log scale;
     ``reference = (value, label)`` draws a dashed horizontal line (a target, say)."""
-    fig = Figure(figsize=(min(12.0, max(6.0, 1.0 * len(labels) + 2)), 5.0), layout="constrained")
+    width = min(12.0, max(6.0, 1.0 * len(labels) + 2))
+    fig = Figure(figsize=(width, 5.0), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
     positions = np.arange(len(labels))
@@ -256,7 +257,7 @@ def grouped_bars(
     ax.set_xticks(positions, labels, fontsize=8, rotation=30 if len(labels) > 8 else 0,
                   ha="right" if len(labels) > 8 else "center")
     ax.set_yscale("log")
-    ax.set(ylabel=ylabel, title=title)
+    ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * width))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
