@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import re
 import shutil
 
 import pytest
+from markupsafe import escape  # the template's autoescaping
 from typer.testing import CliRunner
 
 from densitylab import experiments
@@ -27,7 +27,7 @@ def test_report_has_every_section_figure_and_derivation(report):
     for name in experiments.names():
         assert f'<section id="{name}">' in page
         outcome = experiments.runner.Outcome.read(report.parent / name)
-        assert outcome.findings and html.escape(outcome.findings) in page
+        assert outcome.findings and str(escape(outcome.findings)) in page
     assert page.count("<img") >= len(experiments.names())
     assert "http://" not in page  # formulas and diagrams are base64 SVG: nothing to fetch
     assert "https://" not in page
