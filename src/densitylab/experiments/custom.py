@@ -79,7 +79,7 @@ def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:
                          f"{score['held_out_ll']:.4f} ± {score['held_out_ll_se']:.4f}"])
             if bandwidth in BANDWIDTHS:
                 images[f"KDE h={bandwidth:g}"] = kde.evaluate_grid(grid)
-        results[f"{label} | roughness"] = roughness(truth, n)
+        results[f"{label} | roughness"] = roughness(truth, n) | {"entropy": truth.entropy()}
         slug = label.replace(" ", "-").replace("=", "")
         figures[f"kde-{slug}"] = (
             density_panels(images, grid, f"{label}: true density and KDE estimates (N={n})"),
@@ -157,6 +157,18 @@ def _kde_findings(results: dict[str, dict[str, float]]) -> str:
             f"{best_sentence(rules, 'held-out log-likelihood', lower_is_better=False)}."
         )
     rough = {label: results[f"{label} | roughness"] for label in KDE_PART}
+    for label in KDE_PART:  # a held-out NLL below the entropy is sampling noise: say how much
+        entropy = rough[label]["entropy"]
+        for bandwidth in (*BANDWIDTHS, *RULES):
+            score = results[f"{label} | {bandwidth}"]
+            below = entropy - (-score["held_out_ll"])
+            if below > 0:
+                sentences.append(
+                    f"{label}, bandwidth {bandwidth}: the held-out NLL "
+                    f"{-score['held_out_ll']:.4f} ± {score['held_out_ll_se']:.4f} lies "
+                    f"{below:.4f} below the entropy {entropy:.4f}, "
+                    f"{below / score['held_out_ll_se']:.1f} standard errors: the sampling noise "
+                    "of a finite held-out set, not a density better than the truth.")
     easiest = min(best_ise, key=best_ise.get)
     hardest = max(best_ise, key=best_ise.get)
     sentences.append(
