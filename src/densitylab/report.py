@@ -70,7 +70,8 @@ def _number_like(value: Any) -> bool:
 
 
 def _figures(outcome: Outcome, directory: Path) -> list[dict[str, str]]:
-    return [{"caption": caption,
+    """The figures of a section; the layer-by-layer traces fold away (one per run)."""
+    return [{"caption": caption, "folded": name.startswith("layers-"),
              "data": _b64((directory / "figures" / name).read_bytes())}
             for name, caption in outcome.figures.items()]
 

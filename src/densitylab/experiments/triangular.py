@@ -5,7 +5,7 @@ modification cannot show what it does. Here the data live in D = 4 and D = 8: pr
 toy laws (so the density and entropy are exact) turned by a fixed random rotation, so every
 coordinate carries a mixture of all of them and mixing the conditioning half is useful. The
 plain and the triangular coupling flow get the same data, architecture and budget (a cosine
-schedule, so both end converged), and the write-up's three questions are measured: the
+schedule to 0, so both end at rest), and the write-up's three questions are measured: the
 Jacobian's structure, how the determinant varies and what the modification costs, and whether
 the samples are richer; and its claim that a higher determinant means richer samples is tested.
 """
@@ -131,7 +131,7 @@ def run_triangular(out: Path, quick: bool) -> Outcome:
                "samples off-support", "ms to sample 100k", "train s", "best epoch"]
     note = (f"Both flows: RealNVP, K={LAYERS} couplings with alternating half masks, "
             f"{HIDDEN[0]}x{HIDDEN[1]} LeakyReLU networks, standardised data, {epochs} epochs, "
-            "batch 128, Adam 2e-3 with a cosine schedule to 0 (so both end converged), seed 8, "
+            "batch 128, Adam 2e-3 with a cosine schedule to 0 (both end at rest), seed 8, "
             "best-validation weights; the triangular flow adds A (D/2 x D/2, lower-triangular, "
             "positive diagonal) to every coupling. Test points: fresh draws from the truth.")
     return Outcome(
