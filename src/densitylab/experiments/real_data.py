@@ -1,11 +1,12 @@
 """real-data: densitylab's estimators beside scikit-learn's on data nobody here simulated.
 
 The protocol of ``benchmarks/real_data.py`` (the scikit-learn and NSF papers' one), as a
-function both use: :func:`held_out_log_likelihood`. K-fold cross-validation; inside each fold
-the training part is projected (PCA, where asked) and standardised by its own statistics, every
-method is fitted and tuned on it alone, and the held-out part is scored in the data's own units
-(the standardisation's log-Jacobian counted). A cell is the mean held-out log-likelihood in nats
-per point over the folds ± its standard error (std over folds / sqrt(K)), with the wall time.
+function the benchmark can import instead of its own copy: :func:`held_out_log_likelihood`.
+K-fold cross-validation; inside each fold the training part is projected (PCA, where asked)
+and standardised by its own statistics, every method is fitted and tuned on it alone, and the
+held-out part is scored in the data's own units (the standardisation's log-Jacobian counted).
+A cell is the mean held-out log-likelihood in nats per point over the folds ± its standard
+error (std over folds / sqrt(K)), with the wall time.
 """
 
 from __future__ import annotations
@@ -215,8 +216,8 @@ def run_real_data(out: Path, quick: bool) -> Outcome:
                   "(higher is better), ± standard error over the folds",
                   ["data (n, D)", *METHODS, "AutoDensity picked (per fold)"], rows,
                   note="Protocol: densitylab.experiments.real_data.held_out_log_likelihood "
-                  "(also behind benchmarks/real_data.py): standardise inside each fold, score "
-                  "in original units. Data: "
+                  "(the protocol of benchmarks/real_data.py): standardise inside each fold, "
+                  "score in original units. Data: "
                   + "; ".join(f"{n}: {sets[n].note}" for n in names) + "."),
             Table("Mean seconds per fold (fit + score)", ["data", *METHODS], time_rows,
                   folded=True),
