@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import re
 import shutil
 
 import pytest
+from markupsafe import escape  # the template's autoescaping
 from typer.testing import CliRunner
 
 from densitylab import experiments
@@ -27,13 +27,20 @@ def test_report_has_every_section_figure_and_derivation(report):
     for name in experiments.names():
         assert f'<section id="{name}">' in page
         outcome = experiments.runner.Outcome.read(report.parent / name)
-        assert outcome.findings and html.escape(outcome.findings) in page
+        assert outcome.findings and str(escape(outcome.findings)) in page
     assert page.count("<img") >= len(experiments.names())
-    assert "http://" not in page.replace("http://www.w3.org/1998/Math/MathML", "")
+    assert "http://" not in page  # formulas and diagrams are base64 SVG: nothing to fetch
     assert "https://" not in page
-    assert len(re.findall(r"<math ", page)) >= 10
+    assert len(re.findall(r'<img class="formula"', page)) >= 10
     assert 'id="derivations"' in page and 'id="environment"' in page
     assert "whole run (" in page
+    # every link inside the page lands on an element of the page
+    ids = set(re.findall(r'id="([^"]+)"', page))
+    targets = set(re.findall(r'href="#([^"]*)"', page))
+    assert targets <= ids, targets - ids
+    assert page.count('href="#top"') >= len(experiments.names())  # back to the contents
+    assert "<details>" in page  # settings tables fold away
+    assert "densitylab-only-in-quick" not in page
 
 
 @pytest.mark.slow
@@ -91,24 +98,34 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         sections = driver.execute_script(
             "return Array.from(document.querySelectorAll('section')).map(s => s.id)"
         )
-        math_height = driver.execute_script(
-            "return Math.max(...Array.from(document.querySelectorAll('math'))"
+        formula_height = driver.execute_script(
+            "return Math.max(...Array.from(document.querySelectorAll('img.formula'))"
             ".map(m => m.getBoundingClientRect().height))"
+        )
+        shapes = driver.execute_script(
+            "return Array.from(document.querySelectorAll('figure img'))"
+            ".map(i => [i.naturalWidth, i.naturalHeight, i.alt])"
         )
         driver.save_screenshot(str(report.parent / "report-top.png"))
     finally:
         driver.quit()
     assert images and all(complete and width > 0 for complete, width, _ in images), images
     assert set(experiments.names()) <= set(sections)
-    assert math_height > 20  # MathML laid out as mathematics, not collapsed text
+    assert formula_height > 30  # the matrices' formulas are typeset several lines high
+    too_wide = [(w, h, alt[:60]) for w, h, alt in shapes if w > 4.05 * h]
+    assert shapes and not too_wide, too_wide
 
 
 def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
     entropy = {"moons": 1.0, "circles": 1.2}
     gaps = {"moons": moons_gap, "circles": circles_gap}
+    latent = {"ks_statistic": 0.05, "ks_pvalue": 0.2, "mardia_kurtosis_pvalue": 0.3}
     return {
         f"{data} K={k}": {"test_nll": entropy[data] + gaps[data], "entropy_gap": gaps[data],
-                          "test_nll_se": se, "hidden": [512]}
+                          "test_nll_se": se, "hidden": [512], "latent_normality": latent,
+                          "sample_quality": {"low_density_fraction": 0.02},
+                          "history": {"val_nll": [2.0] * 12, "train_nll": [2.0] * 12},
+                          "best_val_nll": 1.9}
         for data in ("moons", "circles") for k in (1, 3, 5)
     }
 
@@ -116,18 +133,24 @@ def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
 def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
     from densitylab.experiments.flow_studies import _layers_135
 
-    assert "circles was the easier" in _layers_135(layer_metrics(0.40, 0.20, se=0.01))
-    assert "moons was the easier" in _layers_135(layer_metrics(0.20, 0.40, se=0.01))
-    assert "about equally hard" in _layers_135(layer_metrics(0.406, 0.403, se=0.04))
+    assert "K=1: moons 0.400 vs circles 0.200 (circles easier)" in _layers_135(
+        layer_metrics(0.40, 0.20, se=0.01))
+    assert "K=3: moons 0.200 vs circles 0.400 (moons easier)" in _layers_135(
+        layer_metrics(0.20, 0.40, se=0.01))
+    text = _layers_135(layer_metrics(0.406, 0.403, se=0.04))
+    assert "K=5: moons 0.406 vs circles 0.403 (within noise)" in text
+    assert "KS 0.050" in text
 
 
 def test_limits_scores_every_distribution_against_its_entropy(report):
-    from densitylab import datasets
-    from densitylab.experiments.limits import MODELS
+    from densitylab.experiments.limits import MODELS, distinct_laws
 
     outcome = experiments.runner.Outcome.read(report.parent / "limits")
-    expected = {d.label: d.entropy() for d in datasets.catalogue()}
-    assert set(outcome.metrics) == set(expected) and len(expected) == 13
+    laws, dropped = distinct_laws()
+    expected = {d.label: d.entropy() for d in laws}
+    # gmm (sigma 0.5) is the coursework's gaussians-grid: one law, counted once
+    assert dropped == {"gmm (sigma=0.5)": "gaussians-grid"}
+    assert set(outcome.metrics) == set(expected) and len(expected) == 12
     for dist, scores in outcome.metrics.items():
         assert scores["entropy"] == pytest.approx(expected[dist], abs=1e-12)
         for model in MODELS:
@@ -135,12 +158,12 @@ def test_limits_scores_every_distribution_against_its_entropy(report):
             assert s["entropy_gap"] == pytest.approx(s["test_nll"] - expected[dist], abs=1e-12)
             assert s["test_nll_se"] > 0 and s["train_seconds"] > 0
     assert set(outcome.figures) == {"gaps.png", "density.png"}
-    assert len(outcome.tables[0].rows) == 13
+    assert len(outcome.tables[0].rows) == 12
 
 
-def limit_scores(gaps: dict[str, dict[str, float]]) -> dict:
+def limit_scores(gaps: dict[str, dict[str, float]], se: float = 0.001) -> dict:
     return {dist: {"entropy": 1.0, **{m: {"entropy_gap": g, "test_nll": 1.0 + g,
-                                          "test_nll_se": 0.01, "train_seconds": 2.0}
+                                          "test_nll_se": se, "train_seconds": 2.0}
                                       for m, g in per_model.items()}}
             for dist, per_model in gaps.items()}
 
@@ -151,9 +174,110 @@ def test_limits_findings_count_what_was_measured():
     gaps = {f"d{i}": dict(zip(MODELS, (0.3, 0.2, 0.01 * i, 0.045), strict=True))
             for i in range(1, 8)}
     text = _findings(limit_scores(gaps))
-    # recommended gaps 0.01..0.07: five within 0.05; largest d7 (0.070) and d6 (0.060)
-    assert "recommended: within 0.05 nats of the entropy on 5 of 7 distributions" in text
+    # recommended gaps 0.01..0.07 (SE 0.001): five within 0.05; largest d7 and d6
+    assert ("recommended: within 0.05 nats of the entropy (not above it beyond noise) on 5 of 7 "
+            "distributions") in text
     assert "largest on d7 (0.070) and d6 (0.060)" in text
-    assert "KDE (CV): within 0.05 nats of the entropy on 7 of 7" in text
-    assert "The recommended model has the smallest gap on 4 of 7 distributions" in text
+    assert "KDE (CV): within 0.05 nats of the entropy (not above it beyond noise) on 7 of 7" in text
+    # d1..d4: recommended below KDE's 0.045 beyond noise; d5..d7: KDE below it
+    assert ("The recommended model has the smallest gap alone on 4 of 7 distributions and "
+            "shares it, within noise, on 0 more") in text
     assert "d7 is the hardest to reach" in text
+    # with large standard errors a 0.07 gap is not shown to exceed 0.05, and all tie
+    noisy = _findings(limit_scores(gaps, se=0.05))
+    assert "recommended: within 0.05 nats of the entropy (not above it beyond noise) on 7 of 7" \
+        in noisy
+    assert "smallest gap alone on 0 of 7" in noisy
+
+
+# -- the one rule behind every comparison on the page ------------------------------------------
+def test_compare_calls_a_difference_only_beyond_two_standard_errors():
+    from densitylab.experiments.findings import compare
+
+    assert compare(1.00, 0.01, 1.10, 0.01) == -1  # 0.10 apart, 2 SE of the difference = 0.028
+    assert compare(1.10, 0.01, 1.00, 0.01) == 1
+    assert compare(1.00, 0.05, 1.10, 0.05) == 0  # 2 SE = 0.141: within noise
+    assert compare(1.00, 0.0, 1.00, 0.0) == 0
+    assert compare(2.0, 0.01, 1.0, 0.01, lower_is_better=False) == -1  # log-likelihoods
+    assert compare(float("nan"), 0.0, 5.0, 1.0) == 1  # a diverged model is never better
+
+
+def test_the_width_sweep_of_the_issue_is_within_noise():
+    from densitylab.experiments.findings import best_group, best_sentence
+
+    widths = {"64": (1.173, 0.044), "512": (1.203, 0.050), "1024": (1.205, 0.046)}
+    assert best_group(widths) == ["64", "512", "1024"]
+    assert "within noise" in best_sentence(widths, "test NLL")
+    assert "beyond noise" in best_sentence({"a": (1.0, 0.01), "b": (1.5, 0.01)}, "test NLL")
+
+
+def test_energy_distance_closest_is_nearest_zero_not_most_negative():
+    from densitylab.experiments.findings import best_group, compare
+
+    # unbiased estimates: -0.004 and -0.001 are both "indistinguishable from the data"
+    assert compare(-0.004, 0.0001, -0.001, 0.0001, floor=0.0) == 0
+    # a clearly positive distance loses to one at (or below) zero
+    assert compare(-0.004, 0.0001, 0.020, 0.0001, floor=0.0) == -1
+    estimates = {"GAN": (-0.010, 0.001), "VAE": (0.0005, 0.001), "Glow": (0.050, 0.001)}
+    group = best_group(estimates, floor=0.0)
+    assert set(group) == {"GAN", "VAE"} and "Glow" not in group
+    # without the floor the most negative value would have won alone
+    assert best_group(estimates) == ["GAN"]
+
+
+def test_flows_vs_baselines_findings_use_the_rule():
+    from densitylab.experiments.comparison import _findings
+
+    def row(nll, se, energy):
+        return {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - 1.0,
+                "energy_distance": energy, "energy_se": 0.002}
+
+    scores = {"moons": {"RealNVP": row(1.10, 0.05, -0.003), "Glow": row(1.12, 0.05, 0.001),
+                        "KDE (CV)": row(1.50, 0.05, 0.030), "VAE": row(1.6, 0.05, 0.04),
+                        "GAN": {"energy_distance": -0.006, "energy_se": 0.002}}}
+    text = _findings(scores, None)
+    assert "with Glow within noise of it" in text
+    # the most negative (GAN) is not "closest": it ties with RealNVP and Glow at 0
+    assert ("the samples of RealNVP, GAN and Glow are the closest to the data, within noise of "
+            "each other") in text
+
+
+def test_figures_are_checked_for_width_panels_and_clipped_titles(tmp_path):
+    from densitylab.plots._figure import Figure
+    from densitylab.plots._layout import layout_problems, save_png
+
+    wide = Figure(figsize=(20, 3))
+    wide.subplots(1, 6)
+    problems = layout_problems(wide)
+    assert any("aspect ratio" in p for p in problems)
+    assert any("6 panels in one row" in p for p in problems)
+    clipped = Figure(figsize=(3, 3), layout="constrained")
+    clipped.subplots()
+    clipped.suptitle("a title far too long for a figure only three inches wide, clipped twice")
+    assert any("clipped" in p for p in layout_problems(clipped))
+    fine = Figure(figsize=(6, 4), layout="constrained")
+    fine.subplots(1, 2)
+    fine.suptitle("fits")
+    assert layout_problems(fine) == []
+    with pytest.raises(ValueError, match="clipped"):
+        save_png(clipped, tmp_path / "bad.png", strict=True)
+    save_png(fine, tmp_path / "good.png", strict=True)
+    assert (tmp_path / "good.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_figure_of_the_report_passed_the_checks(report):
+    """The experiments save with strict=True, so a report exists only if every figure passed;
+    check the saved images' shapes too (the PNG header), without a browser."""
+    import struct
+
+    for png in report.parent.glob("*/figures/*.png"):
+        width, height = struct.unpack(">II", png.read_bytes()[16:24])
+        assert width <= 4.05 * height, png
+
+
+def test_formulas_are_svg_with_stretchy_delimiters():
+    from densitylab.plots.typeset import _segments, formula_svg
+
+    parts = _segments(r"J = \begin{pmatrix} A & 0 \\ B & C \end{pmatrix}, x")
+    assert parts[1] == [["A", "0"], ["B", "C"]]
+    assert formula_svg(r"\left|\det \frac{a}{b}\right|").startswith("<svg")

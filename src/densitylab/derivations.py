@@ -1,10 +1,14 @@
 """The derivations the source documents ask for, as (heading, prose, LaTeX) steps.
 
 Kept apart from the report's HTML so the mathematics reads as mathematics. Direction follows
-the package: ``f`` is ``to_latent`` (x -> z) and its inverse ``to_data`` (z -> x).
+the package: ``f`` is ``to_latent`` (x -> z) and its inverse ``to_data`` (z -> x). The report
+typesets each formula to SVG (:mod:`densitylab.plots.typeset`) and links every coursework task
+to its derivation through :data:`ANCHORS` and :data:`TASKS`.
 """
 
 from __future__ import annotations
+
+import re
 
 Step = tuple[str, list[tuple[str, str]]]  # heading, [(prose, latex), ...]
 
@@ -15,7 +19,7 @@ DERIVATIONS: list[Step] = [
             ("A flow is an invertible map f from data x to a latent z with a simple density "
              "(here the standard normal). The density of x follows from counting how f "
              "stretches volume around x:",
-             r"\log p_X(x) = \log p_Z\big(f(x)\big) + \log\left|\det \frac{\partial f(x)}{\partial x}\right|"),
+             r"\log p_X(x) = \log p_Z(f(x)) + \log\left|\det \frac{\partial f(x)}{\partial x}\right|"),
         ],
     ),
     (
@@ -24,10 +28,10 @@ DERIVATIONS: list[Step] = [
             ("Split the coordinates by a mask into a conditioning part a and a transformed part "
              "b. The coupling leaves a alone and scales and shifts b by amounts that depend "
              "only on a:",
-             r"z_a = x_a,\qquad z_b = x_b \odot \exp\big(s(x_a)\big) + t(x_a)"),
+             r"z_a = x_a,\qquad z_b = x_b \odot \exp(s(x_a)) + t(x_a)"),
             ("Because z_a equals x_a, the inverse can recompute s and t from the output and undo "
              "the affine map element by element:",
-             r"x_a = z_a,\qquad x_b = \big(z_b - t(z_a)\big) \odot \exp\big(-s(z_a)\big)"),
+             r"x_a = z_a,\qquad x_b = (z_b - t(z_a)) \odot \exp(-s(z_a))"),
             ("This is why a coupling is invertible by construction: s and t are never inverted, "
              "only evaluated, so they can be any neural networks at all; and exp(s) > 0 means "
              "no coordinate is ever scaled to zero.", ""),
@@ -38,7 +42,7 @@ DERIVATIONS: list[Step] = [
         [
             ("Order the coordinates as (a, b). z_a does not depend on x_b, and each z_b,j "
              "depends on x_b only through x_b,j:",
-             r"\frac{\partial z}{\partial x} = \begin{pmatrix} I & 0 \\ \dfrac{\partial z_b}{\partial x_a} & \operatorname{diag}\big(\exp(s(x_a))\big) \end{pmatrix}"),
+             r"\frac{\partial z}{\partial x} = \begin{pmatrix} I & 0 \\ \dfrac{\partial z_b}{\partial x_a} & \operatorname{diag}(\exp(s(x_a))) \end{pmatrix}"),
             ("The matrix is block lower-triangular, so its determinant is the product of its "
              "diagonal; the complicated block below the diagonal never has to be computed.", ""),
         ],
@@ -69,13 +73,16 @@ DERIVATIONS: list[Step] = [
         [
             ("Replace the identity on the conditioning part by a learned lower-triangular "
              "matrix A with a positive diagonal, keeping s and t functions of the untouched x_a:",
-             r"z_a = A\,x_a,\qquad z_b = x_b \odot \exp\big(s(x_a)\big) + t(x_a)"),
+             r"z_a = A\,x_a,\qquad z_b = x_b \odot \exp(s(x_a)) + t(x_a)"),
             ("The Jacobian keeps its block lower-triangular shape with A in the top-left block, "
              "so the log-determinant only gains the log of A's diagonal:",
-             r"\frac{\partial z}{\partial x} = \begin{pmatrix} A & 0 \\ \dfrac{\partial z_b}{\partial x_a} & \operatorname{diag}\big(\exp(s(x_a))\big) \end{pmatrix},\qquad \log\left|\det\frac{\partial z}{\partial x}\right| = \sum_i \log A_{ii} + \sum_j s_j(x_a)"),
+             r"\frac{\partial z}{\partial x} = \begin{pmatrix} A & 0 \\ \dfrac{\partial z_b}{\partial x_a} & \operatorname{diag}(\exp(s(x_a))) \end{pmatrix},\qquad \log\left|\det\frac{\partial z}{\partial x}\right| = \sum_i \log A_{ii} + \sum_j s_j(x_a)"),
             ("The inverse first solves the triangular system A x_a = z_a (forward substitution, "
-             "O(D_a^2)), then proceeds as the plain coupling. A mixes the conditioning "
-             "coordinates, which the plain coupling never does, at a cost that stays small.", ""),
+             "O(D_a^2) per layer), then proceeds as the plain coupling. A mixes the conditioning "
+             "coordinates, which the plain coupling never does; its off-diagonal entries, which "
+             "do the mixing, do not enter the determinant at all. In 2-D, x_a is a single "
+             "coordinate and A is one positive number; the triangular-coupling study measures "
+             "the modification in 4 and 8 dimensions, with its cost.", ""),
         ],
     ),
     (
@@ -84,7 +91,7 @@ DERIVATIONS: list[Step] = [
             ("ActNorm scales and shifts each coordinate, z = (x + b) ⊙ exp(u), so its "
              "log-determinant is the sum of u. The invertible linear layer z = W x is kept "
              "as an LU factorisation with a fixed permutation P:",
-             r"W = P\,L\,\big(U + \operatorname{diag}(\sigma \odot e^{v})\big),\qquad \log|\det W| = \sum_i v_i"),
+             r"W = P\,L\,(U + \operatorname{diag}(\sigma \odot e^{v})),\qquad \log|\det W| = \sum_i v_i"),
         ],
     ),
     (
@@ -92,9 +99,69 @@ DERIVATIONS: list[Step] = [
         [
             ("With a bandwidth matrix H and a product of standard normal kernels K, the estimate "
              "is an average of N bumps, each of covariance H H^T:",
-             r"\hat f(x) = \frac{1}{N\,|\det H|} \sum_{i=1}^{N} K\big(H^{-1}(x - x_i)\big),\qquad K(u) = \prod_j \frac{e^{-u_j^2/2}}{\sqrt{2\pi}}"),
+             r"\hat f(x) = \frac{1}{N\,|\det H|} \sum_{i=1}^{N} K(H^{-1}(x - x_i)),\qquad K(u) = \prod_j \frac{e^{-u_j^2/2}}{\sqrt{2\pi}}"),
             ("Small h follows the sample closely and is noisy (high variance); large h is smooth "
              "but blurs real structure (high bias). The KDE study measures that trade-off.", ""),
         ],
     ),
+]
+
+
+def anchor(heading: str) -> str:
+    """The HTML id of a derivation: ``derivation-`` and its heading in lower-case words."""
+    return "derivation-" + re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+# which derivation (by heading) answers which task of the source documents
+ANCHORS: dict[str, str] = {heading: anchor(heading) for heading, _ in DERIVATIONS}
+DIAGRAMS: dict[str, str] = {  # heading -> figure shown with it
+    "The affine coupling layer and its inverse": "coupling-inverse",
+}
+
+# (source document, task, what it asks, where the page answers it: "#id")
+TASKS: list[tuple[str, str, str, str]] = [
+    ("KDE coursework", "Part I, Task 1", "draw N=10000 samples of the three KDE laws",
+     "#datasets"),
+    ("KDE coursework", "Part I, Task 2", "a KDE with a separable Gaussian kernel",
+     "#" + anchor("Kernel density estimation")),
+    ("KDE coursework", "Part I, Task 3", "true against estimated density for h = 0.1, 0.5, 1",
+     "#kde-bandwidth"),
+    ("KDE coursework", "Part I, Task 4", "which law is easiest / hardest, and why",
+     "#kde-bandwidth"),
+    ("flow coursework", "Part II, Task 1", "draw N=1000 samples of the four toy laws",
+     "#datasets"),
+    ("flow coursework", "Task 2", "the inverse of the coupling, as a computational graph",
+     "#" + anchor("The affine coupling layer and its inverse")),
+    ("flow coursework", "Task 3", "the Jacobian and its structure",
+     "#" + anchor("Its Jacobian is triangular")),
+    ("flow coursework", "Tasks 4 and 5", "log-determinants of the layer and its inverse",
+     "#" + anchor("Log-determinants of both directions")),
+    ("flow coursework", "Task 7", "log-determinant of a composition",
+     "#" + anchor("Composition")),
+    ("flow coursework", "Task 9", "K=4 flows on four laws: density and layers",
+     "#flows-per-dataset"),
+    ("flow coursework", "Task 10", "depth K=2 against K=4", "#depth"),
+    ("flow coursework", "Task 11", "N=1500 against N=3000", "#data-size"),
+    ("flow coursework", "Task 12", "3 against 7 rotated Gaussians", "#complexity"),
+    ("Jacobian write-up", "Problem 1", "the change of variables and the coupling's Jacobian",
+     "#" + anchor("Change of variables")),
+    ("Jacobian write-up", "modification z_a = A x_a", "its Jacobian, the determinant, the "
+     "synthesis cost and the richness of samples",
+     "#" + anchor("The triangular modification")),
+    ("Jacobian write-up", "its three questions, measured", "the modification in D = 4 and 8: "
+     "likelihood, determinant, cost, samples", "#triangular-coupling"),
+    ("Jacobian write-up", "Problem 2", "1, 3, 5 layers with one hidden layer; hidden size",
+     "#layers-1-3-5"),
+    ("flow-architecture write-up", "deliverables", "z scatter, layers, which data set is "
+     "easier, hidden size", "#layers-1-3-5"),
+    ("coupling-layers project", "core tasks", "at least four couplings on the checkerboard",
+     "#checkerboard"),
+    ("coupling-layers project", "report", "log-det derivation and why a coupling is invertible",
+     "#" + anchor("The affine coupling layer and its inverse")),
+    ("coupling-layers project", "stretch goals", "Glow's layers; NumPy against PyTorch",
+     "#numpy-vs-torch"),
+    ("RealNVP/Glow project", "evaluation", "NLL curves, samples, convergence, diversity",
+     "#realnvp-vs-glow"),
+    ("RealNVP/Glow project", "motivation", "flows against GANs and VAEs",
+     "#flows-vs-baselines"),
 ]

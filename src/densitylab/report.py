@@ -1,89 +1,79 @@
 """One self-contained HTML page from the experiments' outcomes: opens offline, images inline.
 
-Mathematics is converted from LaTeX to MathML when the page is written, so a browser renders
-it natively with no script and no network access.
+The page is a Jinja2 template (``templates/report.html.j2``, autoescaped) filled from the
+outcomes; figures are inline palette PNGs, and the derivations are typeset to SVG by
+matplotlib's mathtext (:mod:`densitylab.plots.typeset`), so brackets and determinant bars
+stretch in every browser, with no script, font or network access.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import io
 import os
 import platform
+import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from latex2mathml.converter import convert
-
 from densitylab._files import output_file
-from densitylab.derivations import DERIVATIONS
+from densitylab.derivations import ANCHORS, DERIVATIONS, DIAGRAMS, TASKS
+from densitylab.experiments.findings import Z
 from densitylab.experiments.runner import Outcome, Table
 
 REPORT_FILE = "report.html"
 DOCTYPE = "<!DOCTYPE html>"
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       line-height: 1.5; color: #222; }
-h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #bbb; margin-top: 2.5em; }
-.question { color: #555; font-style: italic; }
-.findings { background: #eef5ee; border-left: 4px solid #3a7d44; padding: 0.6em 1em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
-th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { color: #555; font-size: 0.9em; }
-math[display="block"] { margin: 0.6em 0; overflow-x: auto; }
-nav ol { columns: 2; }
-"""
+TEMPLATE = "report.html.j2"
 
 
-def _table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in table.rows
-    )
-    return (
-        f"<p><strong>{html.escape(table.title)}</strong></p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    )
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
-def _figure(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
+@cache
+def _formula(latex: str) -> dict[str, str]:
+    from densitylab.plots.typeset import formula_svg
+
+    return {"latex": latex, "data": _b64(formula_svg(latex).encode("utf-8"))}
 
 
-def _experiment(outcome: Outcome, directory: Path) -> str:
-    parts = [
-        f'<section id="{outcome.name}"><h2>{html.escape(outcome.title)}</h2>',
-        f'<p class="question">{html.escape(outcome.question)}</p>',
-        f'<div class="findings"><strong>Findings (computed from this run):</strong> '
-        f"{html.escape(outcome.findings)}</div>",
-        *(_table(t) for t in outcome.tables),
-        *(
-            _figure(directory / "figures" / name, caption)
-            for name, caption in outcome.figures.items()
-        ),
-        f"<p><small>Wall time: {outcome.seconds:.1f} s.</small></p></section>",
+def _diagram(name: str) -> dict[str, str]:
+    from densitylab.plots.diagrams import coupling_inverse_graph
+
+    figures = {"coupling-inverse": (
+        coupling_inverse_graph,
+        "Task 2: the inverse x = f^-1(y) as a computational graph. y_a passes through "
+        "unchanged and feeds the s and t networks, which are only evaluated, never inverted; "
+        "y_b is shifted by -t(y_a), then scaled elementwise by exp(-s(y_a)).")}
+    draw, caption = figures[name]
+    buffer = io.BytesIO()
+    draw().savefig(buffer, format="svg", metadata={"Date": None})
+    return {"caption": caption, "data": _b64(buffer.getvalue())}
+
+
+def _derivations() -> list[dict[str, Any]]:
+    return [
+        {"id": ANCHORS[heading], "heading": heading,
+         "steps": [(prose, _formula(latex) if latex else None) for prose, latex in steps],
+         "diagram": _diagram(DIAGRAMS[heading]) if heading in DIAGRAMS else None}
+        for heading, steps in DERIVATIONS
     ]
-    return "\n".join(parts)
 
 
-def _derivations() -> str:
-    parts = ['<section id="derivations"><h2>Derivations</h2>']
-    for heading, steps in DERIVATIONS:
-        parts.append(f"<h3>{html.escape(heading)}</h3>")
-        for prose, latex in steps:
-            parts.append(f"<p>{html.escape(prose)}</p>")
-            if latex:
-                parts.append(convert(latex, display="block"))
-    parts.append("</section>")
-    return "\n".join(parts)
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?( ± [\d.,]+(e[-+]?\d+)?)?( \(.*\))?$")
+
+
+def _number_like(value: Any) -> bool:
+    """Numbers, and numbers with a ± error or a parenthesised remark, align right."""
+    return isinstance(value, int | float) or bool(_NUMBER.match(str(value)))
+
+
+def _figures(outcome: Outcome, directory: Path) -> list[dict[str, str]]:
+    """The figures of a section; the layer-by-layer traces fold away (one per run)."""
+    return [{"caption": caption, "folded": name.startswith("layers-"),
+             "data": _b64((directory / "figures" / name).read_bytes())}
+            for name, caption in outcome.figures.items()]
 
 
 def _cpu() -> str:
@@ -119,6 +109,27 @@ def environment() -> dict[str, Any]:
     }
 
 
+def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: Table,
+           timing: Table) -> str:
+    """The page's HTML from the outcomes (whose figures live in ``out/<name>/figures``)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("densitylab", "templates"),
+                      autoescape=select_autoescape(["html", "j2"]), keep_trailing_newline=True)
+    env.tests["number_like"] = _number_like
+    sections = []
+    for o in outcomes:
+        section = dict(vars(o))
+        section["figure_list"] = _figures(o, out / o.name)
+        sections.append(section)
+    return env.get_template(TEMPLATE).render(
+        outcomes=sections, quick=quick, z=f"{Z:g}", tasks=TASKS, derivations=_derivations(),
+        link_labels={o.name: o.title for o in outcomes}
+        | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS},
+        environment=environment_table, timing=timing,
+    )
+
+
 def write_report(
     out: Path, outcomes: list[Outcome], quick: bool, wall_seconds: float | None = None,
     jobs: int = 1,
@@ -132,30 +143,9 @@ def write_report(
     rows = [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["sum", f"{total:.1f}"]]
     if wall_seconds is not None:
         rows.append([f"whole run ({jobs} at once)", f"{wall_seconds:.1f}"])
-    contents = "".join(f'<li><a href="#{o.name}">{html.escape(o.title)}</a></li>' for o in outcomes)
-    timing = Table(
-        "Wall time per experiment (seconds)",
-        ["experiment", "seconds"],
-        rows,
-    )
+    timing = Table("Wall time per experiment (seconds)", ["experiment", "seconds"], rows)
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
-    budget = ("at quick, reduced budgets: a preview, not the studies' numbers" if quick
-              else "at the budgets the source documents set")
-    page = f"""{DOCTYPE}
-<html lang="en"><head><meta charset="utf-8"><title>densitylab report</title>
-<style>{STYLE}</style></head><body>
-<h1>densitylab: density estimation with normalizing flows and KDE</h1>
-<p>Every study of the source documents, rerun by <code>densitylab reproduce</code>
-{html.escape(budget)}. Negative log-likelihoods are in nats per point; for the
-built-in distributions the true entropy is the lowest test NLL any model can reach, so the
-gap to it measures how far a model is from the truth.</p>
-<nav><h2>Contents</h2><ol>{contents}<li><a href="#derivations">Derivations</a></li>
-<li><a href="#environment">Environment and timings</a></li></ol></nav>
-{"".join(_experiment(o, out / o.name) for o in outcomes)}
-{_derivations()}
-<section id="environment"><h2>Environment and timings</h2>
-{_table(env_table)}{_table(timing)}</section>
-</body></html>"""
+    page = render(outcomes, out, quick, env_table, timing)
     path = out / REPORT_FILE
     with output_file(path, DOCTYPE) as staging:
         staging.write_text(page, encoding="utf-8")

@@ -1,14 +1,109 @@
-"""Findings sentences computed from an experiment's own numbers (never canned conclusions)."""
+"""Findings sentences computed from an experiment's own numbers (never canned conclusions).
+
+One rule decides every "better", "worse", "best" and "easier" on the report page:
+:func:`compare`. Two estimates differ only when their difference exceeds :data:`Z` standard
+errors of that difference (the estimates' standard errors added in quadrature, which is
+conservative when both were measured on the same test points); otherwise the page says
+"within noise". Quantities that cannot be negative (an energy distance, a KL divergence) are
+compared after clipping their unbiased estimates at 0: two samplers whose estimates are both
+at or below 0 are equally close to the data, and the closest is the one nearest 0, never the
+most negative.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 Metrics = dict[str, dict[str, Any]]
+Z = 2.0  # a difference is real when it exceeds Z standard errors of the difference
+
+
+def difference_se(se_a: float, se_b: float) -> float:
+    """Standard error of ``a - b`` for independent estimates (conservative for paired ones)."""
+    return math.hypot(float(se_a), float(se_b))
+
+
+def compare(
+    a: float, se_a: float, b: float, se_b: float, *, lower_is_better: bool = True,
+    floor: float | None = None,
+) -> int:
+    """``-1`` when ``a`` is better beyond noise, ``+1`` when ``b`` is, ``0`` within noise.
+
+    ``floor``: the quantity cannot go below it (0 for a distance), so estimates under it
+    count as it.
+    """
+    if floor is not None:
+        a, b = max(a, floor), max(b, floor)
+    finite_a, finite_b = math.isfinite(a), math.isfinite(b)
+    if not (finite_a and finite_b):  # a non-finite estimate (a diverged model) is the worse
+        return 0 if finite_a == finite_b else (-1 if finite_a else 1)
+    diff = a - b
+    if abs(diff) <= Z * difference_se(se_a, se_b):
+        return 0
+    a_better = diff < 0 if lower_is_better else diff > 0
+    return -1 if a_better else 1
+
+
+def best_group(
+    estimates: Mapping[str, tuple[float, float]], *, lower_is_better: bool = True,
+    floor: float | None = None,
+) -> list[str]:
+    """The best label first, then every label within noise of it (by :func:`compare`)."""
+    def key(label: str) -> float:
+        value = estimates[label][0]
+        if floor is not None:
+            value = max(value, floor)
+        return value if lower_is_better else -value
+
+    order = sorted(estimates, key=key)
+    best = order[0]
+    return [best] + [
+        label for label in order[1:]
+        if compare(*estimates[best], *estimates[label], lower_is_better=lower_is_better,
+                   floor=floor) == 0
+    ]
+
+
+def best_sentence(
+    estimates: Mapping[str, tuple[float, float]], what: str, *, lower_is_better: bool = True,
+    floor: float | None = None, digits: int = 3,
+) -> str:
+    """"X has the best WHAT (v ± se)" or "A, B and C are within noise of each other"."""
+    group = best_group(estimates, lower_is_better=lower_is_better, floor=floor)
+    if len(estimates) == 1:
+        return ""
+    best = group[0]
+    value, se = estimates[best]
+    if len(group) == 1:
+        return f"{best} has the best {what} ({value:.{digits}f} ± {se:.{digits}f}), beyond noise"
+    names = ", ".join(group[:-1]) + " and " + group[-1]
+    every = " (all of them)" if len(group) == len(estimates) else ""
+    return (f"{names}{every} are within noise of each other on {what} "
+            f"(the best {value:.{digits}f} ± {se:.{digits}f}; differences under {Z:g} "
+            "standard errors)")
+
+
+def versus(
+    label_a: str, a: float, se_a: float, label_b: str, b: float, se_b: float, what: str, *,
+    lower_is_better: bool = True, floor: float | None = None, unit: str = "nats",
+    digits: int = 3,
+) -> str:
+    """One comparison sentence decided by :func:`compare`."""
+    outcome = compare(a, se_a, b, se_b, lower_is_better=lower_is_better, floor=floor)
+    diff = abs(a - b)
+    noise = Z * difference_se(se_a, se_b)
+    if outcome == 0:
+        return (f"{label_a} and {label_b} are within noise on {what} (difference "
+                f"{diff:.{digits}f} {unit}, {Z:g} standard errors = {noise:.{digits}f})")
+    winner, loser = (label_a, label_b) if outcome < 0 else (label_b, label_a)
+    return (f"{winner} is better than {loser} on {what} by {diff:.{digits}f} {unit} "
+            f"(beyond {Z:g} standard errors = {noise:.{digits}f})")
 
 
 def ranked(metrics: Metrics, key: str = "entropy_gap") -> list[tuple[str, float]]:
-    """Labels sorted by a metric, best (lowest) first."""
+    """Labels sorted by a metric, lowest first (ties are for :func:`best_group` to call)."""
     return sorted(((label, float(m[key])) for label, m in metrics.items()), key=lambda p: p[1])
 
 
@@ -20,37 +115,53 @@ def overfit(m: dict[str, Any]) -> float:
 
 def describe(label: str, m: dict[str, Any]) -> str:
     return (
-        f"{label} reached a test NLL of {m['test_nll']:.3f} nats "
+        f"{label} reached a test NLL of {m['test_nll']:.3f} ± {m['test_nll_se']:.3f} nats "
         f"({m['entropy_gap']:.3f} above the entropy {m['entropy']:.3f})"
     )
 
 
-def pairwise(metrics: Metrics, better: str, worse: str, factor: str) -> str:
-    """Compare two runs on gap to entropy and on KL, naming the factor that differs."""
-    a, b = metrics[better], metrics[worse]
-    gap = b["entropy_gap"] - a["entropy_gap"]
-    if abs(gap) < 2 * max(a["test_nll_se"], b["test_nll_se"]):
-        verdict = (
-            f"The difference, {abs(gap):.3f} nats, is within two standard errors of the "
-            f"test estimate: at this budget {factor} made no measurable difference"
-        )
-    elif gap > 0:
-        verdict = f"{better} fits better by {gap:.3f} nats of test NLL"
-    else:
-        verdict = f"{worse} fits better by {-gap:.3f} nats of test NLL"
+def pairwise(metrics: Metrics, first: str, second: str, factor: str) -> str:
+    """Compare two runs on test NLL (same truth, so the same as the gap), naming the factor."""
+    a, b = metrics[first], metrics[second]
+    outcome = compare(a["test_nll"], a["test_nll_se"], b["test_nll"], b["test_nll_se"])
+    verdict = versus(first, a["test_nll"], a["test_nll_se"], second, b["test_nll"],
+                     b["test_nll_se"], "test NLL")
+    if outcome == 0:
+        verdict += f": at this budget {factor} made no measurable difference"
     kl = ""
     if "grid" in a and "grid" in b:
         kl = (
-            f" On the grid, KL(true || model) is {a['grid']['kl']:.3f} for {better} and "
-            f"{b['grid']['kl']:.3f} for {worse}."
+            f" On the grid, KL(true || model) is {a['grid']['kl']:.3f} for {first} and "
+            f"{b['grid']['kl']:.3f} for {second}."
         )
-    return f"{describe(better, a)}; {describe(worse, b)}. {verdict}.{kl}"
+    return f"{describe(first, a)}; {describe(second, b)}. {verdict}.{kl}"
+
+
+def gap_estimates(metrics: Metrics) -> dict[str, tuple[float, float]]:
+    """``{label: (gap to the entropy, its standard error)}`` (the entropy is exact)."""
+    return {label: (float(m["entropy_gap"]), float(m["test_nll_se"]))
+            for label, m in metrics.items()}
 
 
 def easiest_and_hardest(metrics: Metrics) -> str:
     order = ranked(metrics)
-    listing = ", ".join(f"{label} {gap:.3f}" for label, gap in order)
-    return (
-        f"Gap between test NLL and the true entropy (nats): {listing}. "
-        f"Easiest to fit: {order[0][0]}; hardest: {order[-1][0]}."
-    )
+    listing = ", ".join(f"{label} {gap:.3f} ± {metrics[label]['test_nll_se']:.3f}"
+                        for label, gap in order)
+    gaps = gap_estimates(metrics)
+    easiest = best_group(gaps)
+    hardest = best_group(gaps, lower_is_better=False)
+    text = f"Gap between test NLL and the true entropy (nats): {listing}. "
+    if len(easiest) == len(metrics):
+        return text + "All are within noise of each other."
+    return text + (f"Easiest to fit: {' / '.join(easiest)}"
+                   + (" (within noise of each other)" if len(easiest) > 1 else "")
+                   + f"; hardest: {' / '.join(hardest)}"
+                   + (" (within noise of each other)" if len(hardest) > 1 else "") + ".")
+
+
+def epochs_to_reach(values: list[float], target: float) -> int | None:
+    """The first epoch (1-based) whose value is at or below ``target``; ``None`` if never."""
+    for epoch, value in enumerate(values, start=1):
+        if value <= target:
+            return epoch
+    return None

@@ -67,6 +67,9 @@ class FlowExperiment:
     findings: Callable[[dict[str, dict[str, Any]]], str] = lambda metrics: ""
     cost: float = 1.0  # relative run time at full budget; when run in parallel, costly go first
     exclusive: bool = False  # it measures speed: never run beside another experiment
+    source: str = ""  # the settings the source document sets, in one sentence
+    deviation: str = ""  # where and why this study differs from them ("" : it does not)
+    loss_groups: dict[str, tuple[str, ...]] | None = None  # loss panels: {title: run labels}
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,17 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-def save_figures(directory: str | Path, figures: dict) -> None:
-    """Write ``{name: Figure}`` as ``directory/name.png`` (the callers' one saving helper)."""
+def save_figures(directory: str | Path, figures: dict, strict: bool = False) -> None:
+    """Write ``{name: Figure}`` as ``directory/name.png`` (the callers' one saving helper).
+
+    Each figure is checked first (:func:`densitylab.plots._layout.layout_problems`: aspect
+    ratio at most 4:1, at most four panels in a row, no title clipped by the edge) and saved
+    as a compact palette PNG. An unreadable figure is a ``ValueError`` naming the problem with
+    ``strict=True`` (the report's experiments), a warning otherwise.
+    """
+    from densitylab.plots._layout import save_png
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
-        figure.savefig(directory / f"{name}.png", dpi=110)
+        save_png(figure, directory / f"{name}.png", strict=strict)

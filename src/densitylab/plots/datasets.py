@@ -9,6 +9,7 @@ from matplotlib.axes import Axes
 
 from densitylab._validation import as_points
 from densitylab.plots._figure import Figure
+from densitylab.plots._layout import wrap_title
 
 
 def _points(ax: Axes, x: np.ndarray, label: str | None = None) -> None:
@@ -52,7 +53,7 @@ def overview(samples: dict[str, np.ndarray], title: str = "Built-in distribution
     for ax, (name, x) in zip(axes.flat, samples.items(), strict=False):
         x = as_points(x, name=f"samples[{name!r}]", dim=2)
         _points(ax, x)
-        ax.set_title(f"{name} (n={len(x)})", fontsize="medium")
+        ax.set_title(wrap_title(f"{name} (n={len(x)})", 3.0, fontsize=10), fontsize=10)
     for ax in axes.flat[len(samples) :]:
         ax.set_visible(False)
     fig.suptitle(title)

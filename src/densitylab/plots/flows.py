@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from densitylab.plots._figure import Figure
-from densitylab.training.result import History
+from densitylab.plots._layout import wrap_title
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
 
@@ -20,15 +21,12 @@ def robust_limits(*clouds: np.ndarray, quantile: float = 0.005, pad: float = 0.1
     return tuple((float(lo), float(hi)) for lo, hi in zip(low - margin, high + margin, strict=True))
 
 
-def loss_curves(
-    histories: Mapping[str, History], entropy: float | None = None, title: str = "Training curves"
-) -> Figure:
-    """Train (dashed) and validation (solid) NLL per epoch for each labelled run."""
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    ax = fig.subplots()
-    colors = [f"C{i}" for i in range(10)]
+RUNS_PER_LOSS_PANEL = 3  # train + validation curve each: at most six curves per panel
+
+
+def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) -> None:
     values = []
-    for (label, history), color in zip(histories.items(), colors * 10, strict=False):
+    for (label, history), color in zip(histories.items(), colors, strict=False):
         epochs = np.arange(1, len(history.train_nll) + 1)
         ax.plot(epochs, history.train_nll, "--", color=color, lw=1, label=f"{label} train")
         ax.plot(epochs, history.val_nll, "-", color=color, lw=1.5, label=f"{label} validation")
@@ -40,9 +38,40 @@ def loss_curves(
     if finite.size:  # the first epochs can be far above the rest: keep the interesting range
         low, high = finite.min(), np.quantile(finite, 0.95)
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
-    ax.set(xlabel="epoch", ylabel="negative log-likelihood (nats per point)", title=title)
-    ax.legend(fontsize=8, ncol=2)
+    ax.set(xlabel="epoch", ylabel="NLL (nats per point)")
     ax.grid(alpha=0.3)
+    # below the axes, never over the curves
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+
+
+def loss_curves(
+    histories: Mapping[str, Any], entropy: float | None = None, title: str = "Training curves",
+    groups: Mapping[str, Sequence[str]] | None = None,
+) -> Figure:
+    """Train (dashed) and validation (solid) NLL per epoch for each labelled run (a training
+    ``History``, or anything with ``train_nll`` and ``val_nll`` lists).
+
+    At most three runs (six curves) share a panel: ``groups`` (``{panel title: [run labels]}``)
+    says which runs go together; by default consecutive runs are grouped by three. Panels sit
+    side by side, at most two in a row, with the legend under each."""
+    labels = list(histories)
+    if groups is None:
+        chunks = [labels[i:i + RUNS_PER_LOSS_PANEL]
+                  for i in range(0, len(labels), RUNS_PER_LOSS_PANEL)]
+        groups = {"" if len(chunks) == 1 else ", ".join(c): c for c in chunks}
+    n = len(groups)
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(6.2 * cols, 4.6 * rows + 0.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    colors = [f"C{i}" for i in range(10)]
+    for ax, (name, members) in zip(axes, groups.items(), strict=False):
+        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy, colors)
+        if name:
+            ax.set_title(name, fontsize=10)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
     return fig
 
 
@@ -51,7 +80,7 @@ def trace_panels(
 ) -> Figure:
     """Samples after every layer, prior first and data last, on shared axes."""
     n = len(trace)
-    cols = min(n, 6)
+    cols = min(n, 4)
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(2.8 * cols, 3.0 * rows + 0.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
@@ -68,18 +97,21 @@ def trace_panels(
         ax.set_ylabel("$x_2$")
     for ax in axes[-cols:]:
         ax.set_xlabel("$x_1$")
-    fig.suptitle(title)
+    fig.suptitle(wrap_title(title, 2.8 * cols))
     return fig
 
 
-def draw_samples(ax, data: np.ndarray, samples: np.ndarray, title: str, labels=("data", "model")):
-    """Held-out data and generated samples on one axis."""
-    ax.scatter(data[:, 0], data[:, 1], color="C0", label=labels[0], **POINT)
+def draw_samples(ax, data: np.ndarray, samples: np.ndarray, title: str, labels=("data", "model"),
+                 limits=None):
+    """Generated samples, with the held-out data drawn over them (larger, outlined) so the
+    data stay visible however many samples there are."""
     ax.scatter(samples[:, 0], samples[:, 1], color="C3", label=labels[1], **POINT)
-    (x0, x1), (y0, y1) = robust_limits(data, samples)
+    ax.scatter(data[:, 0], data[:, 1], s=9, color="C0", edgecolors="black", linewidths=0.3,
+               alpha=0.9, label=labels[0], zorder=3)
+    (x0, x1), (y0, y1) = limits if limits is not None else robust_limits(data, samples)
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="$x_1$", ylabel="$x_2$", title=title)
     ax.set_aspect("equal", adjustable="box")
-    ax.legend(markerscale=4, fontsize=8, loc="upper right")
+    ax.legend(markerscale=2, fontsize=7, loc="upper right", framealpha=0.7)
 
 
 def draw_latent(ax, z: np.ndarray, title: str):
@@ -95,14 +127,25 @@ def draw_latent(ax, z: np.ndarray, title: str):
     ax.legend(fontsize=7, markerscale=4, loc="upper right")
 
 
-def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2) -> Figure:
-    """One panel per entry: ``draw(ax, *arguments, title=label)`` for ``label: arguments``."""
+def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
+              per_row: int = 4, shared_limits=None) -> Figure:
+    """One panel per entry: ``draw(ax, *arguments, title=label)`` for ``label: arguments``,
+    at most ``per_row`` panels in a row. ``shared_limits``: axis limits every panel uses
+    (passed to ``draw`` as ``limits=``), so the panels compare on the same axes."""
     n = len(panels)
-    fig = Figure(figsize=(size * n, size + 0.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
-    for ax, (label, arguments) in zip(axes, panels.items(), strict=True):
-        draw(ax, *arguments, title=label)
-    fig.suptitle(title)
+    cols = min(n, per_row)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (label, arguments) in zip(axes, panels.items(), strict=False):
+        if shared_limits is not None:
+            draw(ax, *arguments, title=label, limits=shared_limits)
+        else:
+            draw(ax, *arguments, title=label)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(wrap_title(title, size * cols))
     return fig
 
 
@@ -123,36 +166,43 @@ def density_image(
     (x0, x1), (y0, y1) = grid.bounds
     image = ax.imshow(density.reshape(grid.shape), origin="lower", extent=(x0, x1, y0, y1),
                       cmap="viridis", vmin=0, vmax=vmax, aspect="equal")
-    ax.set(xlabel="$x_1$", ylabel="$x_2$", title=title)
+    ax.set(xlabel="$x_1$", ylabel="$x_2$")
+    ax.set_title(title, fontsize=9)
     return image
 
 
 def density_comparison(columns: Sequence[tuple[str, object, np.ndarray | None, np.ndarray]],
-                       title: str, per_row: int | None = None) -> Figure:
-    """Per column ``(label, grid, true_density or None, model_density)``: the truth above the
-    model, both on the column's colour scale, so each estimate is read against its target.
-    ``per_row`` wraps many columns into blocks of that many."""
+                       title: str, per_row: int | None = None,
+                       model_name: str = "model", clip_quantile: float = 0.995) -> Figure:
+    """Per column ``(data label, grid, true_density or None, model_density)``: the truth
+    ("true p(x)") above the model, both on the column's colour scale, so each estimate is read
+    against its target. ``per_row`` wraps many columns into blocks of that many (at most 4).
+    The colour scale ends at the ``clip_quantile`` of the truth's pixels (an arrow on the
+    colour bar), so a sharp peak, like the spiral's centre, does not paint the rest black."""
     has_truth = any(c[2] is not None for c in columns)
     rows_per_block = 2 if has_truth else 1
-    width = min(per_row or len(columns), len(columns))
+    width = min(per_row or 4, len(columns), 4)
     blocks = -(-len(columns) // width)
-    fig = Figure(figsize=(3.4 * width + 0.6, 3.3 * rows_per_block * blocks + 0.5),
+    fig = Figure(figsize=(3.4 * width + 0.6, 3.5 * rows_per_block * blocks + 0.5),
                  layout="constrained")
     axes = fig.subplots(rows_per_block * blocks, width, squeeze=False)
     for index, (label, grid, truth, model) in enumerate(columns):
         block, j = divmod(index, width)
         pair = axes[rows_per_block * block: rows_per_block * (block + 1), j]
-        vmax = max(float(np.max(model)), float(np.max(truth)) if truth is not None else 0.0)
+        reference = truth if truth is not None else model
+        peak = max(float(np.max(model)), float(np.max(reference)))
+        vmax = float(np.quantile(reference, clip_quantile)) or peak
         if has_truth:
             if truth is not None:
-                density_image(pair[0], grid, truth, vmax, f"true p(x): {label}")
+                density_image(pair[0], grid, truth, vmax, f"{label}: true p(x)")
             else:
                 pair[0].set_visible(False)
-        image = density_image(pair[-1], grid, model, vmax, f"model: {label}")
-        fig.colorbar(image, ax=pair.tolist(), shrink=0.7, location="bottom", label="p(x)")
+        image = density_image(pair[-1], grid, model, vmax, f"{label}: {model_name}")
+        fig.colorbar(image, ax=pair.tolist(), shrink=0.7, location="bottom", label="p(x)",
+                     extend="max" if vmax < peak else "neither")
     for ax in axes[rows_per_block * (blocks - 1):, len(columns) - width * (blocks - 1):].flat:
         ax.set_visible(False)
-    fig.suptitle(title)
+    fig.suptitle(wrap_title(title, 3.4 * width + 0.6))
     return fig
 
 
@@ -162,24 +212,27 @@ def sample_grid(
     cols: Sequence[str],
     title: str,
 ) -> Figure:
-    """A table of sample plots: ``panels[row, col] = (data, samples)``; rows share axes."""
-    fig = Figure(figsize=(2.7 * len(cols), 2.8 * len(rows) + 0.6), layout="constrained")
-    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey="row", sharex="row")
-    for i, row in enumerate(rows):
-        (x0, x1), (y0, y1) = robust_limits(*(c for col in cols for c in panels[row, col]))
-        for j, col in enumerate(cols):
+    """A table of sample plots: ``panels[row, col] = (data, samples)``; columns share axes
+    (one data set per column), the held-out data drawn over the samples."""
+    fig = Figure(figsize=(2.9 * len(cols), 2.7 * len(rows) + 0.8), layout="constrained")
+    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex="col", sharey="col")
+    for j, col in enumerate(cols):
+        (x0, x1), (y0, y1) = robust_limits(*(c for row in rows for c in panels[row, col][:1]))
+        for i, row in enumerate(rows):
             data, samples = panels[row, col]
             ax = axes[i, j]
             ax.scatter(samples[:, 0], samples[:, 1], color="C3", label="samples", **POINT)
-            ax.scatter(data[:, 0], data[:, 1], color="C0", s=5, alpha=0.8, linewidths=0,
-                       label="test data")
+            ax.scatter(data[:, 0], data[:, 1], color="C0", s=6, alpha=0.9, edgecolors="black",
+                       linewidths=0.2, label="test data", zorder=3)
             ax.set(xlim=(x0, x1), ylim=(y0, y1))
-            ax.set_title(f"{col}" if i == 0 else "", fontsize=10)
+            if i == 0:
+                ax.set_title(col, fontsize=10)
             if j == 0:
                 ax.set_ylabel(f"{row}\n$x_2$")
             if i == len(rows) - 1:
                 ax.set_xlabel("$x_1$")
-    axes[0, -1].legend(markerscale=4, fontsize=7, loc="upper right")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=2, markerscale=4, fontsize=8)
     fig.suptitle(title)
     return fig
 
@@ -193,7 +246,8 @@ def grouped_bars(
 ) -> Figure:
     """One group of bars per label, one bar per series, on a log scale;
     ``reference = (value, label)`` draws a dashed horizontal line (a target, say)."""
-    fig = Figure(figsize=(max(6.0, 1.4 * len(labels) + 2), 4.5), layout="constrained")
+    width = min(12.0, max(6.0, 1.0 * len(labels) + 2))
+    fig = Figure(figsize=(width, 5.0), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
     positions = np.arange(len(labels))
@@ -204,7 +258,7 @@ def grouped_bars(
     ax.set_xticks(positions, labels, fontsize=8, rotation=30 if len(labels) > 8 else 0,
                   ha="right" if len(labels) > 8 else "center")
     ax.set_yscale("log")
-    ax.set(ylabel=ylabel, title=title)
+    ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * width))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
