@@ -78,6 +78,7 @@ def assert_same_numbers(a, b, path="metrics"):
 
 @pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),
                     reason="Debian's chromium and chromium-driver are not installed")
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -142,6 +143,7 @@ def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
     assert "KS 0.050" in text
 
 
+@pytest.mark.slow
 def test_limits_scores_every_distribution_against_its_entropy(report):
     from densitylab.experiments.limits import MODELS, distinct_laws
 
@@ -265,6 +267,7 @@ def test_figures_are_checked_for_width_panels_and_clipped_titles(tmp_path):
     assert (tmp_path / "good.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_every_figure_of_the_report_passed_the_checks(report):
     """The experiments save with strict=True, so a report exists only if every figure passed;
     check the saved images' shapes too (the PNG header), without a browser."""
