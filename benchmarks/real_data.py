@@ -61,11 +61,11 @@ import torch  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 from sklearn import datasets as skdata  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
 from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
 from sklearn.neighbors import KernelDensity  # noqa: E402
 
 import densitylab as dl  # noqa: E402
+from densitylab.experiments.real_data import densitylab_kde, sklearn_gmm  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -133,24 +133,6 @@ def sk_kde(x: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     return score
 
 
-def sk_gmm(x: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    best, best_bic = None, math.inf
-    for kind in ("full", "tied", "diag", "spherical"):
-        for k in range(1, 11):
-            if k > len(x) // 2:
-                break
-            gmm = GaussianMixture(k, covariance_type=kind, random_state=seed,
-                                  reg_covar=1e-6).fit(x)
-            bic = gmm.bic(x)
-            if bic < best_bic:
-                best, best_bic = gmm, bic
-    return best.score_samples
-
-
-def dl_kde(x: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    return dl.KDE(bandwidth="cv").fit(x).score_samples
-
-
 def flow_recipe(model: str) -> Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray]]:
     """A method that fits ``dl.FlowDensity(model=model)``."""
 
@@ -170,8 +152,8 @@ CHOICES: list[str] = []  # AutoDensity's pick in each fold, for the table
 CURRENT: list[Any] = ["", 0, 0.0]  # data set, fold, log-Jacobian of its standardisation
 METHODS: dict[str, Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray]]] = {
     "sk-kde": sk_kde,
-    "sk-gmm": sk_gmm,
-    "dl-kde": dl_kde,
+    "sk-gmm": sklearn_gmm,
+    "dl-kde": densitylab_kde,
     "dl-flow": flow_recipe("tabular"),
     "dl-flow-mix": flow_recipe("tabular-mixture"),
     "dl-maf": flow_recipe("tabular-maf"),

@@ -27,7 +27,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import validate_data
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+from densitylab.mixtures import COVARIANCE_TYPES, select_by_bic
 
 
 def _check_random_state(random_state: Any) -> int:
@@ -56,26 +56,13 @@ class GaussianMixtureBIC(DensityMixin, BaseEstimator):
     def fit(self, X: ArrayLike, y: Any = None) -> GaussianMixtureBIC:
         """Fit every (type, k) with at least 2 points per component; keep the lowest BIC."""
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
-        unknown = [t for t in self.covariance_types if t not in COVARIANCE_TYPES]
-        if unknown or not self.covariance_types:
-            raise ValueError(f"unknown covariance type(s) {unknown or self.covariance_types!r}; "
-                             f"choose from {', '.join(COVARIANCE_TYPES)}")
         if isinstance(self.max_components, bool) or not isinstance(
                 self.max_components, int | np.integer) or self.max_components < 1:
             raise ValueError(f"max_components must be an integer >= 1, "
                              f"got {self.max_components!r}")
-        seed = _check_random_state(self.random_state)
-        self.bic_: dict[tuple[str, int], float] = {}
-        best, best_bic = None, math.inf
-        for kind in self.covariance_types:
-            for k in range(1, min(self.max_components, len(x) // 2) + 1):
-                gmm = GaussianMixture(k, covariance_type=kind, reg_covar=self.reg_covar,
-                                      random_state=seed).fit(x)
-                bic = float(gmm.bic(x))
-                self.bic_[(kind, k)] = bic
-                if bic < best_bic:
-                    best, best_bic = gmm, bic
-        self.mixture_ = best
+        self.mixture_, self.bic_ = select_by_bic(
+            x, self.max_components, self.covariance_types, self.reg_covar,
+            _check_random_state(self.random_state))
         return self
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:

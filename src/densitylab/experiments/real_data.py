@@ -21,6 +21,7 @@ import numpy as np
 
 from densitylab.experiments.findings import Z, best_group, compare
 from densitylab.experiments.runner import Outcome, Table
+from densitylab.mixtures import select_by_bic
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 Method = Callable[[np.ndarray, int], Scorer]  # (standardised training data, seed) -> scorer
@@ -101,19 +102,7 @@ def sklearn_kde(x: np.ndarray, seed: int) -> Scorer:
 
 def sklearn_gmm(x: np.ndarray, seed: int) -> Scorer:
     """GaussianMixture chosen by BIC over k = 1..10 and the four covariance types."""
-    from sklearn.mixture import GaussianMixture
-
-    best, best_bic = None, math.inf
-    for kind in ("full", "tied", "diag", "spherical"):
-        for k in range(1, 11):
-            if k > len(x) // 2:
-                break
-            gmm = GaussianMixture(k, covariance_type=kind, random_state=seed,
-                                  reg_covar=1e-6).fit(x)
-            bic = gmm.bic(x)
-            if bic < best_bic:
-                best, best_bic = gmm, bic
-    return best.score_samples
+    return select_by_bic(x, seed=seed)[0].score_samples
 
 
 def densitylab_kde(x: np.ndarray, seed: int) -> Scorer:

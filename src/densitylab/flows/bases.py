@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from densitylab._validation import check_positive_int
+from densitylab.mixtures import select_by_bic
 
 LOG_2PI = math.log(2 * math.pi)
-MIXTURE_COVARIANCES = ("full", "tied", "diag", "spherical")  # searched by BIC, 1..K each
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -89,19 +89,9 @@ class GaussianMixtureBase(nn.Module):
         """Fit each model's mixture to its latent codes ``z`` ``(M, n, D)`` (seeded by its
         seed): scikit-learn's ``GaussianMixture`` with 1..``max_components`` components (at
         least 2 points each) and each covariance type, whichever has the lowest BIC."""
-        from sklearn.mixture import GaussianMixture
-
         for m, (codes, seed) in enumerate(zip(z.detach().double().cpu().numpy(), seeds,
                                               strict=True)):
-            best, best_bic = None, math.inf
-            for kind in MIXTURE_COVARIANCES:
-                for k in range(1, min(self.max_components, len(codes) // 2) + 1):
-                    mixture = GaussianMixture(k, covariance_type=kind, reg_covar=1e-6,
-                                              random_state=seed).fit(codes)
-                    bic = mixture.bic(codes)
-                    if bic < best_bic:
-                        best, best_bic = mixture, bic
-            self._set(m, best)
+            self._set(m, select_by_bic(codes, self.max_components, seed=seed)[0])
 
     def _set(self, m: int, mixture) -> None:
         k, cov, eye = len(mixture.weights_), mixture.covariances_, np.eye(self.dim)
