@@ -32,7 +32,7 @@ from densitylab import distributed as distributed_
 from densitylab._devices import resolve_device
 from densitylab._files import atomic_directory
 from densitylab._validation import as_points, check_positive_float, check_positive_int
-from densitylab.flows import Flow, compiled, stack, standardized, unstack
+from densitylab.flows import Flow, compiled, compiled_spline, stack, standardized, unstack
 
 SCHEDULES = (None, "cosine")
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before a model is declared diverged
@@ -330,12 +330,13 @@ def _use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int) 
         raise ValueError("distributed training uses the torch engine; use engine='auto' or 'torch'")
     if engine == "torch" or distributed:
         return False
-    ok = (compiled.available() and compiled.supports(model) and model.device.type == "cpu"
-          and not model.context_features)
+    ok = (compiled.available() and (compiled.supports(model) or compiled_spline.supports(model))
+          and model.device.type == "cpu" and not model.context_features)
     if engine == "compiled" and not ok:
         raise ValueError(
             "the compiled engine needs numba and an unconditional RealNVP flow (affine "
-            "couplings with contiguous masks) on the CPU; use engine='torch'"
+            "couplings with contiguous masks) or spline coupling flow on the CPU; use "
+            "engine='torch'"
         )
     if engine == "compiled":
         return ok
@@ -617,7 +618,9 @@ class _CompiledEpochs:
 
     def __init__(self, loop: _Loop) -> None:
         self.loop = loop
-        self.stack = compiled.CompiledStack(loop.model)
+        spline = compiled_spline.supports(loop.model)
+        self.stack = (compiled_spline.CompiledSplineStack if spline else compiled.CompiledStack)(
+            loop.model)
         self.theta = self.stack.pack()
         self.adam = self.stack.new_adam()
         x = loop.x_train.detach().double().cpu().numpy()
