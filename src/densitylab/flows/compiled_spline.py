@@ -56,12 +56,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 try:  # numba is an optional accelerator: without it, training uses the plain torch loop
     import numba
-    from numba import types
     from numba.typed import List
 
     warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
     _jit = numba.njit(cache=True, error_model="numpy")  # compiled once, then loaded from cache
-    MATRIX = types.float64[:, ::1]
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
@@ -154,7 +152,11 @@ def layout_of(layers: list[tuple[InvertibleLinear | None, SplineCoupling]], dim:
 
 
 class CompiledSplineStack:
-    """The layers of an ``M``-model spline flow as an ``(M, P)`` float64 array, and back."""
+    """The layers of an ``M``-model spline flow as an ``(M, P)`` array, and back.
+
+    The arrays have the flow's precision: a float32 flow trains in float32 (as the torch
+    engine trains it; float32 matrix products are twice as fast), a float64 one in float64.
+    """
 
     def __init__(self, flow: Flow) -> None:
         parts = _layers(flow)
@@ -164,14 +166,15 @@ class CompiledSplineStack:
         self.dim = flow.dim
         self.layout = layout_of(self.layers, flow.dim)
         self.n_models = flow.n_models
+        self.dtype = np.float32 if flow.dtype == torch.float32 else np.float64
         k_total, d = len(self.layers), flow.dim
         # the linear maps' fixed permutation and signs (buffers), per model
-        self.perm = np.zeros((self.n_models, k_total, d, d))
-        self.sign = np.ones((self.n_models, k_total, d))
+        self.perm = np.zeros((self.n_models, k_total, d, d), dtype=self.dtype)
+        self.sign = np.ones((self.n_models, k_total, d), dtype=self.dtype)
         for k, (linear, _) in enumerate(self.layers):
             if linear is not None:
-                self.perm[:, k] = linear.perm.detach().double().cpu().numpy()
-                self.sign[:, k] = linear.sign.detach().double().cpu().numpy()
+                self.perm[:, k] = linear.perm.detach().cpu().numpy()
+                self.sign[:, k] = linear.sign.detach().cpu().numpy()
 
     def _slots(self):
         """``(parameter tensor, model-row getter, offset)`` for every packed parameter."""
@@ -187,9 +190,9 @@ class CompiledSplineStack:
 
     def pack(self) -> np.ndarray:
         """Copy the torch parameters into a new ``(M, P)`` array."""
-        theta = np.zeros((self.n_models, self.layout.size))
+        theta = np.zeros((self.n_models, self.layout.size), dtype=self.dtype)
         for tensor, at in self._slots():
-            rows = tensor.detach().double().cpu().numpy().reshape(self.n_models, -1)
+            rows = tensor.detach().cpu().numpy().reshape(self.n_models, -1)
             theta[:, at : at + rows.shape[1]] = rows
         return theta
 
@@ -204,11 +207,12 @@ class CompiledSplineStack:
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Data as the first layer sees it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
-        if self.standardize is None:
-            return np.ascontiguousarray(x, dtype=np.float64)
-        mean = self.standardize.mean.detach().double().cpu().numpy()
-        log_std = self.standardize.log_std.detach().double().cpu().numpy()
-        return np.ascontiguousarray((x - mean) * np.exp(-log_std))  # as Standardize computes it
+        x = np.asarray(x, dtype=self.dtype)
+        if self.standardize is not None:  # as Standardize computes it, in the flow's precision
+            mean = self.standardize.mean.detach().cpu().numpy().astype(self.dtype)
+            log_std = self.standardize.log_std.detach().cpu().numpy().astype(self.dtype)
+            x = (x - mean) * np.exp(-log_std)
+        return np.ascontiguousarray(x, dtype=self.dtype)
 
     def log_det_offset(self) -> np.ndarray:
         """Per model, the standardisation's constant log-determinant ``-sum(log std)``."""
@@ -218,7 +222,7 @@ class CompiledSplineStack:
 
     def new_adam(self) -> dict[str, np.ndarray]:
         """Zeroed Adam state per model: first and second moments and the step count."""
-        zeros = np.zeros((self.n_models, self.layout.size))
+        zeros = np.zeros((self.n_models, self.layout.size), dtype=self.dtype)
         return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
 
     def _args(self, m: int) -> tuple:
@@ -231,7 +235,7 @@ class CompiledSplineStack:
         """One epoch for every model; returns per-model sums of batch NLLs and updates ``bad``
         (consecutive non-finite steps per model) in place."""
         sums = np.zeros(self.n_models)
-        grad = np.zeros(self.layout.size)
+        grad = np.zeros(self.layout.size, dtype=self.dtype)
         for m in range(self.n_models):
             sums[m], bad[m] = _epoch(
                 theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
@@ -244,7 +248,7 @@ class CompiledSplineStack:
         (without the standardisation's constant, see :meth:`log_det_offset`), ``(M, n)``."""
         out = np.empty(x.shape[:2])
         for m in range(self.n_models):
-            out[m] = _log_prob(theta[m], np.ascontiguousarray(x[m], dtype=np.float64),
+            out[m] = _log_prob(theta[m], np.ascontiguousarray(x[m], dtype=self.dtype),
                                *self._args(m))
         return out
 
@@ -253,14 +257,15 @@ def nll_and_grad(
     stack: CompiledSplineStack, theta: np.ndarray, x: np.ndarray, model: int = 0
 ) -> tuple[float, np.ndarray]:
     """Mean NLL of standardised ``x`` under one packed model and its gradient (for tests)."""
-    grad = np.zeros(stack.layout.size)
-    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64),
+    grad = np.zeros(stack.layout.size, dtype=theta.dtype)
+    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=theta.dtype),
                         *stack._args(model))
     return nll, grad
 
 
 # --------------------------------------------------------------------------------------------
-# compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
+# compiled kernels (numba): plain loops and np.dot on contiguous arrays of the flow's dtype;
+# scalar arithmetic (spline values, Adam) in float64
 # --------------------------------------------------------------------------------------------
 @_jit
 def _softplus(v):
@@ -274,8 +279,8 @@ def _sigmoid_of_softplus_input(v):
 
 @_jit
 def _knots(raw, start, bins, bound, minimum, u, knots):
-    """Floored softmax fractions ``u`` (the softmax itself) and knots ``knots`` (bins + 1) of
-    ``raw[start : start + bins]``, computed as :func:`densitylab.flows.splines._knots` does."""
+    """Softmax ``u`` of ``raw[start : start + bins]`` and the knots ``knots`` (bins + 1) of the
+    floored fractions, computed as :func:`densitylab.flows.splines._knots` does."""
     top = raw[start]
     for j in range(1, bins):
         top = max(top, raw[start + j])
@@ -306,19 +311,35 @@ def _bin_of(knots, bins, v):
     return k
 
 
+# one cache row per spline value: the softmax of widths and heights, then these fields
+_K, _XK, _W, _YK, _H, _DK, _DK1, _SK, _SK1, _IN = range(10)
+CACHE_FIELDS = 10
+
+
 @_jit
-def _spline_forward(raw, start, value, bins, bound, u_w, u_h, xk, yk):
-    """``(out, log slope)`` of one value through the spline of ``raw[start : start + 3B-1]``."""
+def _spline_forward(raw, start, value, bins, bound, xk, yk, cache, row):
+    """``(out, log slope)`` of one value through the spline of ``raw[start : start + 3B-1]``;
+    keeps what the backward pass needs in ``cache[row]``."""
+    c = cache[row]
+    at = 2 * bins
     if value < -bound or value > bound:
+        c[at + _IN] = 0.0
         return value, 0.0
-    _knots(raw, start, bins, bound, MIN_BIN_WIDTH, u_w, xk)
-    _knots(raw, start + bins, bins, bound, MIN_BIN_HEIGHT, u_h, yk)
+    _knots(raw, start, bins, bound, MIN_BIN_WIDTH, c[:bins], xk)
+    _knots(raw, start + bins, bins, bound, MIN_BIN_HEIGHT, c[bins:at], yk)
     k = _bin_of(xk, bins, value)
     x_k, w = xk[k], xk[k + 1] - xk[k]
     y_k, h = yk[k], yk[k + 1] - yk[k]
     base = start + 2 * bins
-    d_k = 1.0 if k == 0 else MIN_DERIVATIVE + _softplus(raw[base + k - 1] + _IDENTITY_SHIFT)
-    d_k1 = 1.0 if k == bins - 1 else MIN_DERIVATIVE + _softplus(raw[base + k] + _IDENTITY_SHIFT)
+    d_k, d_k1, sig_k, sig_k1 = 1.0, 1.0, 0.0, 0.0
+    if k > 0:
+        d_k = MIN_DERIVATIVE + _softplus(raw[base + k - 1] + _IDENTITY_SHIFT)
+        sig_k = _sigmoid_of_softplus_input(raw[base + k - 1] + _IDENTITY_SHIFT)
+    if k < bins - 1:
+        d_k1 = MIN_DERIVATIVE + _softplus(raw[base + k] + _IDENTITY_SHIFT)
+        sig_k1 = _sigmoid_of_softplus_input(raw[base + k] + _IDENTITY_SHIFT)
+    c[at + _K], c[at + _XK], c[at + _W], c[at + _YK], c[at + _H] = k, x_k, w, y_k, h
+    c[at + _DK], c[at + _DK1], c[at + _SK], c[at + _SK1], c[at + _IN] = d_k, d_k1, sig_k, sig_k1, 1
     slope = h / w
     curvature = d_k + d_k1 - 2.0 * slope
     xi = min(max((value - x_k) / w, 0.0), 1.0)
@@ -337,8 +358,8 @@ def _softmax_backward(raw_grad, start, bins, bound, minimum, u, k, g_knot_k, g_k
     g_low = g_knot_k if 1 <= k <= bins - 1 else 0.0
     g_high = g_knot_k1 if k + 1 <= bins - 1 else 0.0
     dot = 0.0
-    for i in range(bins):
-        g_f = (g_low if i <= k - 1 else 0.0) + (g_high if i <= k else 0.0)
+    for i in range(k + 1):
+        g_f = (g_low if i <= k - 1 else 0.0) + g_high
         dot += u[i] * g_f
     for i in range(bins):
         g_f = (g_low if i <= k - 1 else 0.0) + (g_high if i <= k else 0.0)
@@ -346,24 +367,18 @@ def _softmax_backward(raw_grad, start, bins, bound, minimum, u, k, g_knot_k, g_k
 
 
 @_jit
-def _spline_backward(raw, raw_grad, start, value, g_out, g_log, bins, bound, u_w, u_h, xk, yk):
+def _spline_backward(cache, row, raw_grad, start, value, g_out, g_log, bins, bound):
     """Write the gradient of ``raw[start : start + 3B-1]`` into ``raw_grad`` (zeros outside the
     interval) and return the gradient of the value."""
-    size = 3 * bins - 1
-    if value < -bound or value > bound:
-        for j in range(size):
+    c = cache[row]
+    at = 2 * bins
+    if c[at + _IN] == 0.0:
+        for j in range(3 * bins - 1):
             raw_grad[start + j] = 0.0
         return g_out
-    _knots(raw, start, bins, bound, MIN_BIN_WIDTH, u_w, xk)
-    _knots(raw, start + bins, bins, bound, MIN_BIN_HEIGHT, u_h, yk)
-    k = _bin_of(xk, bins, value)
-    x_k, w = xk[k], xk[k + 1] - xk[k]
-    y_k, h = yk[k], yk[k + 1] - yk[k]
-    base = start + 2 * bins
-    in_k = raw[base + k - 1] + _IDENTITY_SHIFT if k > 0 else 0.0
-    in_k1 = raw[base + k] + _IDENTITY_SHIFT if k < bins - 1 else 0.0
-    d_k = 1.0 if k == 0 else MIN_DERIVATIVE + _softplus(in_k)
-    d_k1 = 1.0 if k == bins - 1 else MIN_DERIVATIVE + _softplus(in_k1)
+    k = int(c[at + _K])
+    x_k, w, y_k, h = c[at + _XK], c[at + _W], c[at + _YK], c[at + _H]
+    d_k, d_k1 = c[at + _DK], c[at + _DK1]
     slope = h / w
     curvature = d_k + d_k1 - 2.0 * slope
     xi_raw = (value - x_k) / w
@@ -405,23 +420,33 @@ def _spline_backward(raw, raw_grad, start, value, g_out, g_log, bins, bound, u_w
     g_h += g_s / w  # s = h / w
     g_w -= g_s * slope / w
     # knots: x_k = knot k, w = knot k+1 - knot k (the same for y)
-    _softmax_backward(raw_grad, start, bins, bound, MIN_BIN_WIDTH, u_w, k, g_xk - g_w, g_w)
-    _softmax_backward(raw_grad, start + bins, bins, bound, MIN_BIN_HEIGHT, u_h, k,
+    _softmax_backward(raw_grad, start, bins, bound, MIN_BIN_WIDTH, c[:bins], k, g_xk - g_w, g_w)
+    _softmax_backward(raw_grad, start + bins, bins, bound, MIN_BIN_HEIGHT, c[bins:at], k,
                       g_yk - g_h, g_h)
+    base = start + 2 * bins
     for j in range(bins - 1):
         raw_grad[base + j] = 0.0
     if k > 0:
-        raw_grad[base + k - 1] = g_dk * _sigmoid_of_softplus_input(in_k)
+        raw_grad[base + k - 1] = g_dk * c[at + _SK]
     if k < bins - 1:
-        raw_grad[base + k] = g_dk1 * _sigmoid_of_softplus_input(in_k1)
+        raw_grad[base + k] = g_dk1 * c[at + _SK1]
     return g_value
+
+
+@_jit
+def _list_like(array):
+    """An empty typed list for arrays of ``array``'s type (known to type inference)."""
+    items = List()
+    items.append(array)
+    items.pop()
+    return items
 
 
 @_jit
 def _fourier(x_a, octaves, width):
     """``[x, sin(2^l x), cos(2^l x)]`` as :func:`densitylab.flows.nets.fourier_features`."""
     n, d_a = x_a.shape
-    out = np.empty((n, width))
+    out = np.empty((n, width), x_a.dtype)
     for i in range(n):
         for j in range(d_a):
             out[i, j] = x_a[i, j]
@@ -435,7 +460,7 @@ def _fourier(x_a, octaves, width):
 @_jit
 def _fourier_backward(x_a, g_features, octaves):
     n, d_a = x_a.shape
-    g = np.empty((n, d_a))
+    g = np.empty((n, d_a), x_a.dtype)
     for i in range(n):
         for j in range(d_a):
             total = g_features[i, j]
@@ -486,8 +511,8 @@ def _activation_backward(g, out, act):
 @_jit
 def _linear_weight(theta, lin_off, k, perm, sign, dim):
     """``W = P L U`` of linear map ``k`` and its factors ``L``, ``U`` (``(D, D)`` each)."""
-    lower = np.eye(dim)
-    upper = np.zeros((dim, dim))
+    lower = np.eye(dim, dtype=theta.dtype)
+    upper = np.zeros((dim, dim), theta.dtype)
     e = 0
     for r in range(dim):
         for c in range(r):
@@ -500,7 +525,7 @@ def _linear_weight(theta, lin_off, k, perm, sign, dim):
 
 
 @_jit
-def _linear_backward(theta, grad, lin_off, k, perm, sign, dim, x_in, g_z, lower, upper, w):
+def _linear_backward(grad, lin_off, k, perm, dim, x_in, g_z, lower, upper, w):
     """Accumulate the gradients of linear map ``k`` (``z = x W^T``); return ``g_x``."""
     g_w = np.dot(g_z.T, x_in)
     g_lu = np.dot(perm[k].T, g_w)
@@ -519,9 +544,10 @@ def _linear_backward(theta, grad, lin_off, k, perm, sign, dim, x_in, g_z, lower,
 
 @_jit
 def _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act, bins, bound,
-                      octaves, outs, logdet, u_w, u_h, xk, yk):
+                      octaves, outs, logdet, xk, yk, cache):
     """``h`` through coupling ``k``: returns the new ``h``; appends the network's layer outputs
-    (input features first) to ``outs``; adds the log-slopes to ``logdet``."""
+    (input features first) to ``outs``; adds the log-slopes to ``logdet``; keeps each spline
+    value's intermediates in ``cache`` (row ``i * d_b + j``)."""
     n, dim = h.shape
     s = split[k]
     if cond_first[k]:
@@ -541,7 +567,8 @@ def _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act,
     out = h.copy()
     for i in range(n):
         for j in range(d_b):
-            z, ld = _spline_forward(a[i], j * size, h[i, b0 + j], bins, bound, u_w, u_h, xk, yk)
+            z, ld = _spline_forward(a[i], j * size, h[i, b0 + j], bins, bound, xk, yk, cache,
+                                    i * d_b + j)
             out[i, b0 + j] = z
             logdet[i] += ld
     return out
@@ -555,14 +582,14 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
     k_total = widths.shape[0]
     n_layers = widths.shape[1] - 1
     grad[:] = 0.0
-    u_w, u_h = np.empty(bins), np.empty(bins)
     xk, yk = np.empty(bins + 1), np.empty(bins + 1)
-    inputs = List.empty_list(MATRIX)  # each coupling's input
-    linear_inputs = List.empty_list(MATRIX)
-    outs = List.empty_list(MATRIX)  # network layer outputs, input features first
-    factors = List.empty_list(MATRIX)  # W, L, U of the linear maps
-    logdet = np.zeros(n)
     h = x.copy()
+    inputs = _list_like(h)  # each coupling's input
+    linear_inputs = _list_like(h)
+    outs = _list_like(h)  # network layer outputs, input features first
+    factors = _list_like(h)  # W, L, U of the linear maps
+    caches = _list_like(np.empty((0, 1)))
+    logdet = np.zeros(n)
     linear_logdet = 0.0
     for k in range(k_total):
         if lin_off[k, 0] >= 0:
@@ -575,10 +602,16 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
             for i in range(dim):
                 linear_logdet += theta[lin_off[k, 2] + i]
         inputs.append(h)
+        d_b = dim - split[k] if cond_first[k] else split[k]
+        cache = np.empty((n * d_b, 2 * bins + CACHE_FIELDS))
+        caches.append(cache)
         h = _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act, bins,
-                              bound, octaves, outs, logdet, u_w, u_h, xk, yk)
+                              bound, octaves, outs, logdet, xk, yk, cache)
     nll = 0.5 * (h * h).sum() / n + 0.5 * dim * LOG_2PI - logdet.sum() / n - linear_logdet
-    g_h = h / n
+    g_h = np.empty_like(h)
+    for i in range(n):
+        for j in range(dim):
+            g_h[i, j] = h[i, j] / n
     g_log = -1.0 / n
     size = 3 * bins - 1
     per = n_layers + 1
@@ -590,13 +623,16 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
         else:
             a0, b0, d_a, d_b = s, 0, dim - s, s
         raw = outs[k * per + n_layers]
+        cache = caches[k]
         g_raw = np.empty_like(raw)
         g_in = np.empty_like(h_in)
         for i in range(n):
             for j in range(d_b):
-                g_in[i, b0 + j] = _spline_backward(raw[i], g_raw[i], j * size, h_in[i, b0 + j],
-                                                   g_h[i, b0 + j], g_log, bins, bound, u_w,
-                                                   u_h, xk, yk)
+                g_in[i, b0 + j] = _spline_backward(cache, i * d_b + j, g_raw[i], j * size,
+                                                   h_in[i, b0 + j], g_h[i, b0 + j], g_log,
+                                                   bins, bound)
+        # the first layer's input needs no gradient when it is the data itself
+        needs_input = k > 0 or lin_off[k, 0] >= 0
         g_a = g_raw
         for layer in range(n_layers - 1, -1, -1):
             fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
@@ -606,26 +642,24 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
             wo, bo = w_off[k, layer], b_off[k, layer]
             grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_a).ravel()
             grad[bo : bo + fan_out] += g_a.sum(axis=0)
-            w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
-            g_a = np.dot(g_a, w.T)
-        x_a = np.ascontiguousarray(h_in[:, a0 : a0 + d_a])
-        g_xa = _fourier_backward(x_a, g_a, octaves) if octaves > 0 else g_a
-        for i in range(n):
-            for j in range(d_a):
-                g_in[i, a0 + j] = g_xa[i, j] + g_h[i, a0 + j]
+            if layer > 0 or needs_input:
+                w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
+                g_a = np.dot(g_a, w.T)
+        if needs_input:
+            x_a = np.ascontiguousarray(h_in[:, a0 : a0 + d_a])
+            g_xa = _fourier_backward(x_a, g_a, octaves) if octaves > 0 else g_a
+            for i in range(n):
+                for j in range(d_a):
+                    g_in[i, a0 + j] = g_xa[i, j] + g_h[i, a0 + j]
         g_h = g_in
         if lin_off[k, 0] >= 0:
-            at = 3 * (len(linear_inputs) - 1)
-            w, lower, upper = factors[at], factors[at + 1], factors[at + 2]
-            g_h = _linear_backward(theta, grad, lin_off, k, perm, sign, dim,
-                                   linear_inputs[len(linear_inputs) - 1], g_h, lower, upper, w)
+            at = len(linear_inputs) - 1
+            w, lower, upper = factors[3 * at], factors[3 * at + 1], factors[3 * at + 2]
+            g_h = _linear_backward(grad, lin_off, k, perm, dim, linear_inputs[at], g_h, lower,
+                                   upper, w)
             linear_inputs.pop()
-            factors.pop()
-            factors.pop()
-            factors.pop()
-        outs_left = k * per
-        while len(outs) > outs_left:
-            outs.pop()
+            for _ in range(3):
+                factors.pop()
     return nll
 
 
@@ -635,10 +669,10 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, perm, 
     """``log p`` of every row of ``x`` (n, D), in slices that stay in cache."""
     n, dim = x.shape
     k_total = widths.shape[0]
-    u_w, u_h = np.empty(bins), np.empty(bins)
     xk, yk = np.empty(bins + 1), np.empty(bins + 1)
     result = np.empty(n)
     chunk = 1024
+    cache = np.empty((chunk * dim, 2 * bins + CACHE_FIELDS))
     for start in range(0, n, chunk):
         h = np.ascontiguousarray(x[start : start + chunk])
         m = h.shape[0]
@@ -649,9 +683,9 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, perm, 
                 h = np.dot(h, w.T)
                 for i in range(dim):
                     logdet += theta[lin_off[k, 2] + i]
-            outs = List.empty_list(MATRIX)
+            outs = _list_like(h)
             h = _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act,
-                                  bins, bound, octaves, outs, logdet, u_w, u_h, xk, yk)
+                                  bins, bound, octaves, outs, logdet, xk, yk, cache)
         for i in range(m):
             square = 0.0
             for j in range(dim):
@@ -678,8 +712,11 @@ def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, st
         nll = _nll_and_grad(theta, grad, batch, cond_first, split, widths, w_off, b_off,
                             lin_off, perm, sign, act, bins, bound, octaves)
         total += nll
-        norm = np.sqrt((grad * grad).sum())
-        rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
+        norm = 0.0
+        for p in range(grad.shape[0]):
+            norm += grad[p] * grad[p]
+        norm = math.sqrt(norm)
+        rate = lr if schedule == 0 else lr * 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
         t += 1
         if not (np.isfinite(nll) and np.isfinite(norm)):
             bad += 1
