@@ -246,11 +246,35 @@ class CompiledSplineStack:
     def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``log p`` of standardised points ``x`` ``(M, n, D)`` under the packed models
         (without the standardisation's constant, see :meth:`log_det_offset`), ``(M, n)``."""
-        out = np.empty(x.shape[:2])
+        out = np.empty(x.shape[:2], dtype=self.dtype)
         for m in range(self.n_models):
             out[m] = _log_prob(theta[m], np.ascontiguousarray(x[m], dtype=self.dtype),
                                *self._args(m))
         return out
+
+
+COMPILED_LOG_PROB_MIN_POINTS = 4096  # below this, packing and the first compile are not worth it
+
+
+def compiled_log_prob(flow: Flow, rows: torch.Tensor) -> torch.Tensor | None:
+    """``log p`` of ``(M, n, D)`` rows by the compiled forward pass, or ``None`` where it does
+    not apply: no numba, an unsupported flow or device, few points, or gradients wanted (grad
+    mode on and parameters that require them: the torch path keeps the graph).
+
+    The same arithmetic as the torch flow, fused: one pass over cache-sized slices instead of
+    ~30 tensor operations per coupling (torch's softmax over 10 bins alone is a third of its
+    time); it agrees with the torch path to float rounding (``tests/test_compiled_spline.py``).
+    """
+    if (numba is None or rows.device.type != "cpu" or rows.dtype not in (torch.float32,
+                                                                         torch.float64)
+            or rows.shape[-2] * rows.shape[0] < COMPILED_LOG_PROB_MIN_POINTS
+            or rows.shape[-1] != flow.dim or rows.requires_grad or not supports(flow)
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in flow.parameters()))):
+        return None
+    stack = CompiledSplineStack(flow)
+    x = stack.standardized(rows.numpy())
+    log_p = stack.log_prob(stack.pack(), x) + stack.log_det_offset()[:, None]
+    return torch.from_numpy(log_p).to(flow.dtype)
 
 
 def nll_and_grad(
