@@ -195,54 +195,93 @@ def _tensor(values: np.ndarray, shape: tuple[int, ...], like: torch.Tensor) -> t
 # --------------------------------------------------------------------------------------------
 # compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
 # --------------------------------------------------------------------------------------------
-@_jit
-def _activate(pre, code):
-    if code == 0:
-        return np.where(pre > 0, pre, 0.01 * pre)
-    if code == 1:
-        return np.maximum(pre, 0.0)
-    return np.tanh(pre)
+SMALL = 4  # a matrix product with this few inputs or outputs runs as a loop, not a BLAS call
+
 
 @_jit
-def _activation_grad(pre, out, code):
-    if code == 0:
-        return np.where(pre > 0, 1.0, 0.01)
-    if code == 1:
-        return np.where(pre > 0, 1.0, 0.0)
-    return 1.0 - out * out
+def _matmul(a, w, bias, theta, bias_at):
+    """``a @ w`` (plus ``theta[bias_at:]`` when ``bias``): a loop for thin matrices, where a BLAS
+    call costs more than its arithmetic."""
+    n, fan_in = a.shape
+    fan_out = w.shape[1]
+    if fan_in <= SMALL or fan_out <= SMALL:
+        out = np.empty((n, fan_out))
+        for i in range(n):
+            for j in range(fan_out):
+                v = theta[bias_at + j] if bias else 0.0
+                for q in range(fan_in):
+                    v += a[i, q] * w[q, j]
+                out[i, j] = v
+        return out
+    out = np.dot(a, w)
+    if bias:
+        for i in range(n):
+            for j in range(fan_out):
+                out[i, j] += theta[bias_at + j]
+    return out
+
 
 @_jit
-def _net_forward(theta, x_a, k, g, widths, w_off, b_off, act, pres, outs):
-    """Forward through net ``g`` of coupling ``k``; keeps pre-activations for backward."""
+def _net_forward(theta, x_a, k, g, widths, w_off, b_off, act, outs):
+    """Forward through net ``g`` of coupling ``k``; keeps every layer's output for backward
+    (an activation's derivative is a function of its output)."""
     n_layers = widths.shape[1] - 1
     a = x_a
     for layer in range(n_layers):
         fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
         start = w_off[k, g, layer]
         w = theta[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
-        b = theta[b_off[k, g, layer] : b_off[k, g, layer] + fan_out]
-        pre = np.dot(a, w) + b
-        pres.append(pre)
-        a = _activate(pre, act) if layer < n_layers - 1 else pre
+        a = _matmul(a, w, True, theta, b_off[k, g, layer])
+        if layer < n_layers - 1:
+            for i in range(a.shape[0]):
+                for j in range(fan_out):
+                    v = a[i, j]
+                    if act == 0:
+                        a[i, j] = v if v > 0 else 0.01 * v
+                    elif act == 1:
+                        a[i, j] = v if v > 0 else 0.0
+                    else:
+                        a[i, j] = np.tanh(v)
         outs.append(a)
     return a
 
+
 @_jit
-def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, pres, outs, base):
-    """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a."""
+def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, outs, base,
+                  need_input):
+    """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a
+    (``None``-like zeros unless ``need_input``)."""
     n_layers = widths.shape[1] - 1
     g_a = g_out
     for layer in range(n_layers - 1, -1, -1):
         fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
-        pre, out = pres[base + layer], outs[base + layer]
-        g_pre = g_a if layer == n_layers - 1 else g_a * _activation_grad(pre, out, act)
+        if layer < n_layers - 1:  # g_a is this function's own array: scale it in place
+            out = outs[base + layer]
+            for i in range(g_a.shape[0]):
+                for j in range(fan_out):
+                    if act == 2:
+                        g_a[i, j] *= 1.0 - out[i, j] * out[i, j]
+                    elif not out[i, j] > 0:
+                        g_a[i, j] *= 0.01 if act == 0 else 0.0
         below = x_a if layer == 0 else outs[base + layer - 1]
         wo, bo = w_off[k, g, layer], b_off[k, g, layer]
-        grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_pre).ravel()
-        grad[bo : bo + fan_out] += g_pre.sum(axis=0)
-        w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
-        g_a = np.dot(g_pre, w.T)
+        if fan_in <= SMALL or fan_out <= SMALL:
+            for i in range(g_a.shape[0]):
+                for q in range(fan_in):
+                    v = below[i, q]
+                    row = wo + q * fan_out
+                    for j in range(fan_out):
+                        grad[row + j] += v * g_a[i, j]
+        else:
+            grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_a).ravel()
+        for i in range(g_a.shape[0]):
+            for j in range(fan_out):
+                grad[bo + j] += g_a[i, j]
+        if layer > 0 or need_input:
+            w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
+            g_a = _matmul(g_a, w.T, False, theta, 0)
     return g_a
+
 
 @_jit
 def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
@@ -253,7 +292,7 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
     grad[:] = 0.0
     h = x.copy()
     inputs, raws = List.empty_list(MATRIX), List.empty_list(MATRIX)
-    shifts, pres = List.empty_list(MATRIX), List.empty_list(MATRIX)
+    shifts = List.empty_list(MATRIX)
     outs = List.empty_list(MATRIX)
     logdet = np.zeros(n)
     for k in range(n_couplings):
@@ -261,10 +300,10 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
         x_a, x_b = (first, second) if cond_first[k] else (second, first)
         x_a = np.ascontiguousarray(x_a)
         if nets == 2:
-            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
-            shift = _net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, pres, outs)
+            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
+            shift = _net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, outs)
         else:
-            both = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
+            both = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
             d_b = both.shape[1] // 2
             raw, shift = both[:, :d_b].copy(), both[:, d_b:].copy()
         d_b = raw.shape[1]
@@ -305,15 +344,20 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
         g_raw = g_s * factor if scale == 0 else g_s * factor * (1.0 - squashed * squashed)
         g_shift = np.ascontiguousarray(g_zb)
         base = k * nets * per_net
+        need = k > 0  # the first coupling's input is the data: no gradient needed
         if nets == 2:
             g_xa = _net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
-                                w_off, b_off, act, pres, outs, base)
-            g_xa += _net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
-                                 pres, outs, base + per_net)
+                                 w_off, b_off, act, outs, base, need)
+            g_t = _net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
+                                outs, base + per_net, need)
+            if need:
+                g_xa += g_t
         else:
             g_out = np.concatenate((g_raw, g_shift), axis=1)
             g_xa = _net_backward(theta, grad, x_a, g_out, k, 0, widths, w_off, b_off, act,
-                                pres, outs, base)
+                                 outs, base, need)
+        if not need:
+            break
         g_xa += g_za
         g_h = np.empty_like(g_h)
         if cond_first[k]:
@@ -342,7 +386,10 @@ def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, st
         nll = _nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
                            nets, act, scale)
         total += nll
-        norm = np.sqrt((grad * grad).sum())
+        norm = 0.0
+        for p in range(grad.shape[0]):
+            norm += grad[p] * grad[p]
+        norm = np.sqrt(norm)
         rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
         t += 1
         if not (np.isfinite(nll) and np.isfinite(norm)):
@@ -352,11 +399,13 @@ def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, st
         if clip > 0 and norm > clip:
             grad *= clip / (norm + 1e-6)
         count[0] += 1.0
-        m1[:] = 0.9 * m1 + 0.1 * grad
-        m2[:] = 0.999 * m2 + 0.001 * grad * grad
         c1 = 1.0 - 0.9 ** count[0]
         c2 = 1.0 - 0.999 ** count[0]
-        theta -= rate / c1 * m1 / (np.sqrt(m2 / c2) + 1e-8)
+        for p in range(theta.shape[0]):  # one pass, no temporaries
+            g = grad[p]
+            m1[p] = 0.9 * m1[p] + 0.1 * g
+            m2[p] = 0.999 * m2[p] + 0.001 * g * g
+            theta[p] -= rate / c1 * m1[p] / (np.sqrt(m2[p] / c2) + 1e-8)
     return total, bad
 
 
