@@ -113,14 +113,25 @@ SPEED = textwrap.dedent(
     points = torch.randn(N_LOG_PROB, 2, generator=torch.Generator().manual_seed(0))
     results = {}
 
+    # (wall, cpu) seconds: on a busy machine the process's CPU time is what this one-thread
+    # job would take alone; the wall time includes waiting for a core
     def record(name, value):
         results.setdefault(name, []).append(value)
 
+    def clocks():
+        return time.perf_counter(), time.process_time()
+
+    def since(start):
+        wall, cpu = clocks()
+        return wall - start[0], cpu - start[1]
+
     def dl_epoch(fourier, engine):
         flow = dl.flows.nsf(2, 6, (64, 64), bins=10, fourier=fourier, seed=0)
+        start = clocks()
         fit = dl.fit(flow, x, epochs=EPOCHS, batch_size=256, lr=3e-3, schedule="cosine",
                      standardize=True, verbose=False, engine=engine)
-        return statistics.median(np.diff(fit.history.seconds, prepend=0.0)), fit.flow
+        wall, cpu = since(start)
+        return (wall / EPOCHS, cpu / EPOCHS), fit.flow
 
     def zuko_nsf():
         return zuko.flows.NSF(2, transforms=6, hidden_features=(64, 64), bins=10)
@@ -128,9 +139,8 @@ SPEED = textwrap.dedent(
     def zuko_epoch(flow):
         optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
         generator = torch.Generator().manual_seed(8)
-        seconds = []
+        start = clocks()
         for _ in range(EPOCHS):
-            start = time.perf_counter()
             for index in torch.randperm(len(x_train), generator=generator).split(256):
                 loss = -flow().log_prob(x_train[index]).mean()
                 optimizer.zero_grad()
@@ -138,27 +148,29 @@ SPEED = textwrap.dedent(
                 optimizer.step()
             with torch.no_grad():
                 flow().log_prob(x_val).mean().item()
-            seconds.append(time.perf_counter() - start)
-        return statistics.median(seconds)
+        wall, cpu = since(start)
+        return wall / EPOCHS, cpu / EPOCHS
 
     def timed(fn):
-        start = time.perf_counter()
+        start = clocks()
         with torch.no_grad():
             fn()
-        return time.perf_counter() - start
+        return since(start)
 
     def recommended_fit():
         from densitylab.flows.builders import RECOMMENDED_FIT, recommended_epochs
-        start = time.perf_counter()
+        start = clocks()
         dl.fit(dl.flows.recommended(2), x, epochs=recommended_epochs(len(x)),
                **RECOMMENDED_FIT, verbose=False)
-        return time.perf_counter() - start
+        return since(start)
 
     coursework = bench_flows.load_data()
 
     def realnvp_epoch(name):
-        model, seconds = bench_flows.train(name, coursework, 50, 1)
-        return statistics.median(seconds)
+        start = clocks()
+        bench_flows.train(name, coursework, 50, 1)
+        wall, cpu = since(start)
+        return wall / 50, cpu / 50
 
     dl_epoch(3, "compiled")  # warm-up: loads the compiled code from the cache
     realnvp_epoch("densitylab compiled")
@@ -221,16 +233,22 @@ def run_json(command: list[str]) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def span(values: list[float]) -> str:
-    low, high = min(values), max(values)
-    return f"{low:.3f}" if high - low < 5e-4 else f"{low:.3f}-{high:.3f}"
+def span(pairs: list[list[float]]) -> str:
+    """``cpu-range (wall wall-range)`` of ``(wall, cpu)`` seconds over the rounds."""
+    def one(values: list[float]) -> str:
+        low, high = min(values), max(values)
+        digits = 3 if high < 10 else 1
+        return f"{low:.{digits}f}" if high - low < 0.5 * 10**-digits else \
+            f"{low:.{digits}f}-{high:.{digits}f}"
+
+    return f"{one([c for _, c in pairs])} (wall {one([w for w, _ in pairs])})"
 
 
-def ratio_span(theirs: list[float], ours: list[float]) -> str:
-    """Per-round ratios (implementations alternate within a round), as a range."""
-    ratios = [a / b for a, b in zip(theirs, ours, strict=True)]
-    return f"{min(ratios):.1f}x" if max(ratios) - min(ratios) < 0.05 else \
-        f"{min(ratios):.1f}-{max(ratios):.1f}x"
+def ratio_span(theirs: list[list[float]], ours: list[list[float]]) -> str:
+    """Per-round ratios of CPU seconds (implementations alternate within a round), a range."""
+    ratios = [a[1] / b[1] for a, b in zip(theirs, ours, strict=True)]
+    low, high = f"{min(ratios):.1f}", f"{max(ratios):.1f}"
+    return f"{low}x" if low == high else f"{low}-{high}x"
 
 
 def speed(rounds: int, tmp: str) -> None:
@@ -247,7 +265,8 @@ def speed(rounds: int, tmp: str) -> None:
     done = subprocess.run([sys.executable, speed_py, str(rounds), os.path.dirname(__file__)],
                           capture_output=True, text=True, env=env, check=True)
     r = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"\nCompiled engines against zuko, one thread, {rounds} round(s): range over rounds")
+    print(f"\nCompiled engines against zuko, one thread, {rounds} round(s): CPU seconds of the "
+          "process (wall-clock seconds in brackets), range over rounds; ratios of CPU seconds")
     print(f"  numba compilation (once, cached on disk): spline training {fit:.1f} s, spline "
           f"log_prob {log_prob:.1f} s")
     print("  spline flow, s/epoch (6 couplings (64, 64), 10 bins, 9,000 moons, batch 256):")
