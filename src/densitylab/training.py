@@ -128,10 +128,11 @@ def fit(
             so far; ``resume`` then continues from the last checkpoint.
         resume: continue from ``checkpoint`` if it exists; the data and options must match.
         engine: ``"torch"`` (autograd, any flow, any device), ``"compiled"`` (a numba-compiled
-            epoch with hand-derived gradients, in float64, for RealNVP flows on the CPU: the
-            same model, batches and Adam updates, several times faster for small flows), or
-            ``"auto"``: compiled where supported and faster (small networks, at most 4 models
-            trained together: it runs stacked models one by one), else torch.
+            epoch with hand-derived gradients for RealNVP flows, in float64, and for spline
+            coupling flows, in the flow's precision, on the CPU: the same model, batches and
+            Adam updates, several times faster), or ``"auto"``: compiled where supported and
+            faster (RealNVP: small networks, at most 4 models trained together, since it runs
+            stacked models one by one; spline flows: always), else torch.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available); ``None`` keeps the
             flow where it is. Model, data batches and the returned flow live there.
         distributed: data-parallel training over the processes of a running
@@ -616,7 +617,8 @@ def _data_parallel(model: Flow) -> torch.nn.parallel.DistributedDataParallel:
 
 
 class _CompiledEpochs:
-    """Epochs run by :mod:`densitylab.flows.compiled` on a float64 copy of the parameters.
+    """Epochs run by :mod:`densitylab.flows.compiled` (or :mod:`~densitylab.flows.compiled_spline`)
+    on a NumPy copy of the parameters.
 
     The torch model is refreshed after every epoch, so validation, best-model tracking and
     checkpoints are shared with the torch path; Adam's state lives here as NumPy arrays.
