@@ -21,6 +21,7 @@ CONFIGS = {
     "linear-mixing": dict(dim=5, hidden=(6,), mixing="linear"),
     "tanh-three-layers": dict(dim=4, hidden=(6, 5, 4), activation="tanh"),
     "relu": dict(dim=2, hidden=(7,), activation="relu", fourier=1),
+    "one-dimensional": dict(dim=1),
 }
 
 
@@ -38,17 +39,21 @@ def points_at_knots_and_in_tails(flow, n: int = 40, seed: int = 1,
     """Random points whose first transformed coordinates lie exactly on the first spline's
     knots (``interior=False``: only the end knots, ``-bound`` and ``bound``), and some beyond
     the bound on either side."""
-    first = next(t for t in flow.transforms if isinstance(t, splines.SplineCoupling))
+    first = next(t for t in flow.transforms
+                 if isinstance(t, splines.SplineCoupling | splines.ElementwiseSpline))
     x = 1.2 * torch.randn(n, flow.dim, generator=torch.Generator().manual_seed(seed),
                           dtype=torch.float64)
     if any(isinstance(t, transforms.InvertibleLinear) for t in flow.transforms):
         x[:4] = torch.tensor([3.0, -2.5, 7.0, -9.0], dtype=torch.float64)[:, None]  # tails
         return x
     with torch.no_grad():
-        x_a, _ = first._split(x.unsqueeze(0))
-        raw = first.net(x_a).unflatten(-1, (-1, 3 * first.bins - 1))[0]
+        if isinstance(first, splines.ElementwiseSpline):
+            raw, b = first.raw[0, 0, :1].expand(n, 1, -1), 0
+        else:
+            x_a, _ = first._split(x.unsqueeze(0))
+            raw = first.net(x_a).unflatten(-1, (-1, 3 * first.bins - 1))[0]
+            b = int(first.trans_idx[0])
         knots, _ = _knots(raw[..., : first.bins], first.bound, 1e-3)
-    b = int(first.trans_idx[0])
     which = torch.arange(n) % (first.bins + 1)  # knot j of point i, ends too
     if not interior:
         which = torch.where(which % 2 == 0, 0, first.bins)
@@ -170,8 +175,10 @@ def assert_same_runs(fast, slow, weights_rtol: float = 1e-7):
         (dict(standardize=True, schedule="cosine"), nsf_maker()),
         (dict(standardize=True, clip_grad=0.5, batch_size=50), nsf_maker(3, mixing="linear")),
         (dict(standardize=True, ema=0.5, patience=2, lr=3e-2), nsf_maker()),
+        (dict(standardize=True, schedule="cosine"), nsf_maker(1)),
     ],
-    ids=["plain", "standardize-cosine", "linear-mixing-clip", "ema-early-stopping"],
+    ids=["plain", "standardize-cosine", "linear-mixing-clip", "ema-early-stopping",
+         "one-dimensional"],
 )
 def test_training_follows_the_torch_path(options, maker):
     common = dict(epochs=6, lr=5e-3, verbose=False) | options
@@ -238,7 +245,7 @@ def test_non_finite_steps_are_skipped_and_counted_as_the_torch_engine_does():
 
 
 def test_the_recommended_and_tabular_models_are_supported_and_auto_picks_them():
-    for model in (flows.recommended(2), flows.nsf(6, **{k: v for k, v in
+    for model in (flows.recommended(2), flows.recommended(1), flows.nsf(6, **{k: v for k, v in
                   recipes.TABULAR.items() if k in ("n_layers", "hidden", "bins",
                                                             "bound", "mixing")})):
         stacked = flows.standardized(model)
@@ -249,7 +256,7 @@ def test_the_recommended_and_tabular_models_are_supported_and_auto_picks_them():
 def test_unsupported_spline_flows_are_refused_or_routed_to_torch():
     x = data(100, 0)
     for flow in (flows.nsf(2, 2, context=1), flows.maf(2, 2, transform="spline"),
-                 flows.nsf(1, 2)):
+                 flows.nsf(1, 2, context=1)):
         assert not compiled_spline.supports(flow)
     with pytest.raises(ValueError, match="compiled engine"):
         dl.fit(flows.maf(2, 1, transform="spline"), x, epochs=1, engine="compiled")

@@ -47,9 +47,10 @@ from densitylab.flows.splines import (
     MIN_BIN_HEIGHT,
     MIN_BIN_WIDTH,
     MIN_DERIVATIVE,
+    ElementwiseSpline,
     SplineCoupling,
 )
-from densitylab.flows.transforms import InvertibleLinear, Standardize
+from densitylab.flows.transforms import InvertibleLinear, Standardize, Transform
 
 ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1, "tanh": 2}
 LOG_2PI = math.log(2 * math.pi)
@@ -72,9 +73,9 @@ def available() -> bool:
 
 
 def _layers(flow: Flow) -> tuple[Standardize | None, list[tuple[InvertibleLinear | None,
-                                                                 SplineCoupling]]] | None:
-    """The flow as ``(standardize, [(linear or None, coupling), ...])``, or ``None`` if it holds
-    anything else."""
+                                                                 Transform]]] | None:
+    """The flow as ``(standardize, [(linear or None, spline layer), ...])``, or ``None`` if it
+    holds anything else."""
     body = list(flow.transforms)
     first = body[0] if body and isinstance(body[0], Standardize) else None
     body = body[1:] if first is not None else body
@@ -85,23 +86,29 @@ def _layers(flow: Flow) -> tuple[Standardize | None, list[tuple[InvertibleLinear
         elif type(t) is SplineCoupling and t.blocks is not None and not t.context_features:
             layers.append((linear, t))
             linear = None
+        elif type(t) is ElementwiseSpline and linear is None:
+            layers.append((None, t))
         else:
             return None
     if not layers or linear is not None:
         return None
-    couplings = [c for _, c in layers]
-    shape = {(c.bins, c.bound, c.net.fourier, c.net.activation_name, len(c.net.weights),
-              tuple(w.shape[-1] for w in c.net.weights[:-1]), c.net.masks is None)
-             for c in couplings}
-    if len(shape) != 1 or len({lin is None for lin, _ in layers}) != 1:
+    kinds = {type(t) for _, t in layers}
+    if len(kinds) != 1 or len({(t.bins, t.bound) for _, t in layers}) != 1:
         return None
+    if kinds == {SplineCoupling}:
+        shape = {(c.net.fourier, c.net.activation_name, len(c.net.weights),
+                  tuple(w.shape[-1] for w in c.net.weights[:-1]), c.net.masks is None)
+                 for _, c in layers}
+        if len(shape) != 1 or len({lin is None for lin, _ in layers}) != 1:
+            return None
     return first, layers
 
 
 def supports(flow: Flow) -> bool:
     """True for spline coupling flows: :class:`SplineCoupling` layers with contiguous masks
-    (any Fourier octaves, no context), each optionally after an :class:`InvertibleLinear`,
-    optionally behind a :class:`Standardize`."""
+    (any Fourier octaves, no context), each optionally after an :class:`InvertibleLinear`, or
+    :class:`ElementwiseSpline` layers (the one-dimensional spline flow); optionally behind a
+    :class:`Standardize`."""
     return _layers(flow) is not None
 
 
@@ -116,26 +123,32 @@ class Layout:
     w_off: np.ndarray  # (K, L) offsets of weight matrices (row-major fan_in x fan_out)
     b_off: np.ndarray  # (K, L)
     lin_off: np.ndarray  # (K, 3) offsets of lower, upper, log_s of the linear maps (-1: none)
+    e_off: np.ndarray  # (K,) offsets of the raw knots of elementwise splines (-1: a coupling)
     activation: int
     bins: int
     bound: float
     fourier: int
 
 
-def layout_of(layers: list[tuple[InvertibleLinear | None, SplineCoupling]], dim: int) -> Layout:
+def layout_of(layers: list[tuple[InvertibleLinear | None, Transform]], dim: int) -> Layout:
     first = layers[0][1]
-    n_layers = len(first.net.weights)
+    coupling = isinstance(first, SplineCoupling)
+    n_layers = len(first.net.weights) if coupling else 0
     k_total = len(layers)
     widths = np.zeros((k_total, n_layers + 1), dtype=np.int64)
     w_off = np.zeros((k_total, n_layers), dtype=np.int64)
     b_off = np.zeros_like(w_off)
     lin_off = np.full((k_total, 3), -1, dtype=np.int64)
+    e_off = np.full(k_total, -1, dtype=np.int64)
     n_tri = dim * (dim - 1) // 2
     offset = 0
     for k, (linear, c) in enumerate(layers):
         if linear is not None:
             lin_off[k] = offset, offset + n_tri, offset + 2 * n_tri
             offset += 2 * n_tri + dim
+        if not coupling:
+            e_off[k], offset = offset, offset + dim * (3 * c.bins - 1)
+            continue
         shapes = [tuple(w.shape[1:]) for w in c.net.weights]
         widths[k] = [shapes[0][0], *(s[1] for s in shapes)]
         for layer, (fan_in, fan_out) in enumerate(shapes):
@@ -143,11 +156,12 @@ def layout_of(layers: list[tuple[InvertibleLinear | None, SplineCoupling]], dim:
             b_off[k, layer], offset = offset, offset + fan_out
     return Layout(
         size=offset,
-        cond_first=np.array([int(c.blocks[0]) for _, c in layers], dtype=np.int64),
-        split=np.array([c.blocks[1][0] for _, c in layers], dtype=np.int64),
-        widths=widths, w_off=w_off, b_off=b_off, lin_off=lin_off,
-        activation=ACTIVATION_CODES[first.net.activation_name], bins=first.bins,
-        bound=first.bound, fourier=first.net.fourier,
+        cond_first=np.array([int(c.blocks[0]) if coupling else 0 for _, c in layers],
+                            dtype=np.int64),
+        split=np.array([c.blocks[1][0] if coupling else 0 for _, c in layers], dtype=np.int64),
+        widths=widths, w_off=w_off, b_off=b_off, lin_off=lin_off, e_off=e_off,
+        activation=ACTIVATION_CODES[first.net.activation_name] if coupling else 0,
+        bins=first.bins, bound=first.bound, fourier=first.net.fourier if coupling else 0,
     )
 
 
@@ -184,6 +198,9 @@ class CompiledSplineStack:
                 for tensor, at in zip((linear.lower, linear.upper, linear.log_s),
                                       lay.lin_off[k], strict=True):
                     yield tensor, int(at)
+            if isinstance(c, ElementwiseSpline):
+                yield c.raw, int(lay.e_off[k])
+                continue
             for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
                 yield w, int(lay.w_off[k, layer])
                 yield b, int(lay.b_off[k, layer])
@@ -228,7 +245,8 @@ class CompiledSplineStack:
     def _args(self, m: int) -> tuple:
         lay = self.layout
         return (lay.cond_first, lay.split, lay.widths, lay.w_off, lay.b_off, lay.lin_off,
-                self.perm[m], self.sign[m], lay.activation, lay.bins, lay.bound, lay.fourier)
+                lay.e_off, self.perm[m], self.sign[m], lay.activation, lay.bins, lay.bound,
+                lay.fourier)
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
                   clip, bad) -> np.ndarray:
@@ -599,8 +617,40 @@ def _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act,
 
 
 @_jit
-def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_off, perm, sign,
-                  act, bins, bound, octaves):
+def _elementwise_forward(theta, h, at, bins, bound, logdet, xk, yk, cache):
+    """``h`` through an elementwise spline layer whose raw knots start at ``theta[at]``."""
+    n, dim = h.shape
+    size = 3 * bins - 1
+    out = h.copy()
+    for i in range(n):
+        for j in range(dim):
+            z, ld = _spline_forward(theta, at + j * size, h[i, j], bins, bound, xk, yk, cache,
+                                    i * dim + j)
+            out[i, j] = z
+            logdet[i] += ld
+    return out
+
+
+@_jit
+def _elementwise_backward(grad, h_in, g_h, g_log, at, bins, bound, cache):
+    """Accumulate an elementwise spline layer's gradient (summed over the points); return the
+    gradient of its input."""
+    n, dim = h_in.shape
+    size = 3 * bins - 1
+    g_raw = np.empty(size)
+    g_in = np.empty_like(h_in)
+    for i in range(n):
+        for j in range(dim):
+            g_in[i, j] = _spline_backward(cache, i * dim + j, g_raw, 0, h_in[i, j], g_h[i, j],
+                                          g_log, bins, bound)
+            for q in range(size):
+                grad[at + j * size + q] += g_raw[q]
+    return g_in
+
+
+@_jit
+def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm,
+                  sign, act, bins, bound, octaves):
     """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
     n, dim = x.shape
     k_total = widths.shape[0]
@@ -626,6 +676,11 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
             for i in range(dim):
                 linear_logdet += theta[lin_off[k, 2] + i]
         inputs.append(h)
+        if e_off[k] >= 0:
+            cache = np.empty((n * dim, 2 * bins + CACHE_FIELDS))
+            caches.append(cache)
+            h = _elementwise_forward(theta, h, e_off[k], bins, bound, logdet, xk, yk, cache)
+            continue
         d_b = dim - split[k] if cond_first[k] else split[k]
         cache = np.empty((n * d_b, 2 * bins + CACHE_FIELDS))
         caches.append(cache)
@@ -641,6 +696,9 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
     per = n_layers + 1
     for k in range(k_total - 1, -1, -1):
         h_in = inputs[k]
+        if e_off[k] >= 0:
+            g_h = _elementwise_backward(grad, h_in, g_h, g_log, e_off[k], bins, bound, caches[k])
+            continue
         s = split[k]
         if cond_first[k]:
             a0, b0, d_a, d_b = 0, s, s, dim - s
@@ -688,7 +746,7 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
 
 
 @_jit
-def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, perm, sign, act,
+def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm, sign, act,
               bins, bound, octaves):
     """``log p`` of every row of ``x`` (n, D), in slices that stay in cache."""
     n, dim = x.shape
@@ -707,6 +765,9 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, perm, 
                 h = np.dot(h, w.T)
                 for i in range(dim):
                     logdet += theta[lin_off[k, 2] + i]
+            if e_off[k] >= 0:
+                h = _elementwise_forward(theta, h, e_off[k], bins, bound, logdet, xk, yk, cache)
+                continue
             outs = _list_like(h)
             h = _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act,
                                   bins, bound, octaves, outs, logdet, xk, yk, cache)
@@ -720,8 +781,8 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, perm, 
 
 @_jit
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
-           clip, bad, cond_first, split, widths, w_off, b_off, lin_off, perm, sign, act, bins,
-           bound, octaves):
+           clip, bad, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm, sign, act,
+           bins, bound, octaves):
     """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
 
     Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
@@ -734,7 +795,7 @@ def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, st
         idx = order[start : start + batch_size]
         batch = x[idx]
         nll = _nll_and_grad(theta, grad, batch, cond_first, split, widths, w_off, b_off,
-                            lin_off, perm, sign, act, bins, bound, octaves)
+                            lin_off, e_off, perm, sign, act, bins, bound, octaves)
         total += nll
         norm = 0.0
         for p in range(grad.shape[0]):
