@@ -260,3 +260,13 @@ def test_unsupported_spline_flows_are_refused_or_routed_to_torch():
         assert not compiled_spline.supports(flow)
     with pytest.raises(ValueError, match="compiled engine"):
         dl.fit(flows.maf(2, 1, transform="spline"), x, epochs=1, engine="compiled")
+
+
+def test_stacked_flows_log_prob_takes_the_compiled_path_per_model():
+    stacked = flows.stack([perturbed_flow(CONFIGS["plain"], seed=s) for s in (0, 1)])
+    x = torch.randn(5000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        fast = stacked.log_prob(x)
+        slow = stacked._log_prob(x.expand(2, -1, -1))
+    assert fast.shape == (2, 5000)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
