@@ -116,7 +116,8 @@ def test_log_prob_equals_the_torch_flow(config):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_flow_log_prob_takes_the_compiled_path_without_gradients(dtype):
+def test_flow_log_prob_takes_the_compiled_path_without_gradients(dtype, monkeypatch):
+    monkeypatch.setattr(compiled_spline, "COMPILED_LOG_PROB_MIN_POINTS", 1000)
     flow = flows.standardized(perturbed_flow(CONFIGS["fourier"])).to(dtype)
     with torch.no_grad():
         flow.transforms[0].mean.fill_(0.5)
@@ -262,11 +263,14 @@ def test_unsupported_spline_flows_are_refused_or_routed_to_torch():
         dl.fit(flows.maf(2, 1, transform="spline"), x, epochs=1, engine="compiled")
 
 
-def test_stacked_flows_log_prob_takes_the_compiled_path_per_model():
+def test_stacked_flows_log_prob_takes_the_compiled_path_per_model(monkeypatch):
+    monkeypatch.setattr(compiled_spline, "COMPILED_LOG_PROB_MIN_POINTS", 1000)
     stacked = flows.stack([perturbed_flow(CONFIGS["plain"], seed=s) for s in (0, 1)])
     x = torch.randn(5000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     with torch.no_grad():
         fast = stacked.log_prob(x)
         slow = stacked._log_prob(x.expand(2, -1, -1))
     assert fast.shape == (2, 5000)
+    with torch.no_grad():
+        assert compiled_spline.compiled_log_prob(stacked, x.expand(2, -1, -1)) is not None
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
