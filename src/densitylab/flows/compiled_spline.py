@@ -7,9 +7,13 @@ backward pass, gradient checks, clipping and Adam on a flat parameter vector. Su
 :class:`~densitylab.flows.Standardize` in front (a fixed change of units), then rational-quadratic
 :class:`~densitylab.flows.splines.SplineCoupling` layers with contiguous masks (Fourier features
 of the conditioner input allowed), each optionally preceded by an
-:class:`~densitylab.flows.transforms.InvertibleLinear` (the ``mixing="linear"`` of :func:`nsf`):
-the recommended model and the tabular recipe. ``tests/test_compiled_spline.py`` checks gradients
-against ``torch.autograd`` and whole training runs against the plain path.
+:class:`~densitylab.flows.transforms.InvertibleLinear` (the ``mixing="linear"`` of :func:`nsf`),
+or :class:`~densitylab.flows.splines.ElementwiseSpline` layers (one-dimensional data): the
+recommended model and the tabular recipe on any number of columns. Arrays have the flow's
+precision (float32 matrix products are twice as fast as float64 ones); scalar spline and Adam
+arithmetic is float64. :func:`compiled_log_prob` is the same forward pass for evaluation.
+``tests/test_compiled_spline.py`` checks gradients against ``torch.autograd`` and whole
+training runs and log-densities against the plain path.
 
 Backward pass of one spline value (the forward formulas are in :mod:`densitylab.flows.splines`),
 for bin ``k`` with ``s = h / w``, ``xi = (x - x_k) / w``, ``mix = xi (1 - xi)``,
