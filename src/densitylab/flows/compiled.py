@@ -117,6 +117,23 @@ class CompiledStack:
         self.couplings: list[AffineCoupling] = body[1:] if self.standardize else body
         self.layout = layout_of(self.couplings)
         self.n_models = flow.n_models
+        self._targets = self._unpack_targets()
+
+    def _unpack_targets(self) -> list[tuple[torch.Tensor, np.ndarray]]:
+        """Every parameter tensor with the indices of its entries in a row of ``theta``: row
+        ``m * nets + g`` of a stacked weight is net ``g`` of model ``m``, so one gather of
+        ``theta[:, index]`` gives the whole tensor."""
+        lay = self.layout
+        targets = []
+        for k, c in enumerate(self.couplings):
+            for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
+                for tensor, offsets in ((w, lay.w_off), (b, lay.b_off)):
+                    size = tensor[0].numel()
+                    index = offsets[k, :, layer][:, None] + np.arange(size)  # (nets, size)
+                    targets.append((tensor, index))
+            size = c.scale_factor.shape[-1]
+            targets.append((c.scale_factor, lay.f_off[k] + np.arange(size)[None, :]))
+        return targets
 
     def pack(self) -> np.ndarray:
         """Copy the torch parameters into a new ``(M, P)`` array."""
@@ -137,20 +154,9 @@ class CompiledStack:
 
     @torch.no_grad()
     def unpack(self, theta: np.ndarray) -> None:
-        """Write an ``(M, P)`` array back into the torch parameters."""
-        lay, nets = self.layout, self.layout.nets
-        for k, c in enumerate(self.couplings):
-            for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
-                fan_in, fan_out = w.shape[1:]
-                for m in range(self.n_models):
-                    for g in range(nets):
-                        o, p = lay.w_off[k, g, layer], lay.b_off[k, g, layer]
-                        weight = theta[m, o : o + fan_in * fan_out]
-                        w[m * nets + g].copy_(_tensor(weight, (fan_in, fan_out), w))
-                        b[m * nets + g].copy_(_tensor(theta[m, p : p + fan_out], (1, fan_out), b))
-            d_b, f = c.scale_factor.shape[-1], lay.f_off[k]
-            for m in range(self.n_models):
-                c.scale_factor[m].copy_(_tensor(theta[m, f : f + d_b], (1, d_b), c.scale_factor))
+        """Write an ``(M, P)`` array back into the torch parameters (one copy per tensor)."""
+        for tensor, index in self._targets:
+            tensor.copy_(_tensor(theta[:, index], tuple(tensor.shape), tensor))
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Data as the couplings see it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
