@@ -2,9 +2,10 @@
 
 Small flows spend their time in per-operation overhead, not arithmetic: a coursework step is
 ~300 tiny torch operations. Here a whole epoch (batch gather, forward pass, the hand-derived
-backward pass, gradient checks, clipping and Adam) is one compiled call over a flat float64
-parameter vector per model. The mathematics is the PyTorch flow's; ``tests/test_compiled.py``
-checks gradients against ``torch.autograd`` and whole training runs against the plain path.
+backward pass, gradient checks, clipping and Adam) is one compiled call over a flat parameter
+vector per model, in the flow's precision (float32 matrix products are twice as fast). The
+mathematics is the PyTorch flow's; ``tests/test_compiled.py`` checks gradients against
+``torch.autograd`` and whole training runs against the plain path.
 
 Backward pass of one coupling ``z_b = x_b * exp(s) + t``, ``s = f * r`` (``r`` the raw net
 output; ``s = f * tanh(r)`` for the tanh scale), with ``g_y = dL/dy`` and the log-det term
@@ -37,12 +38,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 try:  # numba is an optional accelerator: without it, training uses the plain torch loop
     import numba
-    from numba import types
     from numba.typed import List
 
     warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
     _jit = numba.njit(cache=True)  # compiled once, then loaded from __pycache__
-    MATRIX = types.float64[:, ::1]
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
@@ -109,7 +108,11 @@ def layout_of(couplings: list[AffineCoupling]) -> Layout:
 
 
 class CompiledStack:
-    """The couplings of an ``M``-model flow as an ``(M, P)`` float64 array, and back."""
+    """The couplings of an ``M``-model flow as an ``(M, P)`` array, and back.
+
+    The arrays have the flow's precision: a float32 flow trains in float32 (as the torch
+    engine trains it; float32 matrix products are twice as fast), a float64 one in float64.
+    """
 
     def __init__(self, flow: Flow) -> None:
         body = list(flow.transforms)
@@ -117,6 +120,7 @@ class CompiledStack:
         self.couplings: list[AffineCoupling] = body[1:] if self.standardize else body
         self.layout = layout_of(self.couplings)
         self.n_models = flow.n_models
+        self.dtype = np.float32 if flow.dtype == torch.float32 else np.float64
         self._targets = self._unpack_targets()
 
     def _unpack_targets(self) -> list[tuple[torch.Tensor, np.ndarray]]:
@@ -138,17 +142,17 @@ class CompiledStack:
     def pack(self) -> np.ndarray:
         """Copy the torch parameters into a new ``(M, P)`` array."""
         lay, nets = self.layout, self.layout.nets
-        theta = np.zeros((self.n_models, lay.size))
+        theta = np.zeros((self.n_models, lay.size), dtype=self.dtype)
         for m in range(self.n_models):
             for k, c in enumerate(self.couplings):
                 for g in range(nets):
                     for layer, (w, b) in enumerate(zip(c.net.weights, c.net.biases, strict=True)):
-                        weight = w[m * nets + g].detach().double().cpu().numpy().ravel()
-                        bias = b[m * nets + g].detach().double().cpu().numpy().ravel()
+                        weight = w[m * nets + g].detach().cpu().numpy().ravel()
+                        bias = b[m * nets + g].detach().cpu().numpy().ravel()
                         w_at, b_at = lay.w_off[k, g, layer], lay.b_off[k, g, layer]
                         theta[m, w_at : w_at + weight.size] = weight
                         theta[m, b_at : b_at + bias.size] = bias
-                factor = c.scale_factor[m].detach().double().cpu().numpy().ravel()
+                factor = c.scale_factor[m].detach().cpu().numpy().ravel()
                 theta[m, lay.f_off[k] : lay.f_off[k] + factor.size] = factor
         return theta
 
@@ -160,11 +164,12 @@ class CompiledStack:
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Data as the couplings see it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
-        if self.standardize is None:
-            return np.ascontiguousarray(x, dtype=np.float64)
-        mean = self.standardize.mean.detach().double().cpu().numpy()
-        log_std = self.standardize.log_std.detach().double().cpu().numpy()
-        return np.ascontiguousarray((x - mean) * np.exp(-log_std))  # as Standardize computes it
+        x = np.asarray(x, dtype=self.dtype)
+        if self.standardize is not None:  # as Standardize computes it, in the flow's precision
+            mean = self.standardize.mean.detach().cpu().numpy().astype(self.dtype)
+            log_std = self.standardize.log_std.detach().cpu().numpy().astype(self.dtype)
+            x = (x - mean) * np.exp(-log_std)
+        return np.ascontiguousarray(x, dtype=self.dtype)
 
     def log_det_offset(self) -> np.ndarray:
         """Per model, the standardisation's constant log-determinant ``-sum(log std)``."""
@@ -174,7 +179,7 @@ class CompiledStack:
 
     def new_adam(self) -> dict[str, np.ndarray]:
         """Zeroed Adam state per model: first and second moments and the step count."""
-        zeros = np.zeros((self.n_models, self.layout.size))
+        zeros = np.zeros((self.n_models, self.layout.size), dtype=self.dtype)
         return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
@@ -183,7 +188,7 @@ class CompiledStack:
         (consecutive non-finite steps per model) in place."""
         lay = self.layout
         sums = np.zeros(self.n_models)
-        grad = np.zeros(lay.size)
+        grad = np.zeros(lay.size, dtype=self.dtype)
         for m in range(self.n_models):
             sums[m], bad[m] = _epoch(
                 theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
@@ -199,7 +204,7 @@ def _tensor(values: np.ndarray, shape: tuple[int, ...], like: torch.Tensor) -> t
 
 
 # --------------------------------------------------------------------------------------------
-# compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
+# compiled kernels (numba): plain loops and np.dot on contiguous arrays of the flow's dtype
 # --------------------------------------------------------------------------------------------
 SMALL = 4  # a matrix product with this few inputs or outputs runs as a loop, not a BLAS call
 
@@ -211,7 +216,7 @@ def _matmul(a, w, bias, theta, bias_at):
     n, fan_in = a.shape
     fan_out = w.shape[1]
     if fan_in <= SMALL or fan_out <= SMALL:
-        out = np.empty((n, fan_out))
+        out = np.empty((n, fan_out), a.dtype)
         for i in range(n):
             for j in range(fan_out):
                 v = theta[bias_at + j] if bias else 0.0
@@ -290,70 +295,94 @@ def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, outs
 
 
 @_jit
+def _list_like(array):
+    """An empty typed list for arrays of ``array``'s type (known to type inference)."""
+    items = List()
+    items.append(array)
+    items.pop()
+    return items
+
+
+@_jit
 def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
                  act, scale):
-    """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
+    """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``).
+
+    Arrays have ``x``'s dtype; the coupling's elementwise steps are fused loops (no
+    temporaries), scalar arithmetic in float64."""
     n, dim = x.shape
     n_couplings = widths.shape[0]
     grad[:] = 0.0
     h = x.copy()
-    inputs, raws = List.empty_list(MATRIX), List.empty_list(MATRIX)
-    shifts = List.empty_list(MATRIX)
-    outs = List.empty_list(MATRIX)
+    inputs, raws, scales, outs = _list_like(h), _list_like(h), _list_like(h), _list_like(h)
     logdet = np.zeros(n)
     for k in range(n_couplings):
-        first, second = h[:, : split[k]], h[:, split[k] :]
-        x_a, x_b = (first, second) if cond_first[k] else (second, first)
-        x_a = np.ascontiguousarray(x_a)
+        s0 = split[k]
+        a0, b0 = (0, s0) if cond_first[k] else (s0, 0)
+        d_a = s0 if cond_first[k] else dim - s0
+        d_b = dim - d_a
+        x_a = np.ascontiguousarray(h[:, a0 : a0 + d_a])
         if nets == 2:
             raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
             shift = _net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, outs)
+            t0 = 0
         else:
-            both = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
-            d_b = both.shape[1] // 2
-            raw, shift = both[:, :d_b].copy(), both[:, d_b:].copy()
-        d_b = raw.shape[1]
-        factor = theta[f_off[k] : f_off[k] + d_b]
-        s = factor * (raw if scale == 0 else np.tanh(raw))
-        z_b = x_b * np.exp(s) + shift
-        logdet += s.sum(axis=1)
+            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
+            shift = raw
+            t0 = d_b  # one net: [raw scale | shift] side by side
+        fo = f_off[k]
+        e = np.empty((n, d_b), h.dtype)
+        out = h.copy()
+        for i in range(n):
+            total = 0.0
+            for j in range(d_b):
+                r = raw[i, j]
+                s = theta[fo + j] * (r if scale == 0 else np.tanh(r))
+                e[i, j] = np.exp(s)
+                out[i, b0 + j] = h[i, b0 + j] * e[i, j] + shift[i, t0 + j]
+                total += s
+            logdet[i] += total
         inputs.append(h)
         raws.append(raw)
-        shifts.append(np.exp(s))
-        h = np.empty_like(h)
-        if cond_first[k]:
-            h[:, : split[k]] = x_a
-            h[:, split[k] :] = z_b
-        else:
-            h[:, : split[k]] = z_b
-            h[:, split[k] :] = x_a
-    nll = 0.5 * (h * h).sum() / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
-    g_h = h / n
+        scales.append(e)
+        h = out
+    square = 0.0
+    for i in range(n):
+        for j in range(dim):
+            square += h[i, j] * h[i, j]
+    nll = 0.5 * square / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
+    g_h = np.empty_like(h)
+    for i in range(n):
+        for j in range(dim):
+            g_h[i, j] = h[i, j] / n
     per_net = widths.shape[1] - 1
     for k in range(n_couplings - 1, -1, -1):
-        h_in = inputs[k]
-        first_in, second_in = h_in[:, : split[k]], h_in[:, split[k] :]
-        g_first, g_second = g_h[:, : split[k]], g_h[:, split[k] :]
-        if cond_first[k]:
-            x_a, x_b, g_za, g_zb = first_in, second_in, g_first, g_second
-        else:
-            x_a, x_b, g_za, g_zb = second_in, first_in, g_second, g_first
-        x_a = np.ascontiguousarray(x_a)
-        e, raw = shifts[k], raws[k]
-        d_b = raw.shape[1]
+        h_in, raw, e = inputs[k], raws[k], scales[k]
+        s0 = split[k]
+        a0, b0 = (0, s0) if cond_first[k] else (s0, 0)
+        d_a = s0 if cond_first[k] else dim - s0
+        d_b = dim - d_a
+        x_a = np.ascontiguousarray(h_in[:, a0 : a0 + d_a])
         fo = f_off[k]
-        factor = theta[fo : fo + d_b]
-        g_xb = g_zb * e
-        g_s = g_zb * x_b * e - 1.0 / n
-        squashed = raw if scale == 0 else np.tanh(raw)
-        grad[fo : fo + d_b] += (g_s * squashed).sum(axis=0)
-        g_raw = g_s * factor if scale == 0 else g_s * factor * (1.0 - squashed * squashed)
-        g_shift = np.ascontiguousarray(g_zb)
+        g_new = np.empty_like(g_h)
+        g_raw = np.empty((n, d_b), h.dtype)
+        g_shift = np.empty((n, d_b), h.dtype)
+        for i in range(n):
+            for j in range(d_b):
+                g_zb = g_h[i, b0 + j]
+                g_new[i, b0 + j] = g_zb * e[i, j]
+                g_s = g_zb * h_in[i, b0 + j] * e[i, j] - 1.0 / n
+                r = raw[i, j]
+                squashed = r if scale == 0 else np.tanh(r)
+                grad[fo + j] += g_s * squashed
+                g_raw[i, j] = g_s * theta[fo + j] * (1.0 if scale == 0
+                                                     else 1.0 - squashed * squashed)
+                g_shift[i, j] = g_zb
         base = k * nets * per_net
         need = k > 0  # the first coupling's input is the data: no gradient needed
         if nets == 2:
-            g_xa = _net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
-                                 w_off, b_off, act, outs, base, need)
+            g_xa = _net_backward(theta, grad, x_a, g_raw, k, 0, widths, w_off, b_off, act,
+                                 outs, base, need)
             g_t = _net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
                                 outs, base + per_net, need)
             if need:
@@ -364,15 +393,12 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
                                  outs, base, need)
         if not need:
             break
-        g_xa += g_za
-        g_h = np.empty_like(g_h)
-        if cond_first[k]:
-            g_h[:, : split[k]] = g_xa
-            g_h[:, split[k] :] = g_xb
-        else:
-            g_h[:, : split[k]] = g_xb
-            g_h[:, split[k] :] = g_xa
+        for i in range(n):
+            for j in range(d_a):
+                g_new[i, a0 + j] = g_xa[i, j] + g_h[i, a0 + j]
+        g_h = g_new
     return nll
+
 
 @_jit
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
@@ -422,8 +448,8 @@ def nll_and_grad(
 ) -> tuple[float, np.ndarray]:
     """Mean NLL of ``x`` under one packed model and its gradient (for tests and inspection)."""
     lay = stack.layout
-    grad = np.zeros(lay.size)
-    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64), lay.cond_first,
+    grad = np.zeros(lay.size, dtype=theta.dtype)
+    nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=theta.dtype), lay.cond_first,
                         lay.widths, lay.split, lay.w_off, lay.b_off, lay.f_off, lay.nets,
                         lay.activation, lay.scale)
     return nll, grad
