@@ -84,7 +84,7 @@ def test_training_follows_the_torch_path(options):
             torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-9)
 
 
-def test_float32_flows_train_in_float32_close_to_the_torch_path():
+def test_float32_flows_train_in_float64_close_to_the_torch_path():
     options = dict(epochs=3, verbose=False, lr=5e-3)
     result = dl.fit(flows.realnvp(2, 2), data(200, 0), engine="compiled", **options)
     reference = dl.fit(flows.realnvp(2, 2), data(200, 0), engine="torch", **options)
