@@ -13,7 +13,7 @@ The job (the coursework's configuration, the same for every implementation):
 Implementations:
 
 * ``densitylab compiled``: ``densitylab.fit(..., engine="compiled")``, the numba engine
-  (hand-derived gradients in the flow's precision, one compiled call per epoch). Its one-time
+  (float64 hand-derived gradients, one compiled call per epoch). Its one-time
   JIT compilation is measured separately, in a child process with an empty
   ``NUMBA_CACHE_DIR``; in this process a 1-epoch warm-up fit loads it from the on-disk cache
   before anything is timed;

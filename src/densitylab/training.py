@@ -128,8 +128,8 @@ def fit(
             so far; ``resume`` then continues from the last checkpoint.
         resume: continue from ``checkpoint`` if it exists; the data and options must match.
         engine: ``"torch"`` (autograd, any flow, any device), ``"compiled"`` (a numba-compiled
-            epoch with hand-derived gradients, in the flow's precision, for RealNVP and spline
-            coupling flows on the CPU: the same model, batches and
+            epoch with hand-derived gradients for RealNVP flows, in float64, and for spline
+            flows, in the flow's precision, on the CPU: the same model, batches and
             Adam updates, several times faster), or ``"auto"``: compiled where supported and
             faster (RealNVP: small networks, at most 4 models trained together, since it runs
             stacked models one by one; spline flows: always), else torch.
