@@ -12,10 +12,11 @@ The job (the coursework's configuration, the same for every implementation):
 
 Implementations:
 
-* ``densitylab compiled``: ``densitylab.fit(..., engine="compiled")``, the numba engine (float64
-  hand-derived gradients, one compiled call per epoch). Its one-time JIT compilation is measured
-  separately, in a child process with an empty ``NUMBA_CACHE_DIR``; in this process a 1-epoch
-  warm-up fit loads it from the on-disk cache before anything is timed;
+* ``densitylab compiled``: ``densitylab.fit(..., engine="compiled")``, the numba engine
+  (float64 hand-derived gradients, one compiled call per epoch). Its one-time
+  JIT compilation is measured separately, in a child process with an empty
+  ``NUMBA_CACHE_DIR``; in this process a 1-epoch warm-up fit loads it from the on-disk cache
+  before anything is timed;
 * ``densitylab torch``: ``densitylab.fit(..., engine="torch")`` (autograd, float32);
 * ``plain PyTorch``: the coursework's ``CouplingLayer``/``CouplingFlow`` (masked inputs, separate
   ``nn.Sequential`` s and t nets 2 -> 32 -> 32 -> 2, learnable ``scale_factor`` initialised to 0,

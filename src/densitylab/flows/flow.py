@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,6 +20,10 @@ from densitylab.flows.bases import StandardNormal
 from densitylab.flows.transforms import Transform, as_context, as_input, lift, with_context
 
 INFERENCE_CHUNK = 8192  # points per slice for large inputs in evaluation mode (see Flow._chunked)
+FAST_LOG_PROB: list[Callable[[Flow, Tensor], Tensor | None]] = []
+"""Compiled evaluators that :meth:`Flow.log_prob` tries first, each ``(flow, rows) -> log p``
+or ``None`` where it does not apply; the compiled engines of :mod:`densitylab.training`
+register theirs (the flow layer itself imports no engine)."""
 
 
 class Flow(nn.Module):
@@ -144,7 +148,11 @@ class Flow(nn.Module):
         Ask for ``dtype=torch.float64`` to keep such far values (-1e43) that float32 cannot hold.
         """
         rows, squeeze = self._rows(x, context, beyond_range=True)
-        log_p = self._chunked(self._log_prob, rows).to(dtype or self.dtype)
+        log_p = next((v for v in (fast(self, rows) for fast in FAST_LOG_PROB) if v is not None),
+                     None)  # e.g. spline flows on the CPU: one fused, compiled pass
+        if log_p is None:
+            log_p = self._chunked(self._log_prob, rows)
+        log_p = log_p.to(dtype or self.dtype)
         overflowed = ~torch.isfinite(log_p).all(dim=0)
         if overflowed.any():
             wide_rows = self._float64_rows(x, context)[:, overflowed]

@@ -35,8 +35,8 @@ from densitylab.flows.transforms import Coupling, Transform, with_context
 MIN_BIN_WIDTH = 1e-3  # fraction of the interval; keeps every bin's slope finite
 MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
-# softplus(_IDENTITY_SHIFT) + MIN_DERIVATIVE == 1: a zero network output gives the identity map
-_IDENTITY_SHIFT = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
+# softplus(IDENTITY_SHIFT) + MIN_DERIVATIVE == 1: a zero network output gives the identity map
+IDENTITY_SHIFT = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
 
 def _knots(raw: Tensor, bound: float, minimum: float) -> tuple[Tensor, Tensor]:
@@ -72,7 +72,7 @@ def rational_quadratic(
     raw_w, raw_h, raw_d = raw[..., :bins], raw[..., bins : 2 * bins], raw[..., 2 * bins :]
     x_knots, widths = _knots(raw_w, bound, MIN_BIN_WIDTH)
     y_knots, heights = _knots(raw_h, bound, MIN_BIN_HEIGHT)
-    interior = MIN_DERIVATIVE + F.softplus(raw_d + _IDENTITY_SHIFT)
+    interior = MIN_DERIVATIVE + F.softplus(raw_d + IDENTITY_SHIFT)
     ones = torch.ones_like(interior[..., :1])
     derivatives = torch.cat([ones, interior, ones], dim=-1)
 

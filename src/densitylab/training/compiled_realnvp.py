@@ -3,8 +3,8 @@ per step.
 
 Small flows spend their time in per-operation overhead, not arithmetic: a coursework step is
 ~300 tiny torch operations. Here a whole epoch (batch gather, forward pass, the hand-derived
-backward pass, gradient checks, clipping and Adam) is one compiled call over a flat float64
-parameter vector per model. The mathematics is the PyTorch flow's; ``tests/test_compiled.py``
+backward pass, gradient checks, clipping and Adam) is one compiled call over a flat parameter
+vector per model, in float64. The mathematics is the PyTorch flow's; ``tests/test_compiled.py``
 checks gradients against ``torch.autograd`` and whole training runs against the plain path.
 
 Backward pass of one coupling ``z_b = x_b * exp(s) + t``, ``s = f * r`` (``r`` the raw net
@@ -23,36 +23,17 @@ and for a network layer ``y = act(a W + b)``: ``g_pre = g_y * act'(pre)``,
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 
 from densitylab.flat_realnvp import FlatLayout, adam_update
 from densitylab.flows import AffineCoupling, Flow, Standardize, StandardNormal
-from densitylab.training.autograd import TorchEngine
+from densitylab.training.numba_kernels import ACTIVATION_CODES, List, jit
 
-ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1, "tanh": 2}
 SCALE_CODES = {"factor": 0, "tanh": 1}
 LOG_2PI = math.log(2 * math.pi)
-
-try:  # numba is an optional accelerator: without it, training uses the plain torch loop
-    import numba
-    from numba import types
-    from numba.typed import List
-
-    warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
-    _jit = numba.njit(cache=True)  # compiled once, then loaded from __pycache__
-    MATRIX = types.float64[:, ::1]
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
-
-    def _jit(function):
-        return function
-
-
-def available() -> bool:
-    return numba is not None
+_jit = jit()
 
 
 def supports(flow: Flow) -> bool:
@@ -90,6 +71,7 @@ class CompiledStack:
         self.activation = ACTIVATION_CODES[net.activation_name]
         self.scale = SCALE_CODES[couplings[0].scale]
         self.flow, self.n_models = flow, flow.n_models
+        self.dtype = np.float64
 
     def pack(self) -> np.ndarray:
         """Copy the torch parameters into a new ``(M, P)`` array."""
@@ -107,11 +89,12 @@ class CompiledStack:
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Data as the couplings see it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
-        if self.standardize is None:
-            return np.ascontiguousarray(x, dtype=np.float64)
-        mean = self.standardize.mean.detach().double().cpu().numpy()
-        log_std = self.standardize.log_std.detach().double().cpu().numpy()
-        return np.ascontiguousarray((x - mean) * np.exp(-log_std))  # as Standardize computes it
+        x = np.asarray(x, dtype=self.dtype)
+        if self.standardize is not None:  # as Standardize computes it, in the flow's precision
+            mean = self.standardize.mean.detach().cpu().numpy().astype(self.dtype)
+            log_std = self.standardize.log_std.detach().cpu().numpy().astype(self.dtype)
+            x = (x - mean) * np.exp(-log_std)
+        return np.ascontiguousarray(x, dtype=self.dtype)
 
     def log_det_offset(self) -> np.ndarray:
         """Per model, the standardisation's constant log-determinant ``-sum(log std)``."""
@@ -144,139 +127,202 @@ class CompiledStack:
 
 
 # --------------------------------------------------------------------------------------------
-# compiled kernels (numba): plain loops and np.dot on contiguous float64 arrays
+# compiled kernels (numba): plain loops and np.dot on contiguous arrays of the flow's dtype
 # --------------------------------------------------------------------------------------------
 _adam_update = _jit(adam_update)  # the NumPy flow's Adam, compiled
+SMALL = 4  # a matrix product with this few inputs or outputs runs as a loop, not a BLAS call
 
 
 @_jit
-def _activate(pre, code):
-    if code == 0:
-        return np.where(pre > 0, pre, 0.01 * pre)
-    if code == 1:
-        return np.maximum(pre, 0.0)
-    return np.tanh(pre)
+def _matmul(a, w, bias, theta, bias_at):
+    """``a @ w`` (plus ``theta[bias_at:]`` when ``bias``): a loop for thin matrices, where a BLAS
+    call costs more than its arithmetic."""
+    n, fan_in = a.shape
+    fan_out = w.shape[1]
+    if fan_in <= SMALL or fan_out <= SMALL:
+        out = np.empty((n, fan_out), a.dtype)
+        for i in range(n):
+            for j in range(fan_out):
+                v = theta[bias_at + j] if bias else 0.0
+                for q in range(fan_in):
+                    v += a[i, q] * w[q, j]
+                out[i, j] = v
+        return out
+    out = np.dot(a, w)
+    if bias:
+        for i in range(n):
+            for j in range(fan_out):
+                out[i, j] += theta[bias_at + j]
+    return out
+
 
 @_jit
-def _activation_grad(pre, out, code):
-    if code == 0:
-        return np.where(pre > 0, 1.0, 0.01)
-    if code == 1:
-        return np.where(pre > 0, 1.0, 0.0)
-    return 1.0 - out * out
-
-@_jit
-def _net_forward(theta, x_a, k, g, widths, w_off, b_off, act, pres, outs):
-    """Forward through net ``g`` of coupling ``k``; keeps pre-activations for backward."""
+def _net_forward(theta, x_a, k, g, widths, w_off, b_off, act, outs):
+    """Forward through net ``g`` of coupling ``k``; keeps every layer's output for backward
+    (an activation's derivative is a function of its output)."""
     n_layers = widths.shape[1] - 1
     a = x_a
     for layer in range(n_layers):
         fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
         start = w_off[k, g, layer]
         w = theta[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
-        b = theta[b_off[k, g, layer] : b_off[k, g, layer] + fan_out]
-        pre = np.dot(a, w) + b
-        pres.append(pre)
-        a = _activate(pre, act) if layer < n_layers - 1 else pre
+        a = _matmul(a, w, True, theta, b_off[k, g, layer])
+        if layer < n_layers - 1:
+            for i in range(a.shape[0]):
+                for j in range(fan_out):
+                    v = a[i, j]
+                    if act == 0:
+                        a[i, j] = v if v > 0 else 0.01 * v
+                    elif act == 1:
+                        a[i, j] = v if v > 0 else 0.0
+                    else:
+                        a[i, j] = np.tanh(v)
         outs.append(a)
     return a
 
+
 @_jit
-def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, pres, outs, base):
-    """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a."""
+def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, outs, base,
+                  need_input):
+    """Back-propagate ``g_out`` through net ``g``; accumulates into ``grad``, returns g_x_a
+    (``None``-like zeros unless ``need_input``)."""
     n_layers = widths.shape[1] - 1
     g_a = g_out
     for layer in range(n_layers - 1, -1, -1):
         fan_in, fan_out = widths[k, layer], widths[k, layer + 1]
-        pre, out = pres[base + layer], outs[base + layer]
-        g_pre = g_a if layer == n_layers - 1 else g_a * _activation_grad(pre, out, act)
+        if layer < n_layers - 1:  # g_a is this function's own array: scale it in place
+            out = outs[base + layer]
+            for i in range(g_a.shape[0]):
+                for j in range(fan_out):
+                    if act == 2:
+                        g_a[i, j] *= 1.0 - out[i, j] * out[i, j]
+                    elif not out[i, j] > 0:
+                        g_a[i, j] *= 0.01 if act == 0 else 0.0
         below = x_a if layer == 0 else outs[base + layer - 1]
         wo, bo = w_off[k, g, layer], b_off[k, g, layer]
-        grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_pre).ravel()
-        grad[bo : bo + fan_out] += g_pre.sum(axis=0)
-        w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
-        g_a = np.dot(g_pre, w.T)
+        if fan_in <= SMALL or fan_out <= SMALL:
+            for i in range(g_a.shape[0]):
+                for q in range(fan_in):
+                    v = below[i, q]
+                    row = wo + q * fan_out
+                    for j in range(fan_out):
+                        grad[row + j] += v * g_a[i, j]
+        else:
+            grad[wo : wo + fan_in * fan_out] += np.dot(below.T, g_a).ravel()
+        for i in range(g_a.shape[0]):
+            for j in range(fan_out):
+                grad[bo + j] += g_a[i, j]
+        if layer > 0 or need_input:
+            w = theta[wo : wo + fan_in * fan_out].reshape(fan_in, fan_out)
+            g_a = _matmul(g_a, w.T, False, theta, 0)
     return g_a
+
+
+@_jit
+def _list_like(array):
+    """An empty typed list for arrays of ``array``'s type (known to type inference)."""
+    items = List()
+    items.append(array)
+    items.pop()
+    return items
+
 
 @_jit
 def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
                  act, scale):
-    """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
+    """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``).
+
+    Arrays have ``x``'s dtype; the coupling's elementwise steps are fused loops (no
+    temporaries), scalar arithmetic in float64."""
     n, dim = x.shape
     n_couplings = widths.shape[0]
     grad[:] = 0.0
     h = x.copy()
-    inputs, raws = List.empty_list(MATRIX), List.empty_list(MATRIX)
-    shifts, pres = List.empty_list(MATRIX), List.empty_list(MATRIX)
-    outs = List.empty_list(MATRIX)
+    inputs, raws, scales, outs = _list_like(h), _list_like(h), _list_like(h), _list_like(h)
     logdet = np.zeros(n)
     for k in range(n_couplings):
-        first, second = h[:, : split[k]], h[:, split[k] :]
-        x_a, x_b = (first, second) if cond_first[k] else (second, first)
-        x_a = np.ascontiguousarray(x_a)
+        s0 = split[k]
+        a0, b0 = (0, s0) if cond_first[k] else (s0, 0)
+        d_a = s0 if cond_first[k] else dim - s0
+        d_b = dim - d_a
+        x_a = np.ascontiguousarray(h[:, a0 : a0 + d_a])
         if nets == 2:
-            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
-            shift = _net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, pres, outs)
+            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
+            shift = _net_forward(theta, x_a, k, 1, widths, w_off, b_off, act, outs)
+            t0 = 0
         else:
-            both = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, pres, outs)
-            d_b = both.shape[1] // 2
-            raw, shift = both[:, :d_b].copy(), both[:, d_b:].copy()
-        d_b = raw.shape[1]
-        factor = theta[f_off[k] : f_off[k] + d_b]
-        s = factor * (raw if scale == 0 else np.tanh(raw))
-        z_b = x_b * np.exp(s) + shift
-        logdet += s.sum(axis=1)
+            raw = _net_forward(theta, x_a, k, 0, widths, w_off, b_off, act, outs)
+            shift = raw
+            t0 = d_b  # one net: [raw scale | shift] side by side
+        fo = f_off[k]
+        e = np.empty((n, d_b), h.dtype)
+        out = h.copy()
+        for i in range(n):
+            total = 0.0
+            for j in range(d_b):
+                r = raw[i, j]
+                s = theta[fo + j] * (r if scale == 0 else np.tanh(r))
+                e[i, j] = np.exp(s)
+                out[i, b0 + j] = h[i, b0 + j] * e[i, j] + shift[i, t0 + j]
+                total += s
+            logdet[i] += total
         inputs.append(h)
         raws.append(raw)
-        shifts.append(np.exp(s))
-        h = np.empty_like(h)
-        if cond_first[k]:
-            h[:, : split[k]] = x_a
-            h[:, split[k] :] = z_b
-        else:
-            h[:, : split[k]] = z_b
-            h[:, split[k] :] = x_a
-    nll = 0.5 * (h * h).sum() / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
-    g_h = h / n
+        scales.append(e)
+        h = out
+    square = 0.0
+    for i in range(n):
+        for j in range(dim):
+            square += h[i, j] * h[i, j]
+    nll = 0.5 * square / n + 0.5 * dim * 1.8378770664093453 - logdet.sum() / n
+    g_h = np.empty_like(h)
+    for i in range(n):
+        for j in range(dim):
+            g_h[i, j] = h[i, j] / n
     per_net = widths.shape[1] - 1
     for k in range(n_couplings - 1, -1, -1):
-        h_in = inputs[k]
-        first_in, second_in = h_in[:, : split[k]], h_in[:, split[k] :]
-        g_first, g_second = g_h[:, : split[k]], g_h[:, split[k] :]
-        if cond_first[k]:
-            x_a, x_b, g_za, g_zb = first_in, second_in, g_first, g_second
-        else:
-            x_a, x_b, g_za, g_zb = second_in, first_in, g_second, g_first
-        x_a = np.ascontiguousarray(x_a)
-        e, raw = shifts[k], raws[k]
-        d_b = raw.shape[1]
+        h_in, raw, e = inputs[k], raws[k], scales[k]
+        s0 = split[k]
+        a0, b0 = (0, s0) if cond_first[k] else (s0, 0)
+        d_a = s0 if cond_first[k] else dim - s0
+        d_b = dim - d_a
+        x_a = np.ascontiguousarray(h_in[:, a0 : a0 + d_a])
         fo = f_off[k]
-        factor = theta[fo : fo + d_b]
-        g_xb = g_zb * e
-        g_s = g_zb * x_b * e - 1.0 / n
-        squashed = raw if scale == 0 else np.tanh(raw)
-        grad[fo : fo + d_b] += (g_s * squashed).sum(axis=0)
-        g_raw = g_s * factor if scale == 0 else g_s * factor * (1.0 - squashed * squashed)
-        g_shift = np.ascontiguousarray(g_zb)
+        g_new = np.empty_like(g_h)
+        g_raw = np.empty((n, d_b), h.dtype)
+        g_shift = np.empty((n, d_b), h.dtype)
+        for i in range(n):
+            for j in range(d_b):
+                g_zb = g_h[i, b0 + j]
+                g_new[i, b0 + j] = g_zb * e[i, j]
+                g_s = g_zb * h_in[i, b0 + j] * e[i, j] - 1.0 / n
+                r = raw[i, j]
+                squashed = r if scale == 0 else np.tanh(r)
+                grad[fo + j] += g_s * squashed
+                g_raw[i, j] = g_s * theta[fo + j] * (1.0 if scale == 0
+                                                     else 1.0 - squashed * squashed)
+                g_shift[i, j] = g_zb
         base = k * nets * per_net
+        need = k > 0  # the first coupling's input is the data: no gradient needed
         if nets == 2:
-            g_xa = _net_backward(theta, grad, x_a, np.ascontiguousarray(g_raw), k, 0, widths,
-                                w_off, b_off, act, pres, outs, base)
-            g_xa += _net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
-                                 pres, outs, base + per_net)
+            g_xa = _net_backward(theta, grad, x_a, g_raw, k, 0, widths, w_off, b_off, act,
+                                 outs, base, need)
+            g_t = _net_backward(theta, grad, x_a, g_shift, k, 1, widths, w_off, b_off, act,
+                                outs, base + per_net, need)
+            if need:
+                g_xa += g_t
         else:
             g_out = np.concatenate((g_raw, g_shift), axis=1)
             g_xa = _net_backward(theta, grad, x_a, g_out, k, 0, widths, w_off, b_off, act,
-                                pres, outs, base)
-        g_xa += g_za
-        g_h = np.empty_like(g_h)
-        if cond_first[k]:
-            g_h[:, : split[k]] = g_xa
-            g_h[:, split[k] :] = g_xb
-        else:
-            g_h[:, : split[k]] = g_xb
-            g_h[:, split[k] :] = g_xa
+                                 outs, base, need)
+        if not need:
+            break
+        for i in range(n):
+            for j in range(d_a):
+                g_new[i, a0 + j] = g_xa[i, j] + g_h[i, a0 + j]
+        g_h = g_new
     return nll
+
 
 @_jit
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
@@ -296,7 +342,10 @@ def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, st
         nll = _nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
                            nets, act, scale)
         total += nll
-        norm = np.sqrt((grad * grad).sum())
+        norm = 0.0
+        for p in range(grad.shape[0]):
+            norm += grad[p] * grad[p]
+        norm = np.sqrt(norm)
         rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
         t += 1
         if not (np.isfinite(nll) and np.isfinite(norm)):
@@ -320,44 +369,3 @@ def nll_and_grad(
     nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64),
                         *stack._kernel_args())
     return nll, grad
-
-
-class CompiledEngine(TorchEngine):
-    """Epochs run by the compiled kernels on a float64 copy of the parameters.
-
-    The torch model is refreshed after every epoch, so validation, the kept weights and
-    checkpoints are the autograd engine's; Adam's state lives here as NumPy arrays.
-    """
-
-    def __init__(self, model: Flow, objective, x_train, x_val, options) -> None:
-        super().__init__(model, objective, x_train, x_val, options)
-        self.stack = CompiledStack(model)
-        self.theta = self.stack.pack()
-        self.adam = self.stack.new_adam()
-        x = x_train.detach().double().cpu().numpy()
-        self.x = self.stack.standardized(x)
-        self.offset = self.stack.log_det_offset()  # NLL(x) = NLL(standardised x) - offset
-
-    def _new_optimizers(self) -> list:
-        return []
-
-    def train_epoch(self, order, step: int, total_steps: int) -> np.ndarray:
-        options = self.options
-        sums = self.stack.run_epoch(
-            self.theta, self.adam, self.x, order.numpy(), options.batch_size, options.lr,
-            total_steps, step, int(options.schedule == "cosine"), options.clip_grad or 0.0,
-            self.bad_steps,
-        )
-        self.stack.unpack(self.theta)
-        n_batches = math.ceil(self.x.shape[1] / options.batch_size)
-        return (sums - n_batches * self.offset)[:, None]
-
-    def load_state(self, state) -> None:
-        super().load_state(state)
-        self.theta = self.stack.pack()
-
-    def optimizer_state(self) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v) for k, v in self.adam.items()}
-
-    def load_optimizer_state(self, tensors) -> None:
-        self.adam = {k: tensors[k].numpy().copy() for k in self.adam}

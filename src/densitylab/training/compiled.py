@@ -1,0 +1,64 @@
+"""The compiled engine: whole epochs in one numba call, for the flows whose mathematics has
+compiled kernels (RealNVP couplings in :mod:`~densitylab.training.compiled_realnvp`, spline
+couplings in :mod:`~densitylab.training.compiled_spline`); every rule around the epoch is the
+driver's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from densitylab.flows import Flow
+from densitylab.training import compiled_realnvp, compiled_spline
+from densitylab.training.autograd import TorchEngine
+from densitylab.training.numba_kernels import available
+
+
+def supports(flow: Flow) -> bool:
+    """Whether compiled kernels exist for this flow (and numba is installed)."""
+    return available() and (compiled_realnvp.supports(flow) or compiled_spline.supports(flow))
+
+
+class CompiledEngine(TorchEngine):
+    """Epochs run by the compiled kernels on a flat copy of the parameters.
+
+    The torch model is refreshed after every epoch, so validation, the kept weights and
+    checkpoints are the autograd engine's; Adam's state lives here as NumPy arrays.
+    """
+
+    def __init__(self, model: Flow, objective, x_train, x_val, options) -> None:
+        super().__init__(model, objective, x_train, x_val, options)
+        spline = compiled_spline.supports(model)
+        self.stack = (compiled_spline.CompiledSplineStack if spline
+                      else compiled_realnvp.CompiledStack)(model)
+        self.theta = self.stack.pack()
+        self.adam = self.stack.new_adam()
+        x = x_train.detach().double().cpu().numpy()
+        self.x = self.stack.standardized(x)
+        self.offset = self.stack.log_det_offset()  # NLL(x) = NLL(standardised x) - offset
+
+    def _new_optimizers(self) -> list:
+        return []
+
+    def train_epoch(self, order, step: int, total_steps: int) -> np.ndarray:
+        options = self.options
+        sums = self.stack.run_epoch(
+            self.theta, self.adam, self.x, order.numpy(), options.batch_size, options.lr,
+            total_steps, step, int(options.schedule == "cosine"), options.clip_grad or 0.0,
+            self.bad_steps,
+        )
+        self.stack.unpack(self.theta)
+        n_batches = math.ceil(self.x.shape[1] / options.batch_size)
+        return (sums - n_batches * self.offset)[:, None]
+
+    def load_state(self, state) -> None:
+        super().load_state(state)
+        self.theta = self.stack.pack()
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v) for k, v in self.adam.items()}
+
+    def load_optimizer_state(self, tensors) -> None:
+        self.adam = {k: tensors[k].numpy().copy() for k in self.adam}
