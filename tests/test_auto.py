@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import densitylab as dl
 from densitylab._rounding import dequantise, rounding_steps
-from densitylab.auto import CANDIDATES, GaussianMixtureBIC
+from densitylab.auto import CANDIDATES, DEFAULT_CANDIDATES, GaussianMixtureBIC
 from densitylab.cli import app
 from densitylab.flows.recipes import tabular_budget
 from densitylab.kde import leave_one_out_log_likelihood
@@ -50,8 +50,8 @@ def test_gaussian_data_get_one_gaussian_and_the_choice_is_reproducible():
     x = gaussian(240)
     auto = dl.AutoDensity(random_state=3).fit(x)
     table = auto.cv_results_
-    assert table["candidate"] == list(CANDIDATES)
-    assert sorted(table["rank"]) == list(range(1, len(CANDIDATES) + 1))
+    assert table["candidate"] == list(DEFAULT_CANDIDATES)
+    assert sorted(table["rank"]) == list(range(1, len(DEFAULT_CANDIDATES) + 1))
     best = table["candidate"][table["rank"].index(1)]
     assert best == auto.best_name_
     if auto.best_name_ == "gaussian-mixture":
@@ -184,7 +184,7 @@ def test_cli_train_auto_writes_the_table(tmp_path):
     assert result.exit_code == 0, result.output
     table = (tmp_path / "run" / "model_selection.csv").read_text().splitlines()
     assert table[0].startswith("candidate,mean_log_likelihood,std_error,seconds")
-    assert len(table) == 1 + len(CANDIDATES)
+    assert len(table) == 1 + len(DEFAULT_CANDIDATES)
     assert isinstance(dl.load(tmp_path / "run" / "model"), dl.AutoDensity)
 
 
