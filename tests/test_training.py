@@ -223,7 +223,7 @@ def test_a_new_objective_is_one_class_and_one_registry_entry(monkeypatch):
     best-model rule are untouched, and the reported losses are the new objective's."""
     from densitylab.training import objectives
 
-    class HalfNLL(objectives.Objective):
+    class HalfNLL(objectives.Likelihood):
         def point_losses(self, model, batch):
             return -0.5 * model(batch)
 

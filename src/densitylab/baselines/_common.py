@@ -4,6 +4,7 @@ and training on the one driver."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -132,7 +133,7 @@ class StandardizedModel(nn.Module):
         self.scale.copy_(std.squeeze(0))
 
 
-class LatentVariableModel(StandardizedModel):
+class LatentVariableModel(StandardizedModel, ABC):
     """Base of the VAE and the GAN: a ``latent_dim``-dimensional standard-normal latent
     variable and MLPs of ``hidden`` widths (``()``: linear maps) with ``activation``,
     initialised from ``seed``. Subclasses build their networks in :meth:`_build`."""
@@ -152,8 +153,9 @@ class LatentVariableModel(StandardizedModel):
         self.config = {"dim": self.dim, "latent_dim": self.latent_dim, "hidden": list(widths),
                        "activation": activation, "seed": int(seed)}
 
+    @abstractmethod
     def _build(self, widths: tuple[int, ...], activation: str, rng: torch.Generator) -> None:
-        raise NotImplementedError
+        """Create the networks (``hidden`` widths, ``activation``, initialised from ``rng``)."""
 
 
 def fit_baseline(

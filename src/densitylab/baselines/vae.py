@@ -32,7 +32,7 @@ from densitylab.baselines._common import (
     rng_from,
 )
 from densitylab.training import FitResult, Options
-from densitylab.training.objectives import Objective
+from densitylab.training.objectives import Likelihood
 
 LOG_2PI = math.log(2 * math.pi)
 VAL_SAMPLES = 8  # reparametrisation samples per validation point (fixed noise every epoch)
@@ -170,7 +170,7 @@ class VAE(LatentVariableModel):
         return self._unstandardize(self.decoder(z) + torch.exp(self.decoder_log_std) * noise)
 
 
-class NegativeELBO(Objective):
+class NegativeELBO(Likelihood):
     """The VAE's objective: the negative ELBO per point in the user's units (one
     reparametrised sample per point and step, closed-form KL); validated with
     ``VAL_SAMPLES`` samples per point and the same noise every epoch, so epochs compare

@@ -29,7 +29,7 @@ import torch
 
 from densitylab.flat_realnvp import FlatLayout, adam_update
 from densitylab.flows import AffineCoupling, Flow, Standardize, StandardNormal
-from densitylab.training.numba_kernels import ACTIVATION_CODES, List, jit
+from densitylab.training.numba_kernels import ACTIVATION_CODES, FlatStack, List, jit
 
 SCALE_CODES = {"factor": 0, "tanh": 1}
 LOG_2PI = math.log(2 * math.pi)
@@ -50,7 +50,7 @@ def supports(flow: Flow) -> bool:
     )
 
 
-class CompiledStack:
+class CompiledStack(FlatStack):
     """The couplings of an ``M``-model flow as an ``(M, P)`` float64 array in the flat layout
     of :mod:`densitylab.flat_realnvp` (the NumPy flow's), and back."""
 
@@ -71,7 +71,7 @@ class CompiledStack:
         self.activation = ACTIVATION_CODES[net.activation_name]
         self.scale = SCALE_CODES[couplings[0].scale]
         self.flow, self.n_models = flow, flow.n_models
-        self.dtype = np.float64
+        self.dtype, self.n_params = np.float64, self.layout.n_params
 
     def pack(self) -> np.ndarray:
         """Copy the torch parameters into a new ``(M, P)`` array."""
@@ -86,26 +86,6 @@ class CompiledStack:
         params = dict(self.flow.named_parameters())
         for key, value in self.layout.named(theta, self.n_models, self.first).items():
             params[key].copy_(torch.from_numpy(value))
-
-    def standardized(self, x: np.ndarray) -> np.ndarray:
-        """Data as the couplings see it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
-        x = np.asarray(x, dtype=self.dtype)
-        if self.standardize is not None:  # as Standardize computes it, in the flow's precision
-            mean = self.standardize.mean.detach().cpu().numpy().astype(self.dtype)
-            log_std = self.standardize.log_std.detach().cpu().numpy().astype(self.dtype)
-            x = (x - mean) * np.exp(-log_std)
-        return np.ascontiguousarray(x, dtype=self.dtype)
-
-    def log_det_offset(self) -> np.ndarray:
-        """Per model, the standardisation's constant log-determinant ``-sum(log std)``."""
-        if self.standardize is None:
-            return np.zeros(self.n_models)
-        return -self.standardize.log_std.detach().double().cpu().numpy().sum(axis=(1, 2))
-
-    def new_adam(self) -> dict[str, np.ndarray]:
-        """Zeroed Adam state per model: first and second moments and the step count."""
-        zeros = np.zeros((self.n_models, self.layout.n_params))
-        return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
                   clip, bad) -> np.ndarray:

@@ -55,7 +55,7 @@ from densitylab.flows.splines import (
     SplineCoupling,
 )
 from densitylab.flows.transforms import InvertibleLinear, Standardize, Transform
-from densitylab.training.numba_kernels import ACTIVATION_CODES, List, jit, numba
+from densitylab.training.numba_kernels import ACTIVATION_CODES, FlatStack, List, jit, numba
 
 LOG_2PI = math.log(2 * math.pi)
 _jit = jit(error_model="numpy")
@@ -154,7 +154,7 @@ def layout_of(layers: list[tuple[InvertibleLinear | None, Transform]], dim: int)
     )
 
 
-class CompiledSplineStack:
+class CompiledSplineStack(FlatStack):
     """The layers of an ``M``-model spline flow as an ``(M, P)`` array, and back.
 
     The arrays have the flow's precision: a float32 flow trains in float32 (as the torch
@@ -170,6 +170,7 @@ class CompiledSplineStack:
         self.layout = layout_of(self.layers, flow.dim)
         self.n_models = flow.n_models
         self.dtype = np.float32 if flow.dtype == torch.float32 else np.float64
+        self.n_params = self.layout.size
         k_total, d = len(self.layers), flow.dim
         # the linear maps' fixed permutation and signs (buffers), per model
         self.perm = np.zeros((self.n_models, k_total, d, d), dtype=self.dtype)
@@ -210,26 +211,6 @@ class CompiledSplineStack:
             values = torch.from_numpy(np.ascontiguousarray(theta[:, at : at + size]))
             tensor.copy_(values.reshape(tensor.shape).to(dtype=tensor.dtype,
                                                           device=tensor.device))
-
-    def standardized(self, x: np.ndarray) -> np.ndarray:
-        """Data as the first layer sees it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
-        x = np.asarray(x, dtype=self.dtype)
-        if self.standardize is not None:  # as Standardize computes it, in the flow's precision
-            mean = self.standardize.mean.detach().cpu().numpy().astype(self.dtype)
-            log_std = self.standardize.log_std.detach().cpu().numpy().astype(self.dtype)
-            x = (x - mean) * np.exp(-log_std)
-        return np.ascontiguousarray(x, dtype=self.dtype)
-
-    def log_det_offset(self) -> np.ndarray:
-        """Per model, the standardisation's constant log-determinant ``-sum(log std)``."""
-        if self.standardize is None:
-            return np.zeros(self.n_models)
-        return -self.standardize.log_std.detach().double().cpu().numpy().sum(axis=(1, 2))
-
-    def new_adam(self) -> dict[str, np.ndarray]:
-        """Zeroed Adam state per model: first and second moments and the step count."""
-        zeros = np.zeros((self.n_models, self.layout.size), dtype=self.dtype)
-        return {"m1": zeros, "m2": zeros.copy(), "count": np.zeros((self.n_models, 1))}
 
     def _args(self, m: int) -> tuple:
         lay = self.layout

@@ -9,6 +9,7 @@ a new objective is a subclass in its own module plus one entry there.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -16,30 +17,47 @@ from torch import Tensor, nn
 from densitylab.training.result import History
 
 
-class Objective:
-    """A likelihood-style objective: minimise the mean per-point loss, keep the weights with
-    the lowest validation loss. Subclasses define :meth:`point_losses`; ``engine`` below is
-    the :class:`~densitylab.training.autograd.TorchEngine` running the step."""
+class Objective(ABC):
+    """What a model minimises: one update on a batch, the validation score, which weights are
+    kept and the progress text; ``engine`` below is the
+    :class:`~densitylab.training.autograd.TorchEngine` running the step."""
 
     train_columns: tuple[str, ...] = ("train_nll",)
     val_column = "val_nll"
     keep_best = True  # keep the best validation epoch (else: the last with finite weights)
     betas = (0.9, 0.999)  # Adam's
 
+    def parameter_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
+        """Parameters updated together by one Adam; one group unless a game needs more."""
+        return [[p for p in model.parameters() if p.requires_grad]]
+
+    @abstractmethod
+    def train_step(self, engine, batch: Tensor) -> Tensor:
+        """One update on a batch ``(M, b, D)``; returns the step's training columns,
+        ``(M, k)``."""
+
+    @abstractmethod
+    def validate(self, engine) -> Tensor:
+        """Per-model validation score ``(M,)``, lower is better."""
+
+    def label(self, history: History) -> str:
+        """The progress bar's text after an epoch."""
+        return f"train {history.train_nll[-1]:.4f}  val {history.val_nll[-1]:.4f}"
+
+
+class Likelihood(Objective):
+    """A likelihood-style objective: minimise the mean per-point loss, keep the weights with
+    the lowest validation loss. Subclasses define :meth:`point_losses`."""
+
+    @abstractmethod
     def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
         """Differentiable loss of every point, ``(M, b)``, for a batch ``(M, b, D)``."""
-        raise NotImplementedError
 
     def val_point_losses(self, model: nn.Module, points: Tensor) -> Tensor:
         """The validation loss of every point; by default the training loss."""
         return self.point_losses(model, points)
 
-    def parameter_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
-        """Parameters updated together by one Adam; one group unless a game needs more."""
-        return [[p for p in model.parameters() if p.requires_grad]]
-
     def train_step(self, engine, batch: Tensor) -> Tensor:
-        """One update on a batch; returns the step's training columns, ``(M, k)``."""
         loss, reported = engine.batch_mean(self.point_losses(engine.forward_model, batch))
         engine.descend(loss, reported)
         return reported.unsqueeze(1)
@@ -49,12 +67,8 @@ class Objective:
         loss = engine.mean_over_validation(lambda x: self.val_point_losses(engine.model, x))
         return torch.nan_to_num(loss, nan=math.inf)
 
-    def label(self, history: History) -> str:
-        """The progress bar's text after an epoch."""
-        return f"train {history.train_nll[-1]:.4f}  val {history.val_nll[-1]:.4f}"
 
-
-class NLL(Objective):
+class NLL(Likelihood):
     """A flow's negative log-likelihood, ``-log p(x)``, or ``-log p(x | c)`` for a conditional
     flow, whose rows are ``[x | c]``: maximum likelihood."""
 
