@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import densitylab as dl
 from densitylab._rounding import dequantise, rounding_steps
-from densitylab.auto import CANDIDATES, DEFAULT_CANDIDATES, GaussianMixtureBIC
+from densitylab.auto import CANDIDATES, DEFAULT_CANDIDATES, GaussianMixtureBIC, equal_folds
 from densitylab.cli import app
 from densitylab.flows.recipes import tabular_budget
 from densitylab.kde import leave_one_out_log_likelihood
@@ -67,6 +67,35 @@ def test_gaussian_data_get_one_gaussian_and_the_choice_is_reproducible():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("n, k", [(30, 3), (31, 3), (101, 5)])
+def test_equal_folds_test_every_point_once_on_training_sets_of_one_size(n, k):
+    folds = equal_folds(n, k, seed=4)
+    assert len(folds) == k
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(n))
+    assert len({len(train) for train, _ in folds}) == 1
+    assert len(folds[0][0]) == n - math.ceil(n / k)
+    for train, test in folds:
+        assert not set(train) & set(test) and len(set(train)) == len(train)
+
+
+def test_flow_folds_trained_together_score_as_each_fold_alone():
+    """AutoDensity's flow candidates fit their folds in one batched run (fit_together): each
+    fold's model is the one a fit on that fold alone gives."""
+    x = dl.datasets.get("moons").sample(150, seed=3)
+    folds = equal_folds(len(x), 3, seed=0)
+    trains = [x[train] for train, _ in folds]
+    estimator = dl.FlowDensity(epochs=6, patience=1, random_state=2)
+    together = estimator.fit_together(trains)
+    assert not hasattr(estimator, "flow_")  # the copies are fitted, not the template
+    for fitted, train, (_, test) in zip(together, trains, folds, strict=True):
+        alone = dl.FlowDensity(epochs=6, patience=1, random_state=2).fit(train)
+        assert fitted.best_epoch_ == alone.best_epoch_
+        np.testing.assert_allclose(fitted.score_samples(x[test]), alone.score_samples(x[test]),
+                                   rtol=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        estimator.fit_together([x[:50], x[:60]])
+
+
 def test_a_ring_is_not_a_mixture_of_few_gaussians():
     x = ring(300)
     auto = dl.AutoDensity(random_state=0).fit(x)

@@ -11,9 +11,6 @@ from densitylab import flows
 from densitylab.training import compiled_realnvp as compiled
 from densitylab.training.autograd import TorchEngine
 from densitylab.training.fitting import use_compiled
-from densitylab.training.numba_kernels import available
-
-pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
 CONFIGS = {
     "coursework": dict(hidden=(8, 8)),

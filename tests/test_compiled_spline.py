@@ -14,9 +14,6 @@ from densitylab.flows.splines import _knots
 from densitylab.training import compiled_spline
 from densitylab.training.autograd import TorchEngine
 from densitylab.training.fitting import use_compiled
-from densitylab.training.numba_kernels import available
-
-pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
 BOUND = 2.0
 CONFIGS = {

@@ -161,12 +161,11 @@ def test_gradients_match_finite_differences(dim, separate, scale, activation, n_
         assert grad[i] == pytest.approx((up - down) / (2 * step), rel=1e-6, abs=1e-8)
 
 
-@pytest.mark.parametrize("chunk", [16, 1 << 16])  # block-wise (4 blocks) and in one go
-def test_adam_equals_torch_adam(chunk):
+def test_adam_equals_torch_adam():
     rng = np.random.default_rng(0)
     start = rng.normal(size=50)
     params = start.copy()
-    adam = Adam(params, lr=1e-2, chunk=chunk)
+    adam = Adam(params, lr=1e-2)
     tensor = torch.tensor(start, requires_grad=True)
     optimizer = torch.optim.Adam([tensor], lr=1e-2)
     for step in range(30):

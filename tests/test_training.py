@@ -73,6 +73,25 @@ def test_fit_many_equals_fitting_each_alone(builder):
         assert together[m].best_epoch == alone.best_epoch
 
 
+@pytest.mark.parametrize("engine", ["torch", "compiled"])
+def test_models_trained_together_stop_early_as_they_would_alone(engine):
+    """A stacked model that runs out of patience keeps the weights, history and stop it
+    would have alone, however long the others go on."""
+    seeds = [0, 1, 2]
+    datasets = [gaussian_data(120, seed=s) for s in seeds]
+    make = [lambda s=s: flows.realnvp(2, 2, hidden=(8,), seed=s).double() for s in seeds]
+    options = dict(epochs=30, batch_size=16, lr=3e-2, patience=2, verbose=False, engine=engine)
+    together = dl.fit_many([m() for m in make], datasets, seed=seeds, **options)
+    stops = [len(r.history.val_nll) for r in together]
+    assert len(set(stops)) > 1 and min(stops) < options["epochs"]  # the case is exercised
+    for m, seed in enumerate(seeds):
+        alone = dl.fit(make[m](), datasets[m], seed=seed, **options)
+        assert together[m].stop_reason == alone.stop_reason == "early-stopping"
+        assert together[m].best_epoch == alone.best_epoch
+        np.testing.assert_allclose(together[m].history.val_nll, alone.history.val_nll, rtol=1e-10)
+        torch.testing.assert_close(parameters(together[m].flow), parameters(alone.flow))
+
+
 def test_standardization_keeps_densities_in_user_units():
     x = gaussian_data(300)
     small = dl.fit(flows.realnvp(2, 2).double(), x, epochs=3, standardize=True, verbose=False)

@@ -136,6 +136,29 @@ FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
 
 
+def equal_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled ``k``-fold ``(train, test)`` indices of ``n`` points whose training sets all
+    have the smallest one's size (a larger one leaves out one point, drawn by ``seed``), so
+    that a flow's folds can train together; every point is tested once."""
+    folds = list(KFold(k, shuffle=True, random_state=seed).split(np.zeros((n, 1))))
+    size = min(len(train) for train, _ in folds)
+    rng = np.random.default_rng(seed)
+    return [(np.sort(rng.choice(train, size, replace=False)), test) for train, test in folds]
+
+
+def _fold_means(factory: Callable[[int], BaseEstimator], seed: int, z: np.ndarray,
+                folds: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """Mean held-out log-density of each fold; the folds of an estimator that can fit several
+    data sets at once (``fit_together``: the flows) train as one batched computation."""
+    estimator, trains = factory(seed), [z[train] for train, _ in folds]
+    if hasattr(estimator, "fit_together"):
+        fitted = estimator.fit_together(trains)
+    else:
+        fitted = [factory(seed).fit(x) for x in trains]
+    return [float(np.mean(f.score_samples(z[test])))
+            for f, (_, test) in zip(fitted, folds, strict=True)]
+
+
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
     if not hasattr(estimator, attribute):
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
@@ -147,7 +170,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
     ``fit(X)`` standardises ``X`` (the standardisation is part of the model: densities stay in
     the units of ``X``), scores every candidate by ``cv``-fold cross-validation on ``X`` (mean
     held-out log-likelihood per point and its standard error over the folds), then refits the
-    winner on all of ``X``. Candidates that fail on the data (a singular covariance, say) are
+    winner on all of ``X``. The training sets of the folds have one size (see
+    :func:`equal_folds`), so a flow candidate trains its folds together, as one batched
+    computation. Candidates that fail on the data (a singular covariance, say) are
     listed with the reason and skipped.
 
     Args:
@@ -203,15 +228,12 @@ class AutoDensity(DensityMixin, BaseEstimator):
                              "needs every column to vary (drop it)")
         z = (x - self.mean_) / self.scale_
         log_jacobian = -float(np.sum(np.log(self.scale_)))
-        folds = list(KFold(self.cv, shuffle=True, random_state=seed).split(z))
+        folds = equal_folds(len(z), self.cv, seed)
         rows = []
         for name in names:
-            factory = CANDIDATES[name]
             start, means, note = time.perf_counter(), [], ""
             try:
-                for train, test in folds:
-                    scores = factory(seed).fit(z[train]).score_samples(z[test])
-                    means.append(float(np.mean(scores)) + log_jacobian)
+                means = [m + log_jacobian for m in _fold_means(CANDIDATES[name], seed, z, folds)]
             except ValueError as err:  # this candidate cannot model these data
                 note = f"failed: {err}"
             mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.base import BaseEstimator, DensityMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
@@ -18,7 +18,7 @@ from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
 from densitylab.runtime import torch_threads
-from densitylab.training import fit
+from densitylab.training import fit, fit_many
 
 
 def check_fitted(estimator: BaseEstimator) -> None:
@@ -116,9 +116,49 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
 
     def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
         """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
+        self._fit_together([self], [X])
+        return self
+
+    def fit_together(self, datasets: Sequence[ArrayLike]) -> list[FlowDensity]:
+        """One fitted copy of this estimator per data set, trained together as one batched
+        computation (:func:`densitylab.fit_many`): cross-validation folds, bootstrap
+        resamples. Each copy is what :meth:`fit` makes of its data set alone, up to float
+        rounding; the data sets need the same number of rows.
+
+        Example:
+            >>> import numpy as np
+            >>> x = np.random.default_rng(0).normal(size=(200, 2))
+            >>> folds = FlowDensity(epochs=2).fit_together([x[:100], x[100:]])
+            >>> len(folds), folds[1].score_samples(x[:3]).shape
+            (2, (3,))
+        """
+        estimators = [clone(self) for _ in datasets]
+        self._fit_together(estimators, datasets)
+        return estimators
+
+    def _fit_together(self, estimators: list[FlowDensity], datasets: Sequence[ArrayLike]) -> None:
         self._settings(1)  # unknown model or schedule: fail before looking at the data
-        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2)
+              for est, X in zip(estimators, datasets, strict=True)]
+        if len({x.shape for x in xs}) != 1:
+            raise ValueError("data sets fitted together need the same shape, got "
+                             f"{sorted({x.shape for x in xs})}")
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
+        prepared = [self._dequantised(x, seed) for x in xs]
+        builder, architecture, fit_options, patience = self._recipe(len(xs[0]))
+        flows = [build(builder, dim=xs[0].shape[1], seed=seed, **architecture) for _ in xs]
+        results = fit_many(
+            flows, [x for x, _ in prepared], **fit_options, val_fraction=self.val_fraction,
+            seed=seed, patience=patience, verbose=self.verbose, device=self.device,
+        )
+        for est, result, (_, rounding) in zip(estimators, results, prepared, strict=True):
+            est.restore(result.flow, {"best_epoch": result.best_epoch,
+                                      "best_val_nll": result.best_val_nll, **rounding})
+            est.history_ = result.history
+
+    def _dequantised(self, x: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """``x`` with its rounded columns spread by one rounding step of noise (or a warning
+        naming them), and what was found, for the fitted summary."""
         steps = rounding_steps(x)
         rounded = [int(j) for j in np.flatnonzero(steps)]
         dequantize = (self.model in TABULAR_MODELS if self.dequantize is None
@@ -128,20 +168,10 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         elif rounded:
             warnings.warn(f"columns {rounded} hold rounded values (few distinct values); the "
                           "flow may collapse onto them: consider dequantize=True",
-                          UserWarning, stacklevel=2)
-        builder, architecture, fit_options, patience = self._recipe(len(x))
-        flow = build(builder, dim=x.shape[1], seed=seed, **architecture)
-        result = fit(
-            flow, x, **fit_options, val_fraction=self.val_fraction, seed=seed,
-            patience=patience, verbose=self.verbose, device=self.device,
-        )
-        self.restore(result.flow, {"best_epoch": result.best_epoch,
-                                   "best_val_nll": result.best_val_nll,
-                                   "rounded_columns": rounded,
-                                   "rounding_steps": [float(steps[j]) for j in rounded],
-                                   "dequantized": bool(rounded) and dequantize})
-        self.history_ = result.history
-        return self
+                          UserWarning, stacklevel=4)
+        return x, {"rounded_columns": rounded,
+                   "rounding_steps": [float(steps[j]) for j in rounded],
+                   "dequantized": bool(rounded) and dequantize}
 
     def restore(self, flow: Flow, summary: dict[str, Any]) -> None:
         """Set the fitted state (used by :meth:`fit` and by :func:`densitylab.load`)."""

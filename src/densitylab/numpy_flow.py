@@ -641,23 +641,19 @@ class NumpyRealNVP:
 
 class Adam:
     """PyTorch's Adam on one flat vector, updated in place by
-    :func:`~densitylab.flat_realnvp.adam_update` (the compiled engine's update, too). On a
-    long vector it runs block by block (``chunk`` numbers at a time), so that each block stays
-    in the CPU cache for all of the update's element-wise passes."""
+    :func:`~densitylab.flat_realnvp.adam_update` (the compiled engine's update, too)."""
 
-    def __init__(self, params: np.ndarray, lr: float = 1e-3, chunk: int = 1 << 16) -> None:
+    def __init__(self, params: np.ndarray, lr: float = 1e-3) -> None:
         self.params, self.lr = params, lr
         self.exp_avg = np.zeros_like(params)
         self.exp_avg_sq = np.zeros_like(params)
         self.steps = 0
-        self._blocks = [slice(i, i + chunk) for i in range(0, params.size, chunk)]
 
     def step(self, grad: np.ndarray, lr: float | None = None) -> None:
         """One update with gradient ``grad`` (same layout as the parameters)."""
         self.steps += 1
-        for block in self._blocks:
-            adam_update(self.params[block], grad[block], self.exp_avg[block],
-                        self.exp_avg_sq[block], self.steps, self.lr if lr is None else lr)
+        adam_update(self.params, grad, self.exp_avg, self.exp_avg_sq, self.steps,
+                    self.lr if lr is None else lr)
 
 
 def fit(model: NumpyRealNVP, x: ArrayLike, **options) -> FitResult:
@@ -733,7 +729,9 @@ class NumpyEngine:
         self.bad_steps = np.zeros(self.n_models, dtype=np.int64)
         self._rows = np.arange(self.n_models)[:, None]
 
-    def train_epoch(self, order, step: int, total_steps: int) -> np.ndarray:
+    def train_epoch(self, order, step: int, total_steps: int, active) -> np.ndarray:
+        """Adam steps over batches of ``order``; stacked models step together, stopped ones
+        too (what they learn is ignored)."""
         order, size = order.numpy(), self.options.batch_size
         sums = np.zeros(self.n_models)
         for i, start in enumerate(range(0, order.shape[1], size)):

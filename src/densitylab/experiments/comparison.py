@@ -65,6 +65,14 @@ def _score(samples: np.ndarray, test: np.ndarray, truth, log_p: np.ndarray | Non
     return row
 
 
+def _baseline(train, model, x: np.ndarray, epochs: int):
+    """``model`` trained on standardised ``x`` by ``train`` (``fit_vae`` or ``fit_gan``), and
+    the seconds it took."""
+    start = time.perf_counter()
+    trained = train(model, x, epochs=epochs, standardize=True, verbose=False).model
+    return trained, time.perf_counter() - start
+
+
 def run_comparison(out: Path, quick: bool) -> Outcome:
     start = time.perf_counter()
     epochs = 10 if quick else 200
@@ -93,10 +101,7 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
         scores[label]["KDE (CV)"] = _score(samples, test, truth, kde.score_samples(test))
         scores[label]["KDE (CV)"]["train_seconds"] = time.perf_counter() - t0
         panels[label, "KDE (CV)"] = (test, samples)
-        t0 = time.perf_counter()
-        vae = baselines.fit_vae(baselines.VAE(2, seed=8), fit, epochs=epochs, standardize=True,
-                                verbose=False).model
-        seconds = time.perf_counter() - t0
+        vae, seconds = _baseline(baselines.fit_vae, baselines.VAE(2, seed=8), fit, epochs)
         with torch.no_grad():
             iw, iw_se = vae.log_prob_iw(test, k=200 if quick else IW_SAMPLES, seed=2)
             elbo = vae.elbo(test, seed=3)
@@ -106,10 +111,7 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
                 "train_seconds": seconds}
         scores[label]["VAE"] = row
         panels[label, "VAE"] = (test, samples)
-        t0 = time.perf_counter()
-        gan = baselines.fit_gan(baselines.GAN(2, seed=8), fit, epochs=epochs, standardize=True,
-                                verbose=False).model
-        seconds = time.perf_counter() - t0
+        gan, seconds = _baseline(baselines.fit_gan, baselines.GAN(2, seed=8), fit, epochs)
         with torch.no_grad():
             samples = gan.sample(n_samples, seed=1).double().numpy()
         scores[label]["GAN"] = _score(samples, test, truth, None) | {"train_seconds": seconds}

@@ -46,9 +46,11 @@ class TorchEngine:
                                  fused=True) for group in self.groups]
 
     # -- what the driver calls ---------------------------------------------------------------
-    def train_epoch(self, order: Tensor, step: int, total_steps: int) -> np.ndarray:
+    def train_epoch(self, order: Tensor, step: int, total_steps: int,
+                    active: np.ndarray) -> np.ndarray:
         """Steps over batches of the shuffled indices ``order`` ``(M, n)``; returns the
-        per-model sums of the objective's training columns, ``(M, k)``."""
+        per-model sums of the objective's training columns, ``(M, k)``. Stacked models step
+        together, stopped ones too (what they learn is ignored)."""
         sums = np.zeros((self.n_models, len(self.objective.train_columns)))
         self.model.train()
         for i, index in enumerate(order.to(self.x_train.device).split(self.options.batch_size,

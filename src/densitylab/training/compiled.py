@@ -13,12 +13,11 @@ import torch
 from densitylab.flows import Flow
 from densitylab.training import compiled_realnvp, compiled_spline
 from densitylab.training.autograd import TorchEngine
-from densitylab.training.numba_kernels import available
 
 
 def supports(flow: Flow) -> bool:
-    """Whether compiled kernels exist for this flow (and numba is installed)."""
-    return available() and (compiled_realnvp.supports(flow) or compiled_spline.supports(flow))
+    """Whether compiled kernels exist for this flow."""
+    return compiled_realnvp.supports(flow) or compiled_spline.supports(flow)
 
 
 class CompiledEngine(TorchEngine):
@@ -42,12 +41,13 @@ class CompiledEngine(TorchEngine):
     def _new_optimizers(self) -> list:
         return []
 
-    def train_epoch(self, order, step: int, total_steps: int) -> np.ndarray:
+    def train_epoch(self, order, step: int, total_steps: int, active) -> np.ndarray:
+        """One compiled epoch per active model (stopped ones are skipped)."""
         options = self.options
         sums = self.stack.run_epoch(
             self.theta, self.adam, self.x, order.numpy(), options.batch_size, options.lr,
             total_steps, step, int(options.schedule == "cosine"), options.clip_grad or 0.0,
-            self.bad_steps,
+            self.bad_steps, active,
         )
         self.stack.unpack(self.theta)
         n_batches = math.ceil(self.x.shape[1] / options.batch_size)

@@ -27,9 +27,9 @@ import math
 import numpy as np
 import torch
 
-from densitylab.flat_realnvp import FlatLayout, adam_update
+from densitylab.flat_realnvp import FlatLayout
 from densitylab.flows import AffineCoupling, Flow, Standardize, StandardNormal
-from densitylab.training.numba_kernels import ACTIVATION_CODES, FlatStack, List, jit
+from densitylab.training.numba_kernels import ACTIVATION_CODES, FlatStack, adam_step, jit, list_like
 
 SCALE_CODES = {"factor": 0, "tanh": 1}
 LOG_2PI = math.log(2 * math.pi)
@@ -88,12 +88,12 @@ class CompiledStack(FlatStack):
             params[key].copy_(torch.from_numpy(value))
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
-                  clip, bad) -> np.ndarray:
-        """One epoch for every model; returns per-model sums of batch NLLs and updates ``bad``
-        (consecutive non-finite steps per model) in place."""
+                  clip, bad, active) -> np.ndarray:
+        """One epoch for every active model; returns per-model sums of batch NLLs and updates
+        ``bad`` (consecutive non-finite steps per model) in place."""
         sums = np.zeros(self.n_models)
         grad = np.zeros(self.layout.n_params)
-        for m in range(self.n_models):
+        for m in np.flatnonzero(active):
             sums[m], bad[m] = _epoch(
                 theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
                 batch_size, lr, total_steps, step, schedule, clip, bad[m], *self._kernel_args(),
@@ -109,7 +109,6 @@ class CompiledStack(FlatStack):
 # --------------------------------------------------------------------------------------------
 # compiled kernels (numba): plain loops and np.dot on contiguous arrays of the flow's dtype
 # --------------------------------------------------------------------------------------------
-_adam_update = _jit(adam_update)  # the NumPy flow's Adam, compiled
 SMALL = 4  # a matrix product with this few inputs or outputs runs as a loop, not a BLAS call
 
 
@@ -199,15 +198,6 @@ def _net_backward(theta, grad, x_a, g_out, k, g, widths, w_off, b_off, act, outs
 
 
 @_jit
-def _list_like(array):
-    """An empty typed list for arrays of ``array``'s type (known to type inference)."""
-    items = List()
-    items.append(array)
-    items.pop()
-    return items
-
-
-@_jit
 def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off, nets,
                  act, scale):
     """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``).
@@ -218,7 +208,7 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
     n_couplings = widths.shape[0]
     grad[:] = 0.0
     h = x.copy()
-    inputs, raws, scales, outs = _list_like(h), _list_like(h), _list_like(h), _list_like(h)
+    inputs, raws, scales, outs = list_like(h), list_like(h), list_like(h), list_like(h)
     logdet = np.zeros(n)
     for k in range(n_couplings):
         s0 = split[k]
@@ -308,37 +298,16 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
           clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
           scale):
-    """One epoch of Adam (:func:`~densitylab.flat_realnvp.adam_update`) over ``order``.
-
-    Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
-    end (``bad`` carries the count in from the previous epoch); such steps are skipped.
-    """
-    n = order.shape[0]
+    """One epoch of guarded Adam steps (:func:`~.numba_kernels.adam_step`) over ``order``;
+    returns the sum of batch NLLs and the count of consecutive skipped steps."""
     total = 0.0
-    t = step
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        batch = x[idx]
-        nll = _nll_and_grad(theta, grad, batch, cond_first, widths, split, w_off, b_off, f_off,
-                           nets, act, scale)
+    for start in range(0, order.shape[0], batch_size):
+        nll = _nll_and_grad(theta, grad, x[order[start : start + batch_size]], cond_first, widths,
+                            split, w_off, b_off, f_off, nets, act, scale)
         total += nll
-        norm = 0.0
-        for p in range(grad.shape[0]):
-            norm += grad[p] * grad[p]
-        norm = np.sqrt(norm)
-        rate = lr if schedule == 0 else lr * 0.5 * (1.0 + np.cos(np.pi * t / total_steps))
-        t += 1
-        if not (np.isfinite(nll) and np.isfinite(norm)):
-            bad += 1
-            continue
-        bad = 0
-        if clip > 0 and norm > clip:
-            grad *= clip / (norm + 1e-6)
-        count[0] += 1.0
-        _adam_update(theta, grad, m1, m2, count[0], rate)
+        bad = adam_step(theta, grad, m1, m2, count, nll, lr, step + start // batch_size,
+                        total_steps, schedule, clip, bad)
     return total, bad
-
-
 
 
 def nll_and_grad(

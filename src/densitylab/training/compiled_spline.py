@@ -55,7 +55,7 @@ from densitylab.flows.splines import (
     SplineCoupling,
 )
 from densitylab.flows.transforms import InvertibleLinear, Standardize, Transform
-from densitylab.training.numba_kernels import ACTIVATION_CODES, FlatStack, List, jit, numba
+from densitylab.training.numba_kernels import ACTIVATION_CODES, FlatStack, adam_step, jit, list_like
 
 LOG_2PI = math.log(2 * math.pi)
 _jit = jit(error_model="numpy")
@@ -219,12 +219,12 @@ class CompiledSplineStack(FlatStack):
                 lay.fourier)
 
     def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
-                  clip, bad) -> np.ndarray:
-        """One epoch for every model; returns per-model sums of batch NLLs and updates ``bad``
-        (consecutive non-finite steps per model) in place."""
+                  clip, bad, active) -> np.ndarray:
+        """One epoch for every active model; returns per-model sums of batch NLLs and updates
+        ``bad`` (consecutive non-finite steps per model) in place."""
         sums = np.zeros(self.n_models)
         grad = np.zeros(self.layout.size, dtype=self.dtype)
-        for m in range(self.n_models):
+        for m in np.flatnonzero(active):
             sums[m], bad[m] = _epoch(
                 theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
                 batch_size, lr, total_steps, step, schedule, clip, bad[m], *self._args(m),
@@ -248,7 +248,7 @@ COMPILED_LOG_PROB_MIN_POINTS = 32_768
 
 def compiled_log_prob(flow: Flow, rows: torch.Tensor) -> torch.Tensor | None:
     """``log p`` of ``(M, n, D)`` rows by the compiled forward pass, or ``None`` where it does
-    not apply: no numba, an unsupported flow or device, few points, or gradients wanted (grad
+    not apply: an unsupported flow or device, few points, or gradients wanted (grad
     mode on and parameters that require them: the torch path keeps the graph).
 
     The same arithmetic as the torch flow, fused: one pass over cache-sized slices instead of
@@ -256,8 +256,7 @@ def compiled_log_prob(flow: Flow, rows: torch.Tensor) -> torch.Tensor | None:
     time); it agrees with the torch path to float rounding (``tests/test_compiled_spline.py``).
     Used from :meth:`Flow.log_prob` for at least ``COMPILED_LOG_PROB_MIN_POINTS`` points.
     """
-    if (numba is None or rows.device.type != "cpu" or rows.dtype not in (torch.float32,
-                                                                         torch.float64)
+    if (rows.device.type != "cpu" or rows.dtype not in (torch.float32, torch.float64)
             or rows.shape[-2] * rows.shape[0] < COMPILED_LOG_PROB_MIN_POINTS
             or rows.shape[-1] != flow.dim or rows.requires_grad or not supports(flow)
             or (torch.is_grad_enabled() and any(p.requires_grad for p in flow.parameters()))):
@@ -449,15 +448,6 @@ def _spline_backward(cache, row, raw_grad, start, value, g_out, g_log, bins, bou
 
 
 @_jit
-def _list_like(array):
-    """An empty typed list for arrays of ``array``'s type (known to type inference)."""
-    items = List()
-    items.append(array)
-    items.pop()
-    return items
-
-
-@_jit
 def _fourier(x_a, octaves, width):
     """``[x, sin(2^l x), cos(2^l x)]`` as :func:`densitylab.flows.nets.fourier_features`."""
     n, d_a = x_a.shape
@@ -631,11 +621,11 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
     grad[:] = 0.0
     xk, yk = np.empty(bins + 1), np.empty(bins + 1)
     h = x.copy()
-    inputs = _list_like(h)  # each coupling's input
-    linear_inputs = _list_like(h)
-    outs = _list_like(h)  # network layer outputs, input features first
-    factors = _list_like(h)  # W, L, U of the linear maps
-    caches = _list_like(np.empty((0, 1)))
+    inputs = list_like(h)  # each coupling's input
+    linear_inputs = list_like(h)
+    outs = list_like(h)  # network layer outputs, input features first
+    factors = list_like(h)  # W, L, U of the linear maps
+    caches = list_like(np.empty((0, 1)))
     logdet = np.zeros(n)
     linear_logdet = 0.0
     for k in range(k_total):
@@ -741,7 +731,7 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, e_off,
             if e_off[k] >= 0:
                 h = _elementwise_forward(theta, h, e_off[k], bins, bound, logdet, xk, yk, cache)
                 continue
-            outs = _list_like(h)
+            outs = list_like(h)
             h = _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act,
                                   bins, bound, octaves, outs, logdet, xk, yk, cache)
         for i in range(m):
@@ -756,40 +746,16 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, e_off,
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
            clip, bad, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm, sign, act,
            bins, bound, octaves):
-    """One epoch of Adam (PyTorch's update, betas 0.9/0.999, eps 1e-8) over ``order``.
-
-    Returns the sum of batch NLLs and the number of consecutive non-finite steps at the
-    end (``bad`` carries the count in from the previous epoch); such steps are skipped.
-    """
-    n = order.shape[0]
+    """One epoch of guarded Adam steps (:func:`~.numba_kernels.adam_step`) over ``order``;
+    returns the sum of batch NLLs and the count of consecutive skipped steps."""
     total = 0.0
-    t = step
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        batch = x[idx]
-        nll = _nll_and_grad(theta, grad, batch, cond_first, split, widths, w_off, b_off,
-                            lin_off, e_off, perm, sign, act, bins, bound, octaves)
+    for start in range(0, order.shape[0], batch_size):
+        nll = _nll_and_grad(theta, grad, x[order[start : start + batch_size]], cond_first, split,
+                            widths, w_off, b_off, lin_off, e_off, perm, sign, act, bins, bound,
+                            octaves)
         total += nll
-        norm = 0.0
-        for p in range(grad.shape[0]):
-            norm += grad[p] * grad[p]
-        norm = math.sqrt(norm)
-        rate = lr if schedule == 0 else lr * 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
-        t += 1
-        if not (np.isfinite(nll) and np.isfinite(norm)):
-            bad += 1
-            continue
-        bad = 0
-        if clip > 0 and norm > clip:
-            grad *= clip / (norm + 1e-6)
-        count[0] += 1.0
-        c1 = 1.0 - 0.9 ** count[0]
-        c2 = 1.0 - 0.999 ** count[0]
-        for p in range(theta.shape[0]):
-            g = grad[p]
-            m1[p] = 0.9 * m1[p] + 0.1 * g
-            m2[p] = 0.999 * m2[p] + 0.001 * g * g
-            theta[p] -= rate / c1 * m1[p] / (math.sqrt(m2[p] / c2) + 1e-8)
+        bad = adam_step(theta, grad, m1, m2, count, nll, lr, step + start // batch_size,
+                        total_steps, schedule, clip, bad)
     return total, bad
 
 

@@ -8,10 +8,11 @@ an *objective* says what is minimised (see :mod:`densitylab.training.objectives`
 model is an array of length ``M``: stacked models train side by side, each by its own rules.
 
 An engine provides ``n_models``, ``bad_steps`` (consecutive non-finite steps per model),
-``train_epoch(order, step, total_steps)`` (per-model sums of the objective's training
-columns), ``validate()``, ``weights()``, ``weights_finite()``, ``state()`` /
-``load_state()`` (arrays with a leading model dimension) and ``optimizer_state()`` /
-``load_optimizer_state()``.
+``train_epoch(order, step, total_steps, active)`` (per-model sums of the objective's training
+columns; models not ``active`` have stopped: an engine may skip them, the driver ignores them
+from then on, so each model gets the result it would get alone), ``validate()``,
+``weights()``, ``weights_finite()``, ``state()`` / ``load_state()`` (arrays with a leading
+model dimension) and ``optimizer_state()`` / ``load_optimizer_state()``.
 """
 
 from __future__ import annotations
@@ -103,17 +104,18 @@ class Driver:
                 for epoch in range(self.epoch + 1, options.epochs + 1):
                     if not active.any():
                         break
-                    sums = self.engine.train_epoch(self._order(), self.step, total_steps)
+                    sums = self.engine.train_epoch(self._order(), self.step, total_steps,
+                                                   active)
                     self.step += n_batches
                     with self._averaged_weights():
                         val = self.engine.validate()
-                        self._keep(val, epoch)
+                        self._keep(val, epoch, active)
                     self.wall_time = time.perf_counter() - start
-                    for k, history in enumerate(self.histories):
+                    for k in np.flatnonzero(active):
                         train = dict(zip(self.objective.train_columns, sums[k] / n_batches,
                                          strict=True))
-                        history.append({**train, self.objective.val_column: val[k]},
-                                       self.wall_time)
+                        self.histories[k].append({**train, self.objective.val_column: val[k]},
+                                                 self.wall_time)
                     self.epoch = epoch
                     active &= ~self._stopped(epoch)
                     advance(epoch, self.histories)
@@ -147,13 +149,14 @@ class Driver:
         """This epoch's shuffled point order per model, ``(M, n)``, from the models' seeds."""
         return torch.stack([torch.randperm(self.n_train, generator=g) for g in self.generators])
 
-    def _keep(self, val: np.ndarray, epoch: int) -> None:
-        """Copy the weights of models that improved (lower validation loss; or, for an
+    def _keep(self, val: np.ndarray, epoch: int, active: np.ndarray) -> None:
+        """Copy the weights of active models that improved (lower validation loss; or, for an
         objective that keeps the last finite weights, whose weights are finite)."""
         if self.objective.keep_best:
             improved = val < self.best_val
         else:
             improved = self.engine.weights_finite()
+        improved &= active
         if not improved.any():
             return
         self.best_val = np.where(improved, val, self.best_val)

@@ -199,7 +199,7 @@ def use_compiled(engine: str, model: Flow, distributed: bool, batch_size: int,
           and (objective is None or type(objective) is NLL))
     if engine == "compiled" and not ok:
         raise ValueError(
-            "the compiled engine needs numba, the NLL objective and an unconditional RealNVP "
+            "the compiled engine needs the NLL objective and an unconditional RealNVP "
             "flow (affine couplings with contiguous masks) or spline coupling flow on the CPU; "
             "use engine='torch'"
         )

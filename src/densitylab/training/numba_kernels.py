@@ -1,35 +1,57 @@
-"""What the compiled engines share: numba (an optional accelerator: without it training uses
-the autograd engine), the compile-and-cache decorator, the activation codes, and the parts of a
-flat-parameter stack that do not depend on the flow's layers."""
+"""What the compiled engines share: the compile-and-cache decorator, the activation codes, the
+guarded Adam step and the parts of a flat-parameter stack that do not depend on the flow's
+layers."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
+import numba
 import numpy as np
+from numba.typed import List
+
+from densitylab.flat_realnvp import adam_update
 
 ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1, "tanh": 2}
 
-try:
-    import numba
-    from numba.typed import List
-
-    warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = List = None
-
-
-def available() -> bool:
-    return numba is not None
+warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
 
 
 def jit(**options) -> Callable[[Callable], Callable]:
-    """numba's ``njit``, compiled once and then loaded from the disk cache (the function
-    itself where numba is missing)."""
-    if numba is None:  # pragma: no cover
-        return lambda function: function
+    """numba's ``njit``, compiled once and then loaded from the disk cache."""
     return numba.njit(cache=True, **options)
+
+
+@jit()
+def list_like(array):
+    """An empty typed list for arrays of ``array``'s type (known to type inference)."""
+    items = List()
+    items.append(array)
+    items.pop()
+    return items
+
+
+@jit()
+def adam_step(theta, grad, m1, m2, count, nll, lr, t, total_steps, schedule, clip, bad):
+    """Adam step ``t`` (counted from 0) after one batch's loss ``nll`` and gradient ``grad``,
+    under the driver's rules: the rate is constant (``schedule`` 0) or cosine-annealed over
+    ``total_steps``; a non-finite loss or gradient skips the step and adds one to the count of
+    consecutive bad steps ``bad``, which is returned (0 after a good step); the gradient norm
+    is clipped to ``clip`` when positive. ``count`` holds the number of steps taken."""
+    square = 0.0
+    for g in grad:
+        square += g * g
+    norm = math.sqrt(square)
+    if not (np.isfinite(nll) and np.isfinite(norm)):
+        return bad + 1
+    if clip > 0 and norm > clip:
+        grad *= clip / (norm + 1e-6)
+    rate = lr if schedule == 0 else lr * 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
+    count[0] += 1.0
+    adam_update(theta, grad, m1, m2, count[0], rate)
+    return 0
 
 
 class FlatStack:
