@@ -26,8 +26,10 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "note: chromium could not be installed; the report's browser test will be skipped"
 
+# two test workers on two cores, one thread each: more threads than cores only make small
+# models wait for each other (README, "Threads")
 test: $(VENV)/.installed-dev browser
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests benchmarks docs

@@ -14,8 +14,13 @@ alternating, and every number is printed with its range over the rounds):
   64), bins=10)`` trained by a plain Adam loop, on ``make_moons(10000, noise=0.1)`` (9,000
   training points), batches of 256;
 * ``log_prob`` of 10^6 points (no gradients) of the same models;
+* sampling 10^6 points from the same models;
 * the recommended recipe's full fit on the 10,000 points (``dl.flows.recommended(2)``,
   ``RECOMMENDED_FIT``, ``recommended_epochs(10000)`` epochs);
+* model selection's folds: ``FlowDensity`` (the tabular spline flow, compiled engine; and the
+  tabular MAF, torch engine) on the 1,797 digits projected on 15 principal components and
+  standardised, one fold's training set alone against the 3 folds of ``AutoDensity`` trained
+  together (``fit_together``);
 * the coursework RealNVP per epoch against zuko, the job of ``benchmarks/bench_flows.py``.
 
 The one-time numba compilation is measured apart, in a child process with an empty
@@ -95,8 +100,10 @@ SPEED = textwrap.dedent(
     import json, os, statistics, sys, time
     import numpy as np
     import torch
-    from sklearn.datasets import make_moons
+    from sklearn.datasets import load_digits, make_moons
+    from sklearn.decomposition import PCA
     import densitylab as dl
+    from densitylab.auto import equal_folds
 
     torch.set_num_threads(1)
     sys.path.insert(0, sys.argv[2])  # benchmarks/: the coursework job of bench_flows.py
@@ -165,6 +172,17 @@ SPEED = textwrap.dedent(
         return since(start)
 
     coursework = bench_flows.load_data()
+    digits = PCA(15, random_state=0).fit_transform(load_digits().data)
+    digits = (digits - digits.mean(axis=0)) / digits.std(axis=0)
+    folds = [digits[train] for train, _ in equal_folds(len(digits), 3, seed=0)]
+
+    def fold_fits(model):
+        start = clocks()
+        dl.FlowDensity(model=model, random_state=0).fit(folds[0])
+        alone = since(start)
+        start = clocks()
+        dl.FlowDensity(model=model, random_state=0).fit_together(folds)
+        return alone, since(start)
 
     def realnvp_epoch(name):
         start = clocks()
@@ -185,6 +203,13 @@ SPEED = textwrap.dedent(
         record("nsf0 log_prob s", timed(lambda: flows[0].log_prob(points)))
         record("nsf3 log_prob s", timed(lambda: flows[3].log_prob(points)))
         record("zuko nsf log_prob s", timed(lambda: z().log_prob(points)))
+        record("nsf0 sample s", timed(lambda: flows[0].sample(N_LOG_PROB, seed=0)))
+        record("nsf3 sample s", timed(lambda: flows[3].sample(N_LOG_PROB, seed=0)))
+        record("zuko nsf sample s", timed(lambda: z().sample((N_LOG_PROB,))))
+        for model in ("tabular", "tabular-maf"):
+            alone, together = fold_fits(model)
+            record(f"{model} one fold s", alone)
+            record(f"{model} 3 folds s", together)
         record("recommended fit s", recommended_fit())
         record("realnvp compiled s/epoch", realnvp_epoch("densitylab compiled"))
         record("zuko realnvp s/epoch", realnvp_epoch("zuko"))
@@ -283,7 +308,18 @@ def speed(rounds: int, tmp: str) -> None:
         key = f"nsf{fourier} log_prob s"
         print(f"    densitylab {label:<28} {span(r[key])}  "
               f"({ratio_span(r['zuko nsf log_prob s'], r[key])} zuko)")
+    print("  spline flow, sampling 10^6 points, s:")
+    print(f"    zuko NSF                       {span(r['zuko nsf sample s'])}")
+    for fourier, label in ((0, "NSF"), (3, "NSF + 3 Fourier octaves")):
+        key = f"nsf{fourier} sample s"
+        print(f"    densitylab {label:<28} {span(r[key])}  "
+              f"({ratio_span(r['zuko nsf sample s'], r[key])} zuko)")
     print(f"  recommended recipe, full fit on 10,000 points: {span(r['recommended fit s'])} s")
+    print("  AutoDensity's folds on digits (15 PCs), one fold alone / 3 folds together, s:")
+    for model in ("tabular", "tabular-maf"):
+        print(f"    FlowDensity(model={model!r}): {span(r[f'{model} one fold s'])} / "
+              f"{span(r[f'{model} 3 folds s'])} "
+              f"({ratio_span(r[f'{model} 3 folds s'], r[f'{model} one fold s'])} one fold)")
     print("  coursework RealNVP (bench_flows.py job), s/epoch: zuko "
           f"{span(r['zuko realnvp s/epoch'])}, densitylab compiled "
           f"{span(r['realnvp compiled s/epoch'])} "

@@ -205,6 +205,16 @@ def test_folds_trained_together_each_get_their_result_alone():
             torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_a_checkpoint_resumes_only_on_the_engine_that_wrote_it(tmp_path):
+    options = dict(epochs=2, batch_size=50, verbose=False, checkpoint=tmp_path / "c",
+                   checkpoint_every=1)
+    dl.fit(nsf_maker()(1), data(100, 2), engine="compiled", **options)
+    with pytest.raises(ValueError, match="written by the compiled engine.*engine='compiled'"):
+        dl.fit(nsf_maker()(1), data(100, 2), engine="torch", resume=True, **options)
+    resumed = dl.fit(nsf_maker()(1), data(100, 2), engine="compiled", resume=True, **options)
+    assert len(resumed.history.val_nll) == 2
+
+
 def test_resume_with_the_compiled_engine(tmp_path, monkeypatch):
     x = data(200, 2)
     options = dict(epochs=6, batch_size=32, lr=1e-2, verbose=False, engine="compiled",

@@ -717,6 +717,8 @@ class NumpyEngine:
     """This module's arithmetic as an engine of the training driver: each step is the forward
     pass, the hand-derived backward pass and one :class:`Adam` update of all models at once."""
 
+    name = "numpy"
+
     def __init__(self, model: NumpyRealNVP, x_train: np.ndarray, x_val: np.ndarray,
                  options) -> None:
         # the standardisation is fixed while training: apply it once, add its constant

@@ -138,6 +138,7 @@ def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
     fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, arguments) in zip(axes, panels.items(), strict=False):
+        label = wrap_title(label, 0.8 * size)  # the axes' width, within the panel's margins
         if shared_limits is not None:
             draw(ax, *arguments, title=label, limits=shared_limits)
         else:

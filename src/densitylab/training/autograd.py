@@ -23,6 +23,8 @@ from densitylab.training.options import Options
 class TorchEngine:
     """Adam steps on a (stacked) torch model for an objective; state per model has length M."""
 
+    name = "torch"
+
     def __init__(
         self, model: nn.Module, objective: Objective, x_train: Tensor, x_val: Tensor,
         options: Options, distributed: bool = False,

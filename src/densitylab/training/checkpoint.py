@@ -37,7 +37,7 @@ class Checkpoint:
             "fingerprint": self.fingerprint, "epoch": driver.epoch, "step": driver.step,
             "wall_time": driver.wall_time, "best_epoch": driver.best_epoch,
             "best_val": driver.best_val.tolist(), "bad_steps": engine.bad_steps.tolist(),
-            "stop_reason": driver.stop_reason,
+            "stop_reason": driver.stop_reason, "engine": engine.name,
             "histories": [h.to_dict() for h in driver.histories],
         }
         with atomic_directory(self.path) as staging:
@@ -58,6 +58,11 @@ class Checkpoint:
                 f"checkpoint {self.path} belongs to other data, model or options; "
                 "remove it or start without resume"
             )
+        written, running = progress.get("engine", driver.engine.name), driver.engine.name
+        if written != running:  # the optimiser states of the engines differ in layout
+            raise ValueError(f"checkpoint {self.path} was written by the {written} engine and "
+                             f"this run uses the {running} engine; resume with "
+                             f"engine={written!r} or start without resume")
         try:
             self._restore(driver, progress)
         except damaged as err:

@@ -27,6 +27,8 @@ class CompiledEngine(TorchEngine):
     checkpoints are the autograd engine's; Adam's state lives here as NumPy arrays.
     """
 
+    name = "compiled"
+
     def __init__(self, model: Flow, objective, x_train, x_val, options) -> None:
         super().__init__(model, objective, x_train, x_val, options)
         spline = compiled_spline.supports(model)

@@ -7,12 +7,13 @@ the batches of one epoch (autograd, the compiled RealNVP epoch, the NumPy teachi
 an *objective* says what is minimised (see :mod:`densitylab.training.objectives`). State per
 model is an array of length ``M``: stacked models train side by side, each by its own rules.
 
-An engine provides ``n_models``, ``bad_steps`` (consecutive non-finite steps per model),
-``train_epoch(order, step, total_steps, active)`` (per-model sums of the objective's training
-columns; models not ``active`` have stopped: an engine may skip them, the driver ignores them
-from then on, so each model gets the result it would get alone), ``validate()``,
-``weights()``, ``weights_finite()``, ``state()`` / ``load_state()`` (arrays with a leading
-model dimension) and ``optimizer_state()`` / ``load_optimizer_state()``.
+An engine provides ``name`` (recorded in checkpoints), ``n_models``, ``bad_steps``
+(consecutive non-finite steps per model), ``train_epoch(order, step, total_steps, active)``
+(per-model sums of the objective's training columns; models not ``active`` have stopped: an
+engine may skip them, the driver ignores them from then on, so each model gets the result it
+would get alone), ``validate()``, ``weights()``, ``weights_finite()``, ``state()`` /
+``load_state()`` (arrays with a leading model dimension) and ``optimizer_state()`` /
+``load_optimizer_state()``.
 """
 
 from __future__ import annotations
