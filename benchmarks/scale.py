@@ -302,18 +302,13 @@ def speed(rounds: int, tmp: str) -> None:
             key = f"nsf{fourier} {engine} s/epoch"
             print(f"    densitylab {engine:<8} {label:<40} {span(r[key])}  "
                   f"({ratio_span(r['zuko nsf s/epoch'], r[key])} zuko)")
-    print("  spline flow log_prob of 10^6 points, s:")
-    print(f"    zuko NSF                       {span(r['zuko nsf log_prob s'])}")
-    for fourier, label in ((0, "NSF"), (3, "NSF + 3 Fourier octaves")):
-        key = f"nsf{fourier} log_prob s"
-        print(f"    densitylab {label:<28} {span(r[key])}  "
-              f"({ratio_span(r['zuko nsf log_prob s'], r[key])} zuko)")
-    print("  spline flow, sampling 10^6 points, s:")
-    print(f"    zuko NSF                       {span(r['zuko nsf sample s'])}")
-    for fourier, label in ((0, "NSF"), (3, "NSF + 3 Fourier octaves")):
-        key = f"nsf{fourier} sample s"
-        print(f"    densitylab {label:<28} {span(r[key])}  "
-              f"({ratio_span(r['zuko nsf sample s'], r[key])} zuko)")
+    for job, title in (("log_prob", "log_prob of"), ("sample", "sampling")):
+        print(f"  spline flow, {title} 10^6 points, s:")
+        print(f"    zuko NSF                       {span(r[f'zuko nsf {job} s'])}")
+        for fourier, label in ((0, "NSF"), (3, "NSF + 3 Fourier octaves")):
+            key = f"nsf{fourier} {job} s"
+            print(f"    densitylab {label:<28} {span(r[key])}  "
+                  f"({ratio_span(r[f'zuko nsf {job} s'], r[key])} zuko)")
     print(f"  recommended recipe, full fit on 10,000 points: {span(r['recommended fit s'])} s")
     print("  AutoDensity's folds on digits (15 PCs), one fold alone / 3 folds together, s:")
     for model in ("tabular", "tabular-maf"):

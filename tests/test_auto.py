@@ -96,6 +96,19 @@ def test_flow_folds_trained_together_score_as_each_fold_alone():
         estimator.fit_together([x[:50], x[:60]])
 
 
+def test_threads_run_folds_side_by_side_with_the_same_result():
+    x = dl.datasets.get("moons").sample(120, seed=4)
+    options = dict(candidates=["kde", "flow"], random_state=1)
+    alone = dl.AutoDensity(**options).fit(x)
+    threaded = dl.AutoDensity(**options, threads=2).fit(x)
+    assert threaded._candidate("flow", 0).threads == 2
+    assert alone._candidate("flow", 0).threads == 1  # None keeps the flow's one thread
+    np.testing.assert_allclose(threaded.cv_results_["mean_log_likelihood"],
+                               alone.cv_results_["mean_log_likelihood"], rtol=1e-6)
+    np.testing.assert_allclose(threaded.score_samples(x[:5]), alone.score_samples(x[:5]),
+                               rtol=1e-6)
+
+
 def test_a_ring_is_not_a_mixture_of_few_gaussians():
     x = ring(300)
     auto = dl.AutoDensity(random_state=0).fit(x)

@@ -192,12 +192,14 @@ def test_training_follows_the_torch_path(options, maker):
     assert_same_runs(fast, slow)
 
 
-def test_folds_trained_together_each_get_their_result_alone():
+@pytest.mark.parametrize("threads", [1, 2])  # folds one after another, or two at a time
+def test_folds_trained_together_each_get_their_result_alone(threads):
     maker = nsf_maker()
     folds = [data(200, s) for s in range(3)]
     options = dict(epochs=4, batch_size=40, lr=1e-2, standardize=True, schedule="cosine",
                    verbose=False, engine="compiled")
-    together = dl.fit_many([maker(s) for s in range(3)], folds, seed=[5, 6, 7], **options)
+    together = dl.fit_many([maker(s) for s in range(3)], folds, seed=[5, 6, 7], **options,
+                           threads=threads)
     for s, result in enumerate(together):
         alone = dl.fit(maker(s), folds[s], seed=5 + s, **options)
         assert result.history.val_nll == alone.history.val_nll

@@ -18,6 +18,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -146,15 +147,16 @@ def equal_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]
     return [(np.sort(rng.choice(train, size, replace=False)), test) for train, test in folds]
 
 
-def _fold_means(factory: Callable[[int], BaseEstimator], seed: int, z: np.ndarray,
+def _fold_means(make: Callable[[], BaseEstimator], z: np.ndarray,
                 folds: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-    """Mean held-out log-density of each fold; the folds of an estimator that can fit several
-    data sets at once (``fit_together``: the flows) train as one batched computation."""
-    estimator, trains = factory(seed), [z[train] for train, _ in folds]
+    """Mean held-out log-density of each fold, by new estimators from ``make``; the folds of
+    an estimator that can fit several data sets at once (``fit_together``: the flows) train
+    as one batched computation."""
+    estimator, trains = make(), [z[train] for train, _ in folds]
     if hasattr(estimator, "fit_together"):
         fitted = estimator.fit_together(trains)
     else:
-        fitted = [factory(seed).fit(x) for x in trains]
+        fitted = [make().fit(x) for x in trains]
     return [float(np.mean(f.score_samples(z[test])))
             for f, (_, test) in zip(fitted, folds, strict=True)]
 
@@ -179,6 +181,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
         candidates: names from :data:`CANDIDATES`; ``None`` means :data:`DEFAULT_CANDIDATES`.
         cv: number of folds (at least 2).
         random_state: seeds the folds and every candidate; the same seed, the same choice.
+        threads: torch threads for every candidate (the KDE's sums share their work among
+            them; a flow candidate's compiled engine trains that many folds at a time);
+            ``None`` leaves torch's setting and the candidates' own (one for a flow).
 
     Attributes:
         cv_results_: dict of lists, one entry per candidate: ``candidate``,
@@ -198,10 +203,11 @@ class AutoDensity(DensityMixin, BaseEstimator):
     """
 
     def __init__(self, candidates: Sequence[str] | None = None, cv: int = 3,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, threads: int | None = None) -> None:
         self.candidates = candidates
         self.cv = cv
         self.random_state = random_state
+        self.threads = threads
 
     def _candidate_names(self) -> list[str]:
         names = list(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
@@ -229,19 +235,10 @@ class AutoDensity(DensityMixin, BaseEstimator):
         z = (x - self.mean_) / self.scale_
         log_jacobian = -float(np.sum(np.log(self.scale_)))
         folds = equal_folds(len(z), self.cv, seed)
-        rows = []
-        for name in names:
-            start, means, note = time.perf_counter(), [], ""
-            try:
-                means = [m + log_jacobian for m in _fold_means(CANDIDATES[name], seed, z, folds)]
-            except ValueError as err:  # this candidate cannot model these data
-                note = f"failed: {err}"
-            mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf
-            if not math.isfinite(mean) and not note:
-                note = "non-finite held-out log-density"
-                mean = -math.inf
-            se = float(np.std(means, ddof=1) / math.sqrt(len(means))) if not note else math.nan
-            rows.append((name, mean, se, time.perf_counter() - start, note))
+        from densitylab.runtime import torch_threads
+
+        with torch_threads(self.threads):
+            rows = [self._cross_validate(name, seed, z, folds, log_jacobian) for name in names]
         order = sorted(range(len(rows)), key=lambda i: -rows[i][1])
         if not math.isfinite(rows[order[0]][1]):
             raise ValueError("no candidate could fit these data: "
@@ -257,8 +254,32 @@ class AutoDensity(DensityMixin, BaseEstimator):
             "note": [r[4] for r in rows],
         }
         self.best_name_ = rows[order[0]][0]
-        self.best_estimator_ = CANDIDATES[self.best_name_](seed).fit(z)
+        with torch_threads(self.threads):
+            self.best_estimator_ = self._candidate(self.best_name_, seed).fit(z)
         return self
+
+    def _candidate(self, name: str, seed: int) -> BaseEstimator:
+        """A new candidate ``name``, on ``threads`` threads where it has that option."""
+        estimator = CANDIDATES[name](seed)
+        if self.threads is not None and "threads" in estimator.get_params():
+            estimator.set_params(threads=self.threads)
+        return estimator
+
+    def _cross_validate(self, name: str, seed: int, z: np.ndarray, folds,
+                        log_jacobian: float) -> tuple[str, float, float, float, str]:
+        """``(name, mean, standard error, seconds, note)`` of one candidate's folds."""
+        start, means, note = time.perf_counter(), [], ""
+        try:
+            means = [m + log_jacobian
+                     for m in _fold_means(partial(self._candidate, name, seed), z, folds)]
+        except ValueError as err:  # this candidate cannot model these data
+            note = f"failed: {err}"
+        mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf
+        if not math.isfinite(mean) and not note:
+            note = "non-finite held-out log-density"
+            mean = -math.inf
+        se = float(np.std(means, ddof=1) / math.sqrt(len(means))) if not note else math.nan
+        return name, mean, se, time.perf_counter() - start, note
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density of each row of ``X`` in nats, in the units of the training data."""

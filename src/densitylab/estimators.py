@@ -74,6 +74,9 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     they are spread by uniform noise of one rounding step before training, so the flow cannot
     collapse onto the repeated values; off, a ``UserWarning`` names them.
 
+    ``threads``: torch threads while training; :meth:`fit_together` trains that many of its
+    data sets at a time on the compiled engine (see :func:`densitylab.fit_many`).
+
     Example:
         >>> import densitylab as dl
         >>> x = dl.datasets.get("moons").sample(500, seed=0)
@@ -98,6 +101,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         verbose: bool = False,
         device: str = "cpu",
         dequantize: bool | None = None,
+        threads: int = 1,
     ) -> None:
         self.model = model
         self.n_layers = n_layers
@@ -113,6 +117,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.device = device
         self.dequantize = dequantize
+        self.threads = threads
 
     def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
         """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
@@ -150,6 +155,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         results = fit_many(
             flows, [x for x, _ in prepared], **fit_options, val_fraction=self.val_fraction,
             seed=seed, patience=patience, verbose=self.verbose, device=self.device,
+            threads=self.threads,
         )
         for est, result, (_, rounding) in zip(estimators, results, prepared, strict=True):
             est.restore(result.flow, {"best_epoch": result.best_epoch,

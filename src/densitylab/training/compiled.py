@@ -29,8 +29,9 @@ class CompiledEngine(TorchEngine):
 
     name = "compiled"
 
-    def __init__(self, model: Flow, objective, x_train, x_val, options) -> None:
+    def __init__(self, model: Flow, objective, x_train, x_val, options, threads: int = 1) -> None:
         super().__init__(model, objective, x_train, x_val, options)
+        self.threads = threads
         spline = compiled_spline.supports(model)
         self.stack = (compiled_spline.CompiledSplineStack if spline
                       else compiled_realnvp.CompiledStack)(model)
@@ -44,12 +45,13 @@ class CompiledEngine(TorchEngine):
         return []
 
     def train_epoch(self, order, step: int, total_steps: int, active) -> np.ndarray:
-        """One compiled epoch per active model (stopped ones are skipped)."""
+        """One compiled epoch per active model (stopped ones are skipped), ``threads`` models
+        at a time."""
         options = self.options
         sums = self.stack.run_epoch(
             self.theta, self.adam, self.x, order.numpy(), options.batch_size, options.lr,
             total_steps, step, int(options.schedule == "cosine"), options.clip_grad or 0.0,
-            self.bad_steps, active,
+            self.bad_steps, active, self.threads,
         )
         self.stack.unpack(self.theta)
         n_batches = math.ceil(self.x.shape[1] / options.batch_size)

@@ -87,20 +87,12 @@ class CompiledStack(FlatStack):
         for key, value in self.layout.named(theta, self.n_models, self.first).items():
             params[key].copy_(torch.from_numpy(value))
 
-    def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
-                  clip, bad, active) -> np.ndarray:
-        """One epoch for every active model; returns per-model sums of batch NLLs and updates
-        ``bad`` (consecutive non-finite steps per model) in place."""
-        sums = np.zeros(self.n_models)
-        grad = np.zeros(self.layout.n_params)
-        for m in np.flatnonzero(active):
-            sums[m], bad[m] = _epoch(
-                theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
-                batch_size, lr, total_steps, step, schedule, clip, bad[m], *self._kernel_args(),
-            )
-        return sums
+    def epoch(self, *arguments) -> tuple[float, int]:
+        return _epoch(*arguments)
 
-    def _kernel_args(self) -> tuple:
+    def kernel_args(self, m: int) -> tuple:
+        """The compiled kernels' arguments after the data: the layout (the same for every
+        model)."""
         k = self.kernel
         return (k["cond_first"], k["widths"], k["split"], k["w_off"], k["b_off"], k["f_off"],
                 k["nets"], self.activation, self.scale)
@@ -294,7 +286,7 @@ def _nll_and_grad(theta, grad, x, cond_first, widths, split, w_off, b_off, f_off
     return nll
 
 
-@_jit
+@jit(nogil=True)  # stacked models' epochs may run in threads (FlatStack.run_epoch)
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
           clip, bad, cond_first, widths, split, w_off, b_off, f_off, nets, act,
           scale):
@@ -316,5 +308,5 @@ def nll_and_grad(
     """Mean NLL of ``x`` under one packed model and its gradient (for tests and inspection)."""
     grad = np.zeros(stack.layout.n_params)
     nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=np.float64),
-                        *stack._kernel_args())
+                        *stack.kernel_args(0))
     return nll, grad

@@ -212,24 +212,16 @@ class CompiledSplineStack(FlatStack):
             tensor.copy_(values.reshape(tensor.shape).to(dtype=tensor.dtype,
                                                           device=tensor.device))
 
-    def _args(self, m: int) -> tuple:
+    def epoch(self, *arguments) -> tuple[float, int]:
+        return _epoch(*arguments)
+
+    def kernel_args(self, m: int) -> tuple:
+        """The compiled kernels' arguments after the data: the layout and model ``m``'s
+        permutations."""
         lay = self.layout
         return (lay.cond_first, lay.split, lay.widths, lay.w_off, lay.b_off, lay.lin_off,
                 lay.e_off, self.perm[m], self.sign[m], lay.activation, lay.bins, lay.bound,
                 lay.fourier)
-
-    def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
-                  clip, bad, active) -> np.ndarray:
-        """One epoch for every active model; returns per-model sums of batch NLLs and updates
-        ``bad`` (consecutive non-finite steps per model) in place."""
-        sums = np.zeros(self.n_models)
-        grad = np.zeros(self.layout.size, dtype=self.dtype)
-        for m in np.flatnonzero(active):
-            sums[m], bad[m] = _epoch(
-                theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
-                batch_size, lr, total_steps, step, schedule, clip, bad[m], *self._args(m),
-            )
-        return sums
 
     def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``log p`` of standardised points ``x`` ``(M, n, D)`` under the packed models
@@ -237,7 +229,7 @@ class CompiledSplineStack(FlatStack):
         out = np.empty(x.shape[:2], dtype=self.dtype)
         for m in range(self.n_models):
             out[m] = _log_prob(theta[m], np.ascontiguousarray(x[m], dtype=self.dtype),
-                               *self._args(m))
+                               *self.kernel_args(m))
         return out
 
 
@@ -273,7 +265,7 @@ def nll_and_grad(
     """Mean NLL of standardised ``x`` under one packed model and its gradient (for tests)."""
     grad = np.zeros(stack.layout.size, dtype=theta.dtype)
     nll = _nll_and_grad(theta, grad, np.ascontiguousarray(x, dtype=theta.dtype),
-                        *stack._args(model))
+                        *stack.kernel_args(model))
     return nll, grad
 
 
@@ -742,7 +734,7 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, e_off,
     return result
 
 
-@_jit
+@jit(error_model="numpy", nogil=True)  # stacked models may run in threads (FlatStack.run_epoch)
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
            clip, bad, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm, sign, act,
            bins, bound, octaves):

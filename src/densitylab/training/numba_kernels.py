@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -57,7 +58,8 @@ def adam_step(theta, grad, m1, m2, count, nll, lr, t, total_steps, schedule, cli
 class FlatStack:
     """Base of the compiled engines' stacks (``M`` models' parameters as an ``(M, P)`` array):
     subclasses set ``standardize`` (the flow's :class:`Standardize` or ``None``),
-    ``n_models``, ``n_params`` (``P``) and ``dtype``."""
+    ``n_models``, ``n_params`` (``P``) and ``dtype``, and define ``epoch`` (their compiled
+    epoch of one model) and ``kernel_args(m)`` (its arguments after the data)."""
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Data as the first layer sees it: ``(x - mean) / std`` per model, ``(M, n, D)``."""
@@ -73,6 +75,30 @@ class FlatStack:
         if self.standardize is None:
             return np.zeros(self.n_models)
         return -self.standardize.log_std.detach().double().cpu().numpy().sum(axis=(1, 2))
+
+    def run_epoch(self, theta, adam, x, order, batch_size, lr, total_steps, step, schedule,
+                  clip, bad, active, threads: int = 1) -> np.ndarray:
+        """One epoch for every active model, ``threads`` models at a time (the compiled epoch
+        releases the GIL, and each model's arithmetic is its own, so the results do not
+        depend on ``threads``); returns per-model sums of batch NLLs and updates ``bad``
+        (consecutive non-finite steps per model) in place."""
+        sums = np.zeros(self.n_models)
+
+        def one(m: int) -> None:
+            grad = np.zeros(self.n_params, dtype=self.dtype)
+            sums[m], bad[m] = self.epoch(
+                theta[m], adam["m1"][m], adam["m2"][m], adam["count"][m], grad, x[m], order[m],
+                batch_size, lr, total_steps, step, schedule, clip, bad[m], *self.kernel_args(m),
+            )
+
+        models = np.flatnonzero(active)
+        if threads > 1 and len(models) > 1:
+            with ThreadPoolExecutor(min(threads, len(models))) as pool:
+                list(pool.map(one, models))
+        else:
+            for m in models:
+                one(m)
+        return sums
 
     def new_adam(self) -> dict[str, np.ndarray]:
         """Zeroed Adam state per model: first and second moments and the step count."""
