@@ -36,8 +36,9 @@ and ``dNLL/dx`` feeds the coupling before. The last coupling starts from ``g = z
 :mod:`densitylab.flat_realnvp` describes (the compiled engine reads the same layout), with
 named views of shape ``(M, k, fan_in, fan_out)`` (weights), ``(M, k, 1, fan_out)`` (biases)
 and ``(M, 1, D_b)`` (scale factor). All M models and both nets are computed together by one
-``np.matmul`` per layer on ``(M, k, n, width)`` stacks. Adam is then a handful of vectorised
-operations on one array, and per-model bookkeeping (best state, gradient norms) is row
+``np.matmul`` per layer on ``(M, k, n, width)`` stacks. Adam is then one pass over one array
+(:func:`~densitylab.flat_realnvp.adam_update`, the one function that is compiled: the compiled
+engine runs the same), and per-model bookkeeping (best state, gradient norms) is row
 arithmetic on the ``(M, P)`` view.
 
 Example:
