@@ -91,6 +91,34 @@ def test_gradients_equal_autograd_in_the_tails_and_at_the_end_knots(config):
     np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-11)
 
 
+def with_random_mixture(flow, seed: int = 2):
+    """``flow`` on a Gaussian-mixture base of three random full-covariance components (and a
+    fourth unused one)."""
+    flow = flows.with_mixture_base(flow, 4)
+    generator = torch.Generator().manual_seed(seed)
+    d = flow.dim
+    chol = torch.randn(4, d, d, generator=generator, dtype=torch.float64).tril()
+    chol.diagonal(dim1=-2, dim2=-1).copy_(0.5 + torch.rand(4, d, generator=generator,
+                                                           dtype=torch.float64))
+    with torch.no_grad():
+        flow.base.log_weights[0] = torch.tensor([0.5, 0.3, 0.2, 0.0]).log()
+        flow.base.means[0] = torch.randn(4, d, generator=generator, dtype=torch.float64)
+        flow.base.chol[0] = chol
+    return flow
+
+
+@pytest.mark.parametrize("config", ["plain", "linear-mixing", "one-dimensional"])
+def test_a_mixture_base_gives_the_gradients_and_log_densities_of_autograd(config):
+    flow = with_random_mixture(perturbed_flow(CONFIGS[config]))
+    x = points_at_knots_and_in_tails(flow, interior=False)
+    difference, grad, expected = compiled_and_autograd_gradients(flow, x)
+    assert abs(difference) < 1e-12
+    np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-11)
+    stack = compiled_spline.CompiledSplineStack(flow)
+    fast = stack.log_prob(stack.pack(), x.numpy()[None])[0]
+    np.testing.assert_allclose(fast, flow.log_prob(x).detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_at_interior_knots_the_gradient_is_a_one_sided_one():
     """At an interior knot the spline's value and slope are continuous, but its parameter
     gradient is one-sided: the point changes bin as the knot moves past it. Knots are network
@@ -178,9 +206,11 @@ def assert_same_runs(fast, slow, weights_rtol: float = 1e-7):
         (dict(standardize=True, clip_grad=0.5, batch_size=50), nsf_maker(3, mixing="linear")),
         (dict(standardize=True, ema=0.5, patience=2, lr=3e-2), nsf_maker()),
         (dict(standardize=True, schedule="cosine"), nsf_maker(1)),
+        (dict(standardize=True),
+         lambda s: flows.with_mixture_base(nsf_maker(3, mixing="linear")(s), 3)),
     ],
     ids=["plain", "standardize-cosine", "linear-mixing-clip", "ema-early-stopping",
-         "one-dimensional"],
+         "one-dimensional", "mixture-base"],
 )
 def test_training_follows_the_torch_path(options, maker):
     common = dict(epochs=6, lr=5e-3, verbose=False) | options

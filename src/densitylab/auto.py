@@ -129,9 +129,9 @@ CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
 """Candidate name -> its factory, taking a seed. Every one models data of any dimension."""
 DEFAULT_CANDIDATES = ("kde", "gaussian-mixture", "flow", "maf")
 """The candidates compared when none are named. The mixture-based flow is left to be asked
-for: it trains on the autograd engine (the compiled kernels assume a Gaussian base), which
-would take a 200-point fit past 10 s, and on the real-data benchmark it never beat the best
-default candidate (see ``benchmarks/RESULTS.md``)."""
+for: on the real-data benchmark it never beat the best default candidate (see
+``benchmarks/RESULTS.md``), and it costs about 1.4 times the tabular flow (the compiled engine
+trains both)."""
 FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
 """The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from densitylab.flows.bases import StandardNormal
+from densitylab.flows.bases import GaussianMixtureBase, StandardNormal
 from densitylab.flows.flow import FAST_LOG_PROB, Flow
 from densitylab.flows.splines import (
     IDENTITY_SHIFT,
@@ -97,8 +97,25 @@ def supports(flow: Flow) -> bool:
     """True for spline coupling flows: :class:`SplineCoupling` layers with contiguous masks
     (any Fourier octaves, no context), each optionally after an :class:`InvertibleLinear`, or
     :class:`ElementwiseSpline` layers (the one-dimensional spline flow); optionally behind a
-    :class:`Standardize`; on the standard-normal base."""
-    return type(flow.base) is StandardNormal and _layers(flow) is not None
+    :class:`Standardize`; on the standard-normal or a Gaussian-mixture base."""
+    return (type(flow.base) in (StandardNormal, GaussianMixtureBase)
+            and _layers(flow) is not None)
+
+
+def _mixture_arrays(base, m: int, dtype) -> tuple[np.ndarray, ...]:
+    """Model ``m``'s base as the kernels take it: log-weights ``(K,)``, means ``(K, D)``,
+    inverse Cholesky factors ``(K, D, D)`` and ``log det L`` ``(K,)`` of the mixture's used
+    components; ``K = 0`` for the standard normal."""
+    if not isinstance(base, GaussianMixtureBase):
+        d = base.dim
+        return (np.zeros(0, dtype), np.zeros((0, d), dtype), np.zeros((0, d, d), dtype),
+                np.zeros(0, dtype))
+    used = torch.isfinite(base.log_weights[m])
+    chol = base.chol[m, used].detach().double().cpu().numpy()
+    return (base.log_weights[m, used].detach().cpu().numpy().astype(dtype),
+            base.means[m, used].detach().cpu().numpy().astype(dtype),
+            np.linalg.inv(chol).astype(dtype),
+            np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1).astype(dtype))
 
 
 @dataclass
@@ -179,6 +196,7 @@ class CompiledSplineStack(FlatStack):
             if linear is not None:
                 self.perm[:, k] = linear.perm.detach().cpu().numpy()
                 self.sign[:, k] = linear.sign.detach().cpu().numpy()
+        self.base = [_mixture_arrays(flow.base, m, self.dtype) for m in range(self.n_models)]
 
     def _slots(self):
         """``(parameter tensor, model-row getter, offset)`` for every packed parameter."""
@@ -221,7 +239,7 @@ class CompiledSplineStack(FlatStack):
         lay = self.layout
         return (lay.cond_first, lay.split, lay.widths, lay.w_off, lay.b_off, lay.lin_off,
                 lay.e_off, self.perm[m], self.sign[m], lay.activation, lay.bins, lay.bound,
-                lay.fourier)
+                lay.fourier, *self.base[m])
 
     def log_prob(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """``log p`` of standardised points ``x`` ``(M, n, D)`` under the packed models
@@ -605,7 +623,7 @@ def _elementwise_backward(grad, h_in, g_h, g_log, at, bins, bound, cache):
 
 @_jit
 def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm,
-                  sign, act, bins, bound, octaves):
+                  sign, act, bins, bound, octaves, log_w, means, inv_chol, log_det):
     """Mean NLL of a batch ``x`` (n, D) and its gradient (written into ``grad``)."""
     n, dim = x.shape
     k_total = widths.shape[0]
@@ -641,11 +659,15 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
         caches.append(cache)
         h = _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act, bins,
                               bound, octaves, outs, logdet, xk, yk, cache)
-    nll = 0.5 * (h * h).sum() / n + 0.5 * dim * LOG_2PI - logdet.sum() / n - linear_logdet
     g_h = np.empty_like(h)
-    for i in range(n):
-        for j in range(dim):
-            g_h[i, j] = h[i, j] / n
+    if log_w.shape[0] == 0:  # the standard normal
+        base_nll = 0.5 * (h * h).sum() / n + 0.5 * dim * LOG_2PI
+        for i in range(n):
+            for j in range(dim):
+                g_h[i, j] = h[i, j] / n
+    else:
+        base_nll = -_mixture_log_prob(h, log_w, means, inv_chol, log_det, g_h, 1.0 / n).sum() / n
+    nll = base_nll - logdet.sum() / n - linear_logdet
     g_log = -1.0 / n
     size = 3 * bins - 1
     per = n_layers + 1
@@ -702,7 +724,7 @@ def _nll_and_grad(theta, grad, x, cond_first, split, widths, w_off, b_off, lin_o
 
 @_jit
 def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm, sign, act,
-              bins, bound, octaves):
+              bins, bound, octaves, log_w, means, inv_chol, log_det):
     """``log p`` of every row of ``x`` (n, D), in slices that stay in cache."""
     n, dim = x.shape
     k_total = widths.shape[0]
@@ -726,25 +748,68 @@ def _log_prob(theta, x, cond_first, split, widths, w_off, b_off, lin_off, e_off,
             outs = list_like(h)
             h = _coupling_forward(theta, h, k, cond_first, split, widths, w_off, b_off, act,
                                   bins, bound, octaves, outs, logdet, xk, yk, cache)
-        for i in range(m):
-            square = 0.0
-            for j in range(dim):
-                square += h[i, j] * h[i, j]
-            result[start + i] = -0.5 * (square + dim * LOG_2PI) + logdet[i]
+        if log_w.shape[0] == 0:  # the standard normal
+            for i in range(m):
+                square = 0.0
+                for j in range(dim):
+                    square += h[i, j] * h[i, j]
+                result[start + i] = -0.5 * (square + dim * LOG_2PI) + logdet[i]
+        else:
+            base = _mixture_log_prob(h, log_w, means, inv_chol, log_det, h[:0], 0.0)
+            for i in range(m):
+                result[start + i] = base[i] + logdet[i]
     return result
+
+
+@_jit
+def _mixture_log_prob(z, log_w, means, inv_chol, log_det, g_z, scale):
+    """``log sum_k w_k N(z_i; mu_k, L_k L_k^T)`` per row of ``z`` (n, D); where ``g_z`` has
+    rows, ``scale`` times the gradient of ``-log p`` goes there:
+    ``sum_k r_k L_k^-T L_k^-1 (z - mu_k)`` with ``r_k`` the component's responsibility."""
+    n, dim = z.shape
+    k_total = log_w.shape[0]
+    out = np.empty(n)
+    white = np.empty((k_total, dim))
+    a = np.empty(k_total)
+    for i in range(n):
+        top = -np.inf
+        for k in range(k_total):
+            square = 0.0
+            for r in range(dim):
+                value = 0.0
+                for c in range(r + 1):
+                    value += inv_chol[k, r, c] * (z[i, c] - means[k, c])
+                white[k, r] = value
+                square += value * value
+            a[k] = log_w[k] - log_det[k] - 0.5 * (square + dim * LOG_2PI)
+            top = max(top, a[k])
+        total = 0.0
+        for k in range(k_total):
+            total += math.exp(a[k] - top)
+        out[i] = top + math.log(total)
+        if g_z.shape[0] == 0:
+            continue
+        for c in range(dim):
+            g = 0.0
+            for k in range(k_total):
+                weight = math.exp(a[k] - out[i])
+                for r in range(c, dim):
+                    g += weight * inv_chol[k, r, c] * white[k, r]
+            g_z[i, c] = scale * g
+    return out
 
 
 @jit(error_model="numpy", nogil=True)  # stacked models may run in threads (FlatStack.run_epoch)
 def _epoch(theta, m1, m2, count, grad, x, order, batch_size, lr, total_steps, step, schedule,
            clip, bad, cond_first, split, widths, w_off, b_off, lin_off, e_off, perm, sign, act,
-           bins, bound, octaves):
+           bins, bound, octaves, log_w, means, inv_chol, log_det):
     """One epoch of guarded Adam steps (:func:`~.numba_kernels.adam_step`) over ``order``;
     returns the sum of batch NLLs and the count of consecutive skipped steps."""
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
         nll = _nll_and_grad(theta, grad, x[order[start : start + batch_size]], cond_first, split,
                             widths, w_off, b_off, lin_off, e_off, perm, sign, act, bins, bound,
-                            octaves)
+                            octaves, log_w, means, inv_chol, log_det)
         total += nll
         bad = adam_step(theta, grad, m1, m2, count, nll, lr, step + start // batch_size,
                         total_steps, schedule, clip, bad)
