@@ -3,6 +3,7 @@ components throughout, small generated data."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -221,9 +222,11 @@ def test_scikit_learn_contract():
 def test_cli_train_auto_writes_the_table(tmp_path):
     data = tmp_path / "data.npy"
     np.save(data, gaussian(150)[:, :2])
-    result = CliRunner().invoke(app, ["train", str(data), "--model", "auto", "--out",
-                                      str(tmp_path / "run")])
+    result = CliRunner().invoke(app, ["train", str(data), "--model", "auto", "--threads", "2",
+                                      "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["params"]["threads"] == 2
     table = (tmp_path / "run" / "model_selection.csv").read_text().splitlines()
     assert table[0].startswith("candidate,mean_log_likelihood,std_error,seconds")
     assert len(table) == 1 + len(DEFAULT_CANDIDATES)

@@ -129,6 +129,8 @@ def test_train_the_recommended_model_with_its_recipe(tmp_path):
         (["kde", "moons", "--device", "tpu", "--out", "x"], "unknown device 'tpu'"),
         (["train", "moons", "--hidden", "", "--out", "x"], "got ''"),
         (["train", "moons", "--n-test", "0", "--out", "x"], "--n-test"),
+        (["train", "moons", "--threads", "0", "--out", "x"], "--threads"),
+        (["train", "moons", "--condition-on", "0", "--threads", "2", "--out", "x"], "--threads"),
         (["kde", "moons", "--resolution", "100000", "--out", "x"], "--resolution"),
         (["kde", "moons", "-b", "1e-200", "-n", "100", "--out", "x"], "bandwidth too small"),
     ],

@@ -46,7 +46,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -67,6 +67,7 @@ def train(
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    threads: int = typer.Option(1, help="Torch threads while training (1 is fastest for small flows); with --model auto every candidate uses them and a flow candidate trains that many folds at a time."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -80,10 +81,11 @@ def train(
 
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
+    check_positive_int(threads, "--threads")
     if condition_on is not None:
-        if distributed or resume or model == "auto":
-            raise ValueError("--condition-on trains one conditional flow on one process "
-                             "(no --distributed, --resume or --model auto)")
+        if distributed or resume or model == "auto" or threads != 1:
+            raise ValueError("--condition-on trains one conditional flow on one process and "
+                             "thread (no --distributed, --resume, --model auto or --threads)")
         check_positive_int(n_test, "--n-test")
         check_output(out, "train")
         chosen = {"n_layers": layers, "hidden": parse_hidden(hidden), "epochs": epochs,
@@ -98,7 +100,7 @@ def train(
             raise ValueError("--model auto trains on one process and cannot resume")
         check_positive_int(n_test, "--n-test")
         check_output(out, "train")
-        return train_auto(data, out, seed, n, n_test, test_fraction)
+        return train_auto(data, out, seed, n, n_test, test_fraction, threads)
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
@@ -125,7 +127,7 @@ def train(
             flow, x, **budget, val_fraction=val_fraction,
             seed=seed, patience=patience or None, ema=ema or None, verbose=None if not quiet else False,
             checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
-            distributed=distributed,
+            distributed=distributed, threads=threads,
         )
 
     with claimed_directory(out, "train", transient={CHECKPOINT}) if writer else nullcontext() as claim:
@@ -141,7 +143,7 @@ def train(
             "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
-            "patience": patience, "device": device, "processes": processes, "flow": result.flow.config, "environment": environment(),
+            "patience": patience, "device": device, "processes": processes, "threads": threads, "flow": result.flow.config, "environment": environment(),
         }
         report = write_run(claim, config, result, x, test, truth, seed,
                            keep_checkpoint=result.stop_reason == "interrupted")
@@ -152,7 +154,8 @@ def train(
     typer.echo(summary_line(out, result, report))
 
 
-def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float) -> None:
+def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
+               threads: int) -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
     from densitylab import datasets, plots
@@ -162,7 +165,7 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
 
     x, truth = datasets.resolve(data, n, seed)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
-    auto = AutoDensity(random_state=seed).fit(x)
+    auto = AutoDensity(random_state=seed, threads=threads).fit(x)
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
                "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True))}
