@@ -97,6 +97,17 @@ def test_flow_folds_trained_together_score_as_each_fold_alone():
         estimator.fit_together([x[:50], x[:60]])
 
 
+def test_progress_bar_names_each_candidate_and_its_score(capsys):
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    dl.AutoDensity(candidates=["kde", "gaussian-mixture"], verbose=True).fit(x)
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "model selection" in text and "2/2" in text and "gaussian-mixture: " in text
+    dl.AutoDensity(candidates=["kde"]).fit(x)  # quiet by default
+    shown = capsys.readouterr()
+    assert "model selection" not in shown.out + shown.err
+
+
 def test_threads_run_folds_side_by_side_with_the_same_result():
     x = dl.datasets.get("moons").sample(120, seed=4)
     options = dict(candidates=["kde", "flow"], random_state=1)

@@ -17,7 +17,8 @@ import csv
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -161,6 +162,30 @@ def _fold_means(make: Callable[[], BaseEstimator], z: np.ndarray,
             for f, (_, test) in zip(fitted, folds, strict=True)]
 
 
+@contextmanager
+def _progress(enabled: bool, names: list[str]) -> Iterator[Callable[[tuple], None]]:
+    """A rich progress bar over the candidates, or a silent no-op; yields ``advance(row)``."""
+    if not enabled:
+        yield lambda row: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]model selection[/]"), BarColumn(),
+               TextColumn("{task.completed}/{task.total} {task.fields[status]}"),
+               TimeElapsedColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("select", total=len(names), status=f"scoring {names[0]}")
+
+        def advance(row: tuple) -> None:
+            done = int(progress.tasks[0].completed) + 1
+            status = f"{row[0]}: {row[1]:.3f}"
+            if done < len(names):
+                status += f"; scoring {names[done]}"
+            progress.update(task, advance=1, status=status)
+
+        yield advance
+
+
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
     if not hasattr(estimator, attribute):
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
@@ -184,6 +209,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
         threads: torch threads for every candidate (the KDE's sums share their work among
             them; a flow candidate's compiled engine trains that many folds at a time);
             ``None`` leaves torch's setting and the candidates' own (one for a flow).
+        verbose: a progress bar over the candidates (``None``: when stderr is a terminal).
 
     Attributes:
         cv_results_: dict of lists, one entry per candidate: ``candidate``,
@@ -203,11 +229,13 @@ class AutoDensity(DensityMixin, BaseEstimator):
     """
 
     def __init__(self, candidates: Sequence[str] | None = None, cv: int = 3,
-                 random_state: int = 0, threads: int | None = None) -> None:
+                 random_state: int = 0, threads: int | None = None,
+                 verbose: bool | None = False) -> None:
         self.candidates = candidates
         self.cv = cv
         self.random_state = random_state
         self.threads = threads
+        self.verbose = verbose
 
     def _candidate_names(self) -> list[str]:
         names = list(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
@@ -235,10 +263,14 @@ class AutoDensity(DensityMixin, BaseEstimator):
         z = (x - self.mean_) / self.scale_
         log_jacobian = -float(np.sum(np.log(self.scale_)))
         folds = equal_folds(len(z), self.cv, seed)
-        from densitylab.runtime import torch_threads
+        from densitylab.runtime import progress_enabled, torch_threads
 
-        with torch_threads(self.threads):
-            rows = [self._cross_validate(name, seed, z, folds, log_jacobian) for name in names]
+        rows = []
+        with torch_threads(self.threads), _progress(progress_enabled(self.verbose),
+                                                    names) as advance:
+            for name in names:
+                rows.append(self._cross_validate(name, seed, z, folds, log_jacobian))
+                advance(rows[-1])
         order = sorted(range(len(rows)), key=lambda i: -rows[i][1])
         if not math.isfinite(rows[order[0]][1]):
             raise ValueError("no candidate could fit these data: "

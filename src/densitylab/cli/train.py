@@ -46,7 +46,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -100,7 +100,7 @@ def train(
             raise ValueError("--model auto trains on one process and cannot resume")
         check_positive_int(n_test, "--n-test")
         check_output(out, "train")
-        return train_auto(data, out, seed, n, n_test, test_fraction, threads)
+        return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet)
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
@@ -155,7 +155,7 @@ def train(
 
 
 def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
-               threads: int) -> None:
+               threads: int, quiet: bool) -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
     from densitylab import datasets, plots
@@ -165,7 +165,8 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
 
     x, truth = datasets.resolve(data, n, seed)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
-    auto = AutoDensity(random_state=seed, threads=threads).fit(x)
+    auto = AutoDensity(random_state=seed, threads=threads,
+                       verbose=False if quiet else None).fit(x)
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
                "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True))}
