@@ -12,7 +12,7 @@ from densitylab import flows
 from densitylab.flows import recipes, splines, transforms
 from densitylab.flows.splines import _knots
 from densitylab.training import compiled_spline
-from densitylab.training.autograd import TorchEngine
+from densitylab.training.compiled import CompiledEngine
 from densitylab.training.fitting import use_compiled
 
 BOUND = 2.0
@@ -254,7 +254,7 @@ def test_resume_with_the_compiled_engine(tmp_path, monkeypatch):
     straight = dl.fit(nsf_maker()(1), x, **options)
     torch_run = dl.fit(nsf_maker()(1), x, **(options | {"engine": "torch"}))
     np.testing.assert_allclose(straight.history.val_nll, torch_run.history.val_nll, rtol=1e-9)
-    validate, calls = TorchEngine.validate, []
+    validate, calls = CompiledEngine.validate, []
 
     def interrupt(loop):
         calls.append(1)
@@ -262,7 +262,7 @@ def test_resume_with_the_compiled_engine(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return validate(loop)
 
-    monkeypatch.setattr(TorchEngine, "validate", interrupt)
+    monkeypatch.setattr(CompiledEngine, "validate", interrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         dl.fit(nsf_maker()(1), x, **options, checkpoint=tmp_path / "c", checkpoint_every=2)
     monkeypatch.undo()

@@ -39,6 +39,7 @@ class CompiledEngine(TorchEngine):
         self.adam = self.stack.new_adam()
         x = x_train.detach().double().cpu().numpy()
         self.x = self.stack.standardized(x)
+        self.x_val_standardized = self.stack.standardized(x_val.detach().double().cpu().numpy())
         self.offset = self.stack.log_det_offset()  # NLL(x) = NLL(standardised x) - offset
 
     def _new_optimizers(self) -> list:
@@ -56,6 +57,16 @@ class CompiledEngine(TorchEngine):
         self.stack.unpack(self.theta)
         n_batches = math.ceil(self.x.shape[1] / options.batch_size)
         return (sums - n_batches * self.offset)[:, None]
+
+    def validate(self) -> np.ndarray:
+        """Validation NLL per model; for spline flows by the compiled forward pass of the
+        weights the torch model holds (the moving average's, while the driver swaps it in),
+        three times faster than torch's."""
+        if not isinstance(self.stack, compiled_spline.CompiledSplineStack):
+            return super().validate()
+        log_p = self.stack.log_prob(self.stack.pack(), self.x_val_standardized)
+        loss = -(log_p.astype(np.float64).mean(axis=1) + self.offset)
+        return np.nan_to_num(loss, nan=np.inf)
 
     def load_state(self, state) -> None:
         super().load_state(state)
