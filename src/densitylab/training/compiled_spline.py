@@ -770,15 +770,18 @@ def _mixture_log_prob(z, log_w, means, inv_chol, log_det, g_z, scale):
     k_total = log_w.shape[0]
     out = np.empty(n)
     white = np.empty((k_total, dim))
+    diff = np.empty(dim)
     a = np.empty(k_total)
     for i in range(n):
         top = -np.inf
         for k in range(k_total):
+            for c in range(dim):
+                diff[c] = z[i, c] - means[k, c]
             square = 0.0
             for r in range(dim):
                 value = 0.0
                 for c in range(r + 1):
-                    value += inv_chol[k, r, c] * (z[i, c] - means[k, c])
+                    value += inv_chol[k, r, c] * diff[c]
                 white[k, r] = value
                 square += value * value
             a[k] = log_w[k] - log_det[k] - 0.5 * (square + dim * LOG_2PI)
@@ -790,12 +793,12 @@ def _mixture_log_prob(z, log_w, means, inv_chol, log_det, g_z, scale):
         if g_z.shape[0] == 0:
             continue
         for c in range(dim):
-            g = 0.0
-            for k in range(k_total):
-                weight = math.exp(a[k] - out[i])
-                for r in range(c, dim):
-                    g += weight * inv_chol[k, r, c] * white[k, r]
-            g_z[i, c] = scale * g
+            g_z[i, c] = 0.0
+        for k in range(k_total):
+            weight = scale * math.exp(a[k] - out[i])  # the responsibility, scaled
+            for r in range(dim):
+                for c in range(r + 1):
+                    g_z[i, c] += weight * inv_chol[k, r, c] * white[k, r]
     return out
 
 
