@@ -98,7 +98,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         schedule: str | None = None,  # None: the model's default; "constant" or "cosine"
         patience: int | None = None,
         random_state: int = 0,
-        verbose: bool = False,
+        verbose: bool | None = False,  # None: a progress bar when stderr is a terminal
         device: str = "cpu",
         dequantize: bool | None = None,
         threads: int = 1,
@@ -255,7 +255,7 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         schedule: str | None = None,
         patience: int | None = None,
         random_state: int = 0,
-        verbose: bool = False,
+        verbose: bool | None = False,  # None: a progress bar when stderr is a terminal
         device: str = "cpu",
         embedding: Sequence[int] | None = None,
     ) -> None:

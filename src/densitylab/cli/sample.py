@@ -45,5 +45,7 @@ def sample(
     header = header_of(model.dim)
     with output_file(out, header) as staging:
         points = model.sample(n, seed) if condition is None else model.sample_given(condition, seed)
-        np.savetxt(staging, points, delimiter=",", header=header, comments="", fmt="%.10g")
+        exact = set(model.given) if condition is not None else set()  # the user's own values
+        fmt = ["%.17g" if j in exact else "%.10g" for j in range(model.dim)]
+        np.savetxt(staging, points, delimiter=",", header=header, comments="", fmt=fmt)
     typer.echo(f"wrote {n} samples to {out}")

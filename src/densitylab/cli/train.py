@@ -169,7 +169,8 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
                        verbose=False if quiet else None).fit(x)
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
-               "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True))}
+               "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True)),
+               "train_log_density_quantiles": training_quantiles(auto.score_samples(x))}
     if truth is not None:
         metrics |= {"entropy": truth.entropy(), "entropy_gap": metrics["test_nll"] - truth.entropy()}
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
@@ -225,7 +226,9 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
     metrics = {"test_conditional_nll": float(-log_p.mean()),
                "test_conditional_nll_se": float(log_p.std(ddof=1) / np.sqrt(len(log_p))),
                "n_test": len(test), "trained": est.best_epoch_ > 0, "best_epoch": est.best_epoch_,
-               "best_val_nll": est.best_val_nll_}
+               "best_val_nll": est.best_val_nll_,
+               "train_log_density_quantiles": training_quantiles(
+                   est.score_samples(x[:, given], x[:, modelled]))}
     config = {"command": "train", "data": data, "model": model, "condition_on": given,
               "modelled": modelled, "seed": seed, "n_train_and_val": len(x),
               "params": est.get_params(), "flow": est.flow_.config, "environment": environment()}
@@ -245,6 +248,16 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
                f"{metrics['test_conditional_nll']:.4f}, best epoch {est.best_epoch_}")
 
 
+def training_quantiles(log_p) -> list[float]:
+    """The training data's log-densities at :data:`~densitylab.outliers.QUANTILE_LEVELS`,
+    recorded in ``metrics.json`` so ``score --contamination`` can set a threshold later."""
+    import numpy as np
+
+    from densitylab.outliers import QUANTILE_LEVELS
+
+    return np.quantile(log_p, QUANTILE_LEVELS).tolist()
+
+
 def environment() -> dict[str, str]:
     import numpy
     import torch
@@ -262,17 +275,14 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
     (a run that diverged at once), and ``densitylab score``/``sample`` refuse such a run. The
     training data's log-densities are recorded as quantiles, for ``score --contamination``.
     """
-    import numpy as np
 
     from densitylab import plots
     from densitylab.evaluation import evaluate_flow, flow_log_prob
     from densitylab.io import save
-    from densitylab.outliers import QUANTILE_LEVELS
 
     out = claim.path
     report = evaluate_flow(result.flow, test, truth, seed=seed)
-    train_scores = flow_log_prob(result.flow, x)
-    report["train_log_density_quantiles"] = np.quantile(train_scores, QUANTILE_LEVELS).tolist()
+    report["train_log_density_quantiles"] = training_quantiles(flow_log_prob(result.flow, x))
     report |= {"trained": result.best_epoch > 0, "best_epoch": result.best_epoch,
                "best_val_nll": result.best_val_nll,
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
