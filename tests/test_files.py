@@ -219,3 +219,138 @@ def test_save_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(ValueError, match="did not write"):
         dl.save(dl.flows.realnvp(2, 2), folder)
     assert snapshot(tmp_path) == before
+
+
+# -- round two: ownership by content, at every depth; links, pipes and devices -------------------
+@pytest.mark.parametrize("command", ["kde", "train"])
+def test_a_users_files_nested_inside_an_output_are_kept_byte_for_byte(
+    tmp_path, monkeypatch, capsys, command
+):
+    out = tmp_path / "out"
+    assert cli(capsys, monkeypatch, *with_out(command, str(out)))[0] == 0
+    nested = out / "figures" / "mine.txt" if command == "kde" else out / "model" / "notes"
+    nested.write_bytes(b"the user's own \\x00 bytes\n")
+    before = snapshot(tmp_path)
+    code, output = cli(capsys, monkeypatch, *with_out(command, str(out)))
+    assert code == 2 and nested.relative_to(out).as_posix() in output, output
+    assert snapshot(tmp_path) == before
+    nested.unlink()
+    (out / "config.json").write_text("{}")  # a file of ours, edited by the user
+    code, output = cli(capsys, monkeypatch, *with_out(command, str(out)))
+    assert code == 2 and "config.json (changed)" in output, output
+    assert (out / "config.json").read_text() == "{}"
+
+
+def test_a_users_empty_folder_inside_an_output_is_kept(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert cli(capsys, monkeypatch, *with_out("kde", str(out)))[0] == 0
+    (out / "figures" / "drafts").mkdir()
+    code, output = cli(capsys, monkeypatch, *with_out("kde", str(out)))
+    assert code == 2 and "figures/drafts" in output
+    assert (out / "figures" / "drafts").is_dir()
+
+
+def test_the_marker_records_every_file_at_every_depth_with_its_checksum(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    assert cli(capsys, monkeypatch, *with_out("train", str(out)))[0] == 0
+    files = _files.read_marker(out)["files"]
+    expected = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in out.rglob("*") if p.is_file() and p.name != _files.MARKER} | {
+        "model/.densitylab": hashlib.sha256((out / "model/.densitylab").read_bytes()).hexdigest()}
+    assert files == expected and "model/model.safetensors" in files
+
+
+@pytest.mark.parametrize("command", FILE_COMMANDS)
+def test_a_matching_header_does_not_make_a_file_densitylabs(
+    tmp_path, monkeypatch, capsys, model_run, command
+):
+    mine = tmp_path / "my_measurements.csv"
+    mine.write_text("x1,x2\n1,2\n" if command == "sample" else "log_density\n-1.5\n")
+    before = mine.read_bytes()
+    code, output = cli(capsys, monkeypatch, *with_out(command, str(mine), *model_run))
+    assert code == 2 and "not written by densitylab" in output
+    assert mine.read_bytes() == before
+    ours = tmp_path / "ours.csv"
+    for _ in range(2):  # its own output, unchanged: replaced
+        assert cli(capsys, monkeypatch, *with_out(command, str(ours), *model_run))[0] == 0
+    with open(ours, "a") as handle:  # ... until the user edits it
+        handle.write("1,2\n")
+    edited = ours.read_bytes()
+    code, output = cli(capsys, monkeypatch, *with_out(command, str(ours), *model_run))
+    assert code == 2 and ours.read_bytes() == edited
+
+
+def test_a_link_as_output_is_followed_never_renamed(tmp_path, monkeypatch, capsys, model_run):
+    folder, link = tmp_path / "users-empty-folder", tmp_path / "link"
+    folder.mkdir()
+    link.symlink_to(folder)
+    for _ in range(2):
+        assert cli(capsys, monkeypatch, *with_out("kde", str(link)))[0] == 0
+        assert link.is_symlink() and os.readlink(link) == str(folder)
+        assert (folder / "config.json").is_file() and _files.read_marker(folder)["kind"] == "kde"
+    assert staging_left(tmp_path) == []
+    target, file_link = tmp_path / "samples.csv", tmp_path / "samples-link.csv"
+    file_link.symlink_to(target)
+    for _ in range(2):
+        assert cli(capsys, monkeypatch, *with_out("sample", str(file_link), *model_run))[0] == 0
+        assert file_link.is_symlink() and len(target.read_text().splitlines()) == 21
+
+
+def test_out_dash_writes_csv_to_standard_output(tmp_path, model_run):
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    run, points = model_run
+    result = CliRunner().invoke(app, ["sample", str(run), "-n", "4", "--seed", "3", "--out", "-"])
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.strip().splitlines()
+    assert rows[0] == "x1,x2" and len(rows) == 5 and "wrote" not in result.stdout
+    result = CliRunner().invoke(app, ["score", str(run), str(points), "--out", "-"])
+    assert result.stdout.splitlines()[0] == "log_density" and len(result.stdout.split()) == 11
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fifo_is_written_never_read(tmp_path, monkeypatch, capsys, model_run):
+    import threading
+    import time
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    start = time.perf_counter()
+    code, output = cli(capsys, monkeypatch, *with_out("sample", str(fifo), *model_run))
+    reader.join(10)
+    assert code == 0, output
+    assert time.perf_counter() - start < 10 and not reader.is_alive()
+    assert received[0].decode().splitlines()[0] == "x1,x2" and fifo.exists()
+    assert staging_left(tmp_path) == []
+
+
+def test_dev_stdout_is_written_through_the_descriptor(capfd, monkeypatch, model_run):
+    run, points = model_run
+    monkeypatch.setattr(sys, "argv", ["densitylab", "score", str(run), str(points),
+                                      "--out", "/dev/stdout"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    captured = capfd.readouterr()
+    assert captured.out.splitlines()[0] == "log_density" and len(captured.out.split()) == 11
+    assert "wrote 10 log-densities" in captured.err
+
+
+@pytest.mark.slow
+def test_a_dev_stdout_pipe_into_head_finishes_within_seconds(model_run):
+    import subprocess
+
+    run, _ = model_run
+    shell = (f"{sys.executable} -m densitylab sample {run} -n 200000 --out /dev/stdout "
+             "| head -n 2")
+    done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.splitlines()[0] == "x1,x2" and len(done.stdout.splitlines()) == 2
+    assert "Traceback" not in done.stderr

@@ -23,7 +23,6 @@ from densitylab.experiments.findings import Z
 from densitylab.experiments.runner import Outcome, Table
 
 REPORT_FILE = "report.html"
-DOCTYPE = "<!DOCTYPE html>"
 TEMPLATE = "report.html.j2"
 
 
@@ -147,6 +146,6 @@ def write_report(
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
     page = render(outcomes, out, quick, env_table, timing)
     path = out / REPORT_FILE
-    with output_file(path, DOCTYPE) as staging:
+    with output_file(path) as staging:
         staging.write_text(page, encoding="utf-8")
     return path

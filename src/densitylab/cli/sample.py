@@ -18,14 +18,14 @@ def sample(
     run: Path = typer.Argument(..., help="A run directory written by `densitylab train`, or a model directory written by `dl.save`."),
     n: int = typer.Option(1000, "-n", help="Number of points to draw."),
     seed: int = typer.Option(0, help="Random seed."),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (columns x1, x2, ...); an existing file is replaced only if densitylab wrote it."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (columns x1, x2, ...); - for standard output. An existing file is replaced only if densitylab wrote it (and it is unchanged since)."),
     allow_untrained: bool = typer.Option(False, help="Use a run whose training diverged before learning anything."),
     given: Path | None = typer.Option(None, "--given", help="For a conditional model (train --condition-on): a .csv/.npy/.npz of condition values, one row per point to draw; -n is then the number of rows."),
 ) -> None:
     """Draw N points from a trained model and write them as CSV."""
     import numpy as np
 
-    from densitylab._files import output_file
+    from densitylab._files import is_stream, output_file
     from densitylab._validation import check_positive_int
     from densitylab.cli._models import load_model
 
@@ -43,9 +43,9 @@ def sample(
                              f"has {len(model.given)} (columns {list(model.given)})")
         n = len(condition)
     header = header_of(model.dim)
-    with output_file(out, header) as staging:
+    with output_file(out) as staging:
         points = model.sample(n, seed) if condition is None else model.sample_given(condition, seed)
         exact = set(model.given) if condition is not None else set()  # the user's own values
         fmt = ["%.17g" if j in exact else "%.10g" for j in range(model.dim)]
         np.savetxt(staging, points, delimiter=",", header=header, comments="", fmt=fmt)
-    typer.echo(f"wrote {n} samples to {out}")
+    typer.echo(f"wrote {n} samples to {out}", err=is_stream(out))
