@@ -138,11 +138,23 @@ FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
 
 
-def equal_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def equal_folds(n: int, k: int, seed: int,
+                groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Shuffled ``k``-fold ``(train, test)`` indices of ``n`` points whose training sets all
-    have the smallest one's size (a larger one leaves out one point, drawn by ``seed``), so
-    that a flow's folds can train together; every point is tested once."""
-    folds = list(KFold(k, shuffle=True, random_state=seed).split(np.zeros((n, 1))))
+    have the smallest one's size (a larger one leaves out a few points, drawn by ``seed``), so
+    that a flow's folds can train together; every point is tested once. With ``groups`` (see
+    :func:`densitylab._ties.tie_groups`) that hold copies, the copies of a row fall in one fold:
+    none is held out while another trains."""
+    if groups is not None and groups.max() + 1 < n:
+        from densitylab._ties import grouped_kfold
+
+        tests = grouped_kfold(groups, k, seed)
+        if min(len(t) for t in tests) == 0:
+            raise ValueError(f"these data hold fewer than {k} distinct rows: too few for "
+                             f"{k}-fold cross-validation")
+        folds = [(np.setdiff1d(np.arange(n), test), test) for test in tests]
+    else:
+        folds = list(KFold(k, shuffle=True, random_state=seed).split(np.zeros((n, 1))))
     size = min(len(train) for train, _ in folds)
     rng = np.random.default_rng(seed)
     return [(np.sort(rng.choice(train, size, replace=False)), test) for train, test in folds]
@@ -216,6 +228,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
             ``mean_log_likelihood`` (nats per point, in the units of ``X``), ``std_error``,
             ``seconds`` (fitting and scoring all folds), ``rank``, ``note``.
         best_name_, best_estimator_: the winner, refitted on all of ``X`` (standardised).
+        n_duplicates_: rows of ``X`` that copy another (to ``1e-6`` standard deviations);
+            the folds keep every copy of a row together.
         mean_, scale_: the standardisation.
 
     Example:
@@ -262,7 +276,11 @@ class AutoDensity(DensityMixin, BaseEstimator):
                              "needs every column to vary (drop it)")
         z = (x - self.mean_) / self.scale_
         log_jacobian = -float(np.sum(np.log(self.scale_)))
-        folds = equal_folds(len(z), self.cv, seed)
+        from densitylab._ties import duplicate_count, tie_groups
+
+        groups = tie_groups(z)
+        self.n_duplicates_ = duplicate_count(groups)
+        folds = equal_folds(len(z), self.cv, seed, groups)
         from densitylab.runtime import progress_enabled, torch_threads
 
         rows = []

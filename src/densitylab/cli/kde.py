@@ -93,8 +93,15 @@ def kde(
     check_output(out, "kde")
     x, truth = datasets.resolve(data, n, seed)
     model = KDE(bandwidth=spec, device=device or None).fit(x)
+    from densitylab._ties import duplicate_count, tie_groups
+
+    copies = duplicate_count(tie_groups(x))
+    if copies:
+        typer.echo(f"note: {copies} of the {len(x)} rows repeat another row; leave-one-out "
+                   "leaves out every copy", err=True)
     report: dict[str, Any] = {
         "n_points": len(x),
+        "duplicate_rows": copies,
         "dim": x.shape[1],
         "bandwidth_matrix": model.bandwidth_.tolist(),
         "kernel_covariance": model.covariance_.tolist(),

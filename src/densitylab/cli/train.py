@@ -32,13 +32,32 @@ def parse_hidden(text: str | None) -> tuple[int, ...] | None:
 
 
 def split_test(x, test_fraction: float, seed: int):
-    """Split a user's data into (fit, test) parts by a seeded permutation."""
+    """Split a user's data into (fit, test) parts by a seeded permutation that keeps every
+    copy of a row on one side (a copy in both would score the test set on training data); the
+    number of copies found is reported on stderr."""
     import numpy as np
+
+    from densitylab._ties import duplicate_count, grouped_permutation, tie_groups
 
     if not 0 < test_fraction < 1:
         raise ValueError(f"--test-fraction must lie strictly between 0 and 1, got {test_fraction}")
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = max(1, round(test_fraction * len(x)))
+    groups = tie_groups(x)
+    copies = duplicate_count(groups)
+    if copies == 0:
+        order = np.random.default_rng(seed).permutation(len(x))
+        n_test = max(1, round(test_fraction * len(x)))
+    else:
+        order = grouped_permutation(groups, seed)
+        ordered = groups[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # group boundaries
+        n_test = int(starts[np.argmin(np.abs(starts - test_fraction * len(x)))]) or int(
+            starts[1] if len(starts) > 1 else len(x))
+        typer.echo(f"note: {copies} of the {len(x)} rows repeat another row (to 1e-6 standard "
+                   "deviations); all copies of a row stay on one side of the train/test split",
+                   err=True)
+    if n_test >= len(x) - 1:
+        raise ValueError(f"the data hold too few distinct rows ({len(x) - copies}) to set "
+                         "aside a test set")
     return x[order[n_test:]], x[order[:n_test]]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from densitylab.kde.loo import loo_scorer
+from densitylab.kde.loo import loo_scorer, merge_copies
 
 BandwidthRule = Callable[[np.ndarray, np.ndarray], "float | np.ndarray"]
 """A rule maps data ``(n, d)`` and normalised weights ``(n,)`` to a factor on ``chol(cov)`` or to
@@ -127,25 +127,52 @@ def _maximise_log_factor(
     return math.exp(max(cache, key=cache.__getitem__))  # the best point evaluated
 
 
-def _rounding_floor(x: np.ndarray) -> np.ndarray:
-    """Smallest kernel standard deviation per axis: the spread ``step / sqrt(12)`` of a rounding
-    error, for columns of rounded values (``0`` for continuous ones). Without it the
-    leave-one-out likelihood of repeated values grows without bound as the kernel shrinks."""
+MAX_DECIMALS = 12
+"""Most decimal places :func:`decimal_steps` looks for; finer columns count as continuous."""
+
+
+def decimal_steps(x: np.ndarray) -> np.ndarray:
+    """The recorded resolution of each column: ``10**-k`` for the fewest decimals ``k`` (at most
+    ``MAX_DECIMALS``, integers included) that write every value of it, ``0`` if none does.
+
+    Example:
+        >>> decimal_steps(np.array([[1.25, 3.0, 0.1234567891234567], [2.5, 7.0, 1.0]]))
+        array([0.01, 1.  , 0.  ])
+    """
+    steps = np.zeros(x.shape[1])
+    for j in range(x.shape[1]):
+        for k in range(MAX_DECIMALS + 1):
+            scaled = x[:, j] * 10.0**k
+            if not np.all(np.abs(scaled) < 2.0**52):
+                break
+            if np.all(np.abs(scaled - np.round(scaled)) <= 1e-6):
+                steps[j] = 10.0**-k
+                break
+    return steps
+
+
+def resolution_floor(x: np.ndarray) -> np.ndarray:
+    """Smallest kernel standard deviation per axis: the data's resolution, the larger of the
+    rounding step of a column of few distinct values (:func:`densitylab._rounding.rounding_steps`)
+    and the decimal step its values are written to (:func:`decimal_steps`); ``0`` for a column
+    of full-precision values. A kernel narrower than the rounding claims a precision the data do
+    not have, and on repeated values the cross-validated likelihood grows without bound as the
+    kernel shrinks."""
     from densitylab._rounding import rounding_steps
 
-    return rounding_steps(x) / math.sqrt(12.0)
+    return np.maximum(rounding_steps(x), decimal_steps(x))
 
 
-def _factor_on(x: np.ndarray, weights: np.ndarray, base: np.ndarray, start: float) -> float:
+def _factor_on(x: np.ndarray, weights: np.ndarray, base: np.ndarray, start: float,
+               floor: np.ndarray) -> float:
     """Leave-one-out best ``c`` for ``H = c * base`` (``base`` lower-triangular), kept above the
-    rounding floor along every axis."""
-    floor = _rounding_floor(x)
+    resolution floor along every axis."""
     axis_sd = np.sqrt(np.sum(base**2, axis=1))  # kernel sd per axis for c = 1
     lowest = max(1e-4, float(np.max(floor / axis_sd)))
     return _maximise_log_factor(loo_scorer(x, weights, base), start, lowest=lowest)
 
 
-def cv_factor(x: np.ndarray, weights: np.ndarray) -> float:
+def cv_factor(x: np.ndarray, weights: np.ndarray, floor: np.ndarray | None = None) -> float:
     """Factor maximising the leave-one-out log-likelihood of ``H = factor * chol(cov)``.
 
     Starting at Scott's factor, the search doubles or halves the factor until the score drops on
@@ -156,19 +183,31 @@ def cv_factor(x: np.ndarray, weights: np.ndarray) -> float:
         Silverman, B. W. (1986). Density Estimation for Statistics and Data Analysis, sec. 3.4.
     """
     chol = data_cholesky(x, weights, "cv")
-    return _factor_on(x, weights, chol, scott_factor(x, weights))
+    floor = resolution_floor(x) if floor is None else floor
+    return _factor_on(x, weights, chol, scott_factor(x, weights), floor)
 
 
-def _isotropic_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
+def _isotropic_shape(x: np.ndarray, weights: np.ndarray, floor: np.ndarray,
+                     fitted: dict) -> np.ndarray:
     """``H = c * diag(sd)``: one width for every axis of the standardised data (what a
     grid search of scikit-learn's ``KernelDensity`` on standardised data tunes)."""
     base = np.diag(np.sqrt(np.diag(data_covariance(x, weights))))
-    return _factor_on(x, weights, base, scott_factor(x, weights)) * base
+    return _factor_on(x, weights, base, scott_factor(x, weights), floor) * base
 
 
-def _full_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
+def _full_shape(x: np.ndarray, weights: np.ndarray, floor: np.ndarray,
+                fitted: dict) -> np.ndarray:
     """``H = c * chol(cov)``: kernels shaped like the data's covariance (scipy's convention)."""
-    return cv_factor(x, weights) * data_cholesky(x, weights, "cv")
+    return cv_factor(x, weights, floor) * data_cholesky(x, weights, "cv")
+
+
+def _scott_shape(x: np.ndarray, weights: np.ndarray, floor: np.ndarray,
+                 fitted: dict) -> np.ndarray:
+    """``H = scott * chol(cov)``, widened to the floor: the guard of the tied case, where it
+    competes with the shapes above on K-fold held-out likelihood (see :func:`cv_bandwidth`)."""
+    chol = data_cholesky(x, weights, "cv")
+    axis_sd = np.sqrt(np.sum(chol**2, axis=1))
+    return max(scott_factor(x, weights), float(np.max(floor / axis_sd))) * chol
 
 
 PER_AXIS_SUBSAMPLE = 1000
@@ -176,7 +215,8 @@ PER_AXIS_SUBSAMPLE = 1000
 scale of the shape it finds is then refitted exactly on all the data."""
 
 
-def _per_axis_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndarray:
+def _per_axis_shape(x: np.ndarray, weights: np.ndarray, floor: np.ndarray,
+                    fitted: dict) -> np.ndarray:
     """``H = diag(h_1..h_d)``: one width per axis, by L-BFGS on the leave-one-out log-likelihood
     of ``log h`` with its exact gradient, from the best isotropic kernel; the widths are kept
     above the rounding floor. On more than ``PER_AXIS_SUBSAMPLE`` points the shape comes from a
@@ -185,7 +225,8 @@ def _per_axis_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndar
     from scipy.special import logsumexp
 
     isotropic = fitted.get("isotropic")
-    start = np.diag(_isotropic_shape(x, weights, fitted) if isotropic is None else isotropic)
+    start = np.diag(_isotropic_shape(x, weights, floor, fitted) if isotropic is None
+                    else isotropic)
     sub, w = x, weights
     if len(x) > PER_AXIS_SUBSAMPLE:
         keep = np.random.default_rng(0).choice(len(x), PER_AXIS_SUBSAMPLE, replace=False,
@@ -194,7 +235,7 @@ def _per_axis_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndar
     centred = sub - w @ sub
     log_w = np.log(w)
     const = float(np.dot(w, np.log1p(-w)))
-    floor = np.maximum(_rounding_floor(x), 1e-6 * np.sqrt(np.diag(data_covariance(x, weights))))
+    lowest = np.maximum(floor, 1e-6 * np.sqrt(np.diag(data_covariance(x, weights))))
 
     def negative_loo(t: np.ndarray) -> tuple[float, np.ndarray]:
         u = centred / np.exp(t)
@@ -209,47 +250,64 @@ def _per_axis_shape(x: np.ndarray, weights: np.ndarray, fitted: dict) -> np.ndar
         return -value, -(w @ spread - 1.0)
 
     fitted = minimize(negative_loo, np.log(start), jac=True, method="L-BFGS-B",
-                      bounds=[(math.log(f), None) for f in floor],
+                      bounds=[(math.log(f), None) for f in lowest],
                       options={"maxiter": 100, "ftol": 1e-8, "gtol": 1e-6})
     base = np.diag(np.exp(fitted.x))
     if sub is x:
         return base
-    return _factor_on(x, weights, base, 1.0) * base
+    return _factor_on(x, weights, base, 1.0, floor) * base
 
 
-KERNEL_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, dict], np.ndarray]] = {
+Shape = Callable[[np.ndarray, np.ndarray, np.ndarray, dict], np.ndarray]
+KERNEL_SHAPES: dict[str, Shape] = {
     "isotropic": _isotropic_shape,
     "per-axis": _per_axis_shape,
     "full": _full_shape,
 }
-"""Kernel shapes the ``"cv"`` rule chooses among; each maps data, weights and the shapes fitted
-so far (``{name: H}``, which it may start from) to its best ``H``."""
+"""Kernel shapes the ``"cv"`` rule chooses among; each maps data, weights, the per-axis floor of
+the kernel's width and the shapes fitted so far (``{name: H}``, which it may start from) to its
+best ``H``."""
+GUARD_SHAPES: dict[str, Shape] = {"scott": _scott_shape}
+"""Shapes that join the choice where ties decide (K-fold scoring, see :func:`cv_bandwidth`)."""
+TIED_FOLDS = 5
 
 
 def select_bandwidth(
-    x: np.ndarray, weights: np.ndarray, shapes: tuple[str, ...] = tuple(KERNEL_SHAPES)
+    x: np.ndarray, weights: np.ndarray, shapes: tuple[str, ...] = tuple(KERNEL_SHAPES),
+    floor: np.ndarray | None = None, folds: int | None = None,
 ) -> tuple[np.ndarray, str, dict[str, float]]:
-    """The bandwidth matrix with the best leave-one-out log-likelihood over kernel ``shapes``.
+    """The bandwidth matrix with the best held-out log-likelihood over kernel ``shapes``.
 
     Returns ``(H, shape, scores)``: the winner, its shape's name, and every shape's mean
-    leave-one-out log-likelihood (nats per point). A shape that cannot be fitted here (a
-    singular data covariance for ``"full"``) is left out of the scores.
+    held-out log-likelihood (nats per point): leave-one-out (every point left out with its
+    copies), or with ``folds`` the ``folds``-fold cross-validation that keeps copies in one
+    fold. ``floor``: the smallest kernel width per axis (default: the data's resolution,
+    :func:`resolution_floor`). A shape that cannot be fitted here (a singular data covariance
+    for ``"full"``) is left out of the scores.
     """
-    unknown = [s for s in shapes if s not in KERNEL_SHAPES]
+    from densitylab.kde.loo import kfold_score
+
+    registry = KERNEL_SHAPES | GUARD_SHAPES
+    unknown = [s for s in shapes if s not in registry]
     if unknown or not shapes:
         raise ValueError(f"unknown kernel shape(s) {unknown or shapes!r}; choose from "
-                         f"{', '.join(KERNEL_SHAPES)}")
+                         f"{', '.join(registry)}")
+    floor = resolution_floor(x) if floor is None else floor
+    merged, merged_w = merge_copies(x, weights)
+    if len(merged) < 2:
+        raise ValueError("bandwidth rule 'cv' needs at least 2 distinct points")
     fitted: dict[str, np.ndarray] = {}
     scores: dict[str, float] = {}
     errors: list[str] = []
     for shape in shapes:
         try:
-            h = KERNEL_SHAPES[shape](x, weights, fitted)
+            h = registry[shape](merged, merged_w, floor, fitted)
         except ValueError as err:
             errors.append(f"{shape}: {err}")
             continue
         fitted[shape] = h
-        scores[shape] = loo_scorer(x, weights, cholesky_of_gram(h))(1.0)
+        scores[shape] = (loo_scorer(merged, merged_w, cholesky_of_gram(h))(1.0) if folds is None
+                         else kfold_score(x, weights, cholesky_of_gram(h), folds))
     if not scores:
         raise ValueError("no kernel shape could be fitted: " + "; ".join(errors))
     best = max(scores, key=scores.__getitem__)
@@ -257,16 +315,30 @@ def select_bandwidth(
 
 
 def cv_bandwidth(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Bandwidth matrix maximising the leave-one-out log-likelihood over the kernel shapes of
+    """Bandwidth matrix with the best held-out log-likelihood over the kernel shapes of
     ``KERNEL_SHAPES``: isotropic on standardised data, per-axis widths, and the data's
-    covariance scaled (see :func:`select_bandwidth`)."""
+    covariance scaled (see :func:`select_bandwidth`), never narrower than the data's resolution
+    (:func:`resolution_floor`).
+
+    Each shape's width is fitted by leave-one-out likelihood, every point left out with its
+    copies. Where ties would decide (the data repeat rows, or hold columns of few distinct
+    values), the shapes are compared by ``TIED_FOLDS``-fold held-out likelihood instead, with
+    copies kept in one fold, and Scott's rule competes as a guard: a kernel that fits the ties
+    but scores fresh points absurdly low loses to it.
+    """
+    from densitylab._rounding import rounding_steps
+
     constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
     if len(constant):
         raise ValueError(
             f"bandwidth rule 'cv' needs every column to vary; column {int(constant[0])} "
             "is constant (drop it, or pass an explicit bandwidth)"
         )
-    return select_bandwidth(x, weights)[0]
+    distinct = len(merge_copies(x, weights)[0])
+    if distinct == len(x) and not np.any(rounding_steps(x) > 0):
+        return select_bandwidth(x, weights)[0]
+    return select_bandwidth(x, weights, (*KERNEL_SHAPES, *GUARD_SHAPES),
+                            folds=min(TIED_FOLDS, distinct))[0]
 
 
 BANDWIDTH_RULES: dict[str, BandwidthRule] = {
