@@ -335,8 +335,15 @@ class AutoDensity(DensityMixin, BaseEstimator):
         """Log-density of each row of ``X`` in nats, in the units of the training data."""
         _check_fitted(self, "best_estimator_")
         x = validate_data(self, X, dtype=np.float64, reset=False)
-        z = (x - self.mean_) / self.scale_
-        return self.best_estimator_.score_samples(z) - float(np.sum(np.log(self.scale_)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (x - self.mean_) / self.scale_
+        reach = np.all(np.isfinite(z), axis=1)  # rows beyond float64 once standardised: -inf
+        log_p = np.full(len(x), -math.inf)
+        if reach.any():
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+                inner = np.asarray(self.best_estimator_.score_samples(z[reach]), dtype=np.float64)
+            log_p[reach] = np.where(np.isnan(inner), -math.inf, inner)
+        return log_p - float(np.sum(np.log(self.scale_)))
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``: higher is better."""

@@ -26,6 +26,27 @@ def check_fitted(estimator: BaseEstimator) -> None:
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
 
 
+SHIFT_ABOVE = 100.0
+"""A column whose mean lies further than this many standard deviations from 0 is shifted to
+mean 0 in float64 before the data meet the flow's float32 arithmetic (timestamps, coordinates in
+metres: at 1e7 float32 rounds to whole units). The shift is part of the estimator, a
+translation without Jacobian; columns nearer 0 are left as they are."""
+
+
+def float64_shift(x: np.ndarray) -> np.ndarray:
+    """The per-column shift of :data:`SHIFT_ABOVE` for data ``x`` ``(n, d)``, in float64."""
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    return np.where(np.abs(mean) > SHIFT_ABOVE * std, mean, 0.0)
+
+
+def checked_shift(summary: dict[str, Any], dim: int) -> np.ndarray:
+    """The shift of a fitted summary (zeros when absent: saved before shifts existed)."""
+    shift = np.asarray(summary.get("shift", [0.0] * dim), dtype=np.float64)
+    if shift.shape != (dim,) or not np.all(np.isfinite(shift)):
+        raise ValueError(f"'shift' must be {dim} finite numbers")
+    return shift
+
+
 class _FlowRecipe:
     """What both flow estimators share: a fit's recipe from the hyper-parameters they store."""
 
@@ -150,16 +171,20 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
                              f"{sorted({x.shape for x in xs})}")
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
         prepared = [self._dequantised(x, seed) for x in xs]
+        shifts = [float64_shift(x) for x in xs]
         builder, architecture, fit_options, patience = self._recipe(len(xs[0]))
         flows = [build(builder, dim=xs[0].shape[1], seed=seed, **architecture) for _ in xs]
         results = fit_many(
-            flows, [x for x, _ in prepared], **fit_options, val_fraction=self.val_fraction,
+            flows, [x - shift for (x, _), shift in zip(prepared, shifts, strict=True)],
+            **fit_options, val_fraction=self.val_fraction,
             seed=seed, patience=patience, verbose=self.verbose, device=self.device,
             threads=self.threads,
         )
-        for est, result, (_, rounding) in zip(estimators, results, prepared, strict=True):
+        for est, result, (_, rounding), shift in zip(estimators, results, prepared, shifts,
+                                                     strict=True):
             est.restore(result.flow, {"best_epoch": result.best_epoch,
-                                      "best_val_nll": result.best_val_nll, **rounding})
+                                      "best_val_nll": result.best_val_nll, **rounding,
+                                      "shift": shift.tolist()})
             est.history_ = result.history
 
     def _dequantised(self, x: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -189,11 +214,12 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         self.rounded_columns_ = list(summary.get("rounded_columns", []))
         self.rounding_steps_ = list(summary.get("rounding_steps", []))
         self.dequantized_ = bool(summary.get("dequantized", False))
+        self.shift_ = checked_shift(summary, flow.dim)
 
     def fitted_summary(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch_, "best_val_nll": self.best_val_nll_,
                 "rounded_columns": self.rounded_columns_, "rounding_steps": self.rounding_steps_,
-                "dequantized": self.dequantized_}
+                "dequantized": self.dequantized_, "shift": self.shift_.tolist()}
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density of each row of ``X``, in nats, in the units of the training data.
@@ -206,7 +232,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         if getattr(self, "_flow64", None) is None:
             self._flow64 = in_float64(self.flow_)
         with torch.no_grad(), torch_threads(1):
-            log_p = self._flow64.log_prob(x)
+            log_p = self._flow64.log_prob(x - self.shift_)
         return log_p.double().cpu().numpy()
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
@@ -217,7 +243,8 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         """``n_samples`` new points, shape ``(n_samples, n_features)``."""
         check_fitted(self)
         with torch.no_grad():
-            return self.flow_.sample(n_samples, seed=random_state).double().cpu().numpy()
+            z = self.flow_.sample(n_samples, seed=random_state).double().cpu().numpy()
+        return z + self.shift_
 
 
 class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
@@ -286,13 +313,15 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         self.context_mean_, self.context_scale_ = mean.numpy()[0], std.numpy()[0]
         flow = build(builder, dim=targets.shape[1], context=context.shape[1], seed=seed,
                      embedding=self.embedding, **architecture)
-        result = fit(flow, targets, context=self._scaled(context), **fit_options,
+        shift = float64_shift(targets)
+        result = fit(flow, targets - shift, context=self._scaled(context), **fit_options,
                      val_fraction=self.val_fraction, seed=seed, patience=patience,
                      verbose=self.verbose, device=self.device)
         self.restore(result.flow, {"best_epoch": result.best_epoch,
                                    "best_val_nll": result.best_val_nll,
                                    "context_mean": self.context_mean_.tolist(),
-                                   "context_scale": self.context_scale_.tolist()})
+                                   "context_scale": self.context_scale_.tolist(),
+                                   "shift": shift.tolist()})
         self.history_ = result.history
         return self
 
@@ -321,18 +350,20 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         self.context_mean_ = np.asarray(summary["context_mean"], dtype=np.float64)
         self.context_scale_ = np.asarray(summary["context_scale"], dtype=np.float64)
         self.best_epoch_, self.best_val_nll_ = summary["best_epoch"], summary["best_val_nll"]
+        self.shift_ = checked_shift(summary, flow.dim)
 
     def fitted_summary(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch_, "best_val_nll": self.best_val_nll_,
                 "context_mean": self.context_mean_.tolist(),
-                "context_scale": self.context_scale_.tolist()}
+                "context_scale": self.context_scale_.tolist(), "shift": self.shift_.tolist()}
 
     def score_samples(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """``log p(y_i | X_i)`` in nats for every row, in the units of ``y``."""
         check_fitted(self)
         context, targets = self._checked(X, y)
         with torch.no_grad(), torch_threads(1):
-            log_p = self.flow_.log_prob(targets, self._scaled(context), dtype=torch.float64)
+            log_p = self.flow_.log_prob(targets - self.shift_, self._scaled(context),
+                                        dtype=torch.float64)
         return log_p.cpu().numpy()
 
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
@@ -346,4 +377,4 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         with torch.no_grad():
             draws = self.flow_.sample(len(context), seed=random_state,
                                       context=self._scaled(context))
-        return draws.double().cpu().numpy()
+        return draws.double().cpu().numpy() + self.shift_

@@ -133,7 +133,8 @@ MAX_DECIMALS = 12
 
 def decimal_steps(x: np.ndarray) -> np.ndarray:
     """The recorded resolution of each column: ``10**-k`` for the fewest decimals ``k`` (at most
-    ``MAX_DECIMALS``, integers included) that write every value of it, ``0`` if none does.
+    ``MAX_DECIMALS``, integers included) that write every value of it and tell at least two of
+    them apart, ``0`` if none does (full-precision values, or values far below ``10**-12``).
 
     Example:
         >>> decimal_steps(np.array([[1.25, 3.0, 0.1234567891234567], [2.5, 7.0, 1.0]]))
@@ -145,7 +146,8 @@ def decimal_steps(x: np.ndarray) -> np.ndarray:
             scaled = x[:, j] * 10.0**k
             if not np.all(np.abs(scaled) < 2.0**52):
                 break
-            if np.all(np.abs(scaled - np.round(scaled)) <= 1e-6):
+            rounded = np.round(scaled)
+            if np.ptp(rounded) > 0 and np.all(np.abs(scaled - rounded) <= 1e-6):
                 steps[j] = 10.0**-k
                 break
     return steps
