@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -24,7 +25,40 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 MAX_PARAMETERS = 250_000_000  # one GB of float32: far above any model densitylab trains
+MAX_TENSOR_BYTES = MAX_PARAMETERS * 8 + 2**24  # every number in float64, and a header
+MAX_JSON_BYTES = 2**24  # a model's or a run's description: kilobytes in practice
+MAX_JSON_DEPTH = 32  # nesting of a model's description: a handful of levels in practice
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``, or a one-line ``ValueError``: too large (checked before
+    reading), nested deeper than :data:`MAX_JSON_DEPTH` (checked before parsing, so no
+    recursion limit is reached), or not valid JSON."""
+    import json
+
+    import numpy as np
+
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{path} is {size:,} bytes, more than a densitylab description holds "
+                         f"({MAX_JSON_BYTES:,})")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    bare = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', raw)  # brackets inside strings do not nest
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    if len(steps) and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+        raise ValueError(f"{path} nests deeper than a densitylab description "
+                         f"({MAX_JSON_DEPTH} levels)")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
 class TensorShapes:
@@ -87,7 +121,8 @@ def _integers(value: Any) -> list[int]:
 
 
 def checked_arguments(
-    factory: Callable, config: Any, shapes: TensorShapes, where: Path, sized: bool = True,
+    factory: Callable, config: Any, shapes: TensorShapes | None, where: Path | str,
+    sized: bool = True,
 ) -> dict[str, Any]:
     """``config`` as keyword arguments of ``factory``, or a one-line ``ValueError`` naming
     ``where`` and the problem: not a mapping, an unknown or mistyped key, or (``sized``: the
@@ -108,7 +143,7 @@ def checked_arguments(
         hint = int | list[int] if name == "seed" else hints.get(name, Any)
         if not conforms(value, hint):
             raise ValueError(f"{where}: model option {name!r} has an invalid value {value!r}")
-        if name == "seed" or not sized:
+        if name == "seed" or not sized or shapes is None:
             continue
         for number in _integers(value):
             if not 0 <= number <= shapes.largest:

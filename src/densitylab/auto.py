@@ -377,12 +377,60 @@ def _kde_state(kde: Any) -> tuple[Tensors, dict]:
 
 
 def _kde_restore(tensors: Tensors, config: dict, device: Any) -> Any:
+    """The KDE refitted on its saved points, weights and bandwidth: ``KDE.fit`` checks each
+    (finite points, non-negative weights of positive sum, an invertible bandwidth)."""
     from densitylab.kde import KDE
 
-    weights = tensors["weights"]
+    _exactly(tensors, ("data", "weights", "bandwidth"), "KDE")
+    if config != {}:
+        raise ValueError("the KDE's configuration must be empty")
+    data, weights = tensors["data"], tensors["weights"]
+    if data.ndim != 2 or weights.shape != (len(data),) or len(data) == 0:
+        raise ValueError("the KDE's data and weights do not fit together")
+    if not (np.all(weights > 0) and abs(float(weights.sum()) - 1.0) < 1e-9):
+        raise ValueError("the KDE's weights must be positive and sum to 1")
     equal = bool(np.all(weights == weights[0]))  # fitted unweighted: the same arithmetic again
-    return KDE(bandwidth=tensors["bandwidth"]).fit(tensors["data"],
-                                                   sample_weight=None if equal else weights)
+    return KDE(bandwidth=tensors["bandwidth"]).fit(data, sample_weight=None if equal else weights)
+
+
+def _exactly(tensors: Tensors, names: Sequence[str], what: str) -> None:
+    if set(tensors) != set(names):
+        raise ValueError(f"the {what} needs tensors {sorted(names)}, got {sorted(tensors)}")
+
+
+def _check_mixture(tensors: Tensors, covariance_type: str, k: int, d: int) -> None:
+    """Shapes by covariance type, finite values, weights on the simplex, precision factors with
+    a positive diagonal (triangular for full and tied) and covariances their inverse's."""
+    per = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
+    shapes = {"weights_": (k,), "means_": (k, d), "covariances_": per, "precisions_": per,
+              "precisions_cholesky_": per}
+    for name, shape in shapes.items():
+        array = tensors[name]
+        if array.shape != shape or not np.all(np.isfinite(array)):
+            raise ValueError(f"the mixture's {name} must be finite of shape {shape}")
+    weights = tensors["weights_"]
+    if np.any(weights < 0) or not abs(float(weights.sum()) - 1.0) < 1e-6:
+        raise ValueError("the mixture's weights must be non-negative and sum to 1")
+    chol = tensors["precisions_cholesky_"]
+    if covariance_type in ("full", "tied"):
+        factors = chol.reshape(-1, d, d)
+        diagonals = np.diagonal(factors, axis1=1, axis2=2)
+        if np.any(np.tril(factors, -1) != 0) or np.any(diagonals <= 0):
+            raise ValueError("the mixture's precision factors must be upper triangular with a "
+                             "positive diagonal")
+        precisions = factors @ np.swapaxes(factors, 1, 2)
+        covariances = tensors["covariances_"].reshape(-1, d, d)
+    else:
+        if np.any(chol <= 0):
+            raise ValueError("the mixture's precision factors must be positive")
+        precisions, covariances = chol**2, tensors["covariances_"]
+    if not (np.allclose(tensors["precisions_"].reshape(precisions.shape), precisions,
+                        rtol=1e-6, atol=0)
+            and np.allclose(covariances @ precisions if covariance_type in ("full", "tied")
+                            else covariances * precisions,
+                            np.eye(d) if covariance_type in ("full", "tied") else 1.0,
+                            rtol=0, atol=1e-6)):
+        raise ValueError("the mixture's covariances, precisions and their factors disagree")
 
 
 MIXTURE_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
@@ -398,7 +446,23 @@ def _mixture_state(est: GaussianMixtureBIC) -> tuple[Tensors, dict]:
 
 
 def _mixture_restore(tensors: Tensors, config: dict, device: Any) -> GaussianMixtureBIC:
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
+    from densitylab._schema import checked_arguments, conforms
+
+    _exactly(tensors, MIXTURE_ARRAYS, "mixture")
+    if not isinstance(config, dict) or set(config) != {"params", "covariance_type",
+                                                       "n_components", "n_features_in"}:
+        raise ValueError("the mixture's configuration needs params, covariance_type, "
+                         "n_components and n_features_in")
+    if config["covariance_type"] not in COVARIANCE_TYPES:
+        raise ValueError(f"unknown covariance type {config['covariance_type']!r}; "
+                         f"densitylab saves {list(COVARIANCE_TYPES)}")
+    k, d = config["n_components"], config["n_features_in"]
+    if not (conforms(k, int) and conforms(d, int) and k >= 1 and d >= 1):
+        raise ValueError("n_components and n_features_in must be positive integers")
+    _check_mixture(tensors, config["covariance_type"], k, d)
+    arguments = checked_arguments(GaussianMixtureBIC.__init__, config["params"], None,
+                                  "the mixture", sized=False)
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in arguments.items()}
     est = GaussianMixtureBIC(**params)
     gmm = GaussianMixture(config["n_components"], covariance_type=config["covariance_type"],
                           reg_covar=est.reg_covar, random_state=est.random_state)
@@ -445,24 +509,58 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
                flow_restore: Callable[[Tensors, dict, Any], Any]) -> AutoDensity:
     """Rebuild what :func:`to_state` wrote (``flow_restore`` rebuilds a winning flow);
     ``ValueError`` when the pieces do not fit."""
+    from densitylab._schema import checked_arguments
+
+    if set(config) != {"params", "best_name", "best", "cv_results"}:
+        raise ValueError("the saved AutoDensity needs params, best_name, best and cv_results")
     name = config.get("best_name")
     if name not in (*STATES, *FLOW_CANDIDATES):
         raise ValueError(f"the saved AutoDensity names an unknown estimator {name!r}")
-    auto = AutoDensity(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in config["params"].items()})
+    params = checked_arguments(AutoDensity.__init__, config["params"], None, "the AutoDensity",
+                               sized=False)
+    auto = AutoDensity(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    auto._candidate_names()  # unknown candidates are refused
     best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+    if set(tensors) - {f"best.{k}" for k in best} != {"mean", "scale"}:
+        raise ValueError("the saved AutoDensity needs tensors mean, scale and best.*")
+    mean, scale = (tensors[k].cpu().double().numpy() for k in ("mean", "scale"))
+    if mean.ndim != 1 or scale.shape != mean.shape or not (
+            np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError("the saved AutoDensity's mean and scale must be finite vectors of one "
+                         "length, the scale positive")
     if name not in FLOW_CANDIDATES:  # NumPy estimators: float64 arrays
-        best = {k: v.cpu().numpy() for k, v in best.items()}
+        best = {k: v.cpu().double().numpy() for k, v in best.items()}
     try:
         restore = flow_restore if name in FLOW_CANDIDATES else STATES[name][1]
         auto.best_estimator_ = restore(best, config["best"], device)
-        auto.mean_ = tensors["mean"].cpu().numpy()
-        auto.scale_ = tensors["scale"].cpu().numpy()
     except (KeyError, TypeError) as err:
         raise ValueError(f"the saved AutoDensity is incomplete: {err}") from err
+    if auto.best_estimator_.n_features_in_ != len(mean):
+        raise ValueError("the saved AutoDensity's winner and standardisation differ in dimension")
+    auto.mean_, auto.scale_ = mean, scale
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
-    auto.cv_results_ = {k: [(-math.inf if k == "mean_log_likelihood" else math.nan)
-                            if x is None else x for x in v]
-                        for k, v in config["cv_results"].items()}
+    auto.cv_results_ = _checked_results(config["cv_results"])
     return auto
+
+
+RESULT_COLUMNS = {"candidate": str, "mean_log_likelihood": float | None,
+                  "std_error": float | None, "seconds": float | None, "rank": int, "note": str}
+"""The columns of ``cv_results_`` and what a saved file may hold in each."""
+
+
+def _checked_results(results: Any) -> dict[str, list]:
+    """``cv_results`` of a saved AutoDensity: the known columns, lists of one length, each
+    value of its column's type (``None`` for a non-finite number)."""
+    from densitylab._schema import conforms
+
+    if not isinstance(results, dict) or set(results) != set(RESULT_COLUMNS):
+        raise ValueError(f"cv_results must hold the columns {list(RESULT_COLUMNS)}")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in results.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError("cv_results must hold lists of one length")
+    for column, kind in RESULT_COLUMNS.items():
+        if not all(conforms(value, kind) for value in results[column]):
+            raise ValueError(f"cv_results[{column!r}] holds a value that is not {kind}")
+    return {k: [(-math.inf if k == "mean_log_likelihood" else math.nan) if x is None else x
+                for x in v] for k, v in results.items()}

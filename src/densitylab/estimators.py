@@ -349,6 +349,12 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         self.n_features_in_, self.n_outputs_ = flow.context_features, flow.dim
         self.context_mean_ = np.asarray(summary["context_mean"], dtype=np.float64)
         self.context_scale_ = np.asarray(summary["context_scale"], dtype=np.float64)
+        shape = (flow.context_features,)
+        if not (self.context_mean_.shape == self.context_scale_.shape == shape
+                and np.all(np.isfinite(self.context_mean_))
+                and np.all(np.isfinite(self.context_scale_)) and np.all(self.context_scale_ > 0)):
+            raise ValueError(f"'context_mean' and 'context_scale' must be {shape[0]} finite "
+                             "numbers, the scales positive")
         self.best_epoch_, self.best_val_nll_ = summary["best_epoch"], summary["best_val_nll"]
         self.shift_ = checked_shift(summary, flow.dim)
 

@@ -24,7 +24,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from densitylab._files import output_directory
-from densitylab._schema import TensorShapes, check_size, checked_arguments, checked_dtype, conforms
+from densitylab._schema import (
+    MAX_TENSOR_BYTES,
+    TensorShapes,
+    check_size,
+    checked_arguments,
+    checked_dtype,
+    conforms,
+    read_json,
+)
 from densitylab.runtime import resolve_device
 
 FORMAT = "densitylab-model"
@@ -65,10 +73,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
         raise FileNotFoundError(
             f"{path} is not a model directory (needs {CONFIG_FILE} and {TENSOR_FILE})"
         )
-    try:
-        header = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    header = read_json(config_path)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{config_path} is not a densitylab model description")
     if header.get("version") != VERSION:
@@ -78,6 +83,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
         )
     if header.get("kind") not in LOADERS:
         raise ValueError(f"{path} holds an unknown kind of model {header.get('kind')!r}")
+    size = tensor_path.stat().st_size
+    if size > MAX_TENSOR_BYTES:  # before reading a byte of it
+        raise ValueError(f"{tensor_path} is {size:,} bytes, more than densitylab loads "
+                         f"({MAX_TENSOR_BYTES:,})")
     if _sha256(tensor_path) != header.get("sha256"):
         raise ValueError(
             f"{tensor_path} does not match its checksum: the file is truncated or modified"
@@ -114,7 +123,11 @@ class Saved:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:  # in blocks: never the whole file in memory
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # -- what can be saved: one saver and one loader per kind ------------------------------------
@@ -259,7 +272,10 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
         tensors = load_file(saved.where.with_name(TENSOR_FILE), device=str(device))
     except SafetensorError as err:
         raise ValueError(f"{saved.where}: the tensor file is not readable: {err}") from err
-    return from_state(tensors, saved.config, device, estimator_from_tensors)
+    try:
+        return from_state(tensors, saved.config, device, estimator_from_tensors)
+    except ValueError as err:
+        raise ValueError(f"{saved.where}: {err}") from None
 
 
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ def model_dir(run: Path) -> Path:
 def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     """The model saved in ``run`` (a ``train`` run or a ``dl.save`` directory of a flow or an
     estimator); a run marked untrained (its training diverged at once) is refused unless asked."""
+    from densitylab._schema import read_json
     from densitylab.estimators import ConditionalFlowDensity
     from densitylab.evaluation import flow_log_prob, flow_samples
     from densitylab.flows import Flow
@@ -42,7 +42,7 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     metrics = run / "metrics.json"
     if not allow_untrained and metrics.is_file():
         try:
-            trained = json.loads(metrics.read_text()).get("trained", True)
+            trained = read_json(metrics).get("trained", True)
         except (ValueError, AttributeError):
             raise ValueError(f"{metrics} is not a valid metrics file") from None
         if trained is False:
@@ -66,8 +66,13 @@ def training_offset(run: Path, contamination: float) -> float:
     from densitylab.outliers import check_contamination, offset_from_quantiles
 
     check_contamination(contamination)
+    from densitylab._schema import read_json
+
     try:
-        quantiles = json.loads((run / "metrics.json").read_text())["train_log_density_quantiles"]
+        quantiles = read_json(run / "metrics.json")["train_log_density_quantiles"]
+        if not (isinstance(quantiles, list)
+                and all(isinstance(q, float | int) and not isinstance(q, bool) for q in quantiles)):
+            raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(
             f"{run} records no training log-densities (only `densitylab train` runs do); "
@@ -83,8 +88,10 @@ def conditional(model, run: Path) -> LoadedModel:
     given = list(range(model.n_features_in_))
     config = run / "config.json"
     if (run / "model").is_dir() and config.is_file():
+        from densitylab._schema import read_json
+
         try:
-            given = [int(j) for j in json.loads(config.read_text())["condition_on"]]
+            given = [int(j) for j in read_json(config)["condition_on"]]
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{config} does not say which columns are the condition") from None
     rest = [j for j in range(width) if j not in given]

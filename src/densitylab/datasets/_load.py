@@ -8,6 +8,7 @@ import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,18 +122,49 @@ def _check_array(array: np.ndarray, where: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
+MAX_ARRAY_BYTES = 2**31
+"""Largest array a ``.npy`` or ``.npz`` file may hold (2 GiB, 268 million float64 numbers):
+the size its header claims is checked before anything is allocated, so a small file whose
+header claims a huge shape, or an archive that expands far beyond its size, is refused."""
+
+
+def _checked_header(handle: Any, where: str, available: int) -> None:
+    """Read a ``.npy`` header from ``handle`` and refuse what it announces unless it is a
+    numeric array that fits :data:`MAX_ARRAY_BYTES` and the ``available`` bytes after it."""
+    try:
+        major, _ = np.lib.format.read_magic(handle)
+        read = (np.lib.format.read_array_header_1_0 if major == 1
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(handle, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise ValueError(f"{where}: cannot read as an .npy array of numbers ({err})") from None
+    if dtype.hasobject or dtype.kind not in "iuf":
+        raise ValueError(f"{where}: expected a numeric array, got dtype {dtype} (densitylab "
+                         "never loads Python objects)")
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise ValueError(f"{where}: its header claims shape {shape} ({size / 2**30:.3g} GiB), "
+                         f"more than densitylab reads ({MAX_ARRAY_BYTES // 2**30} GiB)")
+    if size > available - handle.tell():
+        raise ValueError(f"{where}: its header claims shape {shape}, more data than the file "
+                         "holds (truncated or damaged)")
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as handle:
+        _checked_header(handle, str(path), path.stat().st_size)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: cannot read as .npy ({err})") from None
+        raise ValueError(f"{path}: cannot read as an .npy array of numbers ({err})") from None
     return _check_array(array, str(path))
 
 
 def _read_npz(path: Path) -> np.ndarray:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            keys = list(members)
             if len(keys) == 1:
                 key = keys[0]
             else:
@@ -142,6 +174,13 @@ def _read_npz(path: Path) -> np.ndarray:
                         f"{path}: holds arrays {keys}; expected a single array or one named "
                         "'x' or 'data'"
                     )
+            info = members[key]
+            if info.file_size > MAX_ARRAY_BYTES + 10_000:
+                raise ValueError(f"{path} [{key}]: expands to {info.file_size / 2**30:.3g} GiB, "
+                                 f"more than densitylab reads ({MAX_ARRAY_BYTES // 2**30} GiB)")
+            with archive.open(info) as member:
+                _checked_header(member, f"{path} [{key}]", info.file_size)
+        with np.load(path, allow_pickle=False) as archive:
             array = archive[key]
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: cannot read as .npz ({err})") from None
