@@ -16,6 +16,9 @@ def as_points(
 
     A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``.
     """
+    if np.iscomplexobj(x):
+        raise ValueError(f"{name} holds complex numbers; densitylab models real values "
+                         "(pass the real and imaginary parts as two columns)")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:

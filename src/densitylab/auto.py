@@ -80,6 +80,9 @@ class GaussianMixtureBIC(DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
         """``(n_samples, d)`` points; ``random_state`` seeds this draw only (no global state)."""
         _check_fitted(self, "mixture_")
+        from densitylab._validation import check_positive_int
+
+        check_positive_int(n_samples, "n_samples")
         gmm = self.mixture_
         rng = np.random.default_rng(random_state)
         component = rng.choice(len(gmm.weights_), size=n_samples, p=gmm.weights_)
@@ -352,6 +355,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
         """``(n_samples, d)`` points from the chosen estimator, in the units of ``X``."""
         _check_fitted(self, "best_estimator_")
+        from densitylab._validation import check_positive_int
+
+        check_positive_int(n_samples, "n_samples")
         z = self.best_estimator_.sample(n_samples, random_state=random_state)
         return np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_
 

@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
 from densitylab._rounding import dequantise, rounding_steps
+from densitylab._validation import check_positive_int
 from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
@@ -53,6 +54,10 @@ class _FlowRecipe:
     def _settings(self, n: int) -> dict[str, Any]:
         """Builder, architecture and budget of a fit on ``n`` points: the values set, the
         model's defaults (:mod:`densitylab.flows.recipes`) for those left at ``None``."""
+        for flag in ("standardize", "dequantize", "verbose"):  # "no" is not False
+            value = getattr(self, flag, None)
+            if value is not None and not isinstance(value, bool | np.bool_):
+                raise ValueError(f"{flag} must be True, False or None, got {value!r}")
         chosen = {name: getattr(self, name) for name in
                   ("n_layers", "hidden", "epochs", "batch_size", "lr", "schedule", "standardize")}
         return settings(self.model, n, self.val_fraction, **chosen)
@@ -242,6 +247,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
         """``n_samples`` new points, shape ``(n_samples, n_features)``."""
         check_fitted(self)
+        n_samples = check_positive_int(n_samples, "n_samples")
         with torch.no_grad():
             z = self.flow_.sample(n_samples, seed=random_state).double().cpu().numpy()
         return z + self.shift_

@@ -82,6 +82,7 @@ def kde(
     from densitylab import datasets, metrics
     from densitylab._files import check_output, output_directory
     from densitylab._validation import check_positive_int
+    from densitylab.cli.train import pairs_figure_allowed
     from densitylab.grids import make_grid
     from densitylab.kde import KDE, leave_one_out_log_likelihood
     from densitylab.plots import save_figures
@@ -141,7 +142,7 @@ def kde(
             figures["density"] = density_panels(
                 {f"KDE, {label}": estimate}, grid, f"{Path(data).name}: KDE", points=x
             )
-    else:  # 1-D: histogram and curve; D > 2: pairs plot of the (exact) marginals
+    elif x.shape[1] == 1 or pairs_figure_allowed(x.shape[1]):  # 1-D: a curve; D > 2: pairs
         from densitylab import plots
 
         figures["density"] = plots.density(

@@ -31,6 +31,45 @@ def parse_hidden(text: str | None) -> tuple[int, ...] | None:
     return widths
 
 
+MAX_PAIRS_COLUMNS = 12
+"""Above this many columns the pairs figure (d x d panels, minutes to draw at 30 columns) is
+skipped, with a note."""
+
+
+def pairs_figure_allowed(dim: int) -> bool:
+    """Whether to draw a pairs figure of ``dim`` columns (else say why not, on stderr)."""
+    if dim <= MAX_PAIRS_COLUMNS:
+        return True
+    typer.echo(f"note: {dim} columns: the pairs figure ({dim}x{dim} panels) is skipped above "
+               f"{MAX_PAIRS_COLUMNS} columns; use dl.plots.pairs on a selection of them",
+               err=True)
+    return False
+
+
+def check_data(x, name: str) -> None:
+    """Refuse, before any training, data no model can learn: a constant column."""
+    import numpy as np
+
+    constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
+    if len(constant):
+        raise ValueError(f"column {int(constant[0])} of {name} is constant: it has no density "
+                         "to learn (drop it)")
+
+
+def check_model_size(make) -> None:
+    """Count the parameters ``make()`` would build, on PyTorch's ``meta`` device (no memory),
+    and refuse a model too large to allocate before anything is."""
+    import torch
+
+    from densitylab._schema import MAX_PARAMETERS
+
+    with torch.device("meta"):
+        count = sum(p.numel() for p in make().parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"this model would have {count:,} parameters, more than densitylab "
+                         f"builds ({MAX_PARAMETERS:,}): choose smaller --hidden or --layers")
+
+
 def split_test(x, test_fraction: float, seed: int):
     """Split a user's data into (fit, test) parts by a seeded permutation that keeps every
     copy of a row on one side (a copy in both would score the test set on training data); the
@@ -45,7 +84,7 @@ def split_test(x, test_fraction: float, seed: int):
     copies = duplicate_count(groups)
     if copies == 0:
         order = np.random.default_rng(seed).permutation(len(x))
-        n_test = max(1, round(test_fraction * len(x)))
+        n_test = max(2, round(test_fraction * len(x)))
     else:
         order = grouped_permutation(groups, seed)
         ordered = groups[order]
@@ -55,9 +94,9 @@ def split_test(x, test_fraction: float, seed: int):
         typer.echo(f"note: {copies} of the {len(x)} rows repeat another row (to 1e-6 standard "
                    "deviations); all copies of a row stay on one side of the train/test split",
                    err=True)
-    if n_test >= len(x) - 1:
-        raise ValueError(f"the data hold too few distinct rows ({len(x) - copies}) to set "
-                         "aside a test set")
+    if n_test < 2 or len(x) - n_test < 2:
+        raise ValueError(f"the data hold too few distinct rows ({len(x) - copies}) to train on "
+                         "2 and test on 2")
     return x[order[n_test:]], x[order[:n_test]]
 
 
@@ -105,7 +144,7 @@ def train(
         if distributed or resume or model == "auto" or threads != 1:
             raise ValueError("--condition-on trains one conditional flow on one process and "
                              "thread (no --distributed, --resume, --model auto or --threads)")
-        check_positive_int(n_test, "--n-test")
+        check_positive_int(n_test, "--n-test", minimum=2)
         check_output(out, "train")
         chosen = {"n_layers": layers, "hidden": parse_hidden(hidden), "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, "schedule": schedule,
@@ -117,14 +156,14 @@ def train(
     if model == "auto":
         if distributed or resume:
             raise ValueError("--model auto trains on one process and cannot resume")
-        check_positive_int(n_test, "--n-test")
+        check_positive_int(n_test, "--n-test", minimum=2)
         check_output(out, "train")
         return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet)
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
     settings(model, 1, **chosen)  # unknown model or schedule: fail before drawing data
-    check_positive_int(n_test, "--n-test")
+    check_positive_int(n_test, "--n-test", minimum=2)
     resolve_device(device)  # an unknown device fails before any work
     writer = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes OUT
     if writer:
@@ -133,12 +172,15 @@ def train(
             raise ValueError(f"{out} is a finished run, there is nothing to resume; "
                              "drop --resume to train it again")
     x, truth = datasets.resolve(data, n, seed)
+    check_data(x, data)
     if truth is None:
         x, test = split_test(x, test_fraction, seed)
     else:
         test = truth.sample(n_test, seed=seed + 1)
     builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
     options = {"activation": activation} | ({"scale": scale} if builder in ("realnvp", "glow") else {})
+    check_model_size(lambda: flows.build(builder, dim=x.shape[1], seed=seed, **architecture,
+                                         **options))
     flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
 
     def train_flow():
@@ -183,6 +225,7 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     from densitylab.io import save
 
     x, truth = datasets.resolve(data, n, seed)
+    check_data(x, data)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
     auto = AutoDensity(random_state=seed, threads=threads,
                        verbose=False if quiet else None).fit(x)
@@ -195,7 +238,8 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
               "params": auto.get_params(), "environment": environment()}
     title = f"Test data and samples of the chosen model ({auto.best_name_})"
-    figures = {"samples": plots.samples(auto, test[:2000], seed=seed, title=title)}
+    figures = ({"samples": plots.samples(auto, test[:2000], seed=seed, title=title)}
+               if pairs_figure_allowed(x.shape[1]) else {})
     with output_directory(out, "train") as staging:
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -233,6 +277,7 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
     from densitylab.plots import flows as flow_plots
 
     x, truth = datasets.resolve(data, n, seed)
+    check_data(x, data)
     given = parse_columns(condition_on, x.shape[1])
     modelled = [j for j in range(x.shape[1]) if j not in given]
     x, test = split_test(x, test_fraction, seed) if truth is None else (
@@ -360,8 +405,9 @@ def run_figures(result, test, truth, seed: int) -> dict:
     else:  # D > 2: 1-D and 2-D marginals (estimated from samples) against the test data
         from densitylab import plots
 
-        figures["density"] = plots.pairs(flow, test[:2000], seed=seed,
-                                         title="Marginals of the flow and the test data")
+        if pairs_figure_allowed(flow.dim):
+            figures["density"] = plots.pairs(flow, test[:2000], seed=seed,
+                                             title="Marginals of the flow and the test data")
         figures["layers"] = plots.layers(flow, seed=seed)
     return figures
 

@@ -34,6 +34,11 @@ def check_activation(name: str) -> Callable[[Tensor], Tensor]:
     return ACTIVATIONS[check_choice(name, ACTIVATIONS, "activation")]
 
 
+MAX_OCTAVES = 20
+"""Most Fourier octaves a network takes: ``sin(2^k x)`` of a standardised input has lost every
+significant digit of float32 well before ``k = 24`` (and ``2^k`` overflows at 128)."""
+
+
 def fourier_features(x: Tensor, octaves: int) -> Tensor:
     """``[x, sin(2^k x), cos(2^k x)]`` for ``k < octaves`` along the last dimension.
 
@@ -71,8 +76,10 @@ class StackedMLP(nn.Module):
         masks: Sequence[Tensor] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(fourier, bool) or not isinstance(fourier, int) or fourier < 0:
-            raise ValueError(f"fourier must be a non-negative integer, got {fourier!r}")
+        if isinstance(fourier, bool) or not isinstance(fourier, int) or not (
+                0 <= fourier <= MAX_OCTAVES):
+            raise ValueError(f"fourier must be an integer in 0..{MAX_OCTAVES} (octaves beyond "
+                             f"float precision are noise), got {fourier!r}")
         check_activation(activation)
         self.activation_name = activation
         self.fourier = fourier
