@@ -17,6 +17,7 @@ import csv
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -173,6 +174,8 @@ def _fold_means(make: Callable[[], BaseEstimator], z: np.ndarray,
         fitted = estimator.fit_together(trains)
     else:
         fitted = [make().fit(x) for x in trains]
+    if any(getattr(f, "stop_reason_", None) == "interrupted" for f in fitted):
+        raise KeyboardInterrupt  # training kept Ctrl-C to itself: the folds are cut short
     return [float(np.mean(f.score_samples(z[test])))
             for f, (_, test) in zip(fitted, folds, strict=True)]
 
@@ -231,6 +234,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
             ``mean_log_likelihood`` (nats per point, in the units of ``X``), ``std_error``,
             ``seconds`` (fitting and scoring all folds), ``rank``, ``note``.
         best_name_, best_estimator_: the winner, refitted on all of ``X`` (standardised).
+        interrupted_: the candidate during which Ctrl-C stopped model selection (it and
+            those after it are not compared; the winner is the best of those done), or
+            ``None``.
         n_duplicates_: rows of ``X`` that copy another (to ``1e-6`` standard deviations);
             the folds keep every copy of a row together.
         mean_, scale_: the standardisation.
@@ -287,15 +293,31 @@ class AutoDensity(DensityMixin, BaseEstimator):
         from densitylab.runtime import progress_enabled, torch_threads
 
         rows = []
+        self.interrupted_ = None
         with torch_threads(self.threads), _progress(progress_enabled(self.verbose),
                                                     names) as advance:
             for name in names:
-                rows.append(self._cross_validate(name, seed, z, folds, log_jacobian))
+                if self.interrupted_ is not None:
+                    rows.append((name, -math.inf, math.nan, 0.0, "not run: interrupted"))
+                    continue
+                start = time.perf_counter()
+                try:
+                    rows.append(self._cross_validate(name, seed, z, folds, log_jacobian))
+                except KeyboardInterrupt:  # Ctrl-C: stop here, choose among those done
+                    self.interrupted_ = name
+                    rows.append((name, -math.inf, math.nan, time.perf_counter() - start,
+                                 "interrupted: its folds were cut short, not compared"))
                 advance(rows[-1])
         order = sorted(range(len(rows)), key=lambda i: -rows[i][1])
+        if self.interrupted_ is not None and not math.isfinite(rows[order[0]][1]):
+            raise KeyboardInterrupt
         if not math.isfinite(rows[order[0]][1]):
             raise ValueError("no candidate could fit these data: "
                              + "; ".join(f"{r[0]}: {r[4]}" for r in rows))
+        if self.interrupted_ is not None:
+            done = [r[0] for r in rows if math.isfinite(r[1])]
+            warnings.warn(f"model selection interrupted during {self.interrupted_}: chose "
+                          f"among {', '.join(done)}", UserWarning, stacklevel=2)
         ranks = np.empty(len(rows), dtype=int)
         ranks[order] = np.arange(1, len(rows) + 1)
         self.cv_results_ = {

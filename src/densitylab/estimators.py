@@ -190,7 +190,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
             est.restore(result.flow, {"best_epoch": result.best_epoch,
                                       "best_val_nll": result.best_val_nll, **rounding,
                                       "shift": shift.tolist()})
-            est.history_ = result.history
+            est.history_, est.stop_reason_ = result.history, result.stop_reason
 
     def _dequantised(self, x: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
         """``x`` with its rounded columns spread by one rounding step of noise (or a warning

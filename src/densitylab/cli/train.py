@@ -232,7 +232,8 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
                "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True)),
-               "train_log_density_quantiles": training_quantiles(auto.score_samples(x))}
+               "train_log_density_quantiles": training_quantiles(auto.score_samples(x)),
+               "interrupted": auto.interrupted_}
     if truth is not None:
         metrics |= {"entropy": truth.entropy(), "entropy_gap": metrics["test_nll"] - truth.entropy()}
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
@@ -246,7 +247,10 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
         (staging / "model_selection.csv").write_text(auto.results_csv())
         save(auto, staging / "model")
         plots.save_figures(staging / "figures", figures)
-    typer.echo(f"wrote {out}: chose {auto.best_name_} by cross-validation, test NLL {metrics['test_nll']:.4f}")
+    stopped = ("" if auto.interrupted_ is None else
+               f" (Ctrl-C stopped model selection during {auto.interrupted_}; chose among the "
+               "candidates done before it)")
+    typer.echo(f"wrote {out}: chose {auto.best_name_} by cross-validation, test NLL {metrics['test_nll']:.4f}{stopped}")
 
 
 def parse_columns(text: str, width: int) -> list[int]:

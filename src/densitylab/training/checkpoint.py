@@ -4,6 +4,7 @@ atomically every few epochs, so Ctrl-C or a crash loses at most those epochs."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from densitylab._files import atomic_directory
+from densitylab._schema import read_json
 from densitylab.training.result import History
 
 
@@ -49,7 +51,7 @@ class Checkpoint:
         """Continue from the checkpoint; a damaged or foreign one is a one-line ``ValueError``."""
         damaged = (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
         try:
-            progress = json.loads((self.path / "progress.json").read_text())
+            progress = read_json(self.path / "progress.json")
             fingerprint = progress["fingerprint"]
         except damaged as err:
             raise self._damaged(err) from err
@@ -63,6 +65,10 @@ class Checkpoint:
             raise ValueError(f"checkpoint {self.path} was written by the {written} engine and "
                              f"this run uses the {running} engine; resume with "
                              f"engine={written!r} or start without resume")
+        problem = _inconsistent(progress, driver)
+        if problem:
+            raise ValueError(f"checkpoint {self.path} is damaged or tampered with ({problem}); "
+                             "remove it or start without resume")
         try:
             self._restore(driver, progress)
         except damaged as err:
@@ -95,6 +101,50 @@ class Checkpoint:
         driver.best_val = np.asarray(progress["best_val"], dtype=np.float64)
         driver.stop_reason = progress["stop_reason"]
         driver.histories = [History.from_dict(h) for h in progress["histories"]]
+
+
+STOP_REASONS = ("completed", "early-stopping", "diverged", "interrupted")
+
+
+def _inconsistent(progress: dict, driver) -> str:
+    """What in a checkpoint's progress does not fit together or this run (``""`` if nothing):
+    counts out of range, lists of the wrong length, histories shorter or longer than the
+    epochs they claim. A file edited to claim a finished run is caught here."""
+    from densitylab._schema import conforms
+
+    m = driver.n_models
+    n_batches = math.ceil(driver.n_train / driver.options.batch_size)
+    epoch = progress.get("epoch")
+    if not (conforms(epoch, int) and epoch >= 0):
+        return "epoch is not a count"
+    if progress.get("step") != epoch * n_batches:
+        return f"step is not {epoch} epochs of {n_batches} batches"
+    if not (conforms(progress.get("wall_time"), float) and progress["wall_time"] >= 0):
+        return "wall_time is not a duration"
+    def loss(v: object) -> bool:  # a validation loss: a number, +inf before any improvement
+        return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+
+    lists = {"best_epoch": lambda v: conforms(v, int), "best_val": loss,
+             "bad_steps": lambda v: conforms(v, int), "stop_reason": lambda v: conforms(v, str),
+             "histories": lambda v: isinstance(v, dict)}
+    for name, fits in lists.items():
+        value = progress.get(name)
+        if not (isinstance(value, list) and len(value) == m and all(fits(v) for v in value)):
+            return f"{name} is not one value per model"
+    if any(not 0 <= e <= epoch for e in progress["best_epoch"]):
+        return "a best epoch lies outside the epochs run"
+    if any(r not in STOP_REASONS for r in progress["stop_reason"]):
+        return "an unknown stop reason"
+    if any(b < 0 for b in progress["bad_steps"]):
+        return "a negative count of bad steps"
+    for k, history in enumerate(progress["histories"]):
+        rows = {len(v) if isinstance(v, list) else -1 for v in history.values()}
+        if len(rows) != 1 or "seconds" not in history or -1 in rows:
+            return f"the history of model {k} is not a table"
+        (length,) = rows
+        if length > epoch or (progress["stop_reason"][k] == "completed" and length != epoch):
+            return f"the history of model {k} does not hold {epoch} epochs"
+    return ""
 
 
 def _like(tensor: Tensor, example):

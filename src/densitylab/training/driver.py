@@ -82,11 +82,13 @@ class Driver:
         self.averaged: list[Any] | None = None  # moving average of the weights (option ema)
 
     def fingerprint(self, data: list[np.ndarray], config: Any) -> str:
-        """Identifies the data, model shape and options a checkpoint belongs to."""
+        """Identifies the data, model shape and options a checkpoint belongs to; not the
+        number of epochs, so a resumed run may be given a larger budget."""
         digest = hashlib.sha256()
         for array in data:
             digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update(json.dumps([asdict(self.options), config], default=str).encode())
+        options = asdict(self.options) | {"epochs": None}
+        digest.update(json.dumps([options, config], default=str).encode())
         return digest.hexdigest()
 
     def run(self, show_progress: bool = False, checkpoint=None, writes: bool = True) -> None:
