@@ -17,8 +17,8 @@ def as_points(
     A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``.
     """
     if np.iscomplexobj(x):
-        raise ValueError(f"{name} holds complex numbers; densitylab models real values "
-                         "(pass the real and imaginary parts as two columns)")
+        raise ValueError(f"{name} holds complex numbers: Complex data not supported (pass the "
+                         "real and imaginary parts as two columns)")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -35,6 +35,30 @@ def as_points(
         row = int(np.argwhere(~np.isfinite(arr))[0, 0])
         raise ValueError(f"{name} contains NaN or infinite values (first at row {row})")
     return arr
+
+
+def estimator_points(estimator: Any, X: ArrayLike, *, reset: bool, name: str = "X",
+                     min_rows: int = 1) -> np.ndarray:
+    """:func:`as_points` for a scikit-learn estimator: scikit-learn's checks as well (sparse,
+    complex and empty input refused, object arrays of numbers converted, ``n_features_in_``
+    set on ``reset`` and compared otherwise). Where both refuse the input, the one-line error
+    gives our reason and then scikit-learn's."""
+    from sklearn.utils.validation import validate_data
+
+    expected = None if reset else getattr(estimator, "n_features_in_", None)
+    if expected == 1 and np.ndim(X) == 1:
+        X = np.asarray(X)[:, None]  # points of a one-dimensional model may come as a vector
+    try:
+        arr = validate_data(estimator, X, reset=reset, dtype=np.float64,
+                            ensure_all_finite=False, ensure_min_samples=min_rows)
+    except ValueError as theirs:
+        try:
+            as_points(X, name=name, dim=expected, min_rows=min_rows)
+        except ValueError as ours:
+            first = str(theirs).strip().splitlines()[0]
+            raise ValueError(f"{ours} ({first})") from None
+        raise
+    return as_points(arr, name=name, min_rows=min_rows)
 
 
 def check_positive_int(

@@ -332,9 +332,9 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         return self
 
     def _checked(self, X: ArrayLike, y: ArrayLike | None, reset: bool = False):
-        from densitylab._validation import as_points
+        from densitylab._validation import as_points, estimator_points
 
-        context = as_points(X, name="X", dim=None if reset else self.n_features_in_)
+        context = estimator_points(self, X, reset=reset, min_rows=2 if reset else 1)
         if y is None:
             return context, None
         targets = np.asarray(y, dtype=np.float64)

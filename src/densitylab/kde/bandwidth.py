@@ -373,7 +373,7 @@ def resolve_bandwidth(
         if len(x) < 2:
             raise ValueError(
                 f"bandwidth rule {bandwidth!r} needs at least 2 points with positive weight, "
-                f"got {len(x)}"
+                f"got n_samples={len(x)}"
             )
         chosen = rule(x, weights)
         if isinstance(chosen, np.ndarray):

@@ -26,7 +26,7 @@ from scipy.linalg import solve_triangular
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from densitylab._validation import as_points, check_positive_int
+from densitylab._validation import check_positive_int, estimator_points
 from densitylab.grids import Grid
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
 from densitylab.kde.engines import (
@@ -122,7 +122,7 @@ class KDE(BaseEstimator):
 
     def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> KDE:
         """Store the points ``X`` ``(n, d)`` (weighted by ``sample_weight``) and resolve ``H``."""
-        x = as_points(X, name="X")
+        x = estimator_points(self, X, reset=True)
         w = _check_weights(sample_weight, len(x))
         positive = w > 0
         x, w = x[positive], w[positive] / w[positive].sum()
@@ -165,7 +165,7 @@ class KDE(BaseEstimator):
         """Log-density at each row of ``X`` ``(m, d)``, shape ``(m,)``; finite however far a point
         lies from the data (the sum is taken in log space)."""
         check_is_fitted(self)
-        x = as_points(X, name="X", dim=self.n_features_in_)
+        x = estimator_points(self, X, reset=False)
         v = self._whiten(x)
         far = ~(np.max(np.abs(v), axis=1) <= _FAR_QUERY)  # NaN/inf (overflowed) count as far
         sums = np.empty(len(x))
@@ -244,7 +244,7 @@ def _check_weights(sample_weight: ArrayLike | None, n: int) -> np.ndarray:
             f"sample_weight must be non-negative (first negative at index {int(np.argmax(w < 0))})"
         )
     if not w.sum() > 0:
-        raise ValueError("sample_weight must have a positive sum")
+        raise ValueError("sample_weight must have a positive sum (the weights are all zero)")
     return w
 
 
