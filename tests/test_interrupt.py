@@ -27,7 +27,8 @@ def test_ctrl_c_during_a_candidate_stops_model_selection_and_records_it(monkeypa
 
     def interrupted_flow(seed: int) -> FlowDensity:  # Ctrl-C half a second into its training
         threading.Timer(0.5, signal.raise_signal, (signal.SIGINT,)).start()
-        return FlowDensity(n_layers=1, hidden=(4,), epochs=10**6, random_state=seed)
+        return FlowDensity(n_layers=1, hidden=(4,), epochs=10**6, patience=10**6,
+                           random_state=seed)
 
     monkeypatch.setitem(auto_module.CANDIDATES, "flow", interrupted_flow)
     selector = dl.AutoDensity(candidates=["gaussian-mixture", "flow", "kde"], random_state=0)
