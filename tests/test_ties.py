@@ -137,3 +137,11 @@ def test_kde_cv_at_least_matches_scikit_learns_grid_searched_kde(kind):
     # within 0.02 nats: on the counts ours picks per-axis widths (1.5-2.1) where scikit-learn's
     # isotropic 1.75 does 0.008 better on fresh points, a sampling difference, not a failure
     assert ours >= theirs - 0.02
+
+
+def test_training_validates_on_rows_whose_copies_it_did_not_train_on():
+    x = np.vstack([normal(100)] * 2)
+    result = dl.fit(dl.flows.realnvp(2, 1, hidden=(4,), seed=0), x, epochs=1, verbose=False)
+    groups = tie_groups(x)
+    assert len(result.val_indices) == 20  # the usual tenth
+    assert not set(groups[result.train_indices]) & set(groups[result.val_indices])

@@ -20,9 +20,23 @@ class TrainingData:
     splits: list[tuple[np.ndarray, np.ndarray]]
 
 
-def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random train/validation index split; both parts get at least one point."""
+def split(n: int, val_fraction: float, seed: int,
+          groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation index split; both parts get at least one point. With
+    ``groups`` that hold copies (:func:`densitylab._ties.tie_groups`), every copy of a row
+    lands on one side (a copy in both would validate on training data), the validation part
+    filled to the same size from groups in seeded random order."""
     n_val = min(max(1, round(n * val_fraction)), n - 1)
+    if groups is not None and groups.max() + 1 < n:
+        sizes = np.bincount(groups)
+        chosen, left = [], n_val
+        for g in np.random.default_rng(seed).permutation(len(sizes)):
+            if sizes[g] <= left:
+                chosen.append(g)
+                left -= sizes[g]
+            if left == 0:
+                val = np.flatnonzero(np.isin(groups, chosen))
+                return np.setdiff1d(np.arange(n), val), val
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
@@ -34,7 +48,10 @@ def prepare(
     by its seed unless ``x_val`` is given, and stack the parts."""
     data = _per_model(x, n_models, dim, "x")
     if x_val is None:
-        splits = [split(len(d), val_fraction, s) for d, s in zip(data, seeds, strict=True)]
+        from densitylab._ties import tie_groups
+
+        splits = [split(len(d), val_fraction, s, tie_groups(d))
+                  for d, s in zip(data, seeds, strict=True)]
         train = [d[t] for d, (t, _) in zip(data, splits, strict=True)]
         val = [d[v] for d, (_, v) in zip(data, splits, strict=True)]
     else:
