@@ -60,20 +60,25 @@ def test_count_follows_the_callers_choice_the_work_and_the_ceiling(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's ceiling
     assert threads.count(work=1e9) == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
-    with threads.budget(1):
-        assert threads.limit() == 1 and threads.count(work=1e9) == 1  # an enclosing budget
+    with threads.budget(1):  # an enclosing budget's count, chosen: also the workers' ceiling
+        assert threads.limit() == 1 and threads.count(work=1e9) == 1
+        assert threads.workers(work=1e9) == 1
+    with threads.budget(work=1, grain=10):  # an automatic one leaves the workers the cores
+        assert threads.workers(work=1e9) == threads.cores()
     with pytest.raises(ValueError, match="threads"):
         threads.count(0)
 
 
 def test_load_of_other_processes_leaves_fewer_idle_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "cores", lambda: 4)
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 0.0, 0.0))  # this process alone
     assert threads.idle_cores() == 4
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (3.1, 0.0, 0.0))  # two others busy
     assert threads.idle_cores() == 2
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
-    assert threads.idle_cores() == 1
+    assert threads.idle_cores() == 1 and threads.count(work=1e9) == 1
+    assert threads.workers(work=1e9) == 4  # independent threads: a busy core slows only one
 
 
 def test_every_public_call_leaves_the_callers_settings(user_settings):
@@ -158,3 +163,18 @@ def test_light_commands_import_no_torch_and_no_numba(command):
         print(sorted({{"torch", "numba"}} & set(sys.modules)))
     """)
     assert out.strip() == "[]"
+
+
+def test_sampling_a_saved_flow_imports_neither_numba_nor_scikit_learn(tmp_path):
+    dl.save(dl.flows.recommended(2), tmp_path / "model")
+    out = run_python(f"""
+        import sys
+        from typer.testing import CliRunner
+        from densitylab.cli import app
+        result = CliRunner().invoke(app, ["sample", {str(tmp_path / "model")!r}, "-n", "10",
+                                          "--out", {str(tmp_path / "s.csv")!r}])
+        assert result.exit_code == 0, result.output
+        print(sorted({{"numba", "sklearn"}} & set(sys.modules)))
+    """)
+    assert out.strip() == "[]"
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 11

@@ -4,15 +4,18 @@ duration of the call and restored afterwards.
 A default Python process holds several pools, each sized to every core: OpenBLAS (one copy in
 NumPy, another in SciPy, which numba's ``np.dot`` and scikit-learn call), OpenMP (torch's, and
 scikit-learn's own), torch's intra-op threads and, once started, numba's. Their threads
-busy-wait for work between calls; when another process takes a core, a spinning or descheduled
-thread holds up every other thread of its pool at the next barrier, and small work (our flows'
-batches, an 800-row mixture) runs 2-60x slower than on one thread (``benchmarks/RESULTS.md``,
-"Fast where users run it"). So every densitylab call that runs such code enters
-:func:`budget`: the count is the caller's ``threads=`` if given, else one per ``grain`` of work,
-at most the cores this process may use (``os.sched_getaffinity``) less those other processes keep
-busy (the load average), at most ``OMP_NUM_THREADS`` where the user set it, and at most the count
-of an enclosing budget. Inside, torch, every BLAS and OpenMP pool (threadpoolctl) and numba's
-threading layer (where it was started) use that count; on exit each gets the caller's setting back.
+busy-wait for work between calls and meet at barriers; when another process takes a core, a
+descheduled thread holds up every other thread of its pool, and small work (our flows' batches,
+an 800-row mixture) ran 10-35x slower than on one thread (``benchmarks/RESULTS.md``, "Fast where
+users run it"). So every densitylab call that runs such code enters :func:`budget`: the count is
+the caller's ``threads=`` if given, else one per ``grain`` of work, at most the cores this
+process may use (``os.sched_getaffinity``) less those other processes keep busy (the load
+average), at most ``OMP_NUM_THREADS`` where the user set it, and at most the count of an
+enclosing budget. Inside, torch, every BLAS and OpenMP pool (threadpoolctl) and numba's
+threading layer (where it was started) use that count; on exit each gets the caller's setting
+back. Independent Python threads that never wait for each other (the KDE's query groups, folds
+trained side by side) take :func:`workers`: the same rule without the load, since a busy core
+only slows such a thread, never its siblings.
 
 Example:
     >>> from densitylab import threads
@@ -34,6 +37,7 @@ from typing import Any
 from densitylab._validation import check_positive_int
 
 _current: ContextVar[int | None] = ContextVar("densitylab_threads", default=None)
+_chosen: ContextVar[int | None] = ContextVar("densitylab_chosen_threads", default=None)
 _controller: list[Any] = [None, -1]  # threadpoolctl's controller and len(sys.modules) it saw
 
 
@@ -65,23 +69,42 @@ def idle_cores() -> int:
     return max(1, cores() - math.floor(others + 0.25))
 
 
-def limit() -> int:
-    """The most threads a call may use now: an enclosing budget's count, else the idle cores,
-    at most ``OMP_NUM_THREADS``."""
-    outer = _current.get()
-    if outer is not None:
-        return outer
+def ceiling() -> int:
+    """The most threads the user allows: a count chosen (``threads=``) by an enclosing call, else
+    ``OMP_NUM_THREADS`` where set, else the available cores."""
+    chosen = _chosen.get()
+    if chosen is not None:
+        return chosen
     env = _environment_limit()
-    return min(idle_cores(), env) if env is not None else idle_cores()
+    return min(cores(), env) if env is not None else cores()
+
+
+def limit() -> int:
+    """The most threads a pool may use now: an enclosing budget's count, else the idle cores,
+    at most :func:`ceiling`."""
+    outer = _current.get()
+    return outer if outer is not None else min(idle_cores(), ceiling())
+
+
+def _by_work(work: float, grain: float) -> int:
+    return 1 if work < 2 * grain else int(min(work / grain, 1 << 16))
 
 
 def count(threads: int | None = None, work: float = math.inf, grain: float = 1.0) -> int:
-    """The thread count for a call: ``threads`` when the caller chose it, else one thread per
-    ``grain`` units of ``work`` (at least 1), at most :func:`limit`."""
+    """The thread count of a call's pools: ``threads`` when the caller chose it, else one thread
+    per ``grain`` units of ``work`` (at least 1), at most :func:`limit`."""
     if threads is not None:
         return check_positive_int(threads, "threads")
-    by_work = 1 if work < 2 * grain else int(min(work / grain, 1 << 16))
-    return max(1, min(limit(), by_work))
+    return max(1, min(limit(), _by_work(work, grain)))
+
+
+def workers(threads: int | None = None, work: float = math.inf, grain: float = 1.0) -> int:
+    """How many independent Python threads share a call's work: ``threads`` when the caller
+    chose it, else one per ``grain`` units of ``work``, at most :func:`ceiling` (not reduced for
+    other processes' load: such threads do not wait for each other)."""
+    if threads is not None:
+        return check_positive_int(threads, "threads")
+    return max(1, min(ceiling(), _by_work(work, grain)))
 
 
 def _pools() -> Any:
@@ -108,15 +131,17 @@ def budget(threads: int | None = None, work: float = math.inf, grain: float = 1.
            ) -> Iterator[int]:
     """Run the body with :func:`count` ``(threads, work, grain)`` threads in every pool (torch
     intra-op, BLAS and OpenMP through threadpoolctl, numba) and yield that count; every pool
-    gets its previous size back on exit, also after an exception. A budget inside one of the
+    gets its previous size back on exit, also after an exception. A count the caller chose
+    (``threads``) is also the :func:`ceiling` of the calls inside. A budget inside one of the
     same count changes nothing (a few microseconds)."""
     n = count(threads, work, grain)
-    if _current.get() == n:
+    if _current.get() == n and threads is None:
         yield n
         return
     torch = sys.modules.get("torch")
     numba = _numba_threads()
     token = _current.set(n)
+    chosen = _chosen.set(n if threads is not None else _chosen.get())
     torch_before = torch.get_num_threads() if torch is not None else None
     numba_before = numba.get_num_threads() if numba is not None else None
     try:
@@ -134,6 +159,7 @@ def budget(threads: int | None = None, work: float = math.inf, grain: float = 1.
                     numba.set_num_threads(numba_before)
     finally:
         _current.reset(token)
+        _chosen.reset(chosen)
 
 
 def settings() -> dict[str, Any]:
@@ -148,4 +174,4 @@ def settings() -> dict[str, Any]:
     }
 
 
-__all__ = ["budget", "cores", "count", "idle_cores", "limit", "settings"]
+__all__ = ["budget", "ceiling", "cores", "count", "idle_cores", "limit", "settings", "workers"]

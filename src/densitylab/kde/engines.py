@@ -148,7 +148,7 @@ def tree_log_kernel_sums(index: Index, queries: np.ndarray | None) -> np.ndarray
     args = (index.points_t, index.log_w, index.starts, index.lo, index.hi, index.log_leaf_w,
             qpoints, qstarts, skips, own_leaves, _LOG_DELTA)
     n_groups = len(qstarts) - 1
-    workers = threads.count(work=n_groups, grain=_GROUPS_PER_TASK)
+    workers = threads.workers(work=n_groups, grain=_GROUPS_PER_TASK)
     compiling.announce("kde")
     if workers == 1:
         kernels.log_kernel_sums(*args, np.array([0, n_groups]), out)
@@ -279,6 +279,6 @@ def grid_log_image(
     (benchmarks/RESULTS.md)."""
     if device is not None:
         return _separable_log_image(x, w, sd, xs, ys, block, device)
-    workers = threads.limit()
+    workers = threads.workers()
     with threads.budget(1):
         return _separable_log_image(x, w, sd, xs, ys, block, device, workers)

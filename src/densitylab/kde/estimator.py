@@ -77,9 +77,10 @@ class KDE(BaseEstimator):
             evaluates every kernel there in dense blocks, for GPUs. Both are exact.
 
         threads: threads of every call (``fit``, ``score_samples``, ``evaluate_grid``,
-            ``sample``); ``None`` (default): the cores other processes leave idle, at most
-            ``OMP_NUM_THREADS`` (see :mod:`densitylab.threads`). The pointwise sums share their
-            query groups among them; the caller's thread settings are restored after each call.
+            ``sample``): the pointwise sums and the grid share their work among them.
+            ``None`` (default): as many as there are cores, at most ``OMP_NUM_THREADS``, and
+            BLAS on the cores other processes leave idle (see :mod:`densitylab.threads`). The
+            caller's thread settings are restored after each call.
 
     Attributes:
         bandwidth_: the matrix ``H``, ``(d, d)``; lower-triangular under a rule.

@@ -109,8 +109,8 @@ def fit_many(
             chosen from the work: one thread per ``TORCH_MACS_PER_THREAD`` multiply-adds of a
             step (batch size x parameters) on the torch engine (so one for the small flows of
             these studies, the fastest and immune to a busy machine), one per stacked model on
-            the compiled engine, at most the cores other processes leave idle. The count used
-            is ``result.threads``.
+            the compiled engine (independent threads: at most the cores), at most the cores
+            other processes leave idle on torch. The count used is ``result.threads``.
         verbose: progress bar; by default only when stderr is a terminal.
         checkpoint: a directory where the full training state is saved every
             ``checkpoint_every`` epochs. Ctrl-C stops training and returns the best model
@@ -170,7 +170,7 @@ def fit_many(
     goal = objective_named(objective)
     on_compiled = use_compiled(engine, model, distributed, options.batch_size, goal)
     if on_compiled:  # stacked models in Python threads, each on one thread of every pool
-        workers = threads_.count(threads, work=len(flows))
+        workers = threads_.workers(threads, work=len(flows))
         pool_threads = 1
     else:
         workers = pool_threads = threads_.count(
