@@ -2,7 +2,7 @@
 
 numba compiles a kernel on its first call and keeps the machine code in its disk cache
 (``__pycache__`` beside the source, or ``NUMBA_CACHE_DIR``); later processes load it in about a
-second. The first compilation of a path takes 15-30 s, so before it starts :func:`announce`
+second. The first compilation of a path takes 10-50 s, so before it starts :func:`announce`
 prints one line on stderr (shown in a terminal and in Jupyter alike, no widgets needed).
 ``densitylab warmup`` (:mod:`densitylab.warmup`) compiles every path ahead of time.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CompiledPath:
     """A group of kernels compiled together: what it is, where its entry points live, and how
-    long its first compilation took (seconds, measured on a busy 2-core machine)."""
+    long its first compilation takes (seconds, measured on a 2-core machine at load 4-6)."""
 
     title: str
     module: str
@@ -29,7 +29,7 @@ PATHS = {
     "kde": CompiledPath("the KDE's kernel sums", "densitylab.kde.kernels",
                         ("log_kernel_sums",), 20),
     "spline": CompiledPath("the spline-flow training engine", "densitylab.training.compiled_spline",
-                           ("_epoch", "_log_prob"), 30),
+                           ("_epoch", "_log_prob"), 45),
     "spline-log-prob": CompiledPath("the spline flow's compiled log-density",
                                     "densitylab.training.compiled_spline",
                                     ("_log_prob",), 10),
