@@ -178,3 +178,16 @@ def test_sampling_a_saved_flow_imports_neither_numba_nor_scikit_learn(tmp_path):
     """)
     assert out.strip() == "[]"
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 11
+
+
+def test_the_cli_records_the_thread_count_in_the_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    result = CliRunner().invoke(app, ["kde", "moons", "-n", "300", "--resolution", "20",
+                                      "--threads", "2", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert '"threads": 2' in (tmp_path / "run" / "config.json").read_text()
+    bad = CliRunner().invoke(app, ["kde", "moons", "--threads", "0", "--out", str(tmp_path / "x")])
+    assert "--threads" in str(bad.exception) and not (tmp_path / "x").exists()

@@ -93,7 +93,7 @@ def kde(
     check_positive_int(n, "--n")
     check_positive_int(resolution, "--resolution", minimum=2, maximum=MAX_RESOLUTION)
     check_output(out, "kde")
-    threads = threads_.count(threads)
+    threads = threads_.count(None if threads is None else check_positive_int(threads, "--threads"))
     x, truth = datasets.resolve(data, n, seed)
     model = KDE(bandwidth=spec, device=device or None, threads=threads).fit(x)
     report: dict[str, Any] = {
