@@ -17,7 +17,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e ".[dev]"
 	touch $@
 
+# warmup: compile the numba kernels into their disk cache first (about a minute once, then
+# seconds), so no experiment or test waits on a compilation
 report: $(VENV)/.installed
+	$(VENV)/bin/densitylab warmup
 	$(VENV)/bin/densitylab reproduce --out report/
 
 # Debian's chromium renders the report in a test; skipped (with a note) where it cannot be installed.
@@ -29,6 +32,7 @@ browser:
 # two test workers on two cores, one thread each: more threads than cores only make small
 # models wait for each other (README, "Threads")
 test: $(VENV)/.installed-dev browser
+	$(VENV)/bin/densitylab warmup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: $(VENV)/.installed-dev

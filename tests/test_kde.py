@@ -189,16 +189,9 @@ def test_grid_equals_pointwise(data, h):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_grid_threads_share_the_chunks_exactly(data, threads):
-    import torch
-
-    previous = torch.get_num_threads()
-    kde = KDE(bandwidth=(0.2, 0.3), chunk_size=4000).fit(data)  # 100-point chunks
+    kde = KDE(bandwidth=(0.2, 0.3), chunk_size=4000, threads=threads).fit(data)  # 100-pt chunks
     grid = make_grid(((-2.0, 4.0), (-1.5, 3.5)), 40)
-    try:
-        torch.set_num_threads(threads)
-        image = kde.evaluate_grid(grid)
-    finally:
-        torch.set_num_threads(previous)
+    image = kde.evaluate_grid(grid)
     pointwise = np.exp(kde.score_samples(grid.points)).reshape(grid.shape)
     np.testing.assert_allclose(image, pointwise, rtol=1e-12)
 
@@ -422,7 +415,8 @@ def test_bad_queries_and_sampling_arguments(data):
 
 def test_sklearn_contract(data):
     kde = KDE(bandwidth=(0.2, 0.1), chunk_size=1000)
-    assert kde.get_params() == {"bandwidth": (0.2, 0.1), "chunk_size": 1000, "device": None}
+    assert kde.get_params() == {"bandwidth": (0.2, 0.1), "chunk_size": 1000, "device": None,
+                                "threads": None}
     twin = clone(kde).set_params(bandwidth="silverman")
     assert twin.get_params()["bandwidth"] == "silverman"
     assert not hasattr(twin, "bandwidth_")

@@ -31,7 +31,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import validate_data
 
-from densitylab.mixtures import COVARIANCE_TYPES, select_by_bic
+from densitylab import threads
+from densitylab.mixtures import COVARIANCE_TYPES, ROWS_PER_THREAD, select_by_bic
 
 
 def _check_random_state(random_state: Any) -> int:
@@ -72,7 +73,9 @@ class GaussianMixtureBIC(DensityMixin, BaseEstimator):
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density of each row of ``X``."""
         _check_fitted(self, "mixture_")
-        return self.mixture_.score_samples(validate_data(self, X, dtype=np.float64, reset=False))
+        x = validate_data(self, X, dtype=np.float64, reset=False)
+        with threads.budget(work=len(x), grain=ROWS_PER_THREAD):
+            return self.mixture_.score_samples(x)
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``."""
@@ -224,9 +227,10 @@ class AutoDensity(DensityMixin, BaseEstimator):
         candidates: names from :data:`CANDIDATES`; ``None`` means :data:`DEFAULT_CANDIDATES`.
         cv: number of folds (at least 2).
         random_state: seeds the folds and every candidate; the same seed, the same choice.
-        threads: torch threads for every candidate (the KDE's sums share their work among
+        threads: the most threads of every candidate (the KDE's sums share their work among
             them; a flow candidate's compiled engine trains that many folds at a time);
-            ``None`` leaves torch's setting and the candidates' own (one for a flow).
+            ``None``: the idle cores, each candidate using what its work needs
+            (:mod:`densitylab.threads`). The caller's settings are restored afterwards.
         verbose: a progress bar over the candidates (``None``: when stderr is a terminal).
 
     Attributes:

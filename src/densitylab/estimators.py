@@ -100,8 +100,9 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     they are spread by uniform noise of one rounding step before training, so the flow cannot
     collapse onto the repeated values; off, a ``UserWarning`` names them.
 
-    ``threads``: torch threads while training; :meth:`fit_together` trains that many of its
-    data sets at a time on the compiled engine (see :func:`densitylab.fit_many`).
+    ``threads``: threads while training (``None``: chosen from the work and the idle cores,
+    :mod:`densitylab.threads`); :meth:`fit_together` trains that many of its data sets at a
+    time on the compiled engine (see :func:`densitylab.fit_many`).
 
     Example:
         >>> import densitylab as dl
@@ -127,7 +128,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         verbose: bool | None = False,  # None: a progress bar when stderr is a terminal
         device: str = "cpu",
         dequantize: bool | None = None,
-        threads: int = 1,
+        threads: int | None = None,
     ) -> None:
         self.model = model
         self.n_layers = n_layers

@@ -15,7 +15,6 @@ import torch
 
 from densitylab import metrics
 from densitylab.flows import Flow
-from densitylab.runtime import torch_threads
 
 
 class KnownDistribution(Protocol):
@@ -37,7 +36,7 @@ def flow_log_prob(flow: Flow, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
     no representable density.
     """
     flow = in_float64(flow)
-    with torch.no_grad(), torch_threads(None):
+    with torch.no_grad():  # Flow.log_prob chooses its threads from the number of points
         parts = [
             flow.log_prob(torch.as_tensor(x[i : i + chunk], dtype=flow.dtype, device=flow.device))
             for i in range(0, len(x), chunk)

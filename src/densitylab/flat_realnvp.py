@@ -27,13 +27,6 @@ SCALINGS = ("factor", "tanh")
 BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults, PyTorch's
 
 
-def half_mask(dim: int, flip: bool) -> np.ndarray:
-    """Conditioning mask on the first half of the coordinates (``flip``: the second half);
-    the middle coordinate of an odd ``dim`` conditions first."""
-    mask = np.arange(dim) < (dim // 2 if dim % 2 == 0 else dim // 2 + 1)
-    return ~mask if flip else mask
-
-
 def check_architecture(
     dim: int, n_layers: int, hidden: Sequence[int], activation: str, scale: str
 ) -> tuple[int, ...]:

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from densitylab._masks import half_mask
 from densitylab._validation import check_positive_int
 from densitylab.flat_realnvp import (
     CouplingLayout,
@@ -73,7 +74,6 @@ from densitylab.flat_realnvp import (
     Views,
     adam_update,
     check_architecture,
-    half_mask,
 )
 
 if TYPE_CHECKING:  # torch is imported only by the functions that talk to it

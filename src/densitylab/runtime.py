@@ -1,33 +1,22 @@
-"""Run-time helpers used across layers: torch thread counts, devices, progress bars."""
+"""Run-time helpers used across layers: thread budgets, devices, progress bars."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import torch
 
 from densitylab import distributed as distributed_
-from densitylab._validation import check_positive_int
+from densitylab.threads import budget
 
 DEVICE_TYPES = ("cpu", "cuda")
 
 
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` intra-op threads, restoring the previous count afterwards.
-
-    One thread is fastest for small models and immune to oversubscription on a busy
-    machine; ``None`` keeps torch's setting.
-    """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(check_positive_int(threads, "threads"))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def torch_threads(threads: int | None) -> AbstractContextManager[int]:
+    """The thread budget (:func:`densitylab.threads.budget`) of ``threads``: torch, BLAS,
+    OpenMP and numba on that many threads (``None``: as many as idle cores), restored after."""
+    return budget(threads)
 
 
 def resolve_device(device: str | torch.device, distributed: bool = False) -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,6 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     """The model saved in ``run`` (a ``train`` run or a ``dl.save`` directory of a flow or an
     estimator); a run marked untrained (its training diverged at once) is refused unless asked."""
     from densitylab._schema import read_json
-    from densitylab.estimators import ConditionalFlowDensity
     from densitylab.evaluation import flow_log_prob, flow_samples
     from densitylab.flows import Flow
     from densitylab.io import load
@@ -49,7 +49,8 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
             raise ValueError(f"{run} holds an untrained model (its training diverged); "
                              "pass --allow-untrained to use it anyway")
     model = load(model_dir(run))
-    if isinstance(model, ConditionalFlowDensity):
+    estimators = sys.modules.get("densitylab.estimators")  # loaded if load() made an estimator:
+    if estimators and isinstance(model, estimators.ConditionalFlowDensity):  # (scikit-learn: 1 s)
         return conditional(model, run)
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),

@@ -125,7 +125,7 @@ def train(
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    threads: int = typer.Option(1, help="Torch threads while training (1 is fastest for small flows); with --model auto every candidate uses them and a flow candidate trains that many folds at a time."),
+    threads: int | None = typer.Option(None, help="Threads while training (torch, BLAS, OpenMP, numba; restored after); default: chosen from the work and the cores other processes leave idle (1 for small flows); with --model auto the most any candidate uses, a flow candidate training that many folds at a time. The count used is recorded in config.json."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -139,9 +139,10 @@ def train(
 
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
-    check_positive_int(threads, "--threads")
+    if threads is not None:
+        check_positive_int(threads, "--threads")
     if condition_on is not None:
-        if distributed or resume or model == "auto" or threads != 1:
+        if distributed or resume or model == "auto" or threads is not None:
             raise ValueError("--condition-on trains one conditional flow on one process and "
                              "thread (no --distributed, --resume, --model auto or --threads)")
         check_positive_int(n_test, "--n-test", minimum=2)
@@ -204,7 +205,7 @@ def train(
             "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
-            "patience": patience, "device": device, "processes": processes, "threads": threads, "flow": result.flow.config, "environment": environment(),
+            "patience": patience, "device": device, "processes": processes, "threads": result.threads, "flow": result.flow.config, "environment": environment(),
         }
         report = write_run(claim, config, result, x, test, truth, seed,
                            keep_checkpoint=result.stop_reason == "interrupted")
@@ -216,14 +217,16 @@ def train(
 
 
 def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
-               threads: int, quiet: bool) -> None:
+               threads: int | None, quiet: bool) -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
     from densitylab import datasets, plots
+    from densitylab import threads as threads_
     from densitylab._files import output_directory
     from densitylab.auto import AutoDensity
     from densitylab.io import save
 
+    threads = threads_.count(threads)  # the most threads any candidate uses, recorded below
     x, truth = datasets.resolve(data, n, seed)
     check_data(x, data)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
@@ -237,7 +240,7 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     if truth is not None:
         metrics |= {"entropy": truth.entropy(), "entropy_gap": metrics["test_nll"] - truth.entropy()}
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
-              "params": auto.get_params(), "environment": environment()}
+              "threads": threads, "params": auto.get_params(), "environment": environment()}
     title = f"Test data and samples of the chosen model ({auto.best_name_})"
     figures = ({"samples": plots.samples(auto, test[:2000], seed=seed, title=title)}
                if pairs_figure_allowed(x.shape[1]) else {})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from densitylab._files import output_directory
 from densitylab.experiments.flow_studies import FLOW_STUDIES
-from densitylab.experiments.runner import Outcome, run_flow_experiment
+from densitylab.experiments.outcome import Outcome
 from densitylab.experiments.spec import CustomExperiment, FlowExperiment
 
 Experiment = FlowExperiment | CustomExperiment
@@ -57,6 +57,8 @@ def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = 
 
     ``out`` must be new, empty or an earlier experiment's output; anything else is refused.
     """
+    from densitylab.experiments.runner import run_flow_experiment  # torch: only to run one
+
     experiment = get(name)
     with output_directory(Path(out), "experiment") as staging:
         if isinstance(experiment, FlowExperiment):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from densitylab import datasets, metrics, plots
-from densitylab.experiments.runner import Outcome, Table
+from densitylab.experiments.outcome import Outcome, Table
 from densitylab.experiments.spec import CustomExperiment
 from densitylab.grids import make_grid
 

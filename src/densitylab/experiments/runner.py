@@ -8,10 +8,9 @@ in the experiment's directory; the report is built from those files alone.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,50 +19,13 @@ import numpy as np
 from densitylab import datasets, plots
 from densitylab import metrics as metrics_
 from densitylab.evaluation import evaluate_flow, flow_log_prob, flow_samples, latent_codes
+from densitylab.experiments.outcome import Outcome, Table
 from densitylab.experiments.spec import Data, FlowExperiment, Run
 from densitylab.flows import build
 from densitylab.grids import make_grid
 from densitylab.plots import flows as flow_plots
 from densitylab.plots.kde import density_panels
 from densitylab.training import FitResult, fit_many
-
-
-@dataclass
-class Table:
-    """A table of the report; ``folded`` tables start collapsed (details a reader can open)."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    note: str = ""
-    folded: bool = False
-
-
-@dataclass
-class Outcome:
-    """What an experiment produced: figures (file names), tables, findings and raw metrics."""
-
-    name: str
-    title: str
-    question: str
-    findings: str
-    figures: dict[str, str] = field(default_factory=dict)  # file name -> caption
-    tables: list[Table] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def write(self, directory: Path) -> None:
-        """``outcome.json`` (everything, for the report), plus ``metrics.json`` and
-        ``findings.md`` for a reader of the directory."""
-        (directory / "outcome.json").write_text(json.dumps(asdict(self), indent=2, default=float))
-        (directory / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=float))
-        (directory / "findings.md").write_text(f"# {self.title}\n\n{self.findings}\n")
-
-    @classmethod
-    def read(cls, directory: Path) -> Outcome:
-        raw = json.loads((directory / "outcome.json").read_text())
-        raw["tables"] = [Table(**t) for t in raw["tables"]]
-        return cls(**raw)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from densitylab import flat_realnvp
+from densitylab._masks import half_mask as mask_array
 from densitylab._validation import check_flow_dim, check_positive_int, check_widths
 from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.bases import GaussianMixtureBase
@@ -35,7 +35,7 @@ NSF_MIXINGS = (None, "linear")
 def half_mask(dim: int, flip: bool) -> torch.Tensor:
     """Conditioning mask on the first half of the coordinates (``flip``: the second half),
     a plain CPU tensor whatever the default device."""
-    return torch.from_numpy(flat_realnvp.half_mask(dim, flip))
+    return torch.from_numpy(mask_array(dim, flip))
 
 
 def _transform_context(context: int, embedding: Sequence[int] | None) -> int:

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from densitylab import threads
 from densitylab.flows.bases import StandardNormal
 from densitylab.flows.transforms import Transform, as_context, as_input, lift, with_context
 
 INFERENCE_CHUNK = 8192  # points per slice for large inputs in evaluation mode (see Flow._chunked)
+POINTS_PER_THREAD = 2 * INFERENCE_CHUNK  # log_prob and sampling: fewer points run on one thread
 FAST_LOG_PROB: list[Callable[[Flow, Tensor], Tensor | None]] = []
 """Compiled evaluators that :meth:`Flow.log_prob` tries first, each ``(flow, rows) -> log p``
 or ``None`` where it does not apply; the compiled engines of :mod:`densitylab.training`
@@ -148,6 +150,11 @@ class Flow(nn.Module):
         Ask for ``dtype=torch.float64`` to keep such far values (-1e43) that float32 cannot hold.
         """
         rows, squeeze = self._rows(x, context, beyond_range=True)
+        with threads.budget(work=rows.shape[0] * rows.shape[1], grain=POINTS_PER_THREAD):
+            return self._log_prob_of_rows(x, context, rows, squeeze, dtype)
+
+    def _log_prob_of_rows(self, x: Tensor, context: Tensor | None, rows: Tensor, squeeze: bool,
+                          dtype: torch.dtype | None) -> Tensor:
         log_p = next((v for v in (fast(self, rows) for fast in FAST_LOG_PROB) if v is not None),
                      None)  # e.g. spline flows on the CPU: one fused, compiled pass
         if log_p is None:
@@ -206,6 +213,11 @@ class Flow(nn.Module):
         self, n: int, seed: int | torch.Generator | None = None, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log-density from one pass: ``log p(x) = log p(z) - log|det dx/dz|``."""
+        with threads.budget(work=n * self.n_models, grain=POINTS_PER_THREAD):
+            return self._sample_with_log_prob(n, seed, context)
+
+    def _sample_with_log_prob(self, n: int, seed: int | torch.Generator | None,
+                              context: Tensor | None) -> tuple[Tensor, Tensor]:
         z = self.sample_latent(n, seed)
         c = self._sample_context(context, n)
         x, logdet = self._chunked(lambda r: self._to_data(*self._split_rows(r)),

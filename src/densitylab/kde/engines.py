@@ -6,7 +6,8 @@
   skips a data leaf only when bounds prove that all skipped leaves together hold less than
   ``2**-53`` of the result (the unit roundoff of float64); the kept terms are summed by compiled
   loops, centred on the group so the expansion ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b`` keeps full
-  precision, groups in parallel (:mod:`densitylab.kde.kernels`, on as many threads as torch uses).
+  precision, groups in parallel (:mod:`densitylab.kde.kernels`, on the threads of the call's
+  budget).
   Queries far beyond the data are summed from exact differences instead
   (:func:`direct_log_kernel_sums`).
 - **dense** (:func:`dense_log_kernel_sums`, with a ``device``, typically a GPU): every kernel in
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from densitylab import compiling, threads
 from densitylab.kde import kernels
 
 __all__ = [
@@ -51,7 +53,7 @@ _TINY = 1e-280  # grid cells below this are recomputed in log space
 
 def _torch() -> Any:
     """torch, imported on first evaluation: the grid's kernel matrices (its vectorised ``exp`` is
-    ~2.5x NumPy's on CPU), the ``device`` path, and the thread count everything follows."""
+    ~2.5x NumPy's on CPU) and the ``device`` path."""
     import torch
 
     return torch
@@ -146,12 +148,13 @@ def tree_log_kernel_sums(index: Index, queries: np.ndarray | None) -> np.ndarray
     args = (index.points_t, index.log_w, index.starts, index.lo, index.hi, index.log_leaf_w,
             qpoints, qstarts, skips, own_leaves, _LOG_DELTA)
     n_groups = len(qstarts) - 1
-    threads = min(_torch().get_num_threads(), max(1, n_groups // _GROUPS_PER_TASK))
-    if threads == 1:
+    workers = threads.workers(work=n_groups, grain=_GROUPS_PER_TASK)
+    compiling.announce("kde")
+    if workers == 1:
         kernels.log_kernel_sums(*args, np.array([0, n_groups]), out)
     else:  # a few tasks per thread balance uneven groups
-        bounds = np.linspace(0, n_groups, 4 * threads + 1).astype(np.int64)
-        with ThreadPoolExecutor(threads) as pool:
+        bounds = np.linspace(0, n_groups, 4 * workers + 1).astype(np.int64)
+        with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda k: kernels.log_kernel_sums(*args, bounds[k : k + 2], out),
                           range(len(bounds) - 1)))
     if qorder is None:
@@ -217,34 +220,16 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _one_thread(active: bool) -> Iterator[None]:
-    """One BLAS and one torch thread while ``active``: the grid's small products and
-    exponentials ran 3x slower on two such threads than on one (benchmarks/RESULTS.md); the
-    grid's own threads share the work instead."""
-    if not active:
-        yield
-        return
-    torch = _torch()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with one_blas_thread():
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _separable_log_image(
     x: np.ndarray, w: np.ndarray, sd: np.ndarray, xs: np.ndarray, ys: np.ndarray, block: int,
-    device: Any = None, threads: int = 1,
+    device: Any = None, workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-density image ``(len(ys), len(xs))`` of an axis-aligned 2-D Gaussian mixture.
 
     The image is ``Ky diag(w) Kx^T`` with ``Kx[a, j] = exp(-(xs_a - x_j1)^2 / (2 sd_1^2))``: one
     matrix product of two small kernel matrices, exact (a sum of positive terms). Cells below
     ``1e-280`` (where kernel values may have underflowed) are flagged in the returned mask, for
-    recomputation in log space. On the CPU, ``threads`` Python threads each sum a share of the
+    recomputation in log space. On the CPU, ``workers`` Python threads each sum a share of the
     data's chunks into their own image (torch and BLAS release the GIL; call on one torch and
     one BLAS thread).
     """
@@ -270,10 +255,10 @@ def _separable_log_image(
         return image if on_cpu else image.cpu().numpy()
 
     chunks = range(0, len(x), cols)
-    threads = min(threads, len(chunks)) if on_cpu else 1
-    if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            image = sum(pool.map(partial_image, (chunks[k::threads] for k in range(threads))))
+    workers = min(workers, len(chunks)) if on_cpu else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            image = sum(pool.map(partial_image, (chunks[k::workers] for k in range(workers))))
     else:
         image = partial_image(chunks)
     image = image * (w[0] if equal else 1.0)
@@ -289,7 +274,11 @@ def grid_log_image(
     """Log-density image ``(len(ys), len(xs))`` of the axis-aligned 2-D Gaussian mixture with
     points ``x``, weights ``w`` and per-axis kernel widths ``sd``, and the mask of its cells to
     recompute pointwise (see ``_separable_log_image``). On the CPU (``device=None``) the data are
-    shared among as many Python threads as torch uses, each on one torch and one BLAS thread."""
-    threads = _torch().get_num_threads()
-    with _one_thread(device is None):
-        return _separable_log_image(x, w, sd, xs, ys, block, device, threads)
+    shared among the Python threads of the call's budget, each on one torch and one BLAS thread:
+    the grid's small products and exponentials ran 3x slower on two such threads than on one
+    (benchmarks/RESULTS.md)."""
+    if device is not None:
+        return _separable_log_image(x, w, sd, xs, ys, block, device)
+    workers = threads.workers()
+    with threads.budget(1):
+        return _separable_log_image(x, w, sd, xs, ys, block, device, workers)

@@ -26,6 +26,7 @@ from scipy.linalg import solve_triangular
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from densitylab import threads as threads_
 from densitylab._validation import check_positive_int, estimator_points
 from densitylab.grids import Grid
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
@@ -75,8 +76,11 @@ class KDE(BaseEstimator):
             on a CPU; a torch device (``"cuda"``, ``"cpu"``, ``"auto"``: CUDA when available)
             evaluates every kernel there in dense blocks, for GPUs. Both are exact.
 
-    Pointwise sums use as many threads as torch (``torch.set_num_threads``,
-    ``OMP_NUM_THREADS``); on a machine busy with other jobs one thread is often the fastest.
+        threads: threads of every call (``fit``, ``score_samples``, ``evaluate_grid``,
+            ``sample``): the pointwise sums and the grid share their work among them.
+            ``None`` (default): as many as there are cores, at most ``OMP_NUM_THREADS``, and
+            BLAS on the cores other processes leave idle (see :mod:`densitylab.threads`). The
+            caller's thread settings are restored after each call.
 
     Attributes:
         bandwidth_: the matrix ``H``, ``(d, d)``; lower-triangular under a rule.
@@ -115,13 +119,19 @@ class KDE(BaseEstimator):
         bandwidth: float | str | ArrayLike = "scott",
         chunk_size: int | None = None,
         device: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.bandwidth = bandwidth
         self.chunk_size = chunk_size
         self.device = device
+        self.threads = threads
 
     def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> KDE:
         """Store the points ``X`` ``(n, d)`` (weighted by ``sample_weight``) and resolve ``H``."""
+        with threads_.budget(self.threads):
+            return self._fit(X, sample_weight)
+
+    def _fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> KDE:
         x = estimator_points(self, X, reset=True)
         w = _check_weights(sample_weight, len(x))
         positive = w > 0
@@ -165,6 +175,10 @@ class KDE(BaseEstimator):
         """Log-density at each row of ``X`` ``(m, d)``, shape ``(m,)``; finite however far a point
         lies from the data (the sum is taken in log space)."""
         check_is_fitted(self)
+        with threads_.budget(self.threads):
+            return self._score_samples(X)
+
+    def _score_samples(self, X: ArrayLike) -> np.ndarray:
         x = estimator_points(self, X, reset=False)
         v = self._whiten(x)
         far = ~(np.max(np.abs(v), axis=1) <= _FAR_QUERY)  # NaN/inf (overflowed) count as far
@@ -198,15 +212,19 @@ class KDE(BaseEstimator):
             raise ValueError(
                 f"evaluate_grid needs 2-D data, this KDE was fitted on {self.n_features_in_}-D data"
             )
+        with threads_.budget(self.threads):
+            return self._evaluate_grid(grid, log)
+
+    def _evaluate_grid(self, grid: Grid, log: bool) -> np.ndarray:
         cov = self.covariance_
         if cov[0, 1] == 0.0 and cov[1, 0] == 0.0:
             sd = np.sqrt(np.diag(cov))
             log_image, small = grid_log_image(self.data_, self.weights_, sd, grid.xs, grid.ys,
                                               self._block, self._device)
             if small.any():
-                log_image[small] = self.score_samples(grid.points[small.ravel()])
+                log_image[small] = self._score_samples(grid.points[small.ravel()])
         else:
-            log_image = self.score_samples(grid.points).reshape(grid.shape)
+            log_image = self._score_samples(grid.points).reshape(grid.shape)
         return log_image if log else np.exp(log_image)
 
     def sample(self, n_samples: int = 1, random_state: Any = None) -> np.ndarray:
@@ -225,7 +243,8 @@ class KDE(BaseEstimator):
         rng = np.random.default_rng(random_state)
         idx = rng.choice(len(self.data_), size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, self.n_features_in_))
-        return self.data_[idx] + z @ self.bandwidth_.T
+        with threads_.budget(self.threads):
+            return self.data_[idx] + z @ self.bandwidth_.T
 
 
 def _check_weights(sample_weight: ArrayLike | None, n: int) -> np.ndarray:

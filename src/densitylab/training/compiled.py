@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from densitylab import compiling
 from densitylab.flows import Flow
 from densitylab.training import compiled_realnvp, compiled_spline
 from densitylab.training.autograd import TorchEngine
@@ -33,6 +34,7 @@ class CompiledEngine(TorchEngine):
         super().__init__(model, objective, x_train, x_val, options)
         self.threads = threads
         spline = compiled_spline.supports(model)
+        compiling.announce("spline" if spline else "realnvp")
         self.stack = (compiled_spline.CompiledSplineStack if spline
                       else compiled_realnvp.CompiledStack)(model)
         self.theta = self.stack.pack()

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from densitylab import compiling
 from densitylab.flows.bases import GaussianMixtureBase, StandardNormal
 from densitylab.flows.flow import FAST_LOG_PROB, Flow
 from densitylab.flows.splines import (
@@ -271,6 +272,7 @@ def compiled_log_prob(flow: Flow, rows: torch.Tensor) -> torch.Tensor | None:
             or rows.shape[-1] != flow.dim or rows.requires_grad or not supports(flow)
             or (torch.is_grad_enabled() and any(p.requires_grad for p in flow.parameters()))):
         return None
+    compiling.announce("spline-log-prob")
     stack = CompiledSplineStack(flow)
     x = stack.standardized(rows.numpy())
     log_p = stack.log_prob(stack.pack(), x) + stack.log_det_offset()[:, None]

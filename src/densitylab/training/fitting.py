@@ -8,6 +8,7 @@ the flow's negative log-likelihood as objective, on the autograd or the compiled
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Sequence
@@ -16,9 +17,10 @@ import torch
 from numpy.typing import ArrayLike
 
 from densitylab import distributed as distributed_
+from densitylab import threads as threads_
 from densitylab._validation import check_positive_int
 from densitylab.flows import ActNorm, Flow, GaussianMixtureBase, stack, standardized, unstack
-from densitylab.runtime import resolve_device, torch_threads
+from densitylab.runtime import resolve_device
 from densitylab.training import compiled, compiled_spline
 from densitylab.training.autograd import TorchEngine
 from densitylab.training.data import prepare, seeds_of, with_context
@@ -63,7 +65,7 @@ def fit_many(
     schedule: str = "constant",
     ema: float | None = None,
     standardize: bool = False,
-    threads: int | None = 1,
+    threads: int | None = None,
     verbose: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 25,
@@ -100,10 +102,15 @@ def fit_many(
             smooths out the noise of small-batch Adam steps.
         standardize: put a fitted :class:`~densitylab.flows.Standardize` in front of the flow,
             so it learns on standardised data while densities stay in the user's units.
-        threads: torch threads while training (restored afterwards); the compiled engine
-            trains that many stacked models at a time instead (folds, seeds: on ``k`` cores
-            ``k`` of them cost about one). One thread is fastest for one small flow and immune
-            to oversubscription on a busy machine; ``None`` keeps torch's setting.
+        threads: threads while training, in every pool (torch, BLAS, OpenMP, numba; the
+            caller's settings are restored afterwards, :mod:`densitylab.threads`); the compiled
+            engine trains that many stacked models at a time instead, each on one thread
+            (folds, seeds: on ``k`` cores ``k`` of them cost about one). ``None`` (default):
+            chosen from the work: one thread per ``TORCH_MACS_PER_THREAD`` multiply-adds of a
+            step (batch size x parameters) on the torch engine (so one for the small flows of
+            these studies, the fastest and immune to a busy machine), one per stacked model on
+            the compiled engine (independent threads: at most the cores), at most the cores
+            other processes leave idle on torch. The count used is ``result.threads``.
         verbose: progress bar; by default only when stderr is a terminal.
         checkpoint: a directory where the full training state is saved every
             ``checkpoint_every`` epochs. Ctrl-C stops training and returns the best model
@@ -140,37 +147,44 @@ def fit_many(
             "distributed=True needs a running process group: launch with torchrun and train "
             "inside `with densitylab.distributed.process_group(): ...`"
         )
-    model = stack([standardized(f) if standardize else f for f in flows])
-    if device is not None:
-        model = model.to(resolve_device(device, distributed))
-    x_train = torch.as_tensor(data.train, dtype=model.dtype, device=model.device)
-    x_valid = torch.as_tensor(data.val, dtype=model.dtype, device=model.device)
-    if standardize:
-        model.transforms[0].fit(x_train[..., : model.dim])
-    if isinstance(model.base, GaussianMixtureBase):
-        # the mixture the flow starts from, fitted to all of x (validation only chooses the
-        # transforms' epoch; the base stays fixed); an x_val given apart stays held out
-        points = x_train if x_val is not None else torch.cat([x_train, x_valid], dim=1)
-        with torch.no_grad():
-            model.eval()  # (no data-dependent initialisation of ActNorm from all points)
-            model.base.fit(model._to_latent(*model._split_rows(points))[0], seeds)
-            model.train()
-    if distributed:  # ActNorm's first-batch statistics over the whole batch, not a shard
-        for module in model.modules():
-            if isinstance(module, ActNorm):
-                module.sum_statistics = distributed_.all_reduce_sum
-
+    with threads_.budget(1 if threads is None else threads):  # small set-up work
+        model = stack([standardized(f) if standardize else f for f in flows])
+        if device is not None:
+            model = model.to(resolve_device(device, distributed))
+        x_train = torch.as_tensor(data.train, dtype=model.dtype, device=model.device)
+        x_valid = torch.as_tensor(data.val, dtype=model.dtype, device=model.device)
+        if standardize:
+            model.transforms[0].fit(x_train[..., : model.dim])
+        if isinstance(model.base, GaussianMixtureBase):
+            # the mixture the flow starts from, fitted to all of x (validation only chooses the
+            # transforms' epoch; the base stays fixed); an x_val given apart stays held out
+            points = x_train if x_val is not None else torch.cat([x_train, x_valid], dim=1)
+            with torch.no_grad():
+                model.eval()  # (no data-dependent initialisation of ActNorm from all points)
+                model.base.fit(model._to_latent(*model._split_rows(points))[0], seeds)
+                model.train()
+        if distributed:  # ActNorm's first-batch statistics over the whole batch, not a shard
+            for module in model.modules():
+                if isinstance(module, ActNorm):
+                    module.sum_statistics = distributed_.all_reduce_sum
     goal = objective_named(objective)
-    with torch_threads(threads):
-        if use_compiled(engine, model, distributed, options.batch_size, goal):
-            runner = compiled.CompiledEngine(model, goal, x_train, x_valid, options,
-                                             threads=torch.get_num_threads())
-        else:
-            runner = TorchEngine(model, goal, x_train, x_valid, options, distributed)
+    on_compiled = use_compiled(engine, model, distributed, options.batch_size, goal)
+    if on_compiled:  # stacked models in Python threads, each on one thread of every pool
+        workers = threads_.workers(threads, work=len(flows))
+        pool_threads = 1
+    else:
+        workers = pool_threads = threads_.count(
+            threads, work=options.batch_size * sum(p.numel() for p in model.parameters()),
+            grain=TORCH_MACS_PER_THREAD)
+    with threads_.budget(pool_threads):
+        runner = (compiled.CompiledEngine(model, goal, x_train, x_valid, options, threads=workers)
+                  if on_compiled
+                  else TorchEngine(model, goal, x_train, x_valid, options, distributed))
         driver = train(runner, goal, options, seeds, data, model.config, verbose=verbose,
                        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     model.eval()
-    return driver.results([f.eval() for f in unstack(model)], data.splits)
+    results = driver.results([f.eval() for f in unstack(model)], data.splits)
+    return [dataclasses.replace(r, threads=workers) for r in results]
 
 
 fit.__signature__ = inspect.signature(fit_many).replace(
@@ -182,6 +196,10 @@ fit.__signature__ = inspect.signature(fit_many).replace(
 
 
 ENGINES = ("auto", "torch", "compiled")
+# a second torch thread pays off only for steps of several million multiply-adds (wide networks,
+# large batches; a step costs about batch size x parameters); below, synchronisation costs more
+# than the arithmetic it shares
+TORCH_MACS_PER_THREAD = 4_000_000
 AUTO_COMPILED_MAX_MODELS = 4
 AUTO_COMPILED_MAX_UNITS = 256  # hidden units per s/t network
 AUTO_COMPILED_MAX_BATCH_MACS = 300_000  # multiply-adds of one network over one batch

@@ -76,6 +76,7 @@ class FitResult:
     stop_reason: str  # "completed", "early-stopping", "diverged" or "interrupted"
     train_indices: np.ndarray
     val_indices: np.ndarray
+    threads: int = 1  # threads training used (torch's, or the compiled engine's model workers)
 
     @property
     def flow(self) -> Any:
