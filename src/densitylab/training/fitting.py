@@ -17,7 +17,15 @@ from numpy.typing import ArrayLike
 
 from densitylab import distributed as distributed_
 from densitylab._validation import check_positive_int
-from densitylab.flows import ActNorm, Flow, GaussianMixtureBase, stack, standardized, unstack
+from densitylab.flows import (
+    ActNorm,
+    Flow,
+    GaussianMixtureBase,
+    ImageActNorm,
+    stack,
+    standardized,
+    unstack,
+)
 from densitylab.runtime import resolve_device, torch_threads
 from densitylab.training import compiled, compiled_spline
 from densitylab.training.autograd import TorchEngine
@@ -121,7 +129,8 @@ def fit_many(
             torchrun). Every process passes the same data and seed and gets the same result,
             the one a single process would get, up to float rounding; only rank 0 shows
             progress and writes checkpoints. Uses the torch engine.
-        objective: the loss minimised, by name (``"nll"``: maximum likelihood).
+        objective: the loss minimised, by name (``"nll"``: maximum likelihood;
+            ``"dequantized"``: the dequantized bound of an image flow on integer pixels).
     """
     if len(flows) == 0:
         raise ValueError("fit_many needs at least one flow")
@@ -157,10 +166,11 @@ def fit_many(
             model.train()
     if distributed:  # ActNorm's first-batch statistics over the whole batch, not a shard
         for module in model.modules():
-            if isinstance(module, ActNorm):
+            if isinstance(module, ActNorm | ImageActNorm):
                 module.sum_statistics = distributed_.all_reduce_sum
 
     goal = objective_named(objective)
+    goal.seed(seeds)
     with torch_threads(threads):
         if use_compiled(engine, model, distributed, options.batch_size, goal):
             runner = compiled.CompiledEngine(model, goal, x_train, x_valid, options,

@@ -27,6 +27,11 @@ class Objective(ABC):
     keep_best = True  # keep the best validation epoch (else: the last with finite weights)
     betas = (0.9, 0.999)  # Adam's
 
+    def seed(self, seeds: list[int]) -> None:
+        """Seed whatever noise the objective draws from the run's seeds (one per model);
+        objectives that draw none ignore them."""
+        del seeds  # nothing to seed
+
     def parameter_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
         """Parameters updated together by one Adam; one group unless a game needs more."""
         return [[p for p in model.parameters() if p.requires_grad]]
@@ -76,7 +81,33 @@ class NLL(Likelihood):
         return -model(batch)
 
 
-OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL}
+class DequantizedNLL(Likelihood):
+    """The negative dequantized lower bound on ``log P(x)`` of integer images (rows of pixel
+    values): ``-(log p(x + u) - log q(u | x))`` with ``u`` drawn by the model's dequantizer
+    (see :mod:`densitylab.flows.dequantization`), one draw per image and step. The noise comes
+    from a generator seeded by the run; validation uses the same draws every epoch, so epochs
+    are compared on equal terms."""
+
+    def __init__(self) -> None:
+        self.seed([0])
+
+    def seed(self, seeds: list[int]) -> None:
+        self._seed = int(seeds[0])
+        self.generator = torch.Generator().manual_seed(self._seed)
+
+    @staticmethod
+    def _bound(model: nn.Module, rows: Tensor, generator: torch.Generator) -> Tensor:
+        quantizer = getattr(model, "module", model).dequantizer  # (DDP wraps the flow)
+        return model(rows, quantizer.noise(rows.shape, generator))
+
+    def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
+        return -self._bound(model, batch, self.generator)
+
+    def val_point_losses(self, model: nn.Module, points: Tensor) -> Tensor:
+        return -self._bound(model, points, torch.Generator().manual_seed(self._seed + 1))
+
+
+OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL, "dequantized": DequantizedNLL}
 
 
 def objective_named(name: str) -> Objective:
