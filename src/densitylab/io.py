@@ -264,6 +264,7 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
 
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "flow": ("densitylab.flows.flow.Flow", (_save_flow, _load_flow)),
+    "image-flow": ("densitylab.flows.image_flow.MultiScaleFlow", (_save_flow, _load_flow)),
     "flow-density": ("densitylab.estimators.FlowDensity",
                      (_save_estimator, _estimator_loader("FlowDensity"))),
     "conditional-flow-density": ("densitylab.estimators.ConditionalFlowDensity",
