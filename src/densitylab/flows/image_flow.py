@@ -97,3 +97,41 @@ class MultiScaleFlow(Flow):
                       seed: int | torch.Generator | None = None) -> Tensor:
         """``n`` integer images ``(n, C, H, W)`` drawn at ``temperature``."""
         return self.quantize(self.decode(self.sample_latent_at(n, temperature, seed)))
+
+    @torch.no_grad()
+    def interpolate(self, first: Tensor, second: Tensor, steps: int = 8) -> Tensor:
+        """Images along the straight line between the latents of two images (pixel units,
+        centred in their dequantization cells): ``(steps, C, H, W)`` integer images."""
+        ends = self.encode(torch.stack([torch.as_tensor(first), torch.as_tensor(second)])
+                           .to(self.dtype) + 0.5)
+        weights = torch.linspace(0, 1, steps, dtype=self.dtype, device=self.device)[:, None]
+        return self.quantize(self.decode((1 - weights) * ends[0] + weights * ends[1]))
+
+    @torch.no_grad()
+    def resample_scales(self, image: Tensor, scale: int, n: int, temperature: float = 1.0,
+                        seed: int | None = None) -> Tensor:
+        """``n`` variants of ``image``: the latents of scales ``0 .. scale`` (finest first)
+        drawn afresh at ``temperature``, the coarser ones kept, so the variants show what
+        those scales encode. Returns integer images ``(n, C, H, W)``."""
+        if not 0 <= scale < len(self.scales):
+            raise ValueError(f"scale must lie in 0..{len(self.scales) - 1}, got {scale}")
+        z = self.encode(torch.as_tensor(image)[None].to(self.dtype) + 0.5).expand(n, -1).clone()
+        fresh = self.sample_latent_at(n, temperature, seed)
+        for start, stop in self.scales[: scale + 1]:
+            z[:, start:stop] = fresh[:, start:stop]
+        return self.quantize(self.decode(z))
+
+    @torch.no_grad()
+    def layer_images(self, image: Tensor) -> list[tuple[str, Tensor]]:
+        """One image on its way to the latent: ``(name, array)`` after every transform, the
+        part still being transformed viewed as ``(C, H, W)`` channels."""
+        from densitylab.flows.images import ImageTransform
+
+        trace = self.trace_to_latent(torch.as_tensor(image).reshape(1, -1).to(self.dtype) + 0.5)
+        views, shape = [("data x", self.as_images(trace[0][0]))], self.image_shape
+        for transform, rows in zip(self.transforms, trace[1:], strict=True):
+            if isinstance(transform, ImageTransform):
+                shape = transform.out_shape
+            size = math.prod(shape)
+            views.append((type(transform).__name__, rows[0, :size].reshape(shape)))
+        return views
