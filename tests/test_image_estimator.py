@@ -70,3 +70,54 @@ def test_bad_hyper_parameters_are_refused(digits):
         dl.ImageFlow(model="pixelcnn").fit(digits[0])
     with pytest.raises(ValueError, match="temperature"):
         dl.ImageFlow(steps=1, hidden=4, epochs=1).fit(digits[0]).sample(2, temperature=-1)
+
+
+@pytest.mark.slow
+def test_cli_trains_scores_and_samples_an_image_run(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "digits-images", "--model", "realnvp", "--layers", "1",
+                                 "--hidden", "4", "--epochs", "1", "--out", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert config["pixel_levels"] == 17 and config["split"]["test"] == 397
+    assert {"samples.png", "interpolation.png", "scales.png", "layers.png",
+            "dequantization.png"} <= {p.name for p in (run / "figures").iterdir()}
+    x = dl.datasets.images("digits")
+    _, _, test = dl.datasets.image_split(len(x))
+    loaded = dl.load(run / "model")
+    assert np.isclose(loaded.score_samples(x[test]).mean(), metrics["test_bits_per_dim"])
+    np.save(tmp_path / "few.npy", x[:4, 0])
+    scored = runner.invoke(app, ["score", str(run), str(tmp_path / "few.npy"),
+                                 "--out", str(tmp_path / "s.csv")])
+    assert scored.exit_code == 0, scored.output
+    values = np.loadtxt(tmp_path / "s.csv", skiprows=1, delimiter=",")
+    assert np.array_equal(values.round(4), loaded.log_likelihood(x[:4]).round(4))
+    sampled = runner.invoke(app, ["sample", str(run), "-n", "3", "--out",
+                                  str(tmp_path / "x.csv")])
+    assert sampled.exit_code == 0
+    assert np.loadtxt(tmp_path / "x.csv", skiprows=1, delimiter=",").shape == (3, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["digits-images", "--model", "nsf"], "image model"),
+    (["missing-folder", "--images", "--model", "glow"], "not a built-in image set"),
+    (["digits-images", "--dequantization", "gauss", "--model", "glow", "--epochs", "1"],
+     "unknown dequantization"),
+])
+def test_cli_image_errors_are_one_line(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "densitylab", "train", *args, "--out",
+                           str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "r").exists()

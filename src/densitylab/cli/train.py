@@ -68,6 +68,10 @@ def train(
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int = typer.Option(1, help="Torch threads while training (1 is fastest for small flows); with --model auto every candidate uses them and a flow candidate trains that many folds at a time."),
+    images: bool = typer.Option(False, "--images", help="DATA is images: an .npy/.npz integer array (N, H, W) or (N, C, H, W) (digits-images and PNG folders are images anyway); --model glow or realnvp then trains a multi-scale image flow (--layers: steps per scale, --hidden: conditioner channels)."),
+    pixel_levels: int | None = typer.Option(None, help="Images: grey levels (default: detected; 17 for digits-images, 256 for PNG)."),
+    dequantization: str = typer.Option("uniform", help="Images: uniform or variational dequantization."),
+    scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -82,6 +86,16 @@ def train(
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
     check_positive_int(threads, "--threads")
+    from densitylab.cli.train_images import is_image_data, train_images
+
+    if is_image_data(data, images):
+        if distributed or resume or condition_on is not None:
+            raise ValueError("image flows train on one process (no --distributed, --resume or "
+                             "--condition-on)")
+        width = parse_hidden(hidden)
+        return train_images(data, out, model, layers, width[0] if width else None, epochs,
+                            batch_size, lr, seed, val_fraction, patience, pixel_levels,
+                            dequantization, scales, device, threads, quiet)
     if condition_on is not None:
         if distributed or resume or model == "auto" or threads != 1:
             raise ValueError("--condition-on trains one conditional flow on one process and "
