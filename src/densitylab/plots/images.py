@@ -85,3 +85,20 @@ def layer_views(views: Sequence[tuple[str, np.ndarray]], title: str) -> Figure:
         ax.set_visible(False)
     fig.suptitle(title)
     return fig
+
+
+def score_histograms(scores: Mapping[str, np.ndarray], title: str,
+                     xlabel: str = "bits per dimension") -> Figure:
+    """Overlaid histograms of per-image scores, one per labelled group (shared bins)."""
+    values = np.concatenate([np.asarray(v, dtype=float) for v in scores.values()])
+    finite = values[np.isfinite(values)]
+    bins = np.linspace(finite.min(), finite.max(), 40)
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for label, v in scores.items():
+        ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, alpha=0.5, label=f"{label} (n={len(v)})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
