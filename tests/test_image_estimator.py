@@ -121,3 +121,30 @@ def test_cli_image_errors_are_one_line(tmp_path, args, message):
                            str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr
     assert done.stderr.strip().count("\n") == 0 and not (tmp_path / "r").exists()
+
+
+def test_image_figures_of_a_fitted_flow(fitted, digits):
+    from matplotlib.figure import Figure
+
+    from densitylab.image_figures import image_figures
+
+    figures = image_figures(fitted, digits[2], seed=0)
+    assert set(figures) == {"samples", "interpolation", "scales", "dequantization", "layers"}
+    for figure in figures.values():
+        assert isinstance(figure, Figure) and figure.get_suptitle()
+    flow = fitted.flow_
+    variants = flow.resample_scales(digits[2][0], 0, 4, temperature=0.0, seed=0)
+    # temperature 0 on the finest scale: every variant gets the same (zero) fine latents
+    assert (variants == variants[:1]).all()
+    line = flow.interpolate(digits[2][0], digits[2][1], steps=5)
+    assert line.shape == (5, 1, 8, 8)
+
+
+@pytest.mark.slow
+def test_the_images_study_runs_quick(tmp_path):
+    from densitylab import experiments
+
+    assert "images" in experiments.names()
+    outcome = experiments.run("images", tmp_path / "images", quick=True)
+    assert "bits/dim" in outcome.findings and outcome.tables[0].rows
+    assert (tmp_path / "images" / "figures" / "novelty.png").is_file()
