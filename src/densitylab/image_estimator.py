@@ -59,7 +59,7 @@ class ImageFlow(BaseEstimator):
     def __init__(
         self, model: str = "glow", levels: int = 2, steps: int = 4, hidden: int = 64,
         pixel_levels: int | None = None, dequantization: str = "uniform", logit: bool = True,
-        alpha: float = 0.05, learned_prior: bool = True, epochs: int = 200,
+        alpha: float = 1e-3, learned_prior: bool = True, epochs: int = 200,
         batch_size: int = 64, lr: float = 1e-3, patience: int | None = 20,
         val_fraction: float = 0.1, draws: int = 10, random_state: int = 0,
         threads: int | None = 1, device: str | None = None, verbose: bool | None = None,

@@ -360,10 +360,12 @@ class Rescale(Transform):
 class Logit(Transform):
     """The logit pre-processing of RealNVP: ``p = alpha + (1 - 2 alpha) x`` for ``x`` in
     ``(0, 1)``, ``z = log p - log(1 - p)``; log-det ``sum(log(1 - 2 alpha) - log p -
-    log(1 - p))``, counted in every density. Maps the unit cube onto all of R^D, so a density
-    on z puts all its mass on the pixel range."""
+    log(1 - p))``, counted in every density. With ``alpha = 0`` it maps the unit cube onto all
+    of R^D, so a density on z puts all its mass on the pixel range; ``alpha > 0`` keeps the
+    logit finite at the faces but lets some mass fall beyond them (a sub-probability: bits/dim
+    stay upper bounds)."""
 
-    def __init__(self, dim: int, alpha: float = 0.05) -> None:
+    def __init__(self, dim: int, alpha: float = 1e-3) -> None:
         super().__init__(dim, 1)
         if not 0.0 <= alpha < 0.5:
             raise ValueError(f"logit alpha must lie in [0, 0.5), got {alpha!r}")
