@@ -14,8 +14,8 @@ densitylab trains through its own driver; normflows through the loop below (its 
 Part 2 (speed and memory): one epoch of the 1,260 training digits, and of 512 random images
 of 28x28 (one channel) and 32x32x3 (256 levels), in batches of 64, each library in a fresh
 process, the two alternating twice (the fastest epoch is kept: the machine is shared). Peak
-resident memory is the process's ``ru_maxrss``; "above the start" subtracts the resident
-memory before the first training step (torch, the data and the model).
+resident memory is the process's high-water mark (``VmHWM``); "above the start" subtracts the
+resident memory before the first training step (torch, the data and the model).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/images.py [--steps K] [--epochs E] [--quick]
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -207,15 +206,20 @@ def speed_child(library: str, shape: tuple[int, int, int], steps: int) -> dict:
     for batch in images.split(64):
         step(batch)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    peak = _status_mib("VmHWM")
     return {"seconds_per_epoch": seconds, "peak_rss_mib": peak,
             "peak_above_start_mib": peak - baseline}
 
 
 def _rss_mib() -> float:
-    """This process's resident memory now (Linux ``/proc``), MiB."""
+    return _status_mib("VmRSS")
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of this process (Linux ``/proc/self/status``: ``VmRSS`` now, ``VmHWM``
+    the peak resident memory since it started), MiB."""
     with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS:"))
+        line = next(line for line in status if line.startswith(field + ":"))
     return int(line.split()[1]) / 1024
 
 
@@ -261,7 +265,7 @@ def main() -> None:
     print(f"\n## Speed: one epoch (digits: the 1,260 training images; random images: 512) in "
           f"batches of 64, 2 scales x {args.steps} steps, 64 hidden channels, one thread, a "
           "fresh process each, fastest of 2 alternating rounds")
-    print("| library, shape | s/epoch | peak RSS (MiB) | peak above the first step's (MiB) |")
+    print("| library, shape | s/epoch | peak RSS (MiB) | peak above the start of training (MiB) |")
     print("|---|---|---|---|")
     for label, r in speed(args.steps).items():
         print(f"| {label} | {r['seconds_per_epoch']:.2f} | {r['peak_rss_mib']:.0f} | "

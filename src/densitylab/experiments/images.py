@@ -31,7 +31,7 @@ def _parameters(est_or_flow) -> int:
 def _models(quick: bool) -> dict[str, ImageFlow]:
     """The compared flows; the single-scale one gets the step count whose size is closest to
     the multi-scale Glow's."""
-    budget = dict(epochs=4 if quick else 80, patience=None if quick else 8, hidden=HIDDEN,
+    budget = dict(epochs=4 if quick else 150, patience=None if quick else 8, hidden=HIDDEN,
                   pixel_levels=LEVELS, random_state=0)
     glow = ImageFlow(model="glow", levels=2, steps=2, **budget)
     target = _parameters(glow.build((1, 8, 8), LEVELS))
