@@ -95,7 +95,7 @@ def train(
         width = parse_hidden(hidden)
         return train_images(data, out, model, layers, width[0] if width else None, epochs,
                             batch_size, lr, seed, val_fraction, patience, pixel_levels,
-                            dequantization, scales, device, threads, quiet)
+                            dequantization, scales, device, threads, quiet, environment())
     if condition_on is not None:
         if distributed or resume or model == "auto" or threads != 1:
             raise ValueError("--condition-on trains one conditional flow on one process and "

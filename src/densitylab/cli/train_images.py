@@ -23,13 +23,13 @@ def train_images(data: str, out: Path, model: str, steps: int | None, hidden: in
                  epochs: int | None, batch_size: int | None, lr: float | None, seed: int,
                  val_fraction: float, patience: int, pixel_levels: int | None,
                  dequantization: str, scales: int, device: str, threads: int,
-                 quiet: bool) -> None:
-    """Fit, evaluate on the fixed test split, and write the run directory in one swap."""
+                 quiet: bool, environment: dict) -> None:
+    """Fit, evaluate on the fixed test split, and write the run directory in one swap;
+    ``environment`` (versions) goes into ``config.json``."""
     import numpy as np
 
     from densitylab import datasets, plots
     from densitylab._files import check_output, output_directory
-    from densitylab.cli.train import environment
     from densitylab.image_estimator import IMAGE_MODELS, ImageFlow
     from densitylab.image_figures import image_figures
     from densitylab.io import save
@@ -61,7 +61,7 @@ def train_images(data: str, out: Path, model: str, steps: int | None, hidden: in
               "pixel_levels": levels, "image_shape": list(x.shape[1:]),
               "split": {"train": len(train), "validation": len(val), "test": len(test),
                         "shuffle": "numpy default_rng(0)"},
-              "params": est.get_params(), "flow": est.flow_.config, "environment": environment()}
+              "params": est.get_params(), "flow": est.flow_.config, "environment": environment}
     figures = image_figures(est, x[test], seed=seed)
     figures["loss"] = plots.loss({"flow": history}, title="Dequantized NLL per epoch (nats)")
     with output_directory(out, "train") as staging:
