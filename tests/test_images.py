@@ -258,3 +258,16 @@ def test_bad_images_get_one_line_errors(tmp_path, case, message):
     with pytest.raises(ValueError, match=message) as err:
         dl.datasets.load_images(source, levels)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("builder", [dl.flows.glow_image, dl.flows.realnvp_image])
+@pytest.mark.parametrize("dequantization", ["uniform", "variational"])
+def test_gradients_of_the_dequantized_bound_reach_every_parameter(builder, dequantization):
+    flow = _perturbed(builder((1, 4, 4), levels=2, steps=1, hidden=4, pixel_levels=5,
+                              learned_prior=True, dequantization=dequantization), size=0.1)
+    flow.train()
+    rows = torch.randint(0, 5, (1, 8, 16), generator=torch.Generator().manual_seed(0)).double()
+    noise = flow.dequantizer.noise(rows.shape, torch.Generator().manual_seed(1))
+    (-flow(rows, noise).mean()).backward()
+    for name, p in flow.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

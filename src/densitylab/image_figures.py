@@ -32,11 +32,7 @@ def image_figures(estimator, data: np.ndarray, seed: int = 0) -> dict:
         for k in range(len(flow.scales)):
             scales[f"scales 1..{k + 1} resampled"] = flow.resample_scales(
                 first, k, 8, temperature=0.7, seed=seed).numpy()
-        rows = torch.as_tensor(data[:8].reshape(8, -1), dtype=flow.dtype)
-        noise = flow.dequantizer.noise(rows.shape, torch.Generator().manual_seed(seed))
-        u = flow.dequantizer(rows, noise.to(flow.dtype))[0].reshape(data[:8].shape).numpy()
         views = [(name, array.numpy()) for name, array in flow.layer_images(first)]
-    kind = flow.dequantizer.kind
     every = max(1, len(views) // 11)
     picked = views[::every][:11] + ([views[-1]] if views[-1] is not views[::every][:11][-1]
                                     else [])
@@ -47,8 +43,19 @@ def image_figures(estimator, data: np.ndarray, seed: int = 0) -> dict:
                                             levels),
         "scales": image_plots.strips(scales, "What each scale encodes (finest first, "
                                      "T = 0.7)", levels),
-        "dequantization": image_plots.grids(
-            {"images": data[:8], f"{kind} noise u": u, "x + u": data[:8] + u},
-            f"Dequantization noise ({kind}) of eight test images", None),
+        "dequantization": dequantization_noise(estimator, data, seed),
         "layers": image_plots.layer_views(picked, "One test image through the flow, x -> z"),
     }
+
+
+def dequantization_noise(estimator, data: np.ndarray, seed: int = 0):
+    """Eight test images, one draw of their dequantization noise ``u`` (learned, for variational
+    dequantization) and ``x + u``."""
+    flow = estimator.flow_
+    rows = torch.as_tensor(data[:8].reshape(8, -1), dtype=flow.dtype)
+    with torch.no_grad():
+        noise = flow.dequantizer.noise(rows.shape, torch.Generator().manual_seed(seed))
+        u = flow.dequantizer(rows, noise.to(flow.dtype))[0].reshape(data[:8].shape).numpy()
+    kind = flow.dequantizer.kind
+    return image_plots.grids({"images": data[:8], f"{kind} noise u": u, "x + u": data[:8] + u},
+                             f"Dequantization noise ({kind}) of eight test images", None)
