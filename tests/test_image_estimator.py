@@ -148,3 +148,25 @@ def test_the_images_study_runs_quick(tmp_path):
     outcome = experiments.run("images", tmp_path / "images", quick=True)
     assert "bits/dim" in outcome.findings and outcome.tables[0].rows
     assert (tmp_path / "images" / "figures" / "novelty.png").is_file()
+
+
+@pytest.mark.slow
+def test_cli_trains_an_image_flow_under_torchrun_as_one_process_does(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    common = ["digits-images", "--model", "glow", "--layers", "1", "--hidden", "4", "--epochs",
+              "2", "-q"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", "-m", "densitylab", "train"]
+    done = subprocess.run([*torchrun, *common, "--distributed", "--out", str(tmp_path / "p")],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote") == 1
+    alone = subprocess.run([sys.executable, "-m", "densitylab", "train", *common, "--out",
+                            str(tmp_path / "a")], capture_output=True, text=True, timeout=240)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    bpd = [json.loads((tmp_path / run / "metrics.json").read_text())["test_bits_per_dim"]
+           for run in ("p", "a")]
+    assert abs(bpd[0] - bpd[1]) < 1e-3  # the same model, up to float32 rounding

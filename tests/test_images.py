@@ -271,3 +271,46 @@ def test_gradients_of_the_dequantized_bound_reach_every_parameter(builder, dequa
     (-flow(rows, noise).mean()).backward()
     for name, p in flow.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+IMAGE_WORKER = """
+import sys
+import torch
+import densitylab as dl
+from densitylab import distributed
+
+def fit(use_ddp):
+    pixels = dl.datasets.images("digits")[:150, :, :4, :4].reshape(150, -1).astype(float)
+    flow = dl.flows.glow_image((1, 4, 4), levels=2, steps=1, hidden=4, pixel_levels=17,
+                               dequantization="variational").double()
+    return dl.fit(flow, pixels, epochs=2, batch_size=32, seed=1, objective="dequantized",
+                  distributed=use_ddp, verbose=False)
+
+if len(sys.argv) > 2:
+    torch.save(fit(False).flow.state_dict(), sys.argv[1])
+else:
+    with distributed.process_group():
+        state = fit(True).flow.state_dict()
+        if distributed.rank() == 0:
+            torch.save(state, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_image_flow_one_process_trains(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(IMAGE_WORKER)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2"]
+    done = subprocess.run([*torchrun, str(script), str(tmp_path / "parallel.pt")],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = subprocess.run([sys.executable, str(script), str(tmp_path / "alone.pt"), "alone"],
+                           capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    parallel, single = torch.load(tmp_path / "parallel.pt"), torch.load(tmp_path / "alone.pt")
+    for name, value in single.items():  # ActNorm's init and the noise are shared as one batch
+        torch.testing.assert_close(parallel[name], value, rtol=0, atol=1e-10, msg=name)

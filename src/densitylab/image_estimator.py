@@ -47,6 +47,8 @@ class ImageFlow(BaseEstimator):
         random_state: seeds the architecture, the split, the batches and the noise.
         threads: torch threads for fitting and scoring (restored afterwards).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``; ``None`` trains on the CPU.
+        distributed: data-parallel training over a running process group (torchrun; see
+            :func:`densitylab.fit`): every process gets the model one process would train.
 
     Example:
         >>> import densitylab as dl
@@ -63,6 +65,7 @@ class ImageFlow(BaseEstimator):
         batch_size: int = 64, lr: float = 1e-3, patience: int | None = 20,
         val_fraction: float = 0.1, draws: int = 10, random_state: int = 0,
         threads: int | None = 1, device: str | None = None, verbose: bool | None = None,
+        distributed: bool = False,
     ) -> None:
         self.model = model
         self.levels = levels
@@ -83,6 +86,7 @@ class ImageFlow(BaseEstimator):
         self.threads = threads
         self.device = device
         self.verbose = verbose
+        self.distributed = distributed
 
     def build(self, shape: tuple[int, int, int], pixel_levels: int) -> MultiScaleFlow:
         """The untrained flow these hyper-parameters describe, for images of ``shape``."""
@@ -106,7 +110,8 @@ class ImageFlow(BaseEstimator):
         result = fit(flow, rows, x_val=val, epochs=self.epochs, batch_size=self.batch_size,
                      lr=self.lr, val_fraction=self.val_fraction, seed=self.random_state,
                      patience=self.patience, threads=self.threads, verbose=self.verbose,
-                     device=self.device, objective="dequantized")
+                     device=self.device, distributed=self.distributed,
+                     objective="dequantized")
         self.restore(result.flow, {"best_epoch": result.best_epoch,
                                    "best_val_nll": result.best_val_loss})
         self.history_ = result.history

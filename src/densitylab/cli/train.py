@@ -89,13 +89,13 @@ def train(
     from densitylab.cli.train_images import is_image_data, train_images
 
     if is_image_data(data, images):
-        if distributed or resume or condition_on is not None:
-            raise ValueError("image flows train on one process (no --distributed, --resume or "
-                             "--condition-on)")
+        if resume or condition_on is not None:
+            raise ValueError("image flows take neither --resume nor --condition-on")
         width = parse_hidden(hidden)
         return train_images(data, out, model, layers, width[0] if width else None, epochs,
                             batch_size, lr, seed, val_fraction, patience, pixel_levels,
-                            dequantization, scales, device, threads, quiet, environment())
+                            dequantization, scales, device, threads, quiet, environment(),
+                            distributed)
     if condition_on is not None:
         if distributed or resume or model == "auto" or threads != 1:
             raise ValueError("--condition-on trains one conditional flow on one process and "

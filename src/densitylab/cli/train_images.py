@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -23,12 +24,16 @@ def train_images(data: str, out: Path, model: str, steps: int | None, hidden: in
                  epochs: int | None, batch_size: int | None, lr: float | None, seed: int,
                  val_fraction: float, patience: int, pixel_levels: int | None,
                  dequantization: str, scales: int, device: str, threads: int,
-                 quiet: bool, environment: dict) -> None:
+                 quiet: bool, environment: dict, distributed: bool = False) -> None:
     """Fit, evaluate on the fixed test split, and write the run directory in one swap;
-    ``environment`` (versions) goes into ``config.json``."""
+    ``environment`` (versions) goes into ``config.json``. ``distributed``: data-parallel
+    training under torchrun, rank 0 evaluates and writes."""
+    from contextlib import nullcontext
+
     import numpy as np
 
     from densitylab import datasets, plots
+    from densitylab import distributed as parallel
     from densitylab._files import check_output, output_directory
     from densitylab.image_estimator import IMAGE_MODELS, ImageFlow
     from densitylab.image_figures import image_figures
@@ -38,15 +43,21 @@ def train_images(data: str, out: Path, model: str, steps: int | None, hidden: in
     if model not in IMAGE_MODELS:
         raise ValueError(f"image data trains an image model: --model one of {sorted(IMAGE_MODELS)}")
     resolve_device(device)
-    check_output(out, "train")
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes OUT
+    if writer:
+        check_output(out, "train")
     x, levels = datasets.load_images(IMAGE_SETS.get(data, data), pixel_levels)
     train, val, test = datasets.image_split(len(x), seed=0, val_fraction=val_fraction)
     est = ImageFlow(model=model, levels=scales, steps=steps or 4, hidden=hidden or 64,
                     pixel_levels=levels, dequantization=dequantization, epochs=epochs or 200,
                     batch_size=batch_size or 64, lr=lr or 1e-3, patience=patience or None,
                     random_state=seed, threads=threads, device=device,
-                    verbose=False if quiet else None)
-    est.fit(x[train], X_val=x[val])
+                    verbose=False if quiet else None, distributed=distributed)
+    group = parallel.process_group(resolve_device(device)) if distributed else nullcontext()
+    with group:
+        est.fit(x[train], X_val=x[val])
+    if not writer:  # every process holds the same model; rank 0 evaluates and writes it
+        return
     bpd = est.score_samples(x[test])
     train_bpd = est.score_samples(x[train])
     history = est.history_

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from densitylab import distributed as distributed_
 from densitylab.training.result import History
 
 
@@ -81,12 +82,13 @@ class NLL(Likelihood):
         return -model(batch)
 
 
-class DequantizedNLL(Likelihood):
+class DequantizedNLL(Objective):
     """The negative dequantized lower bound on ``log P(x)`` of integer images (rows of pixel
     values): ``-(log p(x + u) - log q(u | x))`` with ``u`` drawn by the model's dequantizer
     (see :mod:`densitylab.flows.dequantization`), one draw per image and step. The noise comes
     from a generator seeded by the run; validation uses the same draws every epoch, so epochs
-    are compared on equal terms."""
+    are compared on equal terms. Noise is drawn for the whole batch and sharded like it, so
+    data-parallel training draws what one process would."""
 
     def __init__(self) -> None:
         self.seed([0])
@@ -96,15 +98,24 @@ class DequantizedNLL(Likelihood):
         self.generator = torch.Generator().manual_seed(self._seed)
 
     @staticmethod
-    def _bound(model: nn.Module, rows: Tensor, generator: torch.Generator) -> Tensor:
-        quantizer = getattr(model, "module", model).dequantizer  # (DDP wraps the flow)
-        return model(rows, quantizer.noise(rows.shape, generator))
+    def _noise(engine, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """Base noise for the global rows of ``shape``, this process's shard of it."""
+        return distributed_.shard(engine.model.dequantizer.noise(shape, generator), dim=1)
 
-    def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
-        return -self._bound(model, batch, self.generator)
+    def train_step(self, engine, batch: Tensor) -> Tensor:
+        """One Adam step on the mean negative bound of the batch's images."""
+        m, _, d = batch.shape
+        noise = self._noise(engine, (m, engine.global_batch_size, d), self.generator)
+        loss, reported = engine.batch_mean(-engine.forward_model(batch, noise))
+        engine.descend(loss, reported)
+        return reported.unsqueeze(1)
 
-    def val_point_losses(self, model: nn.Module, points: Tensor) -> Tensor:
-        return -self._bound(model, points, torch.Generator().manual_seed(self._seed + 1))
+    def validate(self, engine) -> Tensor:
+        """Mean negative bound over the validation images, with the same draws every epoch."""
+        noise = self._noise(engine, tuple(engine.x_val.shape),
+                            torch.Generator().manual_seed(self._seed + 1))
+        loss = engine.mean_over_validation(lambda x: -engine.model(x, noise))
+        return torch.nan_to_num(loss, nan=math.inf)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL, "dequantized": DequantizedNLL}
