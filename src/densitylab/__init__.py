@@ -4,7 +4,8 @@ Submodules load on first use, so ``densitylab --help`` stays quick and torch is 
 when a flow is needed. Every name below is listed by ``dir(densitylab)`` and visible to type
 checkers and IDEs.
 
-- Estimators: :class:`KDE`, :class:`FlowDensity`, :class:`AutoDensity` (picks among them by
+- Estimators: :class:`KDE`, :class:`FlowDensity`, :class:`ImageFlow` (integer images, bits
+  per dimension), :class:`AutoDensity` (picks among them by
   cross-validation), :class:`ConditionalFlowDensity` (``p(y | X)``), :class:`OutlierDetector`
   (anomalies by low density); training: :func:`fit`, :func:`fit_many`,
   :class:`FitResult`; persistence: :func:`save`, :func:`load`.
@@ -48,6 +49,7 @@ if _typing.TYPE_CHECKING:
     )
     from densitylab.auto import AutoDensity
     from densitylab.estimators import ConditionalFlowDensity, FlowDensity
+    from densitylab.image_estimator import ImageFlow
     from densitylab.io import load, save
     from densitylab.kde import KDE
     from densitylab.outliers import OutlierDetector
@@ -68,13 +70,14 @@ _ATTRIBUTES = {
     "FlowDensity": "densitylab.estimators",
     "AutoDensity": "densitylab.auto",
     "ConditionalFlowDensity": "densitylab.estimators",
+    "ImageFlow": "densitylab.image_estimator",
     "OutlierDetector": "densitylab.outliers",
     "save": "densitylab.io",
     "load": "densitylab.io",
 }
 
 __all__ = [  # a literal, for type checkers; a test keeps it equal to the two tables above
-    "AutoDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity", "KDE",
+    "AutoDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity", "ImageFlow", "KDE",
     "OutlierDetector", "__version__",
     "auto", "baselines", "datasets",
     "derivations", "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many",

@@ -11,6 +11,7 @@ replaced (see :mod:`densitylab._files`).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -182,21 +183,20 @@ def _save_estimator(estimator) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"params": params, "flow": flow_config, "fitted": estimator.fitted_summary()}
 
 
-def _estimator_loader(name: str) -> Callable:
-    """Loader for ``densitylab.estimators.<name>`` (a flow inside a scikit-learn estimator)."""
+def _estimator_loader(name: str, module: str = "densitylab.estimators") -> Callable:
+    """Loader for ``<module>.<name>`` (a flow inside a scikit-learn estimator)."""
 
     def load_estimator(saved: Saved, device: torch.device) -> Any:
-        factory, finish = _estimator_parts(name, saved)
+        factory, finish = _estimator_parts(name, saved, module)
         return finish(saved.load(factory, device))
 
     return load_estimator
 
 
-def _estimator_parts(name: str, saved: Saved) -> tuple[Callable, Callable]:
+def _estimator_parts(name: str, saved: Saved, module: str = "densitylab.estimators"
+                     ) -> tuple[Callable, Callable]:
     """The checked flow factory of a saved estimator, and how to wrap the loaded flow."""
-    from densitylab import estimators
-
-    cls = getattr(estimators, name)
+    cls = getattr(importlib.import_module(module), name)
     config = saved.config
     if not isinstance(config, dict) or not {"params", "flow", "fitted"} <= set(config):
         raise ValueError(f"{saved.where}: an estimator needs 'params', 'flow' and 'fitted'")
@@ -280,10 +280,14 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
 
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "flow": ("densitylab.flows.flow.Flow", (_save_flow, _load_flow)),
+    "image-flow": ("densitylab.flows.image_flow.MultiScaleFlow", (_save_flow, _load_flow)),
     "flow-density": ("densitylab.estimators.FlowDensity",
                      (_save_estimator, _estimator_loader("FlowDensity"))),
     "conditional-flow-density": ("densitylab.estimators.ConditionalFlowDensity",
                                  (_save_estimator, _estimator_loader("ConditionalFlowDensity"))),
+    "image-flow-density": ("densitylab.image_estimator.ImageFlow",
+                           (_save_estimator, _estimator_loader("ImageFlow",
+                                                               "densitylab.image_estimator"))),
     "vae": ("densitylab.baselines.vae.VAE", (_save_baseline, _baseline_loader("VAE"))),
     "gan": ("densitylab.baselines.gan.GAN", (_save_baseline, _baseline_loader("GAN"))),
     "auto-density": ("densitylab.auto.AutoDensity", (_save_auto, _load_auto)),

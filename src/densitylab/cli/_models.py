@@ -22,6 +22,7 @@ class LoadedModel:
     dim: int
     log_density: Callable[[np.ndarray], np.ndarray]
     sample: Callable[[int, int], np.ndarray]
+    read: Callable[[Path], np.ndarray]  # the points file as rows (n, dim)
     given: tuple[int, ...] = ()
     sample_given: Callable[[np.ndarray, int], np.ndarray] | None = None
 
@@ -35,6 +36,8 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     """The model saved in ``run`` (a ``train`` run or a ``dl.save`` directory of a flow or an
     estimator); a run marked untrained (its training diverged at once) is refused unless asked."""
     from densitylab._schema import read_json
+    from densitylab.datasets import load as load_points
+    from densitylab.datasets import load_images
     from densitylab.evaluation import flow_log_prob, flow_samples
     from densitylab.flows import Flow
     from densitylab.io import load
@@ -52,12 +55,19 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     estimators = sys.modules.get("densitylab.estimators")  # loaded if load() made an estimator:
     if estimators and isinstance(model, estimators.ConditionalFlowDensity):  # (scikit-learn: 1 s)
         return conditional(model, run)
+    images = sys.modules.get("densitylab.image_estimator")  # (likewise)
+    if images and isinstance(model, images.ImageFlow):  # rows are flattened images; log P(x) in nats
+        return LoadedModel(model.n_features_in_,
+                           lambda x: model.log_likelihood(x.reshape(-1, *model.image_shape_)),
+                           lambda n, seed: model.sample(n, random_state=seed).reshape(n, -1),
+                           lambda path: load_images(path, model.pixel_levels_)[0].reshape(
+                               -1, model.n_features_in_))
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
-                           lambda n, seed: flow_samples(model, n, seed))
+                           lambda n, seed: flow_samples(model, n, seed), load_points)
     if hasattr(model, "score_samples") and hasattr(model, "sample"):
         return LoadedModel(model.n_features_in_, model.score_samples,
-                           lambda n, seed: model.sample(n, random_state=seed))
+                           lambda n, seed: model.sample(n, random_state=seed), load_points)
     raise ValueError(f"{run} holds a {type(model).__name__}, which has no density to score")
 
 
@@ -111,4 +121,6 @@ def conditional(model, run: Path) -> LoadedModel:
         raise ValueError("a conditional model samples given its condition: pass --given FILE "
                          f"with the columns {given} of each point to draw")
 
-    return LoadedModel(width, log_density, sample, tuple(given), sample_given)
+    from densitylab.datasets import load as load_points
+
+    return LoadedModel(width, log_density, sample, load_points, tuple(given), sample_given)

@@ -22,13 +22,12 @@ def score(
     """Write log p(x), in nats, for every row of POINTS (-inf where the model gives no density)."""
     import numpy as np
 
-    from densitylab import datasets
     from densitylab._files import is_stream, output_file
     from densitylab.cli._models import load_model, training_offset
 
     model = load_model(run, allow_untrained)
     offset = None if contamination is None else training_offset(run, contamination)
-    x = datasets.load(points)
+    x = model.read(points)
     if x.shape[1] != model.dim:
         raise ValueError(f"{points} has {x.shape[1]} columns but the model has dimension {model.dim}")
     header = HEADER if offset is None else f"{HEADER},outlier"

@@ -126,6 +126,10 @@ def train(
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int | None = typer.Option(None, help="Threads while training (torch, BLAS, OpenMP, numba; restored after); default: chosen from the work and the cores other processes leave idle (1 for small flows); with --model auto the most any candidate uses, a flow candidate training that many folds at a time. The count used is recorded in config.json."),
+    images: bool = typer.Option(False, "--images", help="DATA is images: an .npy/.npz integer array (N, H, W) or (N, C, H, W) (digits-images and PNG folders are images anyway); --model glow or realnvp then trains a multi-scale image flow (--layers: steps per scale, --hidden: conditioner channels)."),
+    pixel_levels: int | None = typer.Option(None, help="Images: grey levels (default: detected; 17 for digits-images, 256 for PNG)."),
+    dequantization: str = typer.Option("uniform", help="Images: uniform or variational dequantization."),
+    scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -141,6 +145,16 @@ def train(
         raise ValueError("started by torchrun with several processes: add --distributed")
     if threads is not None:
         check_positive_int(threads, "--threads")
+    from densitylab.cli.train_images import is_image_data, train_images
+
+    if is_image_data(data, images):
+        if resume or condition_on is not None:
+            raise ValueError("image flows take neither --resume nor --condition-on")
+        width = parse_hidden(hidden)
+        return train_images(data, out, model, layers, width[0] if width else None, epochs,
+                            batch_size, lr, seed, val_fraction, patience, pixel_levels,
+                            dequantization, scales, device, threads, quiet, environment(),
+                            distributed)
     if condition_on is not None:
         if distributed or resume or model == "auto" or threads is not None:
             raise ValueError("--condition-on trains one conditional flow on one process and "

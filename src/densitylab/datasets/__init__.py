@@ -28,6 +28,13 @@ Built-in names (``names()``), one line each:
 from __future__ import annotations
 
 from densitylab.datasets._base import Distribution, as_generator
+from densitylab.datasets._images import (
+    check_images,
+    image_levels,
+    image_split,
+    images,
+    load_images,
+)
 from densitylab.datasets._load import load
 from densitylab.datasets._registry import catalogue, from_spec, get, names, parameters, resolve
 
@@ -35,6 +42,11 @@ __all__ = [
     "Distribution",
     "as_generator",
     "catalogue",
+    "check_images",
+    "image_levels",
+    "image_split",
+    "images",
+    "load_images",
     "from_spec",
     "get",
     "load",

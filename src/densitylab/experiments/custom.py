@@ -223,6 +223,12 @@ def _engines(out: Path, quick: bool) -> Outcome:
     return run_engines(out, quick)
 
 
+def _images(out: Path, quick: bool) -> Outcome:
+    from densitylab.experiments.images import run_images
+
+    return run_images(out, quick)
+
+
 CUSTOM_STUDIES = (
     CustomExperiment("datasets", "The toy distributions", "Scatter of every toy distribution.",
                      run_datasets, cost=0.2),
@@ -252,4 +258,8 @@ CUSTOM_STUDIES = (
                      "The same RealNVP in NumPy, torch autograd and the compiled engine: seconds "
                      "per epoch and test NLL for batch sizes 64 to 1500 and widths 32 to 512.",
                      _engines, cost=3.1, exclusive=True),
+    CustomExperiment("images", "Images: multi-scale RealNVP and Glow on 8x8 digits",
+                     "Multi-scale Glow, multi-scale RealNVP and a single-scale flow of the same "
+                     "size on the digits: bits/dim, time, samples by temperature, dequantization "
+                     "and likelihoods for novelty.", _images, cost=3.0),
 )

@@ -23,7 +23,24 @@ from densitylab.flows.builders import (
     unstack,
     with_mixture_base,
 )
+from densitylab.flows.dequantization import (
+    UniformDequantization,
+    VariationalDequantization,
+    bits_per_dim,
+    discrete_log_likelihood,
+)
 from densitylab.flows.flow import Flow
+from densitylab.flows.image_builders import glow_image, realnvp_image
+from densitylab.flows.image_flow import MultiScaleFlow
+from densitylab.flows.images import (
+    Conv1x1,
+    ImageActNorm,
+    ImageCoupling,
+    ImageTransform,
+    Logit,
+    Rescale,
+    Squeeze,
+)
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
     ActNorm,
@@ -43,9 +60,23 @@ __all__ = [
     "RECOMMENDED_STEPS",
     "ActNorm",
     "AffineCoupling",
+    "Conv1x1",
     "Coupling",
     "Flow",
     "GaussianMixtureBase",
+    "ImageActNorm",
+    "ImageCoupling",
+    "ImageTransform",
+    "Logit",
+    "MultiScaleFlow",
+    "Rescale",
+    "Squeeze",
+    "UniformDequantization",
+    "VariationalDequantization",
+    "bits_per_dim",
+    "discrete_log_likelihood",
+    "glow_image",
+    "realnvp_image",
     "StandardNormal",
     "InvertibleLinear",
     "MaskedAutoregressive",

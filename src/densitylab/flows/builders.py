@@ -16,6 +16,7 @@ from densitylab._validation import check_flow_dim, check_positive_int, check_wid
 from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.bases import GaussianMixtureBase
 from densitylab.flows.flow import Flow
+from densitylab.flows.image_builders import glow_image, realnvp_image
 from densitylab.flows.nets import StackedMLP, check_activation
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
@@ -321,6 +322,7 @@ def recommended_epochs(
 
 BUILDERS: dict[str, Callable[..., Flow]] = {
     "realnvp": realnvp, "glow": glow, "nsf": nsf, "maf": maf,
+    "glow_image": glow_image, "realnvp_image": realnvp_image,
 }
 
 

@@ -7,7 +7,8 @@ Figures of fitted models, in any dimension (any densitylab model, a raw flow or 
   :func:`loss` (training curves).
 
 Array-level figure functions they are built from live in the submodules ``datasets``, ``kde``,
-``flows`` and ``marginals``. Importing densitylab never selects a matplotlib backend and never
+``flows`` and ``marginals``; ``images`` holds the figures of images and image flows.
+Importing densitylab never selects a matplotlib backend and never
 imports ``pyplot``; the figures display inline in Jupyter by themselves.
 
 Example:
@@ -25,14 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from densitylab.plots import datasets, flows, kde, marginals, models
+    from densitylab.plots import datasets, flows, images, kde, marginals, models
     from densitylab.plots.models import density, layers, loss, pairs, samples
 
-_SUBMODULES = {"datasets", "flows", "kde", "marginals", "models"}
+_SUBMODULES = {"datasets", "flows", "images", "kde", "marginals", "models"}
 _MODEL_FIGURES = {"density", "samples", "pairs", "layers", "loss"}
 
 __all__ = [
-    "datasets", "density", "flows", "kde", "layers", "loss", "marginals", "models", "pairs",
+    "datasets", "density", "flows", "images", "kde", "layers", "loss", "marginals", "models",
+    "pairs",
     "samples", "save_figures",
 ]
 

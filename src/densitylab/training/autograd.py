@@ -143,6 +143,11 @@ class TorchEngine:
         self._finite_step &= finite
         return finite
 
+    @property
+    def global_batch_size(self) -> int:
+        """Points in the current batch over all processes (this process holds a shard)."""
+        return self._global_batch
+
     # -- internals ---------------------------------------------------------------------------
     def _batch(self, index: Tensor) -> Tensor:
         """The points of a batch ``(M, b, D)``; data-parallel, this process's shard of it."""

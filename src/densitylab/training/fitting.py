@@ -19,7 +19,15 @@ from numpy.typing import ArrayLike
 from densitylab import distributed as distributed_
 from densitylab import threads as threads_
 from densitylab._validation import check_positive_int
-from densitylab.flows import ActNorm, Flow, GaussianMixtureBase, stack, standardized, unstack
+from densitylab.flows import (
+    ActNorm,
+    Flow,
+    GaussianMixtureBase,
+    ImageActNorm,
+    stack,
+    standardized,
+    unstack,
+)
 from densitylab.runtime import resolve_device
 from densitylab.training import compiled, compiled_spline
 from densitylab.training.autograd import TorchEngine
@@ -128,7 +136,8 @@ def fit_many(
             torchrun). Every process passes the same data and seed and gets the same result,
             the one a single process would get, up to float rounding; only rank 0 shows
             progress and writes checkpoints. Uses the torch engine.
-        objective: the loss minimised, by name (``"nll"``: maximum likelihood).
+        objective: the loss minimised, by name (``"nll"``: maximum likelihood;
+            ``"dequantized"``: the dequantized bound of an image flow on integer pixels).
     """
     if len(flows) == 0:
         raise ValueError("fit_many needs at least one flow")
@@ -165,9 +174,10 @@ def fit_many(
                 model.train()
         if distributed:  # ActNorm's first-batch statistics over the whole batch, not a shard
             for module in model.modules():
-                if isinstance(module, ActNorm):
+                if isinstance(module, ActNorm | ImageActNorm):
                     module.sum_statistics = distributed_.all_reduce_sum
     goal = objective_named(objective)
+    goal.seed(seeds)
     on_compiled = use_compiled(engine, model, distributed, options.batch_size, goal)
     if on_compiled:  # stacked models in Python threads, each on one thread of every pool
         workers = threads_.workers(threads, work=len(flows))

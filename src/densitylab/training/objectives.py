@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from densitylab import distributed as distributed_
 from densitylab.training.result import History
 
 
@@ -26,6 +27,11 @@ class Objective(ABC):
     val_column = "val_nll"
     keep_best = True  # keep the best validation epoch (else: the last with finite weights)
     betas = (0.9, 0.999)  # Adam's
+
+    def seed(self, seeds: list[int]) -> None:
+        """Seed whatever noise the objective draws from the run's seeds (one per model);
+        objectives that draw none ignore them."""
+        del seeds  # nothing to seed
 
     def parameter_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
         """Parameters updated together by one Adam; one group unless a game needs more."""
@@ -76,7 +82,43 @@ class NLL(Likelihood):
         return -model(batch)
 
 
-OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL}
+class DequantizedNLL(Objective):
+    """The negative dequantized lower bound on ``log P(x)`` of integer images (rows of pixel
+    values): ``-(log p(x + u) - log q(u | x))`` with ``u`` drawn by the model's dequantizer
+    (see :mod:`densitylab.flows.dequantization`), one draw per image and step. The noise comes
+    from a generator seeded by the run; validation uses the same draws every epoch, so epochs
+    are compared on equal terms. Noise is drawn for the whole batch and sharded like it, so
+    data-parallel training draws what one process would."""
+
+    def __init__(self) -> None:
+        self.seed([0])
+
+    def seed(self, seeds: list[int]) -> None:
+        self._seed = int(seeds[0])
+        self.generator = torch.Generator().manual_seed(self._seed)
+
+    @staticmethod
+    def _noise(engine, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """Base noise for the global rows of ``shape``, this process's shard of it."""
+        return distributed_.shard(engine.model.dequantizer.noise(shape, generator), dim=1)
+
+    def train_step(self, engine, batch: Tensor) -> Tensor:
+        """One Adam step on the mean negative bound of the batch's images."""
+        m, _, d = batch.shape
+        noise = self._noise(engine, (m, engine.global_batch_size, d), self.generator)
+        loss, reported = engine.batch_mean(-engine.forward_model(batch, noise))
+        engine.descend(loss, reported)
+        return reported.unsqueeze(1)
+
+    def validate(self, engine) -> Tensor:
+        """Mean negative bound over the validation images, with the same draws every epoch."""
+        noise = self._noise(engine, tuple(engine.x_val.shape),
+                            torch.Generator().manual_seed(self._seed + 1))
+        loss = engine.mean_over_validation(lambda x: -engine.model(x, noise))
+        return torch.nan_to_num(loss, nan=math.inf)
+
+
+OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL, "dequantized": DequantizedNLL}
 
 
 def objective_named(name: str) -> Objective:
