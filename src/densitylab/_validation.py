@@ -101,3 +101,12 @@ def check_choice(value: Any, choices: Any, name: str) -> Any:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
     return value
+
+
+def feature_names_of(x: Any) -> np.ndarray | None:
+    """The column names of a DataFrame whose columns are all strings (scikit-learn's rule for
+    ``feature_names_in_``), else ``None``."""
+    columns = getattr(x, "columns", None)
+    if columns is None or not all(isinstance(c, str) for c in columns):
+        return None
+    return np.asarray(list(columns), dtype=object)

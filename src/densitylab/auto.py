@@ -148,9 +148,9 @@ def equal_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]
     return [(np.sort(rng.choice(train, size, replace=False)), test) for train, test in folds]
 
 
-def _fold_means(make: Callable[[], BaseEstimator], z: np.ndarray,
-                folds: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-    """Mean held-out log-density of each fold, by new estimators from ``make``; the folds of
+def _fold_scores(make: Callable[[], BaseEstimator], z: np.ndarray,
+                 folds: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Held-out log-densities of each fold, by new estimators from ``make``; the folds of
     an estimator that can fit several data sets at once (``fit_together``: the flows) train
     as one batched computation."""
     estimator, trains = make(), [z[train] for train, _ in folds]
@@ -158,7 +158,7 @@ def _fold_means(make: Callable[[], BaseEstimator], z: np.ndarray,
         fitted = estimator.fit_together(trains)
     else:
         fitted = [make().fit(x) for x in trains]
-    return [float(np.mean(f.score_samples(z[test])))
+    return [np.asarray(f.score_samples(z[test]), dtype=np.float64)
             for f, (_, test) in zip(fitted, folds, strict=True)]
 
 
@@ -184,6 +184,13 @@ def _progress(enabled: bool, names: list[str]) -> Iterator[Callable[[tuple], Non
             progress.update(task, advance=1, status=status)
 
         yield advance
+
+
+def _digest(x: np.ndarray) -> str:
+    """A fingerprint of the training data (to recognise them later)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes()).hexdigest()
 
 
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
@@ -217,6 +224,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
             ``seconds`` (fitting and scoring all folds), ``rank``, ``note``.
         best_name_, best_estimator_: the winner, refitted on all of ``X`` (standardised).
         mean_, scale_: the standardisation.
+        oof_score_samples_: each training row's log-density under the winner's fold that held
+            it out (what :class:`~densitylab.OutlierDetector` sets its threshold from).
 
     Example:
         >>> import numpy as np
@@ -286,6 +295,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
             "note": [r[4] for r in rows],
         }
         self.best_name_ = rows[order[0]][0]
+        self.oof_score_samples_ = rows[order[0]][5]
+        self._training_digest = _digest(x)
         with torch_threads(self.threads):
             self.best_estimator_ = self._candidate(self.best_name_, seed).fit(z)
         return self
@@ -298,12 +309,16 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return estimator
 
     def _cross_validate(self, name: str, seed: int, z: np.ndarray, folds,
-                        log_jacobian: float) -> tuple[str, float, float, float, str]:
-        """``(name, mean, standard error, seconds, note)`` of one candidate's folds."""
+                        log_jacobian: float) -> tuple[str, float, float, float, str, np.ndarray]:
+        """``(name, mean, standard error, seconds, note, out-of-fold scores)`` of one
+        candidate's folds."""
         start, means, note = time.perf_counter(), [], ""
+        oof = np.full(len(z), -math.inf)
         try:
-            means = [m + log_jacobian
-                     for m in _fold_means(partial(self._candidate, name, seed), z, folds)]
+            held_out = _fold_scores(partial(self._candidate, name, seed), z, folds)
+            for (_, test), scores in zip(folds, held_out, strict=True):
+                oof[test] = scores + log_jacobian
+            means = [float(np.mean(scores)) + log_jacobian for scores in held_out]
         except ValueError as err:  # this candidate cannot model these data
             note = f"failed: {err}"
         mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf
@@ -311,7 +326,16 @@ class AutoDensity(DensityMixin, BaseEstimator):
             note = "non-finite held-out log-density"
             mean = -math.inf
         se = float(np.std(means, ddof=1) / math.sqrt(len(means))) if not note else math.nan
-        return name, mean, se, time.perf_counter() - start, note
+        return name, mean, se, time.perf_counter() - start, note, oof
+
+    def recorded_out_of_fold(self, X: ArrayLike) -> np.ndarray | None:
+        """``oof_score_samples_`` when ``X`` is the training data, else ``None``."""
+        _check_fitted(self, "best_estimator_")
+        recorded = getattr(self, "oof_score_samples_", None)
+        x = validate_data(self, X, dtype=np.float64, reset=False)
+        if recorded is None or _digest(x) != getattr(self, "_training_digest", None):
+            return None
+        return recorded.copy()
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density of each row of ``X`` in nats, in the units of the training data."""
@@ -407,13 +431,15 @@ def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]
     state = flow_state if auto.best_name_ in FLOW_CANDIDATES else STATES[auto.best_name_][0]
     tensors, config = state(auto.best_estimator_)
     out = {"mean": torch.as_tensor(auto.mean_), "scale": torch.as_tensor(auto.scale_)}
+    if getattr(auto, "oof_score_samples_", None) is not None:
+        out["oof"] = torch.as_tensor(auto.oof_score_samples_)
     out |= {f"best.{k}": v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
             for k, v in tensors.items()}
     results = {k: [_json_number(x) if isinstance(x, float) else x for x in v]
                for k, v in auto.cv_results_.items()}
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in auto.get_params().items()}
     return out, {"params": params, "best_name": auto.best_name_, "best": config,
-                 "cv_results": results}
+                 "cv_results": results, "training_digest": getattr(auto, "_training_digest", None)}
 
 
 def from_state(tensors: dict[str, Any], config: dict, device: Any,
@@ -437,6 +463,9 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
         raise ValueError(f"the saved AutoDensity is incomplete: {err}") from err
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
+    if "oof" in tensors and isinstance(config.get("training_digest"), str):
+        auto.oof_score_samples_ = tensors["oof"].cpu().numpy()
+        auto._training_digest = config["training_digest"]
     auto.cv_results_ = {k: [(-math.inf if k == "mean_log_likelihood" else math.nan)
                             if x is None else x for x in v]
                         for k, v in config["cv_results"].items()}

@@ -24,6 +24,8 @@ class LoadedModel:
     sample: Callable[[int, int], np.ndarray]
     given: tuple[int, ...] = ()
     sample_given: Callable[[np.ndarray, int], np.ndarray] | None = None
+    names: tuple[str, ...] | None = None
+    training_scores: np.ndarray | None = None
 
 
 def model_dir(run: Path) -> Path:
@@ -51,27 +53,71 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     model = load(model_dir(run))
     if isinstance(model, ConditionalFlowDensity):
         return conditional(model, run)
+    names = column_names(run, model)
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
-                           lambda n, seed: flow_samples(model, n, seed))
-    if hasattr(model, "score_samples") and hasattr(model, "sample"):
-        return LoadedModel(model.n_features_in_, model.score_samples,
-                           lambda n, seed: model.sample(n, random_state=seed))
+                           lambda n, seed: flow_samples(model, n, seed), names=names)
+    if hasattr(model, "score_samples"):
+        inner = getattr(model, "estimator_", model)  # an OutlierDetector samples by its model
+        scores = getattr(model, "training_scores_", getattr(model, "oof_score_samples_", None))
+        return LoadedModel(model.n_features_in_, named(model, model.score_samples),
+                           lambda n, seed: sampler(inner, run)(n, random_state=seed),
+                           names=names, training_scores=scores)
     raise ValueError(f"{run} holds a {type(model).__name__}, which has no density to score")
 
 
-def training_offset(run: Path, contamination: float) -> float:
-    """The outlier threshold of a ``train`` run: the ``contamination`` quantile of its training
-    log-densities, recorded in ``metrics.json``."""
-    from densitylab.outliers import check_contamination, offset_from_quantiles
+def sampler(model, run: Path) -> Callable:
+    if not hasattr(model, "sample"):
+        raise ValueError(f"{run} holds a {type(model).__name__}, which cannot draw samples")
+    return model.sample
+
+
+def named(model, method: Callable) -> Callable:
+    """``method`` of a model fitted with column names, called with a DataFrame of those
+    names (so scikit-learn does not warn that the array has none)."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return method
+
+    def call(x: np.ndarray):
+        import pandas as pd
+
+        return method(pd.DataFrame(x, columns=list(names)))
+
+    return call
+
+
+def column_names(run: Path, model) -> tuple[str, ...] | None:
+    """The data's column names: the model's own, else those its ``train``/``kde`` run recorded."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        return tuple(str(n) for n in names)
+    config = run / "config.json"
+    if (run / "model").is_dir() and config.is_file():
+        try:
+            recorded = json.loads(config.read_text()).get("columns")
+        except (ValueError, AttributeError):
+            raise ValueError(f"{config} is not a valid run configuration") from None
+        if isinstance(recorded, list) and all(isinstance(n, str) for n in recorded):
+            return tuple(recorded)
+    return None
+
+
+def training_offset(run: Path, contamination: float, model: LoadedModel) -> float:
+    """The outlier threshold of a run: the ``contamination`` quantile of its training
+    log-densities, recorded in ``metrics.json`` (``train`` and ``kde`` runs) or by the model
+    itself (a saved ``OutlierDetector``, or ``AutoDensity`` with its out-of-fold scores)."""
+    from densitylab.outliers import check_contamination, offset_from_quantiles, outlier_offset
 
     check_contamination(contamination)
+    if model.training_scores is not None:
+        return outlier_offset(model.training_scores, contamination)
     try:
         quantiles = json.loads((run / "metrics.json").read_text())["train_log_density_quantiles"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(
-            f"{run} records no training log-densities (only `densitylab train` runs do); "
-            "fit a dl.OutlierDetector in Python for other models"
+            f"{run} records no training log-densities (`densitylab train` and `kde` runs and "
+            "saved AutoDensity or OutlierDetector models do); fit a dl.OutlierDetector in Python"
         ) from None
     return offset_from_quantiles(quantiles, contamination)
 

@@ -71,19 +71,24 @@ def kde(
     resolution: int = typer.Option(100, help="Grid cells per axis for the figure and the grid metrics."),
     device: str = typer.Option("", help="Evaluate on this torch device (cuda, cpu, auto) in dense blocks; default: the CPU's pruned kd-tree path."),
 ) -> None:
-    """Fit a Gaussian KDE and write config.json, metrics.json and figures/density.png to OUT.
+    """Fit a Gaussian KDE and write config.json, metrics.json, the model (OUT/model, for
+    `densitylab score` and `sample`) and figures/density.png to OUT.
 
     For a built-in distribution the metrics include the held-out log-likelihood on a fresh sample
     of the same size and, on the grid, KL(true || KDE) and the integrated squared error; for a
-    data file, the exact leave-one-out log-likelihood.
+    data file, the exact leave-one-out log-likelihood. The training points' 5-fold out-of-fold
+    log-densities are recorded as quantiles, for `densitylab score --contamination`.
     """
     import numpy as np
 
-    from densitylab import datasets, metrics
+    from densitylab import metrics
     from densitylab._files import check_output, output_directory
     from densitylab._validation import check_positive_int
+    from densitylab.cli._data import read_data
     from densitylab.grids import make_grid
+    from densitylab.io import save
     from densitylab.kde import KDE, leave_one_out_log_likelihood
+    from densitylab.outliers import QUANTILE_LEVELS, out_of_fold_scores
     from densitylab.plots import save_figures
     from densitylab.plots.kde import density_panels
 
@@ -91,7 +96,7 @@ def kde(
     check_positive_int(n, "--n")
     check_positive_int(resolution, "--resolution", minimum=2, maximum=MAX_RESOLUTION)
     check_output(out, "kde")
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed)
     model = KDE(bandwidth=spec, device=device or None).fit(x)
     report: dict[str, Any] = {
         "n_points": len(x),
@@ -100,6 +105,9 @@ def kde(
         "kernel_covariance": model.covariance_.tolist(),
         "bandwidth_factor": model.factor_,
     }
+    if len(x) >= 10:  # out-of-fold: each point scored by the KDE of the other folds
+        scores = out_of_fold_scores(KDE(bandwidth=spec), x, cv=5, random_state=seed)
+        report["train_log_density_quantiles"] = np.quantile(scores, QUANTILE_LEVELS).tolist()
     if truth is not None:
         test = truth.sample(len(x), seed=seed + 1)
         nll, nll_se = metrics.nll_with_error(model.score_samples(test))
@@ -144,7 +152,7 @@ def kde(
         "command": "kde", "data": data, "bandwidth": bandwidth, "n": n, "seed": seed,
         "resolution": resolution, "truth": None if truth is None else truth.name,
         "truth_params": None if truth is None else getattr(truth, "params", None),
-        "environment": environment(),
+        "environment": environment(), "columns": names,
     }
     config_text = json.dumps(config, indent=2, default=str)
     metrics_text = json.dumps(report, indent=2)
@@ -152,6 +160,7 @@ def kde(
         (staging / "config.json").write_text(config_text)
         (staging / "metrics.json").write_text(metrics_text)
         save_figures(staging / "figures", figures)
+        save(model, staging / "model")
     score = report.get("held_out_log_likelihood", report.get("leave_one_out_log_likelihood"))
     score_text = "" if score is None else f", log-likelihood {score:.4f} nats/point"
     typer.echo(f"wrote {out} (KDE on {len(x)} points{score_text})")

@@ -46,7 +46,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str | None = typer.Option(None, help="Default: tabular for a data file (the recipe dl.FlowDensity() uses: a table's scale, rounding and size need it; the coursework realnvp ends in NaNs on many real tables), realnvp for a built-in distribution (the coursework's). Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -71,14 +71,17 @@ def train(
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
-    from densitylab import datasets, flows
     from densitylab import distributed as parallel
+    from densitylab import flows
     from densitylab._files import check_output, claimed_directory
     from densitylab._validation import check_positive_int
-    from densitylab.flows.recipes import settings, split
+    from densitylab.cli._data import is_builtin, read_data
+    from densitylab.flows.recipes import TABULAR_MODELS, settings, split
     from densitylab.runtime import resolve_device
     from densitylab.training import fit
 
+    if model is None:
+        model = "realnvp" if is_builtin(data) else "tabular"
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
     check_positive_int(threads, "--threads")
@@ -113,18 +116,19 @@ def train(
         if resume and not (out / CHECKPOINT).is_dir() and (out / "metrics.json").is_file():
             raise ValueError(f"{out} is a finished run, there is nothing to resume; "
                              "drop --resume to train it again")
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed)
     if truth is None:
         x, test = split_test(x, test_fraction, seed)
     else:
         test = truth.sample(n_test, seed=seed + 1)
     builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
+    fitted_x = dequantised(x, seed) if model in TABULAR_MODELS else x
     options = {"activation": activation} | ({"scale": scale} if builder in ("realnvp", "glow") else {})
     flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
 
     def train_flow():
         return fit(
-            flow, x, **budget, val_fraction=val_fraction,
+            flow, fitted_x, **budget, val_fraction=val_fraction,
             seed=seed, patience=patience or None, ema=ema or None, verbose=None if not quiet else False,
             checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
             distributed=distributed, threads=threads,
@@ -144,6 +148,7 @@ def train(
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "threads": threads, "flow": result.flow.config, "environment": environment(),
+            "columns": names,
         }
         report = write_run(claim, config, result, x, test, truth, seed,
                            keep_checkpoint=result.stop_reason == "interrupted")
@@ -154,26 +159,40 @@ def train(
     typer.echo(summary_line(out, result, report))
 
 
+def dequantised(x, seed: int):
+    """The tabular recipe's treatment of rounded columns, as ``dl.FlowDensity`` does it."""
+    from densitylab._rounding import dequantise, rounding_steps
+
+    steps = rounding_steps(x)
+    return dequantise(x, steps, seed) if steps.any() else x
+
+
 def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
                threads: int, quiet: bool) -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
-    from densitylab import datasets, plots
+    import numpy as np
+
+    from densitylab import plots
     from densitylab._files import output_directory
     from densitylab.auto import AutoDensity
+    from densitylab.cli._data import read_data
     from densitylab.io import save
+    from densitylab.outliers import QUANTILE_LEVELS
 
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
     auto = AutoDensity(random_state=seed, threads=threads,
                        verbose=False if quiet else None).fit(x)
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
-               "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True))}
+               "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True)),
+               # out-of-fold: each training row scored by the winner's fold that held it out
+               "train_log_density_quantiles": np.quantile(auto.oof_score_samples_, QUANTILE_LEVELS).tolist()}
     if truth is not None:
         metrics |= {"entropy": truth.entropy(), "entropy_gap": metrics["test_nll"] - truth.entropy()}
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
-              "params": auto.get_params(), "environment": environment()}
+              "params": auto.get_params(), "environment": environment(), "columns": names}
     title = f"Test data and samples of the chosen model ({auto.best_name_})"
     figures = {"samples": plots.samples(auto, test[:2000], seed=seed, title=title)}
     with output_directory(out, "train") as staging:
@@ -206,13 +225,14 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
     columns given these; writes config (with the columns), metrics, the model and a figure."""
     import numpy as np
 
-    from densitylab import datasets, plots
+    from densitylab import plots
     from densitylab._files import output_directory
+    from densitylab.cli._data import read_data
     from densitylab.estimators import ConditionalFlowDensity
     from densitylab.io import save
     from densitylab.plots import flows as flow_plots
 
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed)
     given = parse_columns(condition_on, x.shape[1])
     modelled = [j for j in range(x.shape[1]) if j not in given]
     x, test = split_test(x, test_fraction, seed) if truth is None else (
@@ -227,7 +247,7 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
                "n_test": len(test), "trained": est.best_epoch_ > 0, "best_epoch": est.best_epoch_,
                "best_val_nll": est.best_val_nll_}
     config = {"command": "train", "data": data, "model": model, "condition_on": given,
-              "modelled": modelled, "seed": seed, "n_train_and_val": len(x),
+              "modelled": modelled, "columns": names, "seed": seed, "n_train_and_val": len(x),
               "params": est.get_params(), "flow": est.flow_.config, "environment": environment()}
     figures = {"loss": plots.loss({"flow": est.history_}, title="Conditional NLL per epoch")}
     if x.shape[1] == 2:  # the data and one draw given each test point's condition

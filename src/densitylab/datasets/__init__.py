@@ -28,8 +28,16 @@ Built-in names (``names()``), one line each:
 from __future__ import annotations
 
 from densitylab.datasets._base import Distribution, as_generator
-from densitylab.datasets._load import load
-from densitylab.datasets._registry import catalogue, from_spec, get, names, parameters, resolve
+from densitylab.datasets._load import Table, load, load_table
+from densitylab.datasets._registry import (
+    catalogue,
+    from_spec,
+    get,
+    names,
+    parameters,
+    resolve,
+    resolve_table,
+)
 
 __all__ = [
     "Distribution",
@@ -38,7 +46,10 @@ __all__ = [
     "from_spec",
     "get",
     "load",
+    "load_table",
     "names",
     "parameters",
     "resolve",
+    "resolve_table",
+    "Table",
 ]

@@ -26,7 +26,7 @@ from scipy.linalg import solve_triangular
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from densitylab._validation import as_points, check_positive_int
+from densitylab._validation import as_points, check_positive_int, feature_names_of
 from densitylab.grids import Grid
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
 from densitylab.kde.engines import (
@@ -138,6 +138,9 @@ class KDE(BaseEstimator):
         self.factor_ = factor
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
+        self.__dict__.pop("feature_names_in_", None)
+        if (names := feature_names_of(X)) is not None:  # a DataFrame's column names
+            self.feature_names_in_ = names
         self._chol, self._mean = chol, mean
         d = x.shape[1]
         self._log_norm = 0.5 * d * _LOG_2PI + float(np.sum(np.log(np.diag(chol))))
