@@ -372,16 +372,21 @@ Tensors = dict[str, Any]
 
 
 def _kde_state(kde: Any) -> tuple[Tensors, dict]:
-    return {"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_}, {}
+    support = getattr(kde, "support_", None)
+    return ({"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_},
+            {} if support is None else {"bounds": support.to_json()})
 
 
 def _kde_restore(tensors: Tensors, config: dict, device: Any) -> Any:
     from densitylab.kde import KDE
+    from densitylab.support import Support
 
-    weights = tensors["weights"]
+    weights, data, bounds = tensors["weights"], tensors["data"], config.get("bounds")
+    if bounds is not None:  # the kernels' points were saved in the mapped coordinates
+        data = Support(bounds, data.shape[1]).to_data(data)
     equal = bool(np.all(weights == weights[0]))  # fitted unweighted: the same arithmetic again
-    return KDE(bandwidth=tensors["bandwidth"]).fit(tensors["data"],
-                                                   sample_weight=None if equal else weights)
+    return KDE(bandwidth=tensors["bandwidth"], bounds=bounds).fit(
+        data, sample_weight=None if equal else weights)
 
 
 MIXTURE_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")

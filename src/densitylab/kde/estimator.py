@@ -39,6 +39,7 @@ from densitylab.kde.engines import (
 )
 from densitylab.kde.loo import loo_scorer
 from densitylab.runtime import resolve_device
+from densitylab.support import Support
 
 __all__ = ["KDE", "leave_one_out_log_likelihood"]
 
@@ -74,6 +75,12 @@ class KDE(BaseEstimator):
         device: ``None`` (default) evaluates on the CPU with kd-tree pruning, the fastest path
             on a CPU; a torch device (``"cuda"``, ``"cpu"``, ``"auto"``: CUDA when available)
             evaluates every kernel there in dense blocks, for GPUs. Both are exact.
+        bounds: ``None``, or one ``(lower, upper)`` pair per column (``None`` for an open side,
+            ``None`` for an unbounded column): a boundary-corrected estimate. The kernels are
+            placed on ``log(x - lower)``, ``-log(upper - x)`` or the logit of the scaled column
+            (:class:`densitylab.support.Support`), and the density carried back with the
+            Jacobian, so it integrates to 1 on the support, is 0 outside it, and samples stay in
+            it. Every training point must lie strictly inside.
 
     Pointwise sums use as many threads as torch (``torch.set_num_threads``,
     ``OMP_NUM_THREADS``); on a machine busy with other jobs one thread is often the fastest.
@@ -82,7 +89,9 @@ class KDE(BaseEstimator):
         bandwidth_: the matrix ``H``, ``(d, d)``; lower-triangular under a rule.
         covariance_: the kernel covariance ``H H^T``.
         factor_: the rule's factor on ``chol(Sigma)``, or ``None`` for an explicit bandwidth.
-        data_, weights_: the points with positive weight and their weights (summing to one).
+        data_, weights_: the points with positive weight and their weights (summing to one);
+            with ``bounds``, ``data_`` is in the mapped coordinates, where the kernels sit.
+        support_: the :class:`~densitylab.support.Support` of ``bounds``, or ``None``.
         n_features_in_: ``d``.
 
     How the bandwidth maps onto other libraries (same estimate, to float64 rounding):
@@ -115,15 +124,21 @@ class KDE(BaseEstimator):
         bandwidth: float | str | ArrayLike = "scott",
         chunk_size: int | None = None,
         device: str | None = None,
+        bounds: Any = None,
     ) -> None:
         self.bandwidth = bandwidth
         self.chunk_size = chunk_size
         self.device = device
+        self.bounds = bounds
 
     def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> KDE:
         """Store the points ``X`` ``(n, d)`` (weighted by ``sample_weight``) and resolve ``H``."""
         x = as_points(X, name="X")
         w = _check_weights(sample_weight, len(x))
+        self.support_ = None if self.bounds is None else Support(self.bounds, x.shape[1])
+        if self.support_ is not None:  # the kernels sit on the support mapped onto R^d
+            self.support_.check_inside(x)
+            x = self.support_.to_free(x)[0]
         positive = w > 0
         x, w = x[positive], w[positive] / w[positive].sum()
         if self.chunk_size is not None:
@@ -166,9 +181,18 @@ class KDE(BaseEstimator):
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density at each row of ``X`` ``(m, d)``, shape ``(m,)``; finite however far a point
-        lies from the data (the sum is taken in log space)."""
+        lies from the data (the sum is taken in log space); ``-inf`` outside ``bounds``."""
         check_is_fitted(self)
         x = as_points(X, name="X", dim=self.n_features_in_)
+        if getattr(self, "support_", None) is None:
+            return self._log_density(x)
+        y, log_jacobian, inside = self.support_.to_free(x)
+        out = np.full(len(x), -np.inf)
+        out[inside] = self._log_density(y[inside]) + log_jacobian[inside]
+        return out
+
+    def _log_density(self, x: np.ndarray) -> np.ndarray:
+        """Log-density of the kernels at ``x`` (mapped coordinates where ``bounds`` are set)."""
         v = self._whiten(x)
         far = ~(np.max(np.abs(v), axis=1) <= _FAR_QUERY)  # NaN/inf (overflowed) count as far
         sums = np.empty(len(x))
@@ -202,7 +226,7 @@ class KDE(BaseEstimator):
                 f"evaluate_grid needs 2-D data, this KDE was fitted on {self.n_features_in_}-D data"
             )
         cov = self.covariance_
-        if cov[0, 1] == 0.0 and cov[1, 0] == 0.0:
+        if cov[0, 1] == 0.0 and cov[1, 0] == 0.0 and getattr(self, "support_", None) is None:
             sd = np.sqrt(np.diag(cov))
             log_image, small = grid_log_image(self.data_, self.weights_, sd, grid.xs, grid.ys,
                                               self._block, self._device)
@@ -228,7 +252,9 @@ class KDE(BaseEstimator):
         rng = np.random.default_rng(random_state)
         idx = rng.choice(len(self.data_), size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, self.n_features_in_))
-        return self.data_[idx] + z @ self.bandwidth_.T
+        points = self.data_[idx] + z @ self.bandwidth_.T
+        support = getattr(self, "support_", None)
+        return points if support is None else support.to_data(points)
 
 
 def _check_weights(sample_weight: ArrayLike | None, n: int) -> np.ndarray:
