@@ -149,16 +149,18 @@ def equal_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]
 
 
 def _fold_scores(make: Callable[[], BaseEstimator], z: np.ndarray,
-                 folds: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """Held-out log-densities of each fold, by new estimators from ``make``; the folds of
-    an estimator that can fit several data sets at once (``fit_together``: the flows) train
-    as one batched computation."""
+                 folds: list[tuple[np.ndarray, np.ndarray]],
+                 scored: np.ndarray | None = None) -> list[np.ndarray]:
+    """Held-out log-densities of each fold (of the rows ``scored``, by default ``z``), by new
+    estimators from ``make`` fitted on ``z``; the folds of an estimator that can fit several
+    data sets at once (``fit_together``: the flows) train as one batched computation."""
+    scored = z if scored is None else scored
     estimator, trains = make(), [z[train] for train, _ in folds]
     if hasattr(estimator, "fit_together"):
         fitted = estimator.fit_together(trains)
     else:
         fitted = [make().fit(x) for x in trains]
-    return [np.asarray(f.score_samples(z[test]), dtype=np.float64)
+    return [np.asarray(f.score_samples(scored[test]), dtype=np.float64)
             for f, (_, test) in zip(fitted, folds, strict=True)]
 
 
@@ -186,6 +188,19 @@ def _progress(enabled: bool, names: list[str]) -> Iterator[Callable[[tuple], Non
         yield advance
 
 
+def check_complete(x: np.ndarray, names: Any = None) -> None:
+    """A one-line ``ValueError`` naming the first missing (NaN) or infinite cell's column and
+    row: the estimator models complete rows."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, j = (int(v) for v in np.argwhere(bad)[0])
+        column = f"column {j}" + ("" if names is None else f" ({names[j]!r})")
+        what = "missing (NaN)" if np.isnan(x[row, j]) else "infinite"
+        raise ValueError(f"X has {int(bad.any(axis=1).sum())} row(s) with missing or infinite "
+                         f"values; the first is row {row}, {column}, {what}. Drop those rows "
+                         "(DataFrame.dropna()) to fit on complete rows")
+
+
 def _digest(x: np.ndarray) -> str:
     """A fingerprint of the training data (to recognise them later)."""
     import hashlib
@@ -201,10 +216,13 @@ def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
 class AutoDensity(DensityMixin, BaseEstimator):
     """Chooses the density estimator with the best cross-validated held-out log-likelihood.
 
-    ``fit(X)`` standardises ``X`` (the standardisation is part of the model: densities stay in
-    the units of ``X``), scores every candidate by ``cv``-fold cross-validation on ``X`` (mean
-    held-out log-likelihood per point and its standard error over the folds), then refits the
-    winner on all of ``X``. The training sets of the folds have one size (see
+    ``fit(X)`` reads the type of every column (``column_types_``, see
+    :mod:`densitylab.columns`): discrete columns (integer, rounded, binary) are dequantised and
+    scored by their probability mass, bounded ones mapped onto the real line, so samples keep
+    to the lattice and the bounds. It then standardises (the maps and the standardisation are
+    part of the model: densities stay in the units of ``X``), scores every candidate by
+    ``cv``-fold cross-validation on ``X`` (mean held-out log-likelihood per point and its
+    standard error over the folds), then refits the winner on all of ``X``. The training sets of the folds have one size (see
     :func:`equal_folds`), so a flow candidate trains its folds together, as one batched
     computation. Candidates that fail on the data (a singular covariance, say) are
     listed with the reason and skipped.
@@ -217,6 +235,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
             them; a flow candidate's compiled engine trains that many folds at a time);
             ``None`` leaves torch's setting and the candidates' own (one for a flow).
         verbose: a progress bar over the candidates (``None``: when stderr is a terminal).
+        column_types: ``"auto"`` (detect them), ``"continuous"`` (every column continuous and
+            unbounded), or a dict of declarations (column index or DataFrame name -> type such
+            as ``"integer"``, ``"positive"``, ``"bounded(0,1)"``; the rest detected).
 
     Attributes:
         cv_results_: dict of lists, one entry per candidate: ``candidate``,
@@ -224,6 +245,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
             ``seconds`` (fitting and scoring all folds), ``rank``, ``note``.
         best_name_, best_estimator_: the winner, refitted on all of ``X`` (standardised).
         mean_, scale_: the standardisation.
+        column_types_: a :class:`~densitylab.columns.ColumnType` per column. A row's
+            log-likelihood is a log-density in its continuous columns and a log-probability
+            (mass) in its discrete ones.
         oof_score_samples_: each training row's log-density under the winner's fold that held
             it out (what :class:`~densitylab.OutlierDetector` sets its threshold from).
 
@@ -239,12 +263,13 @@ class AutoDensity(DensityMixin, BaseEstimator):
 
     def __init__(self, candidates: Sequence[str] | None = None, cv: int = 3,
                  random_state: int = 0, threads: int | None = None,
-                 verbose: bool | None = False) -> None:
+                 verbose: bool | None = False, column_types: Any = "auto") -> None:
         self.candidates = candidates
         self.cv = cv
         self.random_state = random_state
         self.threads = threads
         self.verbose = verbose
+        self.column_types = column_types
 
     def _candidate_names(self) -> list[str]:
         names = list(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
@@ -260,17 +285,21 @@ class AutoDensity(DensityMixin, BaseEstimator):
         seed = _check_random_state(self.random_state)
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
-        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
+                          ensure_all_finite=False)
+        check_complete(x, getattr(self, "feature_names_in_", None))
         if len(x) < 2 * self.cv:
             raise ValueError(f"AutoDensity needs at least {2 * self.cv} points for {self.cv}-fold "
                              f"cross-validation, got {len(x)}")
-        self.mean_ = x.mean(axis=0)
-        self.scale_ = x.std(axis=0)
+        self._set_types(x)
+        mapped = self._table.for_fitting(x, seed)
+        self.mean_ = mapped.mean(axis=0)
+        self.scale_ = mapped.std(axis=0)
         if np.any(self.scale_ <= 0):
             raise ValueError(f"column {int(np.argmin(self.scale_))} of X is constant; a density "
                              "needs every column to vary (drop it)")
-        z = (x - self.mean_) / self.scale_
-        log_jacobian = -float(np.sum(np.log(self.scale_)))
+        z = (mapped - self.mean_) / self.scale_
+        scored, log_jacobian = self._mapped(x)
         folds = equal_folds(len(z), self.cv, seed)
         from densitylab.runtime import progress_enabled, torch_threads
 
@@ -278,7 +307,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
         with torch_threads(self.threads), _progress(progress_enabled(self.verbose),
                                                     names) as advance:
             for name in names:
-                rows.append(self._cross_validate(name, seed, z, folds, log_jacobian))
+                rows.append(self._cross_validate(name, seed, z, folds, log_jacobian, scored))
                 advance(rows[-1])
         order = sorted(range(len(rows)), key=lambda i: -rows[i][1])
         if not math.isfinite(rows[order[0]][1]):
@@ -309,16 +338,17 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return estimator
 
     def _cross_validate(self, name: str, seed: int, z: np.ndarray, folds,
-                        log_jacobian: float) -> tuple[str, float, float, float, str, np.ndarray]:
+                        log_jacobian: np.ndarray, scored: np.ndarray,
+                        ) -> tuple[str, float, float, float, str, np.ndarray]:
         """``(name, mean, standard error, seconds, note, out-of-fold scores)`` of one
         candidate's folds."""
         start, means, note = time.perf_counter(), [], ""
         oof = np.full(len(z), -math.inf)
         try:
-            held_out = _fold_scores(partial(self._candidate, name, seed), z, folds)
+            held_out = _fold_scores(partial(self._candidate, name, seed), z, folds, scored)
             for (_, test), scores in zip(folds, held_out, strict=True):
-                oof[test] = scores + log_jacobian
-            means = [float(np.mean(scores)) + log_jacobian for scores in held_out]
+                oof[test] = scores + log_jacobian[test]
+            means = [float(np.mean(oof[test])) for _, test in folds]
         except ValueError as err:  # this candidate cannot model these data
             note = f"failed: {err}"
         mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf
@@ -341,8 +371,31 @@ class AutoDensity(DensityMixin, BaseEstimator):
         """Log-density of each row of ``X`` in nats, in the units of the training data."""
         _check_fitted(self, "best_estimator_")
         x = validate_data(self, X, dtype=np.float64, reset=False)
-        z = (x - self.mean_) / self.scale_
-        return self.best_estimator_.score_samples(z) - float(np.sum(np.log(self.scale_)))
+        z, log_jacobian = self._mapped(x)
+        return self.best_estimator_.score_samples(z) + log_jacobian
+
+    def _set_types(self, x: np.ndarray) -> None:
+        """``column_types_`` of the training data, and the map they make."""
+        from densitylab.columns import ColumnType, TableMap, column_types
+
+        declared = self.column_types
+        if isinstance(declared, str) and declared in ("auto", "continuous"):
+            types = (column_types(x) if declared == "auto"
+                     else [ColumnType() for _ in range(x.shape[1])])
+        elif isinstance(declared, dict):
+            names = getattr(self, "feature_names_in_", None)
+            types = column_types(x, declared, None if names is None else list(names))
+        else:
+            raise ValueError("column_types must be 'auto', 'continuous' or a dict of column -> "
+                             f"type, got {declared!r}")
+        self.column_types_ = types
+        self._table = TableMap(types)
+
+    def _mapped(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows mapped and standardised as the model sees them, and the log-Jacobian per row
+        that carries its log-density back to the units of ``x`` (``-inf`` outside)."""
+        y, log_jacobian = self._table.for_scoring(x)
+        return (y - self.mean_) / self.scale_, log_jacobian - float(np.sum(np.log(self.scale_)))
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``: higher is better."""
@@ -352,7 +405,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
         """``(n_samples, d)`` points from the chosen estimator, in the units of ``X``."""
         _check_fitted(self, "best_estimator_")
         z = self.best_estimator_.sample(n_samples, random_state=random_state)
-        return np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_
+        return self._table.to_data(np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_)
 
     def results_csv(self) -> str:
         """``cv_results_`` as CSV text, best first (what ``densitylab train --model auto``
@@ -444,7 +497,8 @@ def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]
                for k, v in auto.cv_results_.items()}
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in auto.get_params().items()}
     return out, {"params": params, "best_name": auto.best_name_, "best": config,
-                 "cv_results": results, "training_digest": getattr(auto, "_training_digest", None)}
+                 "cv_results": results, "training_digest": getattr(auto, "_training_digest", None),
+                 "column_types": [t.to_json() for t in auto.column_types_]}
 
 
 def from_state(tensors: dict[str, Any], config: dict, device: Any,
@@ -468,6 +522,16 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
         raise ValueError(f"the saved AutoDensity is incomplete: {err}") from err
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
+    from densitylab.columns import ColumnType, TableMap
+
+    types = config.get("column_types") or [{}] * auto.n_features_in_
+    if not isinstance(types, list) or len(types) != auto.n_features_in_:
+        raise ValueError("the saved AutoDensity's column types do not fit its columns")
+    try:
+        auto.column_types_ = [ColumnType(**t) for t in types]
+        auto._table = TableMap(auto.column_types_)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the saved AutoDensity's column types are invalid: {err}") from None
     if "oof" in tensors and isinstance(config.get("training_digest"), str):
         auto.oof_score_samples_ = tensors["oof"].cpu().numpy()
         auto._training_digest = config["training_digest"]

@@ -1,0 +1,82 @@
+"""Column types: detected, declared, and honoured by AutoDensity (mass, bounds, lattices)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import densitylab as dl
+from densitylab.columns import ColumnType, column_types, detect_column_types
+
+FAST = ["kde", "gaussian-mixture"]
+
+
+@pytest.fixture(scope="module")
+def homes() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 300
+    return pd.DataFrame({"price": rng.gamma(2.0, 10.0, n), "rooms": rng.poisson(2.0, n) * 1.0,
+                         "garden": rng.integers(0, 2, n) * 1.0, "share": rng.beta(0.7, 0.7, n),
+                         "size": rng.normal(size=n) + 0.3 * rng.poisson(2.0, n)})
+
+
+def test_types_are_detected(homes):
+    kinds = [(t.kind, t.lower, t.upper) for t in detect_column_types(homes.to_numpy())]
+    assert kinds == [("continuous", 0.0, None), ("integer", 0.0, None), ("binary", 0.0, 1.0),
+                     ("continuous", 0.0, 1.0), ("continuous", None, None)]
+    rounded = np.round(np.random.default_rng(1).normal(size=(200, 1)), 1)
+    (t,) = detect_column_types(rounded)
+    assert t.kind == "rounded" and t.step == pytest.approx(0.1)
+
+
+def test_declarations_override_detection_and_are_checked(homes):
+    x, names = homes.to_numpy(), list(homes.columns)
+    types = column_types(x, {"size": "continuous", "price": "bounded(0,)", 1: "integer(1)"}, names)
+    assert types[0] == ColumnType("continuous", 0.0, None)
+    for bad, message in [({"size": "positive"}, "outside its bounds"),
+                         ({"price": "integer"}, "off that lattice"),
+                         ({"nope": "integer"}, "names a column 'nope'"),
+                         ({"price": "spam"}, "unknown column type"),
+                         ({9: "binary"}, "not a column index")]:
+        with pytest.raises(ValueError, match=message):
+            column_types(x, bad, names)
+
+
+@pytest.fixture(scope="module")
+def auto(homes) -> dl.AutoDensity:
+    return dl.AutoDensity(candidates=["kde"]).fit(homes)
+
+
+def test_auto_density_samples_keep_lattices_bounds_and_levels(auto):
+    draws = auto.sample(5000, random_state=0)
+    assert draws[:, 0].min() > 0 and (draws[:, 3].min() > 0) and draws[:, 3].max() < 1
+    assert np.all(draws[:, 1] == np.round(draws[:, 1])) and draws[:, 1].min() >= 0
+    assert set(np.unique(draws[:, 2])) == {0.0, 1.0}
+    described = [t.describe() for t in auto.column_types_]
+    assert described[1].endswith("log-probability") and described[0].endswith("log-density")
+
+
+def test_a_discrete_column_is_scored_by_its_probability_mass():
+    counts = np.random.default_rng(2).poisson(3.0, size=(400, 1)) * 1.0
+    auto = dl.AutoDensity(candidates=FAST).fit(counts)
+    support = np.arange(0, 60, dtype=float)[:, None]
+    mass = np.exp(auto.score_samples(support))
+    assert mass.sum() == pytest.approx(1.0, abs=0.03)  # the midpoint rule of each cell's mass
+    assert auto.score_samples([[2.5], [-1.0]]).tolist() == [-np.inf, -np.inf]  # off the lattice
+
+
+def test_the_types_survive_save_and_load(auto, homes, tmp_path):
+    dl.save(auto, tmp_path / "auto")
+    back = dl.load(tmp_path / "auto")
+    assert back.column_types_ == auto.column_types_
+    np.testing.assert_allclose(back.score_samples(homes), auto.score_samples(homes))
+    np.testing.assert_array_equal(back.sample(50, random_state=1), auto.sample(50, random_state=1))
+
+
+def test_missing_values_are_named_without_scikit_learns_advice(homes):
+    holes = homes.copy()
+    holes.iloc[7, 3] = np.nan
+    with pytest.raises(ValueError, match=r"row 7, column 3 \('share'\), missing") as info:
+        dl.AutoDensity(candidates=FAST).fit(holes)
+    assert "HistGradientBoosting" not in str(info.value)
