@@ -222,10 +222,10 @@ class AutoDensity(DensityMixin, BaseEstimator):
     to the lattice and the bounds. It then standardises (the maps and the standardisation are
     part of the model: densities stay in the units of ``X``), scores every candidate by
     ``cv``-fold cross-validation on ``X`` (mean held-out log-likelihood per point and its
-    standard error over the folds), then refits the winner on all of ``X``. The training sets of the folds have one size (see
-    :func:`equal_folds`), so a flow candidate trains its folds together, as one batched
-    computation. Candidates that fail on the data (a singular covariance, say) are
-    listed with the reason and skipped.
+    standard error over the folds), then refits the winner on all of ``X``. The training sets
+    of the folds have one size (see :func:`equal_folds`), so a flow candidate trains its folds
+    together, as one batched computation. Candidates that fail on the data (a singular
+    covariance, say) are listed with the reason and skipped.
 
     Args:
         candidates: names from :data:`CANDIDATES`; ``None`` means :data:`DEFAULT_CANDIDATES`.
