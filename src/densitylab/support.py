@@ -10,9 +10,9 @@ on the support exactly, and its samples never leave it.
 Example:
     >>> import numpy as np
     >>> support = Support([(0.0, None), (None, None)], dim=2)
-    >>> y, log_jacobian, inside = support.to_free(np.array([[1.0, 5.0], [-1.0, 5.0]]))
-    >>> y[0].tolist(), log_jacobian[0], inside.tolist()
-    ([0.0, 5.0], -0.0, [True, False])
+    >>> y, log_jacobian, inside = support.to_free(np.array([[np.e, 5.0], [-1.0, 5.0]]))
+    >>> y[0].tolist(), float(log_jacobian[0]), inside.tolist()
+    ([1.0, 5.0], -1.0, [True, False])
 
 References:
     Geenens, G. (2014). Probit transformation for kernel density estimation on the unit
