@@ -127,3 +127,21 @@ def test_auto_runs_flag_outliers_from_out_of_fold_scores(table, tmp_path):
                           "--out", tmp_path / "s.csv")
     assert code == 0, output
     assert np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)[:, 1].tolist() == [1, -1]
+
+
+def test_auto_runs_print_and_take_column_types(tmp_path):
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"wait": rng.exponential(size=120) + 1.0, "visits": rng.poisson(2, 120)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    code, output = invoke("train", tmp_path / "t.csv", "--model", "auto", "-q",
+                          "--column-types", "wait=bounded(1;)", "--out", tmp_path / "a")
+    assert code == 0, output
+    assert "column wait: continuous (>= 1), log-density" in output
+    assert "column visits: integer (step 1, >= 0), log-probability" in output
+    code, output = invoke("sample", tmp_path / "a", "-n", "500", "--out", tmp_path / "s.csv")
+    drawn = pd.read_csv(tmp_path / "s.csv")
+    assert list(drawn.columns) == ["wait", "visits"] and drawn["wait"].min() > 1
+    assert (drawn["visits"] == drawn["visits"].round()).all() and drawn["visits"].min() >= 0
+    code, output = invoke("train", tmp_path / "t.csv", "--model", "auto", "--column-types",
+                          "nope=integer", "--out", tmp_path / "b")
+    assert code == 2 and "nope" in output

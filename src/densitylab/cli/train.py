@@ -68,6 +68,7 @@ def train(
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int = typer.Option(1, help="Torch threads while training (1 is fastest for small flows); with --model auto every candidate uses them and a flow candidate trains that many folds at a time."),
+    column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary); the others are detected. Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -103,7 +104,10 @@ def train(
             raise ValueError("--model auto trains on one process and cannot resume")
         check_positive_int(n_test, "--n-test")
         check_output(out, "train")
-        return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet)
+        return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet,
+                          column_types)
+    if column_types is not None:
+        raise ValueError("--column-types applies to --model auto")
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
@@ -167,8 +171,32 @@ def dequantised(x, seed: int):
     return dequantise(x, steps, seed) if steps.any() else x
 
 
+def parse_column_types(text: str | None, names: list[str] | None) -> str | dict:
+    """``"price=positive,2=integer"`` -> ``{0: "positive", 2: "integer"}`` for a header
+    ``price,...`` (``;`` inside parentheses separates a type's arguments); ``None`` ->
+    ``"auto"``."""
+    if text is None:
+        return "auto"
+    declared: dict = {}
+    for item in text.split(","):
+        key, sep, spec = item.partition("=")
+        if not sep or not key.strip() or not spec.strip():
+            raise ValueError(f"--column-types takes COLUMN=TYPE pairs like rooms=integer; "
+                             f"got {item!r}")
+        key = key.strip()
+        if names is not None and key in names:
+            column = names.index(key)
+        elif key.isdigit():
+            column = int(key)
+        else:
+            known = f"columns {names}" if names else "no header: name columns by index"
+            raise ValueError(f"--column-types names a column {key!r}; the data have {known}")
+        declared[column] = spec.strip().replace(";", ",")
+    return declared
+
+
 def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
-               threads: int, quiet: bool) -> None:
+               threads: int, quiet: bool, column_types: str | None = None) -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
     import numpy as np
@@ -182,8 +210,9 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
 
     x, truth, names = read_data(data, n, seed)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
-    auto = AutoDensity(random_state=seed, threads=threads,
-                       verbose=False if quiet else None).fit(x)
+    declared = parse_column_types(column_types, names)
+    auto = AutoDensity(random_state=seed, threads=threads, verbose=False if quiet else None,
+                       column_types=declared).fit(x)
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
                "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True)),
@@ -191,6 +220,9 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
                "train_log_density_quantiles": np.quantile(auto.oof_score_samples_, QUANTILE_LEVELS).tolist()}
     if truth is not None:
         metrics |= {"entropy": truth.entropy(), "entropy_gap": metrics["test_nll"] - truth.entropy()}
+    labels = names or [f"x{j + 1}" for j in range(x.shape[1])]
+    types = {name: t.describe() for name, t in zip(labels, auto.column_types_, strict=True)}
+    metrics["column_types"] = types
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
               "params": auto.get_params(), "environment": environment(), "columns": names}
     title = f"Test data and samples of the chosen model ({auto.best_name_})"
@@ -201,6 +233,8 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
         (staging / "model_selection.csv").write_text(auto.results_csv())
         save(auto, staging / "model")
         plots.save_figures(staging / "figures", figures)
+    for name, described in types.items():
+        typer.echo(f"column {name}: {described}")
     typer.echo(f"wrote {out}: chose {auto.best_name_} by cross-validation, test NLL {metrics['test_nll']:.4f}")
 
 
