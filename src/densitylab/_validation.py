@@ -10,11 +10,13 @@ from numpy.typing import ArrayLike
 
 
 def as_points(
-    x: ArrayLike, *, name: str = "x", dim: int | None = None, min_rows: int = 1
+    x: ArrayLike, *, name: str = "x", dim: int | None = None, min_rows: int = 1,
+    allow_missing: bool = False,
 ) -> np.ndarray:
     """Return ``x`` as a float64 array of shape ``(n, dim)`` or raise a ``ValueError``.
 
-    A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``.
+    A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``. NaN cells
+    (missing values) pass where ``allow_missing``; infinite ones never do.
     """
     try:
         arr = np.asarray(x, dtype=np.float64)
@@ -28,9 +30,11 @@ def as_points(
         raise ValueError(f"{name} must have {dim} columns, got {arr.shape[1]}")
     if arr.shape[0] < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    if not np.all(np.isfinite(arr)):
-        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
-        raise ValueError(f"{name} contains NaN or infinite values (first at row {row})")
+    bad = np.isinf(arr) if allow_missing else ~np.isfinite(arr)
+    if bad.any():
+        row, column = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name} contains NaN or infinite values (first at row {row}, "
+                         f"column {column})")
     return arr
 
 

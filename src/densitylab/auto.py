@@ -69,9 +69,21 @@ class GaussianMixtureBIC(DensityMixin, BaseEstimator):
         return self
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-density of each row of ``X``."""
+        """Log-density of each row of ``X``; a row with missing cells (NaN) gets the exact
+        marginal density of its observed cells."""
         _check_fitted(self, "mixture_")
-        return self.mixture_.score_samples(validate_data(self, X, dtype=np.float64, reset=False))
+        x = validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan")
+        if not np.isnan(x).any():
+            return self.mixture_.score_samples(x)
+        from densitylab.missing import (
+            full_covariances,
+            gaussian_mixture_marginal,
+            marginal_log_density,
+        )
+
+        gmm = self.mixture_
+        return marginal_log_density(x, gaussian_mixture_marginal(
+            gmm.weights_, gmm.means_, full_covariances(gmm)))
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``."""

@@ -38,6 +38,7 @@ from densitylab.kde.engines import (
     tree_log_kernel_sums,
 )
 from densitylab.kde.loo import loo_scorer
+from densitylab.missing import marginal_log_density
 from densitylab.runtime import resolve_device
 from densitylab.support import Support
 
@@ -181,15 +182,31 @@ class KDE(BaseEstimator):
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density at each row of ``X`` ``(m, d)``, shape ``(m,)``; finite however far a point
-        lies from the data (the sum is taken in log space); ``-inf`` outside ``bounds``."""
+        lies from the data (the sum is taken in log space); ``-inf`` outside ``bounds``. A row
+        with missing cells (NaN) gets the exact marginal density of its observed cells."""
         check_is_fitted(self)
-        x = as_points(X, name="X", dim=self.n_features_in_)
+        x = as_points(X, name="X", dim=self.n_features_in_, allow_missing=True)
+        if np.isnan(x).any():
+            return marginal_log_density(x, self._marginal)
         if getattr(self, "support_", None) is None:
             return self._log_density(x)
         y, log_jacobian, inside = self.support_.to_free(x)
         out = np.full(len(x), -np.inf)
         out[inside] = self._log_density(y[inside]) + log_jacobian[inside]
         return out
+
+    def _marginal(self, observed: list[int]):
+        """The log-density of this KDE's marginal on the columns ``observed``: the kernels'
+        points and covariance restricted to them (exact for Gaussian kernels)."""
+        if len(observed) == self.n_features_in_:
+            return self.score_samples
+        block = self.covariance_[np.ix_(observed, observed)]
+        marginal = KDE(bandwidth=np.linalg.cholesky(block)).fit(self.data_[:, observed],
+                                                                 sample_weight=self.weights_)
+        support = getattr(self, "support_", None)
+        if support is not None:  # the kernels sit in mapped coordinates: map those columns
+            marginal.support_ = Support([support.bounds[j] for j in observed], len(observed))
+        return marginal.score_samples
 
     def _log_density(self, x: np.ndarray) -> np.ndarray:
         """Log-density of the kernels at ``x`` (mapped coordinates where ``bounds`` are set)."""
