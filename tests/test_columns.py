@@ -77,6 +77,17 @@ def test_the_types_survive_save_and_load(auto, homes, tmp_path):
 def test_missing_values_are_named_without_scikit_learns_advice(homes):
     holes = homes.copy()
     holes.iloc[7, 3] = np.nan
-    with pytest.raises(ValueError, match=r"row 7, column 3 \('share'\), missing") as info:
+    with pytest.raises(ValueError, match=r"missing values \(NaN\); the first is row 7, "
+                                         r"column 3 \('share'\)") as info:
         dl.AutoDensity(candidates=FAST).fit(holes)
     assert "HistGradientBoosting" not in str(info.value)
+    flow = dl.FlowDensity(model="realnvp", n_layers=2, hidden=(8,), epochs=1)
+    with pytest.raises(ValueError, match=r"row 7, column 3 \('share'\)"):
+        flow.fit(holes)
+    flow.set_params(missing="drop").fit(holes)
+    assert flow.n_dropped_ == 1 and flow.n_features_in_ == 5
+    auto = dl.AutoDensity(candidates=["gaussian-mixture"], missing="drop").fit(holes)
+    assert auto.n_dropped_ == 1
+    np.testing.assert_allclose(auto.score_samples(homes.drop(index=7)), dl.AutoDensity(
+        candidates=["gaussian-mixture"]).fit(homes.drop(index=7)).score_samples(
+        homes.drop(index=7)))

@@ -114,3 +114,32 @@ def feature_names_of(x: Any) -> np.ndarray | None:
     if columns is None or not all(isinstance(c, str) for c in columns):
         return None
     return np.asarray(list(columns), dtype=object)
+
+
+MISSING_CHOICES = ("error", "drop")
+
+
+def complete_rows(x: np.ndarray, missing: str, names: Any = None) -> tuple[np.ndarray, int]:
+    """``(x without its incomplete rows, how many were dropped)`` under ``missing="drop"``;
+    under ``"error"``, a ``ValueError`` naming the first missing (NaN) cell's column and row.
+    Infinite cells are always an error."""
+    check_choice(missing, MISSING_CHOICES, "missing")
+
+    def where(row: int, j: int) -> str:
+        return f"row {row}, column {j}" + ("" if names is None else f" ({names[j]!r})")
+
+    if np.isinf(x).any():
+        row, j = (int(v) for v in np.argwhere(np.isinf(x))[0])
+        raise ValueError(f"X has an infinite value at {where(row, j)}")
+    incomplete = np.isnan(x).any(axis=1)
+    if not incomplete.any():
+        return x, 0
+    if missing == "error":
+        row, j = (int(v) for v in np.argwhere(np.isnan(x))[0])
+        raise ValueError(f"X has {int(incomplete.sum())} row(s) with missing values (NaN); the "
+                         f"first is {where(row, j)}. Pass missing='drop' to fit on the complete "
+                         "rows, or drop them yourself (DataFrame.dropna())")
+    kept = x[~incomplete]
+    if len(kept) < 2:
+        raise ValueError(f"only {len(kept)} row(s) of X are complete: too few to fit")
+    return kept, int(incomplete.sum())

@@ -30,6 +30,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import validate_data
 
+from densitylab._validation import complete_rows
 from densitylab.mixtures import COVARIANCE_TYPES, select_by_bic
 
 
@@ -200,19 +201,6 @@ def _progress(enabled: bool, names: list[str]) -> Iterator[Callable[[tuple], Non
         yield advance
 
 
-def check_complete(x: np.ndarray, names: Any = None) -> None:
-    """A one-line ``ValueError`` naming the first missing (NaN) or infinite cell's column and
-    row: the estimator models complete rows."""
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, j = (int(v) for v in np.argwhere(bad)[0])
-        column = f"column {j}" + ("" if names is None else f" ({names[j]!r})")
-        what = "missing (NaN)" if np.isnan(x[row, j]) else "infinite"
-        raise ValueError(f"X has {int(bad.any(axis=1).sum())} row(s) with missing or infinite "
-                         f"values; the first is row {row}, {column}, {what}. Drop those rows "
-                         "(DataFrame.dropna()) to fit on complete rows")
-
-
 def _digest(x: np.ndarray) -> str:
     """A fingerprint of the training data (to recognise them later)."""
     import hashlib
@@ -275,13 +263,15 @@ class AutoDensity(DensityMixin, BaseEstimator):
 
     def __init__(self, candidates: Sequence[str] | None = None, cv: int = 3,
                  random_state: int = 0, threads: int | None = None,
-                 verbose: bool | None = False, column_types: Any = "auto") -> None:
+                 verbose: bool | None = False, column_types: Any = "auto",
+                 missing: str = "error") -> None:
         self.candidates = candidates
         self.cv = cv
         self.random_state = random_state
         self.threads = threads
         self.verbose = verbose
         self.column_types = column_types
+        self.missing = missing
 
     def _candidate_names(self) -> list[str]:
         names = list(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
@@ -299,7 +289,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
                           ensure_all_finite=False)
-        check_complete(x, getattr(self, "feature_names_in_", None))
+        x, self.n_dropped_ = complete_rows(x, self.missing,
+                                           getattr(self, "feature_names_in_", None))
         if len(x) < 2 * self.cv:
             raise ValueError(f"AutoDensity needs at least {2 * self.cv} points for {self.cv}-fold "
                              f"cross-validation, got {len(x)}")

@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
 from densitylab._rounding import dequantise, rounding_steps
+from densitylab._validation import complete_rows
 from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
@@ -74,6 +75,10 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     they are spread by uniform noise of one rounding step before training, so the flow cannot
     collapse onto the repeated values; off, a ``UserWarning`` names them.
 
+    ``missing``: rows with missing cells (NaN) in ``fit``: ``"error"`` (a message naming the
+    first one's column and row) or ``"drop"`` (trained on the complete rows; their number in
+    ``n_dropped_``).
+
     ``threads``: torch threads while training; :meth:`fit_together` trains that many of its
     data sets at a time on the compiled engine (see :func:`densitylab.fit_many`).
 
@@ -102,6 +107,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         device: str = "cpu",
         dequantize: bool | None = None,
         threads: int = 1,
+        missing: str = "error",
     ) -> None:
         self.model = model
         self.n_layers = n_layers
@@ -118,6 +124,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         self.device = device
         self.dequantize = dequantize
         self.threads = threads
+        self.missing = missing
 
     def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
         """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
@@ -143,8 +150,12 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
 
     def _fit_together(self, estimators: list[FlowDensity], datasets: Sequence[ArrayLike]) -> None:
         self._settings(1)  # unknown model or schedule: fail before looking at the data
-        xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2)
+        xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2,
+                            ensure_all_finite=False)
               for est, X in zip(estimators, datasets, strict=True)]
+        for i, est in enumerate(estimators):  # rows with missing cells: an error, or dropped
+            xs[i], est.n_dropped_ = complete_rows(xs[i], self.missing,
+                                                  getattr(est, "feature_names_in_", None))
         if len({x.shape for x in xs}) != 1:
             raise ValueError("data sets fitted together need the same shape, got "
                              f"{sorted({x.shape for x in xs})}")
