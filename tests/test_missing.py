@@ -70,3 +70,15 @@ def test_integer_weights_equal_repeated_rows(data):
         plain = dl.KDE(bandwidth=bandwidth).fit(repeated)
         np.testing.assert_allclose(weighted.score_samples(query), plain.score_samples(query),
                                    rtol=1e-10, err_msg=str(bandwidth))
+
+
+def test_auto_density_marginalises_through_its_column_maps(data):
+    auto = dl.AutoDensity(candidates=["kde"]).fit(data)  # column 2 is bounded below by 0
+    assert auto.column_types_[2].lower == 0.0
+    ys = np.linspace(-8, 8, 4001)
+    for row, grid in ((np.array([[0.3, np.nan, 1.0]]), (0.3, ys, 1.0)),
+                      (np.array([[0.3, 0.5, np.nan]]), (0.3, 0.5, np.exp(ys)))):
+        joint = np.exp(auto.score_samples(np.column_stack(np.broadcast_arrays(*grid))))
+        axis = ys if np.isnan(row[0, 1]) else np.exp(ys)
+        assert np.exp(auto.score_samples(row)[0]) == pytest.approx(np.trapezoid(joint, axis),
+                                                                   rel=1e-4)

@@ -145,3 +145,22 @@ def test_auto_runs_print_and_take_column_types(tmp_path):
     code, output = invoke("train", tmp_path / "t.csv", "--model", "auto", "--column-types",
                           "nope=integer", "--out", tmp_path / "b")
     assert code == 2 and "nope" in output
+
+
+def test_missing_cells_from_the_shell(tmp_path):
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.normal(size=100), "b": rng.normal(size=100)})
+    frame.iloc[3, 1] = np.nan
+    frame.to_csv(tmp_path / "holes.csv", index=False)
+    code, output = invoke("kde", tmp_path / "holes.csv", "--out", tmp_path / "k")
+    assert code == 2 and "row 5, column 2 ('b') is missing" in output
+    code, output = invoke("kde", tmp_path / "holes.csv", "--missing", "drop", "-b", "0.5",
+                          "--out", tmp_path / "k")
+    assert code == 0 and "dropped 1 of 100 rows" in output
+    code, output = invoke("score", tmp_path / "k", tmp_path / "holes.csv",
+                          "--out", tmp_path / "s.csv")
+    assert code == 0 and "1 row(s) with missing cells scored by the marginal" in output
+    scores = np.loadtxt(tmp_path / "s.csv", skiprows=1)
+    kept = frame.dropna().to_numpy()
+    expected = dl.KDE(bandwidth=0.5).fit(kept[:, [0]]).score_samples(frame.iloc[[3], [0]])
+    assert scores[3] == pytest.approx(expected[0], rel=1e-9)  # written with 10 digits

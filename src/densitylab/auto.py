@@ -146,6 +146,8 @@ DEFAULT_CANDIDATES = ("kde", "gaussian-mixture", "flow", "maf")
 for: on the real-data benchmark it never beat the best default candidate (see
 ``benchmarks/RESULTS.md``), and it costs about 1.4 times the tabular flow (the compiled engine
 trains both)."""
+MARGINALISING = ("kde", "gaussian-mixture")
+"""The candidates that score rows with missing cells by their exact marginal."""
 FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
 """The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
@@ -371,9 +373,16 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return recorded.copy()
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-density of each row of ``X`` in nats, in the units of the training data."""
+        """Log-density of each row of ``X`` in nats, in the units of the training data. A row
+        with missing cells (NaN) is scored by the exact marginal of its observed cells where
+        the winner is a KDE or a Gaussian mixture (the column maps act column by column)."""
         _check_fitted(self, "best_estimator_")
-        x = validate_data(self, X, dtype=np.float64, reset=False)
+        x = validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan")
+        if np.isnan(x).any() and self.best_name_ not in MARGINALISING:
+            row, j = (int(v) for v in np.argwhere(np.isnan(x))[0])
+            raise ValueError(f"X has missing values (first at row {row}, column {j}); the chosen "
+                             f"{self.best_name_} cannot integrate them out (a KDE or a Gaussian "
+                             "mixture can): drop or fill those rows")
         z, log_jacobian = self._mapped(x)
         return self.best_estimator_.score_samples(z) + log_jacobian
 
@@ -398,7 +407,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
         """Rows mapped and standardised as the model sees them, and the log-Jacobian per row
         that carries its log-density back to the units of ``x`` (``-inf`` outside)."""
         y, log_jacobian = self._table.for_scoring(x)
-        return (y - self.mean_) / self.scale_, log_jacobian - float(np.sum(np.log(self.scale_)))
+        log_scale = np.where(np.isnan(x), 0.0, np.log(self.scale_)).sum(axis=1)  # observed
+        return (y - self.mean_) / self.scale_, log_jacobian - log_scale
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``: higher is better."""

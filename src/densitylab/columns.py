@@ -193,7 +193,7 @@ class TableMap:
         self.support = Support([self._free_bounds(t) for t in self.types], len(self.types))
         steps = np.array([t.step if t.discrete else 0.0 for t in self.types])
         self.steps = steps
-        self.log_step = float(np.sum(np.log(steps[steps > 0])))
+        self.log_steps = np.log(np.where(steps > 0, steps, 1.0))
 
     @staticmethod
     def _free_bounds(t: ColumnType) -> tuple[float | None, float | None]:
@@ -213,13 +213,16 @@ class TableMap:
     def for_scoring(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(mapped rows, per-row log-Jacobian + log steps)``: a model's log-density of the
         mapped rows plus the second is the log-likelihood in the data's units (log-mass for
-        discrete columns); ``-inf`` for rows outside the support or off a lattice."""
+        discrete columns); ``-inf`` for rows outside the support or off a lattice. Missing
+        cells (NaN) stay missing and count in neither."""
         y, log_jacobian, inside = self.support.to_free(x)
+        missing = np.isnan(x)
         for j, t in enumerate(self.types):
             if t.discrete:
                 lattice = (x[:, j] - t.origin) / t.step
-                inside &= np.abs(lattice - np.round(lattice)) <= 1e-6
-        log_jacobian = np.where(inside, log_jacobian + self.log_step, -np.inf)
+                inside &= (np.abs(lattice - np.round(lattice)) <= 1e-6) | missing[:, j]
+        log_jacobian = log_jacobian + np.where(missing, 0.0, self.log_steps).sum(axis=1)
+        log_jacobian = np.where(inside, log_jacobian, -np.inf)
         y[~inside] = 0.0
         return y, log_jacobian
 

@@ -84,27 +84,28 @@ class Support:
 
     def to_free(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(y, log|det dy/dx|, inside)`` of rows ``x`` ``(n, d)``: rows outside the open
-        support have ``inside`` false (and meaningless ``y``)."""
+        support have ``inside`` false (and meaningless ``y``). A missing cell (NaN) stays
+        missing in ``y`` and adds nothing to the log-Jacobian (it is marginalised)."""
         y = np.array(x, dtype=np.float64, copy=True)
         log_jacobian = np.zeros(len(x))
-        inside = np.ones(len(x), dtype=bool)
+        missing = np.isnan(x)
         with np.errstate(divide="ignore", invalid="ignore"):
             for j, (lo, hi) in enumerate(self.bounds):
                 column = x[:, j]
                 if lo is not None and hi is not None:
                     u = (column - lo) / (hi - lo)
                     y[:, j] = np.log(u) - np.log1p(-u)
-                    log_jacobian -= np.log(hi - lo) + np.log(u) + np.log1p(-u)
-                    inside &= (column > lo) & (column < hi)
+                    term = -(np.log(hi - lo) + np.log(u) + np.log1p(-u))
                 elif lo is not None:
                     y[:, j] = np.log(column - lo)
-                    log_jacobian -= y[:, j]
-                    inside &= column > lo
+                    term = -y[:, j]
                 elif hi is not None:
                     y[:, j] = -np.log(hi - column)
-                    log_jacobian += y[:, j]
-                    inside &= column < hi
-        inside &= np.isfinite(y).all(axis=1) & np.isfinite(log_jacobian)
+                    term = y[:, j]
+                else:
+                    continue
+                log_jacobian += np.where(missing[:, j], 0.0, term)
+        inside = np.all(np.isfinite(y) | missing, axis=1) & np.isfinite(log_jacobian)
         return y, log_jacobian, inside
 
     def to_data(self, y: np.ndarray) -> np.ndarray:

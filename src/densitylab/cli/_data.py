@@ -7,15 +7,34 @@ from typing import Any
 import typer
 
 
-def read_data(data: str, n: int, seed: int) -> tuple[Any, Any, list[str] | None]:
+def read_data(data: str, n: int, seed: int,
+              missing: str = "error") -> tuple[Any, Any, list[str] | None]:
     """``(points, truth or None, column names or None)`` of a built-in name or a file; notes
-    on how a file was read (an index column dropped) are printed."""
-    from densitylab import datasets
+    on how a file was read (an index column dropped, rows with missing cells dropped under
+    ``missing="drop"``) are printed."""
+    import numpy as np
 
-    table, truth = datasets.resolve_table(data, n, seed)
+    from densitylab import datasets
+    from densitylab._validation import check_choice
+
+    check_choice(missing, ("error", "drop"), "--missing")
+    table, truth = datasets.resolve_table(data, n, seed, allow_missing=missing == "drop")
     for note in table.notes:
         typer.echo(f"note: {note}", err=True)
-    return table.x, truth, table.names
+    x = table.x
+    incomplete = np.isnan(x).any(axis=1)
+    if incomplete.any():
+        x = x[~incomplete]
+        typer.echo(f"note: dropped {int(incomplete.sum())} of {len(incomplete)} rows with "
+                   f"missing values (--missing drop); fitting on {len(x)}", err=True)
+        if len(x) < 2:
+            raise ValueError(f"{data}: fewer than 2 complete rows")
+    return x, truth, table.names
+
+
+MISSING_HELP = ("Rows of a CSV with missing cells (empty, NA, NaN): error (the default: the "
+                "message names the first one's row and column) or drop (fit on the complete "
+                "rows; the number dropped is printed).")
 
 
 def is_builtin(data: str) -> bool:

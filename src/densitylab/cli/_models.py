@@ -26,6 +26,7 @@ class LoadedModel:
     sample_given: Callable[[np.ndarray, int], np.ndarray] | None = None
     names: tuple[str, ...] | None = None
     training_scores: np.ndarray | None = None
+    marginalises: bool = False  # scores rows with missing cells by their observed ones
 
 
 def model_dir(run: Path) -> Path:
@@ -62,8 +63,20 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
         scores = getattr(model, "training_scores_", getattr(model, "oof_score_samples_", None))
         return LoadedModel(model.n_features_in_, named(model, model.score_samples),
                            lambda n, seed: sampler(inner, run)(n, random_state=seed),
-                           names=names, training_scores=scores)
+                           names=names, training_scores=scores,
+                           marginalises=marginalises(inner))
     raise ValueError(f"{run} holds a {type(model).__name__}, which has no density to score")
+
+
+def marginalises(model) -> bool:
+    """Whether ``model`` scores rows with missing cells (a KDE, a Gaussian mixture, or an
+    AutoDensity that chose one)."""
+    from densitylab.auto import MARGINALISING, AutoDensity, GaussianMixtureBIC
+    from densitylab.kde import KDE
+
+    if isinstance(model, AutoDensity):
+        return model.best_name_ in MARGINALISING
+    return isinstance(model, KDE | GaussianMixtureBIC)
 
 
 def sampler(model, run: Path) -> Callable:

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from densitylab.cli._app import app
+from densitylab.cli._data import MISSING_HELP
 
 MAX_RESOLUTION = 2000  # grid cells per axis: 4 million cells, about 100 MB of figures' arrays
 
@@ -69,6 +70,7 @@ def kde(
     n: int = typer.Option(10000, "--n", "-n", help="Points drawn from a built-in distribution."),
     seed: int = typer.Option(0, help="Seed of the sample; held-out points use seed + 1."),
     resolution: int = typer.Option(100, help="Grid cells per axis for the figure and the grid metrics."),
+    missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
     device: str = typer.Option("", help="Evaluate on this torch device (cuda, cpu, auto) in dense blocks; default: the CPU's pruned kd-tree path."),
 ) -> None:
     """Fit a Gaussian KDE and write config.json, metrics.json, the model (OUT/model, for
@@ -96,7 +98,7 @@ def kde(
     check_positive_int(n, "--n")
     check_positive_int(resolution, "--resolution", minimum=2, maximum=MAX_RESOLUTION)
     check_output(out, "kde")
-    x, truth, names = read_data(data, n, seed)
+    x, truth, names = read_data(data, n, seed, missing)
     model = KDE(bandwidth=spec, device=device or None).fit(x)
     report: dict[str, Any] = {
         "n_points": len(x),

@@ -30,9 +30,15 @@ def score(
 
     model = load_model(run, allow_untrained)
     offset = None if contamination is None else training_offset(run, contamination, model)
-    x = datasets.load(points)
+    x = datasets.load_table(points, allow_missing=True).x
     if x.shape[1] != model.dim:
         raise ValueError(f"{points} has {x.shape[1]} columns but the model has dimension {model.dim}")
+    incomplete = int(np.isnan(x).any(axis=1).sum())
+    if incomplete and not model.marginalises:
+        row, column = (int(v) for v in np.argwhere(np.isnan(x))[0])
+        raise ValueError(f"{points}: {incomplete} row(s) have missing cells (the first: row "
+                         f"{row + 1}, column {column + 1}); this model cannot integrate them out "
+                         "(a KDE, a Gaussian mixture or an auto run that chose one can)")
     header = HEADER if offset is None else OUTLIER_HEADER
     with output_file(out, HEADER, OUTLIER_HEADER) as staging:
         log_p = model.log_density(x)
@@ -40,6 +46,9 @@ def score(
         np.savetxt(staging, np.column_stack(columns), header=header, comments="",
                    fmt=["%.10g", "%d"][: len(columns)], delimiter=",")
     flagged = "" if offset is None else f", {int(np.sum(log_p < offset))} flagged as outliers"
+    if incomplete:
+        flagged += (f"; {incomplete} row(s) with missing cells scored by the marginal density "
+                    "of their observed cells")
     typer.echo(f"wrote {len(log_p)} log-densities to {out} (mean {log_p.mean():.4f} nats{flagged})")
     if top:
         typer.echo(anomalous_rows(x, log_p, top, model.names))

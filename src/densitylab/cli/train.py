@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from densitylab.cli._app import app
+from densitylab.cli._data import MISSING_HELP
 
 CHECKPOINT = "checkpoint"
 UNTRAINED_EXIT = 3  # a run that wrote its directory but learned nothing usable
@@ -68,6 +69,7 @@ def train(
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int = typer.Option(1, help="Torch threads while training (1 is fastest for small flows); with --model auto every candidate uses them and a flow candidate trains that many folds at a time."),
+    missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
     column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary); the others are detected. Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
@@ -105,7 +107,7 @@ def train(
         check_positive_int(n_test, "--n-test")
         check_output(out, "train")
         return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet,
-                          column_types)
+                          column_types, missing)
     if column_types is not None:
         raise ValueError("--column-types applies to --model auto")
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
@@ -120,7 +122,7 @@ def train(
         if resume and not (out / CHECKPOINT).is_dir() and (out / "metrics.json").is_file():
             raise ValueError(f"{out} is a finished run, there is nothing to resume; "
                              "drop --resume to train it again")
-    x, truth, names = read_data(data, n, seed)
+    x, truth, names = read_data(data, n, seed, missing)
     if truth is None:
         x, test = split_test(x, test_fraction, seed)
     else:
@@ -196,7 +198,8 @@ def parse_column_types(text: str | None, names: list[str] | None) -> str | dict:
 
 
 def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
-               threads: int, quiet: bool, column_types: str | None = None) -> None:
+               threads: int, quiet: bool, column_types: str | None = None,
+               missing: str = "error") -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
     import numpy as np
@@ -208,7 +211,7 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     from densitylab.io import save
     from densitylab.outliers import QUANTILE_LEVELS
 
-    x, truth, names = read_data(data, n, seed)
+    x, truth, names = read_data(data, n, seed, missing)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
     declared = parse_column_types(column_types, names)
     auto = AutoDensity(random_state=seed, threads=threads, verbose=False if quiet else None,

@@ -45,10 +45,11 @@ def load(path: str | os.PathLike[str]) -> np.ndarray:
     return load_table(path).x
 
 
-def load_table(path: str | os.PathLike[str]) -> Table:
+def load_table(path: str | os.PathLike[str], allow_missing: bool = False) -> Table:
     """:func:`load`, keeping a CSV header's column names. A first column that is a pandas
     index (written by ``DataFrame.to_csv()``: an empty or ``Unnamed: 0`` header over the row
-    numbers 0, 1, 2, ...) is dropped, with a note saying so."""
+    numbers 0, 1, 2, ...) is dropped, with a note saying so. With ``allow_missing``, a CSV's
+    empty or ``NA`` cells are read as NaN (missing) instead of refused."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
@@ -60,7 +61,7 @@ def load_table(path: str | os.PathLike[str]) -> Table:
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
             f"use one of {', '.join(sorted(_READERS))}"
         )
-    table = reader(path)
+    table = _read_csv(path, allow_missing) if reader is _read_csv else reader(path)
     if not isinstance(table, Table):
         table = Table(table)
     if table.x.shape[0] < MIN_ROWS:
@@ -80,7 +81,7 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_csv(path: Path) -> Table:
+def _read_csv(path: Path, allow_missing: bool = False) -> Table:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -120,6 +121,9 @@ def _read_csv(path: Path) -> Table:
             try:
                 value = float(cell)
             except ValueError:
+                if (not cell or cell.upper() in MISSING) and allow_missing:
+                    values.append(math.nan)
+                    continue
                 if not cell or cell.upper() in MISSING:
                     raise ValueError(
                         f"{path}: row {number}, {column(j)} is missing ({cell or 'empty'}); "
@@ -128,6 +132,9 @@ def _read_csv(path: Path) -> Table:
                 raise ValueError(
                     f"{path}: row {number}, {column(j)} holds text ({cell!r}); densitylab "
                     "models numeric columns: drop that column or encode it as numbers") from None
+            if math.isnan(value) and allow_missing:
+                values.append(value)
+                continue
             if not math.isfinite(value):
                 raise ValueError(f"{path}: row {number}, {column(j)} is {cell!r} "
                                  "(NaN/inf not allowed)")

@@ -140,8 +140,10 @@ def resolve(data: str, n: int, seed: Seed) -> tuple[np.ndarray, Distribution | N
     return table.x, dist
 
 
-def resolve_table(data: str, n: int, seed: Seed) -> tuple[Table, Distribution | None]:
-    """:func:`resolve`, keeping a file's column names and the notes on how it was read."""
+def resolve_table(data: str, n: int, seed: Seed,
+                  allow_missing: bool = False) -> tuple[Table, Distribution | None]:
+    """:func:`resolve`, keeping a file's column names and the notes on how it was read (and
+    a CSV's missing cells as NaN, where ``allow_missing``)."""
     name = str(data).partition(":")[0].strip()
     if name in _REGISTRY:
         dist = from_spec(str(data))
@@ -151,4 +153,4 @@ def resolve_table(data: str, n: int, seed: Seed) -> tuple[Table, Distribution | 
         raise FileNotFoundError(
             f"{data!r} is neither a built-in dataset ({', '.join(names())}) nor an existing file"
         )
-    return load_table(path), None
+    return load_table(path, allow_missing), None
