@@ -82,3 +82,26 @@ def test_auto_density_marginalises_through_its_column_maps(data):
         axis = ys if np.isnan(row[0, 1]) else np.exp(ys)
         assert np.exp(auto.score_samples(row)[0]) == pytest.approx(np.trapezoid(joint, axis),
                                                                    rel=1e-4)
+
+
+def test_auto_density_weights_equal_repeated_rows_for_the_fitted_model(data):
+    weights = np.random.default_rng(2).integers(1, 4, len(data))
+    options = dict(candidates=["gaussian-mixture"], column_types="continuous")
+    weighted = dl.AutoDensity(**options).fit(data, sample_weight=weights)
+    repeated = dl.AutoDensity(**options).fit(np.repeat(data, weights, axis=0))
+    np.testing.assert_allclose(weighted.mean_, repeated.mean_)
+    np.testing.assert_allclose(weighted.scale_, repeated.scale_)
+    np.testing.assert_allclose(weighted.score_samples(data[:10]),
+                               repeated.score_samples(data[:10]), rtol=1e-6)
+
+
+def test_auto_density_weights_reach_the_kde_and_its_folds(data):
+    weights = np.random.default_rng(3).random(len(data)) + 0.5
+    auto = dl.AutoDensity(candidates=["kde", "gaussian-mixture"],
+                          column_types="continuous").fit(data, sample_weight=weights)
+    notes = dict(zip(auto.cv_results_["candidate"], auto.cv_results_["note"], strict=True))
+    assert "whole-number weights" in notes["gaussian-mixture"] and notes["kde"] == ""
+    assert auto.best_name_ == "kde"
+    np.testing.assert_allclose(auto.best_estimator_.weights_, weights / weights.sum())
+    with pytest.raises(ValueError, match="(?i)weight"):
+        dl.AutoDensity(candidates=["kde"]).fit(data, sample_weight=np.zeros(len(data)))

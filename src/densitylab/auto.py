@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from densitylab._validation import complete_rows
 from densitylab.mixtures import COVARIANCE_TYPES, select_by_bic
@@ -165,18 +165,39 @@ def equal_folds(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]
 
 def _fold_scores(make: Callable[[], BaseEstimator], z: np.ndarray,
                  folds: list[tuple[np.ndarray, np.ndarray]],
-                 scored: np.ndarray | None = None) -> list[np.ndarray]:
+                 scored: np.ndarray | None = None,
+                 weights: np.ndarray | None = None) -> list[np.ndarray]:
     """Held-out log-densities of each fold (of the rows ``scored``, by default ``z``), by new
-    estimators from ``make`` fitted on ``z``; the folds of an estimator that can fit several
-    data sets at once (``fit_together``: the flows) train as one batched computation."""
+    estimators from ``make`` fitted on ``z`` (weighted by ``weights``, see
+    :func:`fit_weighted`); the folds of an estimator that can fit several data sets at once
+    (``fit_together``: the flows) train as one batched computation when unweighted."""
     scored = z if scored is None else scored
     estimator, trains = make(), [z[train] for train, _ in folds]
-    if hasattr(estimator, "fit_together"):
+    if weights is not None:
+        fitted = [fit_weighted(make(), z[train], weights[train]) for train, _ in folds]
+    elif hasattr(estimator, "fit_together"):
         fitted = estimator.fit_together(trains)
     else:
         fitted = [make().fit(x) for x in trains]
     return [np.asarray(f.score_samples(scored[test]), dtype=np.float64)
             for f, (_, test) in zip(fitted, folds, strict=True)]
+
+
+def fit_weighted(estimator: BaseEstimator, z: np.ndarray,
+                 weights: np.ndarray | None) -> BaseEstimator:
+    """``estimator`` fitted on rows ``z`` weighted by ``weights``: passed on where its ``fit``
+    takes ``sample_weight`` (the KDE), else as repeated rows, which needs whole-number weights
+    (the mixture, the flows); ``ValueError`` otherwise."""
+    import inspect
+
+    if weights is None:
+        return estimator.fit(z)
+    if "sample_weight" in inspect.signature(estimator.fit).parameters:
+        return estimator.fit(z, sample_weight=weights)
+    if not np.all(weights == np.round(weights)):
+        raise ValueError(f"{type(estimator).__name__} takes whole-number weights only (it is "
+                         "fitted on repeated rows)")
+    return estimator.fit(np.repeat(z, weights.astype(np.int64), axis=0))
 
 
 @contextmanager
@@ -283,14 +304,25 @@ class AutoDensity(DensityMixin, BaseEstimator):
                              f"{', '.join(CANDIDATES)}")
         return names
 
-    def fit(self, X: ArrayLike, y: Any = None) -> AutoDensity:
-        """Cross-validate every candidate on ``X`` ``(n, d)``, refit the best; ``y`` ignored."""
+    def fit(self, X: ArrayLike, y: Any = None,
+            sample_weight: ArrayLike | None = None) -> AutoDensity:
+        """Cross-validate every candidate on ``X`` ``(n, d)``, refit the best; ``y`` ignored.
+
+        ``sample_weight``: non-negative row weights. The standardisation and every fold's
+        held-out mean are weighted; a candidate whose ``fit`` takes weights gets them (the
+        KDE), the others are fitted on rows repeated by their weights, which must then be whole
+        numbers (else that candidate is listed as failed). Whole-number weights give what
+        repeated rows give, but for the folds, which are drawn over the distinct rows."""
         names = self._candidate_names()
         seed = _check_random_state(self.random_state)
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
                           ensure_all_finite=False)
+        weights = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, x, ensure_non_negative=True)
+            weights = weights[~np.isnan(x).any(axis=1)]  # the rows "drop" keeps
         x, self.n_dropped_ = complete_rows(x, self.missing,
                                            getattr(self, "feature_names_in_", None))
         if len(x) < 2 * self.cv:
@@ -298,8 +330,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
                              f"cross-validation, got {len(x)}")
         self._set_types(x)
         mapped = self._table.for_fitting(x, seed)
-        self.mean_ = mapped.mean(axis=0)
-        self.scale_ = mapped.std(axis=0)
+        self.mean_ = np.average(mapped, axis=0, weights=weights)
+        self.scale_ = np.sqrt(np.average((mapped - self.mean_) ** 2, axis=0, weights=weights))
         if np.any(self.scale_ <= 0):
             raise ValueError(f"column {int(np.argmin(self.scale_))} of X is constant; a density "
                              "needs every column to vary (drop it)")
@@ -312,7 +344,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
         with torch_threads(self.threads), _progress(progress_enabled(self.verbose),
                                                     names) as advance:
             for name in names:
-                rows.append(self._cross_validate(name, seed, z, folds, log_jacobian, scored))
+                rows.append(self._cross_validate(name, seed, z, folds, log_jacobian, scored,
+                                                 weights))
                 advance(rows[-1])
         order = sorted(range(len(rows)), key=lambda i: -rows[i][1])
         if not math.isfinite(rows[order[0]][1]):
@@ -332,7 +365,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
         self.oof_score_samples_ = rows[order[0]][5]
         self._training_digest = _digest(x)
         with torch_threads(self.threads):
-            self.best_estimator_ = self._candidate(self.best_name_, seed).fit(z)
+            self.best_estimator_ = fit_weighted(self._candidate(self.best_name_, seed), z,
+                                                weights)
         return self
 
     def _candidate(self, name: str, seed: int) -> BaseEstimator:
@@ -344,16 +378,19 @@ class AutoDensity(DensityMixin, BaseEstimator):
 
     def _cross_validate(self, name: str, seed: int, z: np.ndarray, folds,
                         log_jacobian: np.ndarray, scored: np.ndarray,
+                        weights: np.ndarray | None = None,
                         ) -> tuple[str, float, float, float, str, np.ndarray]:
         """``(name, mean, standard error, seconds, note, out-of-fold scores)`` of one
         candidate's folds."""
         start, means, note = time.perf_counter(), [], ""
         oof = np.full(len(z), -math.inf)
         try:
-            held_out = _fold_scores(partial(self._candidate, name, seed), z, folds, scored)
+            held_out = _fold_scores(partial(self._candidate, name, seed), z, folds, scored,
+                                    weights)
             for (_, test), scores in zip(folds, held_out, strict=True):
                 oof[test] = scores + log_jacobian[test]
-            means = [float(np.mean(oof[test])) for _, test in folds]
+            means = [float(np.average(oof[test], weights=None if weights is None
+                                      else weights[test])) for _, test in folds]
         except ValueError as err:  # this candidate cannot model these data
             note = f"failed: {err}"
         mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf

@@ -10,7 +10,8 @@ them:
   values spread by uniform noise on ``[-s/2, s/2]`` (dequantisation). The model of the spread
   variable ``u`` gives each recorded value ``k`` the probability mass ``P(k) = integral of
   p(u) over [k - s/2, k + s/2]``, estimated by ``s * p(k)`` (the midpoint rule): a discrete
-  column's log-likelihood is a log-probability, a continuous column's a log-density;
+  column's log-likelihood is a log-probability, a continuous column's a log-density (a value
+  off the lattice gets the mass of the cell it falls in);
 - a **bounded** column (and a discrete one with bounds, half a step beyond them) is mapped onto
   the real line by :class:`densitylab.support.Support`, so the density integrates to 1 on the
   support and samples never leave it;
@@ -75,11 +76,13 @@ class ColumnType:
 def detect_column_types(x: np.ndarray) -> list[ColumnType]:
     """The type of each column of ``x`` ``(n, d)``, read from the data.
 
-    Two distinct values: binary. Whole numbers: integer, on the step of their smallest gap.
-    At most half the values distinct (see :func:`densitylab._rounding.rounding_steps`):
-    rounded to their smallest gap. A non-negative column whose minimum
-    is near 0 (within :data:`NEAR_BOUND` of its range) is bounded below by 0; one in ``[0, 1]``
-    near both ends, by 0 and 1.
+    Two distinct values: binary. Whole numbers: integer, on the greatest common step of their
+    gaps. At most half the values distinct (see :func:`densitylab._rounding.rounding_steps`)
+    and all on the lattice of their smallest gap: rounded to that gap (else continuous). A
+    non-negative column whose minimum is near 0 (within :data:`NEAR_BOUND` of its range) is
+    bounded below by 0; one in ``[0, 1]`` near both ends, by 0 and 1; a continuous column with
+    values on such a bound is left unbounded (its values there are a point mass that no
+    density holds).
 
     Example:
         >>> x = np.array([[0, 3, 0.5], [1, 0, 2.5], [0, 2, 9.0], [1, 2, 4.0], [1, 0, 0.2]])
@@ -100,12 +103,17 @@ def detect_column_types(x: np.ndarray) -> list[ColumnType]:
         if len(values) == 2:
             types.append(ColumnType("binary", low, high, high - low, low))
             continue
-        lower = 0.0 if low >= 0 and low <= near else None
+        lower = 0.0 if 0 <= low <= near else None
         upper = 1.0 if lower == 0.0 and high <= 1 and 1 - high <= near else None
-        whole = bool(np.all(values == np.round(values)))
-        if whole or steps[j] > 0:
-            step = float(np.min(np.diff(values))) if whole else float(steps[j])
-            types.append(ColumnType("integer" if whole else "rounded", lower, upper, step, low))
+        if (low == lower or high == upper) and steps[j] == 0 and not np.all(
+                values == np.round(values)):  # a continuous column reaching its bound: the
+            lower = upper = None  # values on it are a point mass, not a density's
+        whole = bool(np.all(values == np.round(values))) and high - low < 2**53
+        if whole:  # the greatest common step of the gaps
+            step = float(np.gcd.reduce(np.diff(values).astype(np.int64)))
+            types.append(ColumnType("integer", lower, upper, step, low))
+        elif steps[j] > 0 and _on_lattice(values, low, float(steps[j])):
+            types.append(ColumnType("rounded", lower, upper, float(steps[j]), low))
         else:
             types.append(ColumnType("continuous", lower, upper))
     return types
@@ -170,6 +178,12 @@ def _column_index(key: Any, width: int, names: Sequence[str] | None) -> int:
     return int(key)
 
 
+def _on_lattice(values: np.ndarray, origin: float, step: float) -> bool:
+    """Whether every value is ``origin`` plus a whole number of ``step`` (to rounding)."""
+    lattice = (values - origin) / step
+    return bool(np.allclose(lattice, np.round(lattice), atol=1e-6))
+
+
 def _check_fits(column: np.ndarray, t: ColumnType, where: Any) -> None:
     if t.lower is not None and column.min() < t.lower or \
             t.upper is not None and column.max() > t.upper:
@@ -178,8 +192,7 @@ def _check_fits(column: np.ndarray, t: ColumnType, where: Any) -> None:
     if t.discrete:
         if t.kind == "binary" and len(np.unique(column)) > 2:
             raise ValueError(f"column {where} is declared binary but holds more than two values")
-        lattice = (column - t.origin) / t.step
-        if not np.allclose(lattice, np.round(lattice), atol=1e-6):
+        if not _on_lattice(column, t.origin, t.step):
             raise ValueError(f"column {where} is declared {t.kind} with step {t.step:g}, but "
                              "holds values off that lattice")
 
@@ -213,14 +226,15 @@ class TableMap:
     def for_scoring(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(mapped rows, per-row log-Jacobian + log steps)``: a model's log-density of the
         mapped rows plus the second is the log-likelihood in the data's units (log-mass for
-        discrete columns); ``-inf`` for rows outside the support or off a lattice. Missing
+        discrete columns); ``-inf`` for rows outside the support. A discrete value off the
+        lattice gets the mass of the cell it falls in (its nearest lattice point's). Missing
         cells (NaN) stay missing and count in neither."""
-        y, log_jacobian, inside = self.support.to_free(x)
-        missing = np.isnan(x)
+        x = np.array(x, dtype=np.float64, copy=True)
         for j, t in enumerate(self.types):
             if t.discrete:
-                lattice = (x[:, j] - t.origin) / t.step
-                inside &= (np.abs(lattice - np.round(lattice)) <= 1e-6) | missing[:, j]
+                x[:, j] = t.origin + t.step * np.round((x[:, j] - t.origin) / t.step)
+        y, log_jacobian, inside = self.support.to_free(x)
+        missing = np.isnan(x)
         log_jacobian = log_jacobian + np.where(missing, 0.0, self.log_steps).sum(axis=1)
         log_jacobian = np.where(inside, log_jacobian, -np.inf)
         y[~inside] = 0.0
