@@ -164,3 +164,18 @@ def test_missing_cells_from_the_shell(tmp_path):
     kept = frame.dropna().to_numpy()
     expected = dl.KDE(bandwidth=0.5).fit(kept[:, [0]]).score_samples(frame.iloc[[3], [0]])
     assert scores[3] == pytest.approx(expected[0], rel=1e-9)  # written with 10 digits
+
+
+def test_conditional_runs_flag_outliers_too(tmp_path):
+    rng = np.random.default_rng(6)
+    c = rng.normal(size=(300, 1))
+    np.savetxt(tmp_path / "d.csv", np.hstack([c, 2 * c + 0.1 * rng.normal(size=(300, 1))]),
+               delimiter=",")
+    code, output = invoke("train", tmp_path / "d.csv", "--condition-on", "0", "--model", "maf",
+                          "--epochs", "3", "-q", "--out", tmp_path / "c")
+    assert code == 0, output
+    np.savetxt(tmp_path / "p.csv", [[0.0, 0.0], [0.0, 5.0]], delimiter=",")
+    code, output = invoke("score", tmp_path / "c", tmp_path / "p.csv", "--contamination", "0.05",
+                          "--out", tmp_path / "s.csv")
+    assert code == 0, output
+    assert np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)[:, 1].tolist() == [1, -1]

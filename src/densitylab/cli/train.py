@@ -267,6 +267,7 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
     from densitylab.cli._data import read_data
     from densitylab.estimators import ConditionalFlowDensity
     from densitylab.io import save
+    from densitylab.outliers import QUANTILE_LEVELS
     from densitylab.plots import flows as flow_plots
 
     x, truth, names = read_data(data, n, seed)
@@ -282,7 +283,10 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
     metrics = {"test_conditional_nll": float(-log_p.mean()),
                "test_conditional_nll_se": float(log_p.std(ddof=1) / np.sqrt(len(log_p))),
                "n_test": len(test), "trained": est.best_epoch_ > 0, "best_epoch": est.best_epoch_,
-               "best_val_nll": est.best_val_nll_}
+               "best_val_nll": est.best_val_nll_,
+               # for score --contamination, as a flow run records them (in-sample)
+               "train_log_density_quantiles": np.quantile(
+                   est.score_samples(x[:, given], x[:, modelled]), QUANTILE_LEVELS).tolist()}
     config = {"command": "train", "data": data, "model": model, "condition_on": given,
               "modelled": modelled, "columns": names, "seed": seed, "n_train_and_val": len(x),
               "params": est.get_params(), "flow": est.flow_.config, "environment": environment()}
