@@ -77,6 +77,7 @@ def test_the_types_survive_save_and_load(auto, homes, tmp_path):
     np.testing.assert_array_equal(back.sample(50, random_state=1), auto.sample(50, random_state=1))
 
 
+@pytest.mark.slow  # a few seconds: fits several models
 def test_missing_values_are_named_without_scikit_learns_advice(homes):
     holes = homes.copy()
     holes.iloc[7, 3] = np.nan
@@ -94,3 +95,12 @@ def test_missing_values_are_named_without_scikit_learns_advice(homes):
     np.testing.assert_allclose(auto.score_samples(homes.drop(index=7)), dl.AutoDensity(
         candidates=["gaussian-mixture"]).fit(homes.drop(index=7)).score_samples(
         homes.drop(index=7)))
+
+
+def test_a_flow_on_bounded_columns_puts_no_mass_outside():
+    rng = np.random.default_rng(7)
+    x = np.column_stack([rng.exponential(size=300), rng.beta(2.0, 2.0, size=300)])
+    auto = dl.AutoDensity(candidates=["flow"], column_types={1: "bounded(0,1)"}).fit(x)
+    draws = auto.sample(5000, random_state=0)
+    assert draws[:, 0].min() > 0 and draws[:, 1].min() > 0 and draws[:, 1].max() < 1
+    assert auto.score_samples([[-0.1, 0.5], [1.0, 1.2]]).tolist() == [-np.inf, -np.inf]

@@ -84,6 +84,7 @@ def test_auto_density_marginalises_through_its_column_maps(data):
                                                                    rel=1e-4)
 
 
+@pytest.mark.slow  # a few seconds: fits several models
 def test_auto_density_weights_equal_repeated_rows_for_the_fitted_model(data):
     weights = np.random.default_rng(2).integers(1, 4, len(data))
     options = dict(candidates=["gaussian-mixture"], column_types="continuous")

@@ -95,6 +95,7 @@ def test_a_prefit_estimator_is_used_as_it_is_with_an_out_of_fold_threshold(gauss
         dl.OutlierDetector(prefit=True).fit(gaussian)
 
 
+@pytest.mark.slow  # a few seconds: fits several models
 def test_auto_density_gives_its_cross_validation_scores_without_refitting(gaussian):
     auto = dl.AutoDensity(candidates=["kde", "gaussian-mixture"]).fit(gaussian)
     det = dl.OutlierDetector(auto, prefit=True, contamination=0.05).fit(gaussian)

@@ -59,6 +59,7 @@ def test_a_text_column_is_named_in_the_error(tmp_path):
     assert "HistGradientBoosting" not in str(info.value)
 
 
+@pytest.mark.slow  # a few seconds: fits several models
 def test_kde_runs_are_scored_flagged_and_sampled_with_the_column_names(table, tmp_path):
     frame, path = table
     code, output = invoke("kde", path, "-b", "scott", "--out", tmp_path / "k")
@@ -108,6 +109,7 @@ def test_a_saved_model_keeps_its_column_names(table, tmp_path):
             np.testing.assert_allclose(back.score_samples(frame), model.score_samples(frame))
 
 
+@pytest.mark.slow  # a few seconds: fits several models
 def test_the_shell_default_for_a_file_is_the_tabular_recipe(table, tmp_path):
     _, path = table
     code, output = invoke("train", path, "--epochs", "2", "-q", "--out", tmp_path / "r")
@@ -118,6 +120,7 @@ def test_the_shell_default_for_a_file_is_the_tabular_recipe(table, tmp_path):
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == "price,area"
 
 
+@pytest.mark.slow  # a few seconds: fits several models
 def test_auto_runs_flag_outliers_from_out_of_fold_scores(table, tmp_path):
     _, path = table
     code, output = invoke("train", path, "--model", "auto", "-q", "--out", tmp_path / "a")
