@@ -95,18 +95,32 @@ def test_the_kde_threshold_is_out_of_fold(table, tmp_path):
     assert np.interp(0.05, np.linspace(0, 0.5, 501), quantiles) == pytest.approx(det.offset_)
 
 
-def test_a_saved_model_keeps_its_column_names(table, tmp_path):
+def _keeps_names(model, frame, folder) -> None:
     import warnings
 
+    model.fit(frame)
+    dl.save(model, folder)
+    back = dl.load(folder)
+    assert list(back.feature_names_in_) == ["price", "area"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*feature names")
+        np.testing.assert_allclose(back.score_samples(frame), model.score_samples(frame))
+
+
+def test_a_saved_model_keeps_its_column_names(table, tmp_path):
     frame, _ = table
     for model in (dl.KDE(bandwidth=2.0), dl.AutoDensity(candidates=["gaussian-mixture"])):
-        model.fit(frame)
-        dl.save(model, tmp_path / type(model).__name__)
-        back = dl.load(tmp_path / type(model).__name__)
-        assert list(back.feature_names_in_) == ["price", "area"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # no "fitted without feature names" warning
-            np.testing.assert_allclose(back.score_samples(frame), model.score_samples(frame))
+        _keeps_names(model, frame, tmp_path / type(model).__name__)
+
+
+@pytest.mark.slow  # a few seconds: trains flows
+def test_a_saved_flow_and_detector_keep_their_column_names(table, tmp_path):
+    frame, _ = table
+    flow = dl.FlowDensity(model="realnvp", n_layers=2, hidden=(8,), epochs=1)
+    detector = dl.OutlierDetector(dl.FlowDensity(model="maf", n_layers=1, hidden=(8,),
+                                                 epochs=1), cv=2)
+    for model in (flow, detector):
+        _keeps_names(model, frame, tmp_path / type(model).__name__)
 
 
 @pytest.mark.slow  # a few seconds: fits several models
