@@ -32,9 +32,14 @@ def test_types_are_detected(homes):
 
 def test_declarations_override_detection_and_are_checked(homes):
     x, names = homes.to_numpy(), list(homes.columns)
-    types = column_types(x, {"size": "continuous", "price": "bounded(0,)", 1: "integer(1)"}, names)
+    types = column_types(x, {"size": "continuous", "price": "bounded(0,)", 1: "integer(1)"},
+                         names)
     assert types[0] == ColumnType("continuous", 0.0, None)
+    assert types[4] == ColumnType("continuous")  # declared continuous: unbounded too
+    assert column_types(x, {"garden": "binary"}, names)[2] == ColumnType("binary", 0, 1, 1, 0)
     for bad, message in [({"size": "positive"}, "outside its bounds"),
+                         ({"rooms": "binary"}, "declared binary holds"),
+                         ({"share": f"bounded({x[:, 3].min()!r},1)"}, "on its bound"),
                          ({"price": "integer"}, "off that lattice"),
                          ({"nope": "integer"}, "names a column 'nope'"),
                          ({"price": "spam"}, "unknown column type"),

@@ -122,10 +122,11 @@ def detect_column_types(x: np.ndarray) -> list[ColumnType]:
 _SPEC = re.compile(r"^\s*(?P<kind>[a-z]+)\s*(\((?P<args>[^)]*)\))?\s*$")
 
 
-def parse_type(spec: str, detected: ColumnType) -> ColumnType:
-    """A declared type: ``continuous``, ``positive`` (bounded below by 0), ``bounded(a,b)``
-    (either side may be empty), ``integer``, ``integer(step)``, ``rounded(step)``, ``binary``;
-    what is not declared is taken from ``detected``."""
+def parse_type(spec: str, detected: ColumnType, column: np.ndarray) -> ColumnType:
+    """A declared type: ``continuous`` (and unbounded), ``positive`` (bounded below by 0),
+    ``bounded(a,b)`` (either side may be empty), ``integer``, ``integer(step)``,
+    ``rounded(step)``, ``binary`` (the two values of ``column``); what is not declared is taken
+    from ``detected``."""
     match = _SPEC.match(spec.lower()) if isinstance(spec, str) else None
     if match is None:
         raise ValueError(f"unknown column type {spec!r}; use continuous, positive, "
@@ -137,7 +138,7 @@ def parse_type(spec: str, detected: ColumnType) -> ColumnType:
     except ValueError:
         raise ValueError(f"column type {spec!r}: the arguments must be numbers") from None
     if kind == "continuous" and not values:
-        return ColumnType("continuous", detected.lower, detected.upper)
+        return ColumnType("continuous")
     if kind == "positive" and not values:
         return ColumnType("continuous" if not detected.discrete else detected.kind, 0.0,
                           detected.upper, detected.step, detected.origin)
@@ -149,7 +150,11 @@ def parse_type(spec: str, detected: ColumnType) -> ColumnType:
             raise ValueError(f"column type {spec!r}: the step must be positive")
         return ColumnType(kind, detected.lower, detected.upper, float(step), detected.origin)
     if kind == "binary" and not values:
-        return replace(detected, kind="binary")
+        levels = np.unique(column)
+        if len(levels) != 2:
+            raise ValueError(f"a column declared binary holds {len(levels)} distinct values")
+        low, high = float(levels[0]), float(levels[1])
+        return ColumnType("binary", low, high, high - low, low)
     raise ValueError(f"unknown column type {spec!r}; use continuous, positive, bounded(a,b), "
                      "integer, integer(step), rounded(step) or binary")
 
@@ -161,7 +166,7 @@ def column_types(x: np.ndarray, declared: Mapping[Any, str] | None = None,
     types = detect_column_types(x)
     for key, spec in (declared or {}).items():
         j = _column_index(key, x.shape[1], names)
-        types[j] = parse_type(spec, types[j])
+        types[j] = parse_type(spec, types[j], x[:, j])
     for j, t in enumerate(types):
         _check_fits(x[:, j], t, j if names is None else f"{j} ({names[j]!r})")
     return types
@@ -189,9 +194,12 @@ def _check_fits(column: np.ndarray, t: ColumnType, where: Any) -> None:
             t.upper is not None and column.max() > t.upper:
         raise ValueError(f"column {where} has values outside its bounds "
                          f"[{t.lower}, {t.upper}]")
+    if not t.discrete and (t.lower is not None and column.min() == t.lower
+                           or t.upper is not None and column.max() == t.upper):
+        raise ValueError(f"column {where} has values on its bound: a continuous column's "
+                         "density needs its bounds strictly beyond the values (declare it "
+                         "integer or rounded if the values are counts or rounded)")
     if t.discrete:
-        if t.kind == "binary" and len(np.unique(column)) > 2:
-            raise ValueError(f"column {where} is declared binary but holds more than two values")
         if not _on_lattice(column, t.origin, t.step):
             raise ValueError(f"column {where} is declared {t.kind} with step {t.step:g}, but "
                              "holds values off that lattice")
