@@ -39,7 +39,7 @@ def test_declarations_override_detection_and_are_checked(homes):
     assert column_types(x, {"garden": "binary"}, names)[2] == ColumnType("binary", 0, 1, 1, 0)
     for bad, message in [({"size": "positive"}, "outside its bounds"),
                          ({"rooms": "binary"}, "declared binary holds"),
-                         ({"share": f"bounded({x[:, 3].min()!r},1)"}, "on its bound"),
+                         ({"share": f"bounded({float(x[:, 3].min())!r},1)"}, "on its bound"),
                          ({"price": "integer"}, "off that lattice"),
                          ({"nope": "integer"}, "names a column 'nope'"),
                          ({"price": "spam"}, "unknown column type"),
