@@ -213,7 +213,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         other rows of the batch (float32 matrix products round differently by batch), and far
         points keep a finite value where float32 would overflow."""
         check_fitted(self)
-        x = validate_data(self, X, dtype=np.float64, reset=False)
+        x = validate_data(self, X, dtype=np.float64, reset=False, copy=True)  # writable
         if getattr(self, "_flow64", None) is None:
             self._flow64 = in_float64(self.flow_)
         with torch.no_grad(), torch_threads(1):
