@@ -226,7 +226,11 @@ def test_mixture_candidate_follows_the_scikit_learn_contract():
 @pytest.mark.slow  # ~10 s idle: every check refits 40 mixtures per fold
 def test_scikit_learn_contract():
     # Flows are left out for time only: they follow the same contract (tests/test_estimators.py).
-    check_estimator(dl.AutoDensity(candidates=("kde", "gaussian-mixture")))
+    # weights: the folds are drawn over the distinct rows, so a weighted fit and one on repeated
+    # rows choose on different folds (the fitted model agrees: tests/test_missing.py)
+    check_estimator(dl.AutoDensity(candidates=("kde", "gaussian-mixture")),
+                    expected_failed_checks={"check_sample_weight_equivalence_on_dense_data":
+                                            "model selection folds over distinct rows"})
 
 
 @pytest.mark.slow

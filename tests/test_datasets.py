@@ -401,8 +401,8 @@ def test_npy_and_npz(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("filename", "content", "message"),
     [
-        ("cell.csv", "x,y\n1,2\n3,abc\n", r"row 3, column 2 is not a number: 'abc'"),
-        ("empty.csv", "1,2\n3,\n", r"row 2, column 2 is empty"),
+        ("cell.csv", "x,y\n1,2\n3,abc\n", r"row 3, column 2 \(.y.\) holds text \(.abc.\)"),
+        ("empty.csv", "1,2\n3,\n", r"row 2, column 2 is missing \(empty\)"),
         ("nan.csv", "1,2\nnan,4\n", r"row 2, column 1 is 'nan' \(NaN/inf not allowed\)"),
         ("inf.csv", "1,2\n3,-inf\n", r"row 2, column 2 is '-inf'"),
         ("ragged.csv", "1,2\n3,4,5\n", r"row 2 has 3 columns, expected 2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
+from sklearn.model_selection import KFold
 
 import densitylab as dl
 
@@ -16,16 +17,21 @@ def gaussian():
 
 def test_signs_offset_and_labels_follow_scikit_learn(gaussian):
     det = dl.OutlierDetector(dl.KDE(bandwidth=0.4), contamination=0.1).fit(gaussian)
-    train_scores = dl.KDE(bandwidth=0.4).fit(gaussian).score_samples(gaussian)
-    assert det.offset_ == pytest.approx(np.quantile(train_scores, 0.1))
+    out_of_fold = np.empty(len(gaussian))  # each row scored by the KDE of the other folds
+    for train, test in KFold(5, shuffle=True, random_state=0).split(gaussian):
+        out_of_fold[test] = dl.KDE(bandwidth=0.4).fit(gaussian[train]).score_samples(
+            gaussian[test])
+    assert det.offset_ == pytest.approx(np.quantile(out_of_fold, 0.1))
     queries = np.array([[0.0, 0.0], [0.3, -0.2], [5.0, 5.0], [-7.0, 1.0]])
     np.testing.assert_allclose(det.decision_function(queries),
                                det.score_samples(queries) - det.offset_)
     assert det.predict(queries).tolist() == [1, 1, -1, -1]
-    # on the training data a contamination fraction is flagged, like IsolationForest's
+    # on new data from the same law a contamination fraction is flagged, like IsolationForest's
+    # on its training data (in-sample, a KDE rates each row with its own kernel included)
+    fresh = np.random.default_rng(1).normal(size=(20000, 2))
+    assert np.mean(det.predict(fresh) == -1) == pytest.approx(0.1, abs=0.01)
     labels = det.fit_predict(gaussian)
     assert set(np.unique(labels)) == {-1, 1}
-    assert np.mean(labels == -1) == pytest.approx(0.1, abs=0.005)
     forest = IsolationForest(contamination=0.1, random_state=0).fit(gaussian)
     assert np.mean(forest.predict(gaussian) == -1) == pytest.approx(0.1, abs=0.005)
     # both call the far point an outlier, the centre an inlier
@@ -75,3 +81,54 @@ def test_score_command_adds_an_outlier_column(tmp_path):
     result = runner.invoke(app, ["score", str(tmp_path / "run"), str(tmp_path / "p.csv"),
                                  "--contamination", "0.7", "--out", str(tmp_path / "s.csv")])
     assert isinstance(result.exception, ValueError) and "contamination" in str(result.exception)
+
+
+def test_a_prefit_estimator_is_used_as_it_is_with_an_out_of_fold_threshold(gaussian):
+    kde = dl.KDE(bandwidth=0.4).fit(gaussian)
+    det = dl.OutlierDetector(kde, prefit=True, contamination=0.1).fit(gaussian)
+    assert det.estimator_ is kde
+    fresh = dl.OutlierDetector(dl.KDE(bandwidth=0.4), contamination=0.1).fit(gaussian)
+    assert det.offset_ == pytest.approx(fresh.offset_)
+    # the out-of-fold threshold lies below the in-sample one (each row's own kernel excluded)
+    assert det.offset_ < np.quantile(kde.score_samples(gaussian), 0.1)
+    with pytest.raises(ValueError, match="prefit"):
+        dl.OutlierDetector(prefit=True).fit(gaussian)
+
+
+@pytest.mark.slow  # a few seconds: fits several models
+def test_auto_density_gives_its_cross_validation_scores_without_refitting(gaussian):
+    auto = dl.AutoDensity(candidates=["kde", "gaussian-mixture"]).fit(gaussian)
+    det = dl.OutlierDetector(auto, prefit=True, contamination=0.05).fit(gaussian)
+    assert det.offset_ == pytest.approx(np.quantile(auto.oof_score_samples_, 0.05))
+    # on other rows than the training ones, the clones are fitted fold by fold
+    other = dl.OutlierDetector(auto, prefit=True, contamination=0.05, cv=2).fit(gaussian[:100])
+    assert np.isfinite(other.offset_) and other.offset_ != det.offset_
+
+
+def test_top_lists_the_most_anomalous_rows_first(gaussian):
+    det = dl.OutlierDetector(dl.KDE(bandwidth=0.4)).fit(gaussian)
+    rows = np.array([[0.0, 0.0], [9.0, 0.0], [3.0, 3.0], [-20.0, 0.0]])
+    assert det.top(2, rows).tolist() == [3, 1]
+    assert det.top(10, rows).tolist() == [3, 1, 2, 0]
+    with pytest.raises(ValueError, match="k must be"):
+        det.top(0, rows)
+
+
+def test_a_detector_saves_and_loads(gaussian, tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame(gaussian, columns=["width", "height"])
+    det = dl.OutlierDetector(dl.KDE(bandwidth=0.4), contamination=0.05).fit(frame)
+    dl.save(det, tmp_path / "det")
+    back = dl.load(tmp_path / "det")
+    assert back.offset_ == det.offset_ and list(back.feature_names_in_) == ["width", "height"]
+    np.testing.assert_allclose(back.decision_function(frame), det.decision_function(frame))
+
+
+def test_scikit_learn_contract_of_the_detector():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    reason = ("the threshold is the out-of-fold quantile, so in-sample scores (each row with "
+              "its own kernel) flag fewer training rows than the contamination fraction")
+    check_estimator(dl.OutlierDetector(dl.KDE(bandwidth=0.5)), expected_failed_checks={
+        "check_outliers_train": reason, "check_outliers_fit_predict": reason})

@@ -200,3 +200,28 @@ def test_train_command_writes_marginals_for_3d(tmp_path):
     assert result.exit_code == 0, result.output
     figures = {p.name for p in (tmp_path / "run" / "figures").iterdir()}
     assert {"density.png", "layers.png", "loss.png", "samples.png"} <= figures
+
+
+def test_an_auto_density_with_a_kde_winner_is_drawn_in_data_units():
+    """The winner lives in standardised units; its marginals must come back in the data's."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(27, 3, 300), rng.normal(-400, 50, 300),
+                         rng.normal(0.01, 0.002, 300)])
+    auto = dl.AutoDensity(candidates=["kde"], column_types="continuous").fit(x)
+    box = views.bounds_of(x)
+    one, two = views.marginals(auto, box, resolution=40)
+    for i, (xs, curve) in one.items():
+        assert np.trapezoid(curve, xs) == pytest.approx(1.0, abs=0.02)
+        assert abs(xs[np.argmax(curve)] - np.median(x[:, i])) < np.std(x[:, i])
+    fig = dl.plots.pairs(auto, x, resolution=30, n_samples=500)
+    images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert len(images) == 3 and all(float(np.max(im)) == pytest.approx(1.0) for im in images)
+
+
+def test_discrete_columns_are_drawn_as_bars():
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.normal(size=300), rng.poisson(3, 300)])
+    auto = dl.AutoDensity(candidates=["gaussian-mixture"]).fit(x)
+    fig = dl.plots.pairs(auto, x, resolution=20, n_samples=500)
+    diagonal = fig.axes[3]  # row 1, column 1: the counts
+    assert len(diagonal.patches) > 5 and not diagonal.lines

@@ -10,11 +10,13 @@ from numpy.typing import ArrayLike
 
 
 def as_points(
-    x: ArrayLike, *, name: str = "x", dim: int | None = None, min_rows: int = 1
+    x: ArrayLike, *, name: str = "x", dim: int | None = None, min_rows: int = 1,
+    allow_missing: bool = False,
 ) -> np.ndarray:
     """Return ``x`` as a float64 array of shape ``(n, dim)`` or raise a ``ValueError``.
 
-    A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``.
+    A 1-D input is read as ``n`` points of dimension 1 only when ``dim == 1``. NaN cells
+    (missing values) pass where ``allow_missing``; infinite ones never do.
     """
     if np.iscomplexobj(x):
         raise ValueError(f"{name} holds complex numbers: Complex data not supported (pass the "
@@ -31,18 +33,20 @@ def as_points(
         raise ValueError(f"{name} must have {dim} columns, got {arr.shape[1]}")
     if arr.shape[0] < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    if not np.all(np.isfinite(arr)):
-        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
-        raise ValueError(f"{name} contains NaN or infinite values (first at row {row})")
+    bad = np.isinf(arr) if allow_missing else ~np.isfinite(arr)
+    if bad.any():
+        row, column = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name} contains NaN or infinite values (first at row {row}, "
+                         f"column {column})")
     return arr
 
 
 def estimator_points(estimator: Any, X: ArrayLike, *, reset: bool, name: str = "X",
-                     min_rows: int = 1) -> np.ndarray:
+                     min_rows: int = 1, allow_missing: bool = False) -> np.ndarray:
     """:func:`as_points` for a scikit-learn estimator: scikit-learn's checks as well (sparse,
     complex and empty input refused, object arrays of numbers converted, ``n_features_in_``
     set on ``reset`` and compared otherwise). Where both refuse the input, the one-line error
-    gives our reason and then scikit-learn's."""
+    gives our reason and then scikit-learn's. NaN cells pass where ``allow_missing``."""
     from sklearn.utils.validation import validate_data
 
     expected = None if reset else getattr(estimator, "n_features_in_", None)
@@ -53,12 +57,12 @@ def estimator_points(estimator: Any, X: ArrayLike, *, reset: bool, name: str = "
                             ensure_all_finite=False, ensure_min_samples=min_rows)
     except ValueError as theirs:
         try:
-            as_points(X, name=name, dim=expected, min_rows=min_rows)
+            as_points(X, name=name, dim=expected, min_rows=min_rows, allow_missing=allow_missing)
         except ValueError as ours:
             first = str(theirs).strip().splitlines()[0]
             raise ValueError(f"{ours} ({first})") from None
         raise
-    return as_points(arr, name=name, min_rows=min_rows)
+    return as_points(arr, name=name, min_rows=min_rows, allow_missing=allow_missing)
 
 
 def check_positive_int(
@@ -128,3 +132,41 @@ def check_choice(value: Any, choices: Any, name: str) -> Any:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
     return value
+
+
+def feature_names_of(x: Any) -> np.ndarray | None:
+    """The column names of a DataFrame whose columns are all strings (scikit-learn's rule for
+    ``feature_names_in_``), else ``None``."""
+    columns = getattr(x, "columns", None)
+    if columns is None or not all(isinstance(c, str) for c in columns):
+        return None
+    return np.asarray(list(columns), dtype=object)
+
+
+MISSING_CHOICES = ("error", "drop")
+
+
+def complete_rows(x: np.ndarray, missing: str, names: Any = None) -> tuple[np.ndarray, int]:
+    """``(x without its incomplete rows, how many were dropped)`` under ``missing="drop"``;
+    under ``"error"``, a ``ValueError`` naming the first missing (NaN) cell's column and row.
+    Infinite cells are always an error."""
+    check_choice(missing, MISSING_CHOICES, "missing")
+
+    def where(row: int, j: int) -> str:
+        return f"row {row}, column {j}" + ("" if names is None else f" ({names[j]!r})")
+
+    if np.isinf(x).any():
+        row, j = (int(v) for v in np.argwhere(np.isinf(x))[0])
+        raise ValueError(f"X has an infinite value at {where(row, j)}")
+    incomplete = np.isnan(x).any(axis=1)
+    if not incomplete.any():
+        return x, 0
+    if missing == "error":
+        row, j = (int(v) for v in np.argwhere(np.isnan(x))[0])
+        raise ValueError(f"X has {int(incomplete.sum())} row(s) with missing values (NaN); the "
+                         f"first is {where(row, j)}. Pass missing='drop' to fit on the complete "
+                         "rows, or drop them yourself (DataFrame.dropna())")
+    kept = x[~incomplete]
+    if len(kept) < 2:
+        raise ValueError(f"only {len(kept)} row(s) of X are complete: too few to fit")
+    return kept, int(incomplete.sum())

@@ -29,9 +29,10 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from densitylab import threads
+from densitylab._validation import complete_rows
 from densitylab.mixtures import COVARIANCE_TYPES, ROWS_PER_THREAD, select_by_bic
 
 
@@ -71,11 +72,22 @@ class GaussianMixtureBIC(DensityMixin, BaseEstimator):
         return self
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-density of each row of ``X``."""
+        """Log-density of each row of ``X``; a row with missing cells (NaN) gets the exact
+        marginal density of its observed cells."""
         _check_fitted(self, "mixture_")
-        x = validate_data(self, X, dtype=np.float64, reset=False)
-        with threads.budget(work=len(x), grain=ROWS_PER_THREAD):
-            return self.mixture_.score_samples(x)
+        x = validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan")
+        if not np.isnan(x).any():
+            with threads.budget(work=len(x), grain=ROWS_PER_THREAD):
+                return self.mixture_.score_samples(x)
+        from densitylab.missing import (
+            full_covariances,
+            gaussian_mixture_marginal,
+            marginal_log_density,
+        )
+
+        gmm = self.mixture_
+        return marginal_log_density(x, gaussian_mixture_marginal(
+            gmm.weights_, gmm.means_, full_covariances(gmm)))
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``."""
@@ -140,6 +152,8 @@ DEFAULT_CANDIDATES = ("kde", "gaussian-mixture", "flow", "maf")
 for: on the real-data benchmark it never beat the best default candidate (see
 ``benchmarks/RESULTS.md``), and it costs about 1.4 times the tabular flow (the compiled engine
 trains both)."""
+MARGINALISING = ("kde", "gaussian-mixture")
+"""The candidates that score rows with missing cells by their exact marginal."""
 FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
 """The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
@@ -167,20 +181,43 @@ def equal_folds(n: int, k: int, seed: int,
     return [(np.sort(rng.choice(train, size, replace=False)), test) for train, test in folds]
 
 
-def _fold_means(make: Callable[[], BaseEstimator], z: np.ndarray,
-                folds: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-    """Mean held-out log-density of each fold, by new estimators from ``make``; the folds of
-    an estimator that can fit several data sets at once (``fit_together``: the flows) train
-    as one batched computation."""
+def _fold_scores(make: Callable[[], BaseEstimator], z: np.ndarray,
+                 folds: list[tuple[np.ndarray, np.ndarray]],
+                 scored: np.ndarray | None = None,
+                 weights: np.ndarray | None = None) -> list[np.ndarray]:
+    """Held-out log-densities of each fold (of the rows ``scored``, by default ``z``), by new
+    estimators from ``make`` fitted on ``z`` (weighted by ``weights``, see
+    :func:`fit_weighted`); the folds of an estimator that can fit several data sets at once
+    (``fit_together``: the flows) train as one batched computation when unweighted."""
+    scored = z if scored is None else scored
     estimator, trains = make(), [z[train] for train, _ in folds]
-    if hasattr(estimator, "fit_together"):
+    if weights is not None:
+        fitted = [fit_weighted(make(), z[train], weights[train]) for train, _ in folds]
+    elif hasattr(estimator, "fit_together"):
         fitted = estimator.fit_together(trains)
     else:
         fitted = [make().fit(x) for x in trains]
     if any(getattr(f, "stop_reason_", None) == "interrupted" for f in fitted):
         raise KeyboardInterrupt  # training kept Ctrl-C to itself: the folds are cut short
-    return [float(np.mean(f.score_samples(z[test])))
+    return [np.asarray(f.score_samples(scored[test]), dtype=np.float64)
             for f, (_, test) in zip(fitted, folds, strict=True)]
+
+
+def fit_weighted(estimator: BaseEstimator, z: np.ndarray,
+                 weights: np.ndarray | None) -> BaseEstimator:
+    """``estimator`` fitted on rows ``z`` weighted by ``weights``: passed on where its ``fit``
+    takes ``sample_weight`` (the KDE), else as repeated rows, which needs whole-number weights
+    (the mixture, the flows); ``ValueError`` otherwise."""
+    import inspect
+
+    if weights is None:
+        return estimator.fit(z)
+    if "sample_weight" in inspect.signature(estimator.fit).parameters:
+        return estimator.fit(z, sample_weight=weights)
+    if not np.all(weights == np.round(weights)):
+        raise ValueError(f"{type(estimator).__name__} takes whole-number weights only (it is "
+                         "fitted on repeated rows)")
+    return estimator.fit(np.repeat(z, weights.astype(np.int64), axis=0))
 
 
 @contextmanager
@@ -207,6 +244,13 @@ def _progress(enabled: bool, names: list[str]) -> Iterator[Callable[[tuple], Non
         yield advance
 
 
+def _digest(x: np.ndarray) -> str:
+    """A fingerprint of the training data (to recognise them later)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes()).hexdigest()
+
+
 def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
     if not hasattr(estimator, attribute):
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
@@ -215,13 +259,16 @@ def _check_fitted(estimator: BaseEstimator, attribute: str) -> None:
 class AutoDensity(DensityMixin, BaseEstimator):
     """Chooses the density estimator with the best cross-validated held-out log-likelihood.
 
-    ``fit(X)`` standardises ``X`` (the standardisation is part of the model: densities stay in
-    the units of ``X``), scores every candidate by ``cv``-fold cross-validation on ``X`` (mean
-    held-out log-likelihood per point and its standard error over the folds), then refits the
-    winner on all of ``X``. The training sets of the folds have one size (see
-    :func:`equal_folds`), so a flow candidate trains its folds together, as one batched
-    computation. Candidates that fail on the data (a singular covariance, say) are
-    listed with the reason and skipped.
+    ``fit(X)`` reads the type of every column (``column_types_``, see
+    :mod:`densitylab.columns`): discrete columns (integer, rounded, binary) are dequantised and
+    scored by their probability mass, bounded ones mapped onto the real line, so samples keep
+    to the lattice and the bounds. It then standardises (the maps and the standardisation are
+    part of the model: densities stay in the units of ``X``), scores every candidate by
+    ``cv``-fold cross-validation on ``X`` (mean held-out log-likelihood per point and its
+    standard error over the folds), then refits the winner on all of ``X``. The training sets
+    of the folds have one size (see :func:`equal_folds`), so a flow candidate trains its folds
+    together, as one batched computation. Candidates that fail on the data (a singular
+    covariance, say) are listed with the reason and skipped.
 
     Args:
         candidates: names from :data:`CANDIDATES`; ``None`` means :data:`DEFAULT_CANDIDATES`.
@@ -232,6 +279,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
             ``None``: the idle cores, each candidate using what its work needs
             (:mod:`densitylab.threads`). The caller's settings are restored afterwards.
         verbose: a progress bar over the candidates (``None``: when stderr is a terminal).
+        column_types: ``"auto"`` (detect them), ``"continuous"`` (every column continuous and
+            unbounded), or a dict of declarations (column index or DataFrame name -> type such
+            as ``"integer"``, ``"positive"``, ``"bounded(0,1)"``; the rest detected).
 
     Attributes:
         cv_results_: dict of lists, one entry per candidate: ``candidate``,
@@ -244,6 +294,11 @@ class AutoDensity(DensityMixin, BaseEstimator):
         n_duplicates_: rows of ``X`` that copy another (to ``1e-6`` standard deviations);
             the folds keep every copy of a row together.
         mean_, scale_: the standardisation.
+        column_types_: a :class:`~densitylab.columns.ColumnType` per column. A row's
+            log-likelihood is a log-density in its continuous columns and a log-probability
+            (mass) in its discrete ones.
+        oof_score_samples_: each training row's log-density under the winner's fold that held
+            it out (what :class:`~densitylab.OutlierDetector` sets its threshold from).
 
     Example:
         >>> import numpy as np
@@ -257,12 +312,15 @@ class AutoDensity(DensityMixin, BaseEstimator):
 
     def __init__(self, candidates: Sequence[str] | None = None, cv: int = 3,
                  random_state: int = 0, threads: int | None = None,
-                 verbose: bool | None = False) -> None:
+                 verbose: bool | None = False, column_types: Any = "auto",
+                 missing: str = "error") -> None:
         self.candidates = candidates
         self.cv = cv
         self.random_state = random_state
         self.threads = threads
         self.verbose = verbose
+        self.column_types = column_types
+        self.missing = missing
 
     def _candidate_names(self) -> list[str]:
         names = list(DEFAULT_CANDIDATES if self.candidates is None else self.candidates)
@@ -272,26 +330,42 @@ class AutoDensity(DensityMixin, BaseEstimator):
                              f"{', '.join(CANDIDATES)}")
         return names
 
-    def fit(self, X: ArrayLike, y: Any = None) -> AutoDensity:
-        """Cross-validate every candidate on ``X`` ``(n, d)``, refit the best; ``y`` ignored."""
+    def fit(self, X: ArrayLike, y: Any = None,
+            sample_weight: ArrayLike | None = None) -> AutoDensity:
+        """Cross-validate every candidate on ``X`` ``(n, d)``, refit the best; ``y`` ignored.
+
+        ``sample_weight``: non-negative row weights. The standardisation and every fold's
+        held-out mean are weighted; a candidate whose ``fit`` takes weights gets them (the
+        KDE), the others are fitted on rows repeated by their weights, which must then be whole
+        numbers (else that candidate is listed as failed). Whole-number weights give what
+        repeated rows give, but for the folds, which are drawn over the distinct rows."""
         names = self._candidate_names()
         seed = _check_random_state(self.random_state)
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
-        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
+                          ensure_all_finite=False)
+        weights = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, x, ensure_non_negative=True)
+            weights = weights[~np.isnan(x).any(axis=1)]  # the rows "drop" keeps
+        x, self.n_dropped_ = complete_rows(x, self.missing,
+                                           getattr(self, "feature_names_in_", None))
         if len(x) < 2 * self.cv:
             raise ValueError(f"AutoDensity needs at least {2 * self.cv} points for {self.cv}-fold "
                              f"cross-validation, got {len(x)}")
-        self.mean_ = x.mean(axis=0)
-        self.scale_ = x.std(axis=0)
+        self._set_types(x)
+        mapped = self._table.for_fitting(x, seed)
+        self.mean_ = np.average(mapped, axis=0, weights=weights)
+        self.scale_ = np.sqrt(np.average((mapped - self.mean_) ** 2, axis=0, weights=weights))
         if np.any(self.scale_ <= 0):
             raise ValueError(f"column {int(np.argmin(self.scale_))} of X is constant; a density "
                              "needs every column to vary (drop it)")
-        z = (x - self.mean_) / self.scale_
-        log_jacobian = -float(np.sum(np.log(self.scale_)))
+        z = (mapped - self.mean_) / self.scale_
+        scored, log_jacobian = self._mapped(x)
         from densitylab._ties import duplicate_count, tie_groups
 
-        groups = tie_groups(z)
+        groups = tie_groups(x)  # copies in the data as given (before any dequantisation)
         self.n_duplicates_ = duplicate_count(groups)
         folds = equal_folds(len(z), self.cv, seed, groups)
         from densitylab.runtime import progress_enabled, torch_threads
@@ -302,15 +376,16 @@ class AutoDensity(DensityMixin, BaseEstimator):
                                                     names) as advance:
             for name in names:
                 if self.interrupted_ is not None:
-                    rows.append((name, -math.inf, math.nan, 0.0, "not run: interrupted"))
+                    rows.append((name, -math.inf, math.nan, 0.0, "not run: interrupted", None))
                     continue
                 start = time.perf_counter()
                 try:
-                    rows.append(self._cross_validate(name, seed, z, folds, log_jacobian))
+                    rows.append(self._cross_validate(name, seed, z, folds, log_jacobian, scored,
+                                                     weights))
                 except KeyboardInterrupt:  # Ctrl-C: stop here, choose among those done
                     self.interrupted_ = name
                     rows.append((name, -math.inf, math.nan, time.perf_counter() - start,
-                                 "interrupted: its folds were cut short, not compared"))
+                                 "interrupted: its folds were cut short, not compared", None))
                 advance(rows[-1])
         order = sorted(range(len(rows)), key=lambda i: -rows[i][1])
         if self.interrupted_ is not None and not math.isfinite(rows[order[0]][1]):
@@ -333,8 +408,11 @@ class AutoDensity(DensityMixin, BaseEstimator):
             "note": [r[4] for r in rows],
         }
         self.best_name_ = rows[order[0]][0]
+        self.oof_score_samples_ = rows[order[0]][5]
+        self._training_digest = _digest(x)
         with torch_threads(self.threads):
-            self.best_estimator_ = self._candidate(self.best_name_, seed).fit(z)
+            self.best_estimator_ = fit_weighted(self._candidate(self.best_name_, seed), z,
+                                                weights)
         return self
 
     def _candidate(self, name: str, seed: int) -> BaseEstimator:
@@ -345,12 +423,20 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return estimator
 
     def _cross_validate(self, name: str, seed: int, z: np.ndarray, folds,
-                        log_jacobian: float) -> tuple[str, float, float, float, str]:
-        """``(name, mean, standard error, seconds, note)`` of one candidate's folds."""
+                        log_jacobian: np.ndarray, scored: np.ndarray,
+                        weights: np.ndarray | None = None,
+                        ) -> tuple[str, float, float, float, str, np.ndarray]:
+        """``(name, mean, standard error, seconds, note, out-of-fold scores)`` of one
+        candidate's folds."""
         start, means, note = time.perf_counter(), [], ""
+        oof = np.full(len(z), -math.inf)
         try:
-            means = [m + log_jacobian
-                     for m in _fold_means(partial(self._candidate, name, seed), z, folds)]
+            held_out = _fold_scores(partial(self._candidate, name, seed), z, folds, scored,
+                                    weights)
+            for (_, test), scores in zip(folds, held_out, strict=True):
+                oof[test] = scores + log_jacobian[test]
+            means = [float(np.average(oof[test], weights=None if weights is None
+                                      else weights[test])) for _, test in folds]
         except ValueError as err:  # this candidate cannot model these data
             note = f"failed: {err}"
         mean = float(np.mean(means)) if len(means) == len(folds) else -math.inf
@@ -358,21 +444,62 @@ class AutoDensity(DensityMixin, BaseEstimator):
             note = "non-finite held-out log-density"
             mean = -math.inf
         se = float(np.std(means, ddof=1) / math.sqrt(len(means))) if not note else math.nan
-        return name, mean, se, time.perf_counter() - start, note
+        return name, mean, se, time.perf_counter() - start, note, oof
+
+    def recorded_out_of_fold(self, X: ArrayLike) -> np.ndarray | None:
+        """``oof_score_samples_`` when ``X`` is the training data, else ``None``."""
+        _check_fitted(self, "best_estimator_")
+        recorded = getattr(self, "oof_score_samples_", None)
+        x = validate_data(self, X, dtype=np.float64, reset=False)
+        if recorded is None or _digest(x) != getattr(self, "_training_digest", None):
+            return None
+        return recorded.copy()
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-density of each row of ``X`` in nats, in the units of the training data."""
+        """Log-density of each row of ``X`` in nats, in the units of the training data. A row
+        with missing cells (NaN) is scored by the exact marginal of its observed cells where
+        the winner is a KDE or a Gaussian mixture (the column maps act column by column)."""
         _check_fitted(self, "best_estimator_")
-        x = validate_data(self, X, dtype=np.float64, reset=False)
-        with np.errstate(over="ignore", invalid="ignore"):
-            z = (x - self.mean_) / self.scale_
-        reach = np.all(np.isfinite(z), axis=1)  # rows beyond float64 once standardised: -inf
+        x = validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan")
+        if np.isnan(x).any() and self.best_name_ not in MARGINALISING:
+            row, j = (int(v) for v in np.argwhere(np.isnan(x))[0])
+            raise ValueError(f"X has missing values (first at row {row}, column {j}); the chosen "
+                             f"{self.best_name_} cannot integrate them out (a KDE or a Gaussian "
+                             "mixture can): drop or fill those rows")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            z, log_jacobian = self._mapped(x)
+        # rows beyond float64 once mapped and standardised, or outside the support: -inf
+        reach = (np.all(np.isfinite(z) | np.isnan(x), axis=1) & np.isfinite(log_jacobian))
         log_p = np.full(len(x), -math.inf)
         if reach.any():
             with np.errstate(over="ignore", invalid="ignore", under="ignore"):
                 inner = np.asarray(self.best_estimator_.score_samples(z[reach]), dtype=np.float64)
-            log_p[reach] = np.where(np.isnan(inner), -math.inf, inner)
-        return log_p - float(np.sum(np.log(self.scale_)))
+            log_p[reach] = np.where(np.isnan(inner), -math.inf, inner) + log_jacobian[reach]
+        return log_p
+
+    def _set_types(self, x: np.ndarray) -> None:
+        """``column_types_`` of the training data, and the map they make."""
+        from densitylab.columns import ColumnType, TableMap, column_types
+
+        declared = self.column_types
+        if isinstance(declared, str) and declared in ("auto", "continuous"):
+            types = (column_types(x) if declared == "auto"
+                     else [ColumnType() for _ in range(x.shape[1])])
+        elif isinstance(declared, dict):
+            names = getattr(self, "feature_names_in_", None)
+            types = column_types(x, declared, None if names is None else list(names))
+        else:
+            raise ValueError("column_types must be 'auto', 'continuous' or a dict of column -> "
+                             f"type, got {declared!r}")
+        self.column_types_ = types
+        self._table = TableMap(types)
+
+    def _mapped(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows mapped and standardised as the model sees them, and the log-Jacobian per row
+        that carries its log-density back to the units of ``x`` (``-inf`` outside)."""
+        y, log_jacobian = self._table.for_scoring(x)
+        log_scale = np.where(np.isnan(x), 0.0, np.log(self.scale_)).sum(axis=1)  # observed
+        return (y - self.mean_) / self.scale_, log_jacobian - log_scale
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Total log-likelihood of ``X``: higher is better."""
@@ -385,7 +512,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
 
         check_positive_int(n_samples, "n_samples")
         z = self.best_estimator_.sample(n_samples, random_state=random_state)
-        return np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_
+        return self._table.to_data(np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_)
 
     def results_csv(self) -> str:
         """``cv_results_`` as CSV text, best first (what ``densitylab train --model auto``
@@ -405,24 +532,30 @@ Tensors = dict[str, Any]
 
 
 def _kde_state(kde: Any) -> tuple[Tensors, dict]:
-    return {"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_}, {}
+    support = getattr(kde, "support_", None)
+    return ({"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_},
+            {} if support is None else {"bounds": support.to_json()})
 
 
 def _kde_restore(tensors: Tensors, config: dict, device: Any) -> Any:
     """The KDE refitted on its saved points, weights and bandwidth: ``KDE.fit`` checks each
     (finite points, non-negative weights of positive sum, an invertible bandwidth)."""
     from densitylab.kde import KDE
+    from densitylab.support import Support
 
     _exactly(tensors, ("data", "weights", "bandwidth"), "KDE")
-    if config != {}:
-        raise ValueError("the KDE's configuration must be empty")
-    data, weights = tensors["data"], tensors["weights"]
+    if set(config) - {"bounds"}:
+        raise ValueError("the KDE's configuration may hold only its bounds")
+    data, weights, bounds = tensors["data"], tensors["weights"], config.get("bounds")
     if data.ndim != 2 or weights.shape != (len(data),) or len(data) == 0:
         raise ValueError("the KDE's data and weights do not fit together")
     if not (np.all(weights > 0) and abs(float(weights.sum()) - 1.0) < 1e-9):
         raise ValueError("the KDE's weights must be positive and sum to 1")
+    if bounds is not None:  # the kernels' points were saved in the mapped coordinates
+        data = Support(bounds, data.shape[1]).to_data(data)
     equal = bool(np.all(weights == weights[0]))  # fitted unweighted: the same arithmetic again
-    return KDE(bandwidth=tensors["bandwidth"]).fit(data, sample_weight=None if equal else weights)
+    return KDE(bandwidth=tensors["bandwidth"], bounds=bounds).fit(
+        data, sample_weight=None if equal else weights)
 
 
 def _exactly(tensors: Tensors, names: Sequence[str], what: str) -> None:
@@ -528,13 +661,16 @@ def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]
     state = flow_state if auto.best_name_ in FLOW_CANDIDATES else STATES[auto.best_name_][0]
     tensors, config = state(auto.best_estimator_)
     out = {"mean": torch.as_tensor(auto.mean_), "scale": torch.as_tensor(auto.scale_)}
+    if getattr(auto, "oof_score_samples_", None) is not None:
+        out["oof"] = torch.as_tensor(auto.oof_score_samples_)
     out |= {f"best.{k}": v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
             for k, v in tensors.items()}
     results = {k: [_json_number(x) if isinstance(x, float) else x for x in v]
                for k, v in auto.cv_results_.items()}
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in auto.get_params().items()}
     return out, {"params": params, "best_name": auto.best_name_, "best": config,
-                 "cv_results": results}
+                 "cv_results": results, "training_digest": getattr(auto, "_training_digest", None),
+                 "column_types": [t.to_json() for t in auto.column_types_]}
 
 
 def from_state(tensors: dict[str, Any], config: dict, device: Any,
@@ -543,8 +679,10 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     ``ValueError`` when the pieces do not fit."""
     from densitylab._schema import checked_arguments
 
-    if set(config) != {"params", "best_name", "best", "cv_results"}:
-        raise ValueError("the saved AutoDensity needs params, best_name, best and cv_results")
+    required = {"params", "best_name", "best", "cv_results"}
+    if not required <= set(config) <= required | {"training_digest", "column_types"}:
+        raise ValueError("the saved AutoDensity needs params, best_name, best and cv_results "
+                         "(and may hold training_digest and column_types)")
     name = config.get("best_name")
     if name not in (*STATES, *FLOW_CANDIDATES):
         raise ValueError(f"the saved AutoDensity names an unknown estimator {name!r}")
@@ -553,8 +691,10 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     auto = AutoDensity(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
     auto._candidate_names()  # unknown candidates are refused
     best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
-    if set(tensors) - {f"best.{k}" for k in best} != {"mean", "scale"}:
-        raise ValueError("the saved AutoDensity needs tensors mean, scale and best.*")
+    if not {"mean", "scale"} <= set(tensors) - {f"best.{k}" for k in best} <= {
+            "mean", "scale", "oof"}:
+        raise ValueError("the saved AutoDensity needs tensors mean, scale and best.* (and may "
+                         "hold oof)")
     mean, scale = (tensors[k].cpu().double().numpy() for k in ("mean", "scale"))
     if mean.ndim != 1 or scale.shape != mean.shape or not (
             np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
@@ -572,6 +712,23 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     auto.mean_, auto.scale_ = mean, scale
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
+    from densitylab.columns import ColumnType, TableMap
+
+    types = config.get("column_types") or [{}] * auto.n_features_in_
+    if not isinstance(types, list) or len(types) != auto.n_features_in_:
+        raise ValueError("the saved AutoDensity's column types do not fit its columns")
+    try:
+        auto.column_types_ = [ColumnType(**t) for t in types]
+        auto._table = TableMap(auto.column_types_)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the saved AutoDensity's column types are invalid: {err}") from None
+    if "oof" in tensors and isinstance(config.get("training_digest"), str):
+        oof = tensors["oof"].cpu().double().numpy()
+        if oof.ndim != 1 or np.any(np.isnan(oof)) or np.any(oof == np.inf):
+            raise ValueError("the saved AutoDensity's out-of-fold scores must be a vector of "
+                             "log-densities (finite or -inf)")
+        auto.oof_score_samples_ = oof
+        auto._training_digest = config["training_digest"]
     auto.cv_results_ = _checked_results(config["cv_results"])
     return auto
 

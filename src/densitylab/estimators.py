@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import validate_data
 
 from densitylab._rounding import dequantise, rounding_steps
-from densitylab._validation import check_positive_int
+from densitylab._validation import check_positive_int, complete_rows
 from densitylab.evaluation import in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
@@ -100,6 +100,10 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     they are spread by uniform noise of one rounding step before training, so the flow cannot
     collapse onto the repeated values; off, a ``UserWarning`` names them.
 
+    ``missing``: rows with missing cells (NaN) in ``fit``: ``"error"`` (a message naming the
+    first one's column and row) or ``"drop"`` (trained on the complete rows; their number in
+    ``n_dropped_``).
+
     ``threads``: threads while training (``None``: chosen from the work and the idle cores,
     :mod:`densitylab.threads`); :meth:`fit_together` trains that many of its data sets at a
     time on the compiled engine (see :func:`densitylab.fit_many`).
@@ -129,6 +133,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         device: str = "cpu",
         dequantize: bool | None = None,
         threads: int | None = None,
+        missing: str = "error",
     ) -> None:
         self.model = model
         self.n_layers = n_layers
@@ -145,6 +150,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         self.device = device
         self.dequantize = dequantize
         self.threads = threads
+        self.missing = missing
 
     def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
         """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
@@ -170,8 +176,12 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
 
     def _fit_together(self, estimators: list[FlowDensity], datasets: Sequence[ArrayLike]) -> None:
         self._settings(1)  # unknown model or schedule: fail before looking at the data
-        xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2)
+        xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2,
+                            ensure_all_finite=False)
               for est, X in zip(estimators, datasets, strict=True)]
+        for i, est in enumerate(estimators):  # rows with missing cells: an error, or dropped
+            xs[i], est.n_dropped_ = complete_rows(xs[i], self.missing,
+                                                  getattr(est, "feature_names_in_", None))
         if len({x.shape for x in xs}) != 1:
             raise ValueError("data sets fitted together need the same shape, got "
                              f"{sorted({x.shape for x in xs})}")
@@ -234,7 +244,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         other rows of the batch (float32 matrix products round differently by batch), and far
         points keep a finite value where float32 would overflow."""
         check_fitted(self)
-        x = validate_data(self, X, dtype=np.float64, reset=False)
+        x = validate_data(self, X, dtype=np.float64, reset=False, copy=True)  # writable
         if getattr(self, "_flow64", None) is None:
             self._flow64 = in_float64(self.flow_)
         with torch.no_grad(), torch_threads(1):

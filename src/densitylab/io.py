@@ -62,6 +62,9 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tensor_path)
         header = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config,
                   "sha256": _sha256(tensor_path)}
+        names = getattr(obj, "feature_names_in_", None)
+        if names is not None:  # a model fitted on a DataFrame keeps its column names
+            header["feature_names"] = [str(name) for name in names]
         (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
     return path
 
@@ -93,8 +96,20 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
             f"{tensor_path} does not match its checksum: the file is truncated or modified"
         )
     shapes = TensorShapes(tensor_path)
-    return LOADERS[header["kind"]](Saved(config_path, header.get("config"), shapes),
-                                   resolve_device(device))
+    model = LOADERS[header["kind"]](Saved(config_path, header.get("config"), shapes),
+                                    resolve_device(device))
+    if "feature_names" in header:
+        _restore_names(model, header["feature_names"], config_path)
+    return model
+
+
+def _restore_names(model: Any, names: Any, where: Path) -> None:
+    """Give a loaded estimator back the column names it was fitted with."""
+    width = getattr(model, "n_features_in_", None)
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+            and len(names) == width):
+        raise ValueError(f"{where}: 'feature_names' must list one name per column")
+    model.feature_names_in_ = np.asarray(names, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -278,6 +293,120 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
         raise ValueError(f"{saved.where}: {err}") from None
 
 
+def _numpy_saver(name: str) -> Callable:
+    """A saver from the NumPy estimator ``name``'s state (arrays + JSON, as AutoDensity saves
+    them; :data:`densitylab.auto.STATES`, imported on use: scikit-learn takes a second)."""
+
+    def save_numpy(obj: Any) -> tuple[dict[str, torch.Tensor], dict]:
+        from sklearn.utils.validation import check_is_fitted
+
+        from densitylab.auto import STATES
+
+        check_is_fitted(obj)
+        tensors, config = STATES[name][0](obj)
+        return {k: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()}, config
+
+    return save_numpy
+
+
+def _numpy_loader(name: str) -> Callable:
+    def load_numpy(saved: Saved, device: torch.device) -> Any:
+        from densitylab.auto import STATES
+
+        return _restore_numpy(STATES[name][1], _read_tensors(saved), saved.config, saved.where)
+
+    return load_numpy
+
+
+def _restore_numpy(restore: Callable, tensors: dict[str, torch.Tensor], config: Any,
+                   where: Path) -> Any:
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: the configuration is not a JSON object")
+    try:
+        return restore({k: v.cpu().double().numpy() for k, v in tensors.items()}, config, None)
+    except (KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"{where}: the saved state is incomplete: {err}") from None
+
+
+def _read_tensors(saved: Saved) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(saved.where.with_name(TENSOR_FILE), device="cpu")
+    except SafetensorError as err:
+        raise ValueError(f"{saved.where}: the tensor file is not readable: {err}") from err
+
+
+def _save_detector(detector) -> tuple[dict[str, torch.Tensor], dict]:
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(detector)
+    kind = _kind_of(detector.estimator_)
+    if kind not in IN_MEMORY:
+        raise ValueError(f"cannot save an OutlierDetector around a {kind}")
+    tensors, config = SAVERS[kind](detector.estimator_)
+    tensors = {f"estimator.{k}": v for k, v in tensors.items()}
+    tensors["training_scores"] = torch.as_tensor(detector.training_scores_)
+    params = {k: v for k, v in detector.get_params(deep=False).items() if k != "estimator"}
+    names = getattr(detector.estimator_, "feature_names_in_", None)
+    return tensors, {"params": params, "estimator_kind": kind, "estimator": config,
+                     "feature_names": None if names is None else [str(n) for n in names]}
+
+
+def _load_detector(saved: Saved, device: torch.device) -> Any:
+    from densitylab.outliers import OutlierDetector, outlier_offset
+
+    config = saved.config
+    if not isinstance(config, dict) or config.get("estimator_kind") not in IN_MEMORY:
+        raise ValueError(f"{saved.where}: an OutlierDetector needs a known 'estimator_kind'")
+    tensors = _read_tensors(saved)
+    inner = {k.removeprefix("estimator."): v for k, v in tensors.items()
+             if k.startswith("estimator.")}
+    params = checked_arguments(OutlierDetector.__init__, config.get("params"), saved.shapes,
+                               saved.where, sized=False)
+    estimator = IN_MEMORY[config["estimator_kind"]](inner, config.get("estimator"), device,
+                                                    saved.where)
+    detector = OutlierDetector(estimator, prefit=True, **{k: v for k, v in params.items()
+                                                          if k != "prefit"})
+    if config.get("feature_names") is not None:
+        _restore_names(estimator, config["feature_names"], saved.where)
+    detector.estimator_, detector.n_features_in_ = estimator, estimator.n_features_in_
+    if "training_scores" not in tensors:
+        raise ValueError(f"{saved.where}: the training scores are missing")
+    detector.training_scores_ = tensors["training_scores"].double().numpy()
+    detector.offset_ = outlier_offset(detector.training_scores_, detector.contamination)
+    return detector
+
+
+def _auto_in_memory(tensors: dict, config: Any, device: Any, where: Path) -> Any:
+    from densitylab.auto import from_state
+
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: the AutoDensity configuration is not a JSON object")
+    return from_state(tensors, config, device, estimator_from_tensors)
+
+
+def _numpy_in_memory(name: str) -> Callable:
+    def restore(tensors: dict, config: Any, device: Any, where: Path) -> Any:
+        from densitylab.auto import STATES
+
+        return _restore_numpy(STATES[name][1], tensors, config, where)
+
+    return restore
+
+
+IN_MEMORY: dict[str, Callable] = {
+    "kde": _numpy_in_memory("kde"),
+    "gaussian-mixture": _numpy_in_memory("gaussian-mixture"),
+    "flow-density": lambda tensors, config, device, where: estimator_from_tensors(
+        tensors, config, device),
+    "auto-density": _auto_in_memory,
+}
+"""Kinds that can be rebuilt from tensors already in memory (nested in an OutlierDetector)."""
+
+
+def _numpy_kind(name: str) -> tuple[Callable, Callable]:
+    return _numpy_saver(name), _numpy_loader(name)
+
+
 KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "flow": ("densitylab.flows.flow.Flow", (_save_flow, _load_flow)),
     "image-flow": ("densitylab.flows.image_flow.MultiScaleFlow", (_save_flow, _load_flow)),
@@ -291,6 +420,9 @@ KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "vae": ("densitylab.baselines.vae.VAE", (_save_baseline, _baseline_loader("VAE"))),
     "gan": ("densitylab.baselines.gan.GAN", (_save_baseline, _baseline_loader("GAN"))),
     "auto-density": ("densitylab.auto.AutoDensity", (_save_auto, _load_auto)),
+    "kde": ("densitylab.kde.estimator.KDE", _numpy_kind("kde")),
+    "gaussian-mixture": ("densitylab.auto.GaussianMixtureBIC", _numpy_kind("gaussian-mixture")),
+    "outlier-detector": ("densitylab.outliers.OutlierDetector", (_save_detector, _load_detector)),
 }
 SAVERS = {kind: funcs[0] for kind, (_, funcs) in KINDS.items()}
 LOADERS = {kind: funcs[1] for kind, (_, funcs) in KINDS.items()}

@@ -60,14 +60,25 @@ def as_flow(model: Any) -> Any:
 
 
 def _kde_inside(model: Any) -> Any:
-    """The densitylab ``KDE`` inside ``model`` (itself, or a selector's winner), else ``None``."""
+    """A densitylab ``KDE`` in the data's units whose density is ``model``'s (itself, or a
+    selector's winner carried back through its standardisation), else ``None``: its marginals
+    are then exact. A KDE on bounded or discrete columns is not Gaussian in the data's units."""
     from densitylab.kde import KDE
 
     model = _unwrap(model)
     if isinstance(model, KDE):
-        return model
+        return model if getattr(model, "support_", None) is None else None
     winner = getattr(model, "best_estimator_", None)
-    return winner if isinstance(winner, KDE) else None
+    if not isinstance(winner, KDE) or getattr(winner, "support_", None) is not None:
+        return None
+    types = getattr(model, "column_types_", [])
+    if any(t.discrete or t.lower is not None or t.upper is not None for t in types):
+        return None
+    scale, mean = getattr(model, "scale_", None), getattr(model, "mean_", None)
+    if scale is None or mean is None:
+        return winner
+    return KDE(bandwidth=np.diag(scale) @ winner.bandwidth_).fit(
+        winner.data_ * scale + mean, sample_weight=winner.weights_)
 
 
 def dimension(model: Any) -> int:
@@ -198,6 +209,13 @@ def marginals(
                              resolution)
             two[i, j] = grid, _marginal_kde(kde, samples, [j, i]).evaluate_grid(grid)
     return one, two
+
+
+def discrete_masses(model: Any, samples: np.ndarray) -> dict[int, tuple[np.ndarray, float]]:
+    """``{column: (its values in the samples, lattice step)}`` for the discrete columns of a
+    model that records ``column_types_`` (AutoDensity): what a figure draws as bars."""
+    types = getattr(model, "column_types_", None) or []
+    return {j: (samples[:, j], t.step) for j, t in enumerate(types) if t.discrete}
 
 
 def layer_trace(model: Any, n: int = 1000, seed: int = 0) -> list[np.ndarray]:

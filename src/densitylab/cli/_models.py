@@ -10,6 +10,13 @@ from pathlib import Path
 import numpy as np
 
 
+def read_rows(path: Path) -> np.ndarray:
+    """A points file as rows ``(n, dim)``; missing cells stay NaN for the model to judge."""
+    from densitylab.datasets import load_table
+
+    return load_table(path, allow_missing=True).x
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """What ``score`` and ``sample`` need of any saved density model.
@@ -22,9 +29,12 @@ class LoadedModel:
     dim: int
     log_density: Callable[[np.ndarray], np.ndarray]
     sample: Callable[[int, int], np.ndarray]
-    read: Callable[[Path], np.ndarray]  # the points file as rows (n, dim)
+    read: Callable[[Path], np.ndarray] = read_rows  # the points file as rows (n, dim)
     given: tuple[int, ...] = ()
     sample_given: Callable[[np.ndarray, int], np.ndarray] | None = None
+    names: tuple[str, ...] | None = None
+    training_scores: np.ndarray | None = None
+    marginalises: bool = False  # scores rows with missing cells by their observed ones
 
 
 def model_dir(run: Path) -> Path:
@@ -36,7 +46,6 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
     """The model saved in ``run`` (a ``train`` run or a ``dl.save`` directory of a flow or an
     estimator); a run marked untrained (its training diverged at once) is refused unless asked."""
     from densitylab._schema import read_json
-    from densitylab.datasets import load as load_points
     from densitylab.datasets import load_images
     from densitylab.evaluation import flow_log_prob, flow_samples
     from densitylab.flows import Flow
@@ -62,21 +71,79 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
                            lambda n, seed: model.sample(n, random_state=seed).reshape(n, -1),
                            lambda path: load_images(path, model.pixel_levels_)[0].reshape(
                                -1, model.n_features_in_))
+    names = column_names(run, model)
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
-                           lambda n, seed: flow_samples(model, n, seed), load_points)
-    if hasattr(model, "score_samples") and hasattr(model, "sample"):
-        return LoadedModel(model.n_features_in_, model.score_samples,
-                           lambda n, seed: model.sample(n, random_state=seed), load_points)
+                           lambda n, seed: flow_samples(model, n, seed), names=names)
+    if hasattr(model, "score_samples"):
+        inner = getattr(model, "estimator_", model)  # an OutlierDetector samples by its model
+        scores = getattr(model, "training_scores_", getattr(model, "oof_score_samples_", None))
+        return LoadedModel(model.n_features_in_, named(model, model.score_samples),
+                           lambda n, seed: sampler(inner, run)(n, random_state=seed),
+                           names=names, training_scores=scores,
+                           marginalises=marginalises(inner))
     raise ValueError(f"{run} holds a {type(model).__name__}, which has no density to score")
 
 
-def training_offset(run: Path, contamination: float) -> float:
-    """The outlier threshold of a ``train`` run: the ``contamination`` quantile of its training
-    log-densities, recorded in ``metrics.json``."""
-    from densitylab.outliers import check_contamination, offset_from_quantiles
+def marginalises(model) -> bool:
+    """Whether ``model`` scores rows with missing cells (a KDE, a Gaussian mixture, or an
+    AutoDensity that chose one)."""
+    from densitylab.auto import MARGINALISING, AutoDensity, GaussianMixtureBIC
+    from densitylab.kde import KDE
+
+    if isinstance(model, AutoDensity):
+        return model.best_name_ in MARGINALISING
+    return isinstance(model, KDE | GaussianMixtureBIC)
+
+
+def sampler(model, run: Path) -> Callable:
+    if not hasattr(model, "sample"):
+        raise ValueError(f"{run} holds a {type(model).__name__}, which cannot draw samples")
+    return model.sample
+
+
+def named(model, method: Callable) -> Callable:
+    """``method`` of a model fitted with column names, called with a DataFrame of those
+    names (so scikit-learn does not warn that the array has none)."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return method
+
+    def call(x: np.ndarray):
+        import pandas as pd
+
+        return method(pd.DataFrame(x, columns=list(names)))
+
+    return call
+
+
+def column_names(run: Path, model) -> tuple[str, ...] | None:
+    """The data's column names: the model's own, else those its ``train``/``kde`` run recorded."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        return tuple(str(n) for n in names)
+    config = run / "config.json"
+    if (run / "model").is_dir() and config.is_file():
+        from densitylab._schema import read_json
+
+        try:
+            recorded = read_json(config).get("columns")
+        except (ValueError, AttributeError):
+            raise ValueError(f"{config} is not a valid run configuration") from None
+        if isinstance(recorded, list) and all(isinstance(n, str) for n in recorded):
+            return tuple(recorded)
+    return None
+
+
+def training_offset(run: Path, contamination: float, model: LoadedModel) -> float:
+    """The outlier threshold of a run: the ``contamination`` quantile of its training
+    log-densities, recorded in ``metrics.json`` (``train`` and ``kde`` runs) or by the model
+    itself (a saved ``OutlierDetector``, or ``AutoDensity`` with its out-of-fold scores)."""
+    from densitylab.outliers import check_contamination, offset_from_quantiles, outlier_offset
 
     check_contamination(contamination)
+    if model.training_scores is not None:
+        return outlier_offset(model.training_scores, contamination)
     from densitylab._schema import read_json
 
     try:
@@ -86,8 +153,8 @@ def training_offset(run: Path, contamination: float) -> float:
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(
-            f"{run} records no training log-densities (only `densitylab train` runs do); "
-            "fit a dl.OutlierDetector in Python for other models"
+            f"{run} records no training log-densities (`densitylab train` and `kde` runs and "
+            "saved AutoDensity or OutlierDetector models do); fit a dl.OutlierDetector in Python"
         ) from None
     return offset_from_quantiles(quantiles, contamination)
 
@@ -121,6 +188,4 @@ def conditional(model, run: Path) -> LoadedModel:
         raise ValueError("a conditional model samples given its condition: pass --given FILE "
                          f"with the columns {given} of each point to draw")
 
-    from densitylab.datasets import load as load_points
-
-    return LoadedModel(width, log_density, sample, load_points, tuple(given), sample_given)
+    return LoadedModel(width, log_density, sample, given=tuple(given), sample_given=sample_given)

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from densitylab.cli._app import app
+from densitylab.cli._data import MISSING_HELP
 
 MAX_RESOLUTION = 2000  # grid cells per axis: 4 million cells, about 100 MB of figures' arrays
 
@@ -69,24 +70,30 @@ def kde(
     n: int = typer.Option(10000, "--n", "-n", help="Points drawn from a built-in distribution."),
     seed: int = typer.Option(0, help="Seed of the sample; held-out points use seed + 1."),
     resolution: int = typer.Option(100, help="Grid cells per axis for the figure and the grid metrics."),
+    missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
     device: str = typer.Option("", help="Evaluate on this torch device (cuda, cpu, auto) in dense blocks; default: the CPU's pruned kd-tree path."),
     threads: int | None = typer.Option(None, help="Threads of the kernel sums (restored after); default: the cores other processes leave idle. Recorded in config.json."),
 ) -> None:
-    """Fit a Gaussian KDE and write config.json, metrics.json and figures/density.png to OUT.
+    """Fit a Gaussian KDE and write config.json, metrics.json, the model (OUT/model, for
+    `densitylab score` and `sample`) and figures/density.png to OUT.
 
     For a built-in distribution the metrics include the held-out log-likelihood on a fresh sample
     of the same size and, on the grid, KL(true || KDE) and the integrated squared error; for a
-    data file, the exact leave-one-out log-likelihood.
+    data file, the exact leave-one-out log-likelihood. The training points' 5-fold out-of-fold
+    log-densities are recorded as quantiles, for `densitylab score --contamination`.
     """
     import numpy as np
 
-    from densitylab import datasets, metrics
+    from densitylab import metrics
     from densitylab import threads as threads_
     from densitylab._files import check_output, output_directory
     from densitylab._validation import check_positive_int
+    from densitylab.cli._data import read_data
     from densitylab.cli.train import pairs_figure_allowed
     from densitylab.grids import make_grid
+    from densitylab.io import save
     from densitylab.kde import KDE, leave_one_out_log_likelihood
+    from densitylab.outliers import QUANTILE_LEVELS, out_of_fold_scores
     from densitylab.plots import save_figures
     from densitylab.plots.kde import density_panels
 
@@ -95,7 +102,7 @@ def kde(
     check_positive_int(resolution, "--resolution", minimum=2, maximum=MAX_RESOLUTION)
     check_output(out, "kde")
     threads = threads_.count(None if threads is None else check_positive_int(threads, "--threads"))
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed, missing)
     model = KDE(bandwidth=spec, device=device or None, threads=threads).fit(x)
     from densitylab._ties import duplicate_count, tie_groups
 
@@ -111,6 +118,9 @@ def kde(
         "kernel_covariance": model.covariance_.tolist(),
         "bandwidth_factor": model.factor_,
     }
+    if len(x) >= 10:  # out-of-fold: each point scored by the KDE of the other folds
+        scores = out_of_fold_scores(KDE(bandwidth=spec), x, cv=5, random_state=seed)
+        report["train_log_density_quantiles"] = np.quantile(scores, QUANTILE_LEVELS).tolist()
     if truth is not None:
         test = truth.sample(len(x), seed=seed + 1)
         nll, nll_se = metrics.nll_with_error(model.score_samples(test))
@@ -156,7 +166,7 @@ def kde(
         "resolution": resolution, "threads": threads,
         "truth": None if truth is None else truth.name,
         "truth_params": None if truth is None else getattr(truth, "params", None),
-        "environment": environment(),
+        "environment": environment(), "columns": names,
     }
     config_text = json.dumps(config, indent=2, default=str)
     metrics_text = json.dumps(report, indent=2)
@@ -164,6 +174,7 @@ def kde(
         (staging / "config.json").write_text(config_text)
         (staging / "metrics.json").write_text(metrics_text)
         save_figures(staging / "figures", figures)
+        save(model, staging / "model")
     score = report.get("held_out_log_likelihood", report.get("leave_one_out_log_likelihood"))
     score_text = "" if score is None else f", log-likelihood {score:.4f} nats/point"
     typer.echo(f"wrote {out} (KDE on {len(x)} points{score_text})")

@@ -9,8 +9,9 @@ import typer
 from densitylab.cli._app import app
 
 
-def header_of(dim: int) -> str:
-    return ",".join(f"x{i + 1}" for i in range(dim))
+def header_of(dim: int, names: tuple[str, ...] | None = None) -> str:
+    """The data's own column names where the run knows them, else ``x1, x2, ...``."""
+    return ",".join(names) if names else ",".join(f"x{i + 1}" for i in range(dim))
 
 
 @app.command()
@@ -18,7 +19,7 @@ def sample(
     run: Path = typer.Argument(..., help="A run directory written by `densitylab train`, or a model directory written by `dl.save`."),
     n: int = typer.Option(1000, "-n", help="Number of points to draw."),
     seed: int = typer.Option(0, help="Random seed."),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (columns x1, x2, ...); - for standard output. An existing file is replaced only if densitylab wrote it (and it is unchanged since)."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write, headed by the training data's column names (x1, x2, ... without them); - for standard output. An existing file is replaced only if densitylab wrote it (and it is unchanged since)."),
     allow_untrained: bool = typer.Option(False, help="Use a run whose training diverged before learning anything."),
     given: Path | None = typer.Option(None, "--given", help="For a conditional model (train --condition-on): a .csv/.npy/.npz of condition values, one row per point to draw; -n is then the number of rows."),
 ) -> None:
@@ -42,7 +43,7 @@ def sample(
             raise ValueError(f"{given} has {condition.shape[1]} columns; the model's condition "
                              f"has {len(model.given)} (columns {list(model.given)})")
         n = len(condition)
-    header = header_of(model.dim)
+    header = header_of(model.dim, model.names)
     with output_file(out) as staging:
         points = model.sample(n, seed) if condition is None else model.sample_given(condition, seed)
         exact = set(model.given) if condition is not None else set()  # the user's own values

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from densitylab.cli._app import app
+from densitylab.cli._data import MISSING_HELP
 
 CHECKPOINT = "checkpoint"
 UNTRAINED_EXIT = 3  # a run that wrote its directory but learned nothing usable
@@ -104,7 +105,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str = typer.Option("realnvp", help="Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str | None = typer.Option(None, help="Default: tabular for a data file (the recipe dl.FlowDensity() uses: a table's scale, rounding and size need it; the coursework realnvp ends in NaNs on many real tables), realnvp for a built-in distribution (the coursework's). Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -130,17 +131,22 @@ def train(
     pixel_levels: int | None = typer.Option(None, help="Images: grey levels (default: detected; 17 for digits-images, 256 for PNG)."),
     dequantization: str = typer.Option("uniform", help="Images: uniform or variational dequantization."),
     scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
+    missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
+    column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary); the others are detected. Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
-    from densitylab import datasets, flows
     from densitylab import distributed as parallel
+    from densitylab import flows
     from densitylab._files import check_output, claimed_directory
     from densitylab._validation import check_positive_int
-    from densitylab.flows.recipes import settings, split
+    from densitylab.cli._data import is_builtin, read_data
+    from densitylab.flows.recipes import TABULAR_MODELS, settings, split
     from densitylab.runtime import resolve_device
     from densitylab.training import fit
 
+    if model is None:
+        model = "realnvp" if is_builtin(data) else "tabular"
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
         raise ValueError("started by torchrun with several processes: add --distributed")
     if threads is not None:
@@ -173,7 +179,10 @@ def train(
             raise ValueError("--model auto trains on one process and cannot resume")
         check_positive_int(n_test, "--n-test", minimum=2)
         check_output(out, "train")
-        return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet)
+        return train_auto(data, out, seed, n, n_test, test_fraction, threads, quiet,
+                          column_types, missing)
+    if column_types is not None:
+        raise ValueError("--column-types applies to --model auto")
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
@@ -186,13 +195,14 @@ def train(
         if resume and not (out / CHECKPOINT).is_dir() and (out / "metrics.json").is_file():
             raise ValueError(f"{out} is a finished run, there is nothing to resume; "
                              "drop --resume to train it again")
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed, missing)
     check_data(x, data)
     if truth is None:
         x, test = split_test(x, test_fraction, seed)
     else:
         test = truth.sample(n_test, seed=seed + 1)
     builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
+    fitted_x = dequantised(x, seed) if model in TABULAR_MODELS else x
     options = {"activation": activation} | ({"scale": scale} if builder in ("realnvp", "glow") else {})
     check_model_size(lambda: flows.build(builder, dim=x.shape[1], seed=seed, **architecture,
                                          **options))
@@ -200,7 +210,7 @@ def train(
 
     def train_flow():
         return fit(
-            flow, x, **budget, val_fraction=val_fraction,
+            flow, fitted_x, **budget, val_fraction=val_fraction,
             seed=seed, patience=patience or None, ema=ema or None, verbose=None if not quiet else False,
             checkpoint=out / CHECKPOINT, checkpoint_every=10, resume=resume, device=device,
             distributed=distributed, threads=threads,
@@ -220,6 +230,7 @@ def train(
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "threads": result.threads, "flow": result.flow.config, "environment": environment(),
+            "columns": names,
         }
         report = write_run(claim, config, result, x, test, truth, seed,
                            keep_checkpoint=result.stop_reason == "interrupted")
@@ -230,31 +241,71 @@ def train(
     typer.echo(summary_line(out, result, report))
 
 
+def dequantised(x, seed: int):
+    """The tabular recipe's treatment of rounded columns, as ``dl.FlowDensity`` does it."""
+    from densitylab._rounding import dequantise, rounding_steps
+
+    steps = rounding_steps(x)
+    return dequantise(x, steps, seed) if steps.any() else x
+
+
+def parse_column_types(text: str | None, names: list[str] | None) -> str | dict:
+    """``"price=positive,2=integer"`` -> ``{0: "positive", 2: "integer"}`` for a header
+    ``price,...`` (``;`` inside parentheses separates a type's arguments); ``None`` ->
+    ``"auto"``."""
+    if text is None:
+        return "auto"
+    declared: dict = {}
+    for item in text.split(","):
+        key, sep, spec = item.partition("=")
+        if not sep or not key.strip() or not spec.strip():
+            raise ValueError(f"--column-types takes COLUMN=TYPE pairs like rooms=integer; "
+                             f"got {item!r}")
+        key = key.strip()
+        if names is not None and key in names:
+            column = names.index(key)
+        elif key.isdigit():
+            column = int(key)
+        else:
+            known = f"columns {names}" if names else "no header: name columns by index"
+            raise ValueError(f"--column-types names a column {key!r}; the data have {known}")
+        declared[column] = spec.strip().replace(";", ",")
+    return declared
+
+
 def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fraction: float,
-               threads: int | None, quiet: bool) -> None:
+               threads: int | None, quiet: bool, column_types: str | None = None,
+               missing: str = "error") -> None:
     """``--model auto``: fit :class:`densitylab.AutoDensity`, write its model-selection table
     (``model_selection.csv``), the model, config, metrics and a samples figure."""
-    from densitylab import datasets, plots
+    from densitylab import plots
     from densitylab import threads as threads_
     from densitylab._files import output_directory
     from densitylab.auto import AutoDensity
+    from densitylab.cli._data import read_data
     from densitylab.io import save
 
     threads = threads_.count(threads)  # the most threads any candidate uses, recorded below
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed, missing)
     check_data(x, data)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))
-    auto = AutoDensity(random_state=seed, threads=threads,
-                       verbose=False if quiet else None).fit(x)
+    declared = parse_column_types(column_types, names)
+    auto = AutoDensity(random_state=seed, threads=threads, verbose=False if quiet else None,
+                       column_types=declared).fit(x)
     log_p = auto.score_samples(test)
     metrics = {"test_nll": float(-log_p.mean()), "chosen": auto.best_name_,
                "cv_mean_log_likelihood": dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"], strict=True)),
-               "train_log_density_quantiles": training_quantiles(auto.score_samples(x)),
+               # out-of-fold: each training row scored by the winner's fold that held it out
+               "train_log_density_quantiles": training_quantiles(auto.oof_score_samples_),
                "interrupted": auto.interrupted_}
     if truth is not None:
         metrics |= {"entropy": truth.entropy(), "entropy_gap": metrics["test_nll"] - truth.entropy()}
+    labels = names or [f"x{j + 1}" for j in range(x.shape[1])]
+    types = {name: t.describe() for name, t in zip(labels, auto.column_types_, strict=True)}
+    metrics["column_types"] = types
     config = {"command": "train", "data": data, "model": "auto", "seed": seed, "n_train": len(x),
-              "threads": threads, "params": auto.get_params(), "environment": environment()}
+              "threads": threads, "params": auto.get_params(), "environment": environment(),
+              "columns": names}
     title = f"Test data and samples of the chosen model ({auto.best_name_})"
     figures = ({"samples": plots.samples(auto, test[:2000], seed=seed, title=title)}
                if pairs_figure_allowed(x.shape[1]) else {})
@@ -264,6 +315,8 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
         (staging / "model_selection.csv").write_text(auto.results_csv())
         save(auto, staging / "model")
         plots.save_figures(staging / "figures", figures)
+    for name, described in types.items():
+        typer.echo(f"column {name}: {described}")
     stopped = ("" if auto.interrupted_ is None else
                f" (Ctrl-C stopped model selection during {auto.interrupted_}; chose among the "
                "candidates done before it)")
@@ -291,13 +344,14 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
     columns given these; writes config (with the columns), metrics, the model and a figure."""
     import numpy as np
 
-    from densitylab import datasets, plots
+    from densitylab import plots
     from densitylab._files import output_directory
+    from densitylab.cli._data import read_data
     from densitylab.estimators import ConditionalFlowDensity
     from densitylab.io import save
     from densitylab.plots import flows as flow_plots
 
-    x, truth = datasets.resolve(data, n, seed)
+    x, truth, names = read_data(data, n, seed)
     check_data(x, data)
     given = parse_columns(condition_on, x.shape[1])
     modelled = [j for j in range(x.shape[1]) if j not in given]
@@ -315,7 +369,7 @@ def train_conditional(data: str, out: Path, model: str, options: dict, condition
                "train_log_density_quantiles": training_quantiles(
                    est.score_samples(x[:, given], x[:, modelled]))}
     config = {"command": "train", "data": data, "model": model, "condition_on": given,
-              "modelled": modelled, "seed": seed, "n_train_and_val": len(x),
+              "modelled": modelled, "columns": names, "seed": seed, "n_train_and_val": len(x),
               "params": est.get_params(), "flow": est.flow_.config, "environment": environment()}
     figures = {"loss": plots.loss({"flow": est.history_}, title="Conditional NLL per epoch")}
     if x.shape[1] == 2:  # the data and one draw given each test point's condition

@@ -35,8 +35,16 @@ from densitylab.datasets._images import (
     images,
     load_images,
 )
-from densitylab.datasets._load import load
-from densitylab.datasets._registry import catalogue, from_spec, get, names, parameters, resolve
+from densitylab.datasets._load import Table, load, load_table
+from densitylab.datasets._registry import (
+    catalogue,
+    from_spec,
+    get,
+    names,
+    parameters,
+    resolve,
+    resolve_table,
+)
 
 __all__ = [
     "Distribution",
@@ -50,7 +58,10 @@ __all__ = [
     "from_spec",
     "get",
     "load",
+    "load_table",
     "names",
     "parameters",
     "resolve",
+    "resolve_table",
+    "Table",
 ]

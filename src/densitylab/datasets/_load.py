@@ -7,12 +7,23 @@ import math
 import os
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 MIN_ROWS = 2
+
+
+@dataclass(frozen=True)
+class Table:
+    """A user's file as read: the points, the column names of a CSV header (``None`` without
+    one) and notes on what was done to it (an index column dropped)."""
+
+    x: np.ndarray
+    names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def load(path: str | os.PathLike[str]) -> np.ndarray:
@@ -32,6 +43,14 @@ def load(path: str | os.PathLike[str]) -> np.ndarray:
         >>> import densitylab as dl
         >>> x = dl.datasets.load("points.csv")  # doctest: +SKIP
     """
+    return load_table(path).x
+
+
+def load_table(path: str | os.PathLike[str], allow_missing: bool = False) -> Table:
+    """:func:`load`, keeping a CSV header's column names. A first column that is a pandas
+    index (written by ``DataFrame.to_csv()``: an empty or ``Unnamed: 0`` header over the row
+    numbers 0, 1, 2, ...) is dropped, with a note saying so. With ``allow_missing``, a CSV's
+    empty or ``NA`` cells are read as NaN (missing) instead of refused."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
@@ -43,10 +62,12 @@ def load(path: str | os.PathLike[str]) -> np.ndarray:
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
             f"use one of {', '.join(sorted(_READERS))}"
         )
-    points = reader(path)
-    if points.shape[0] < MIN_ROWS:
-        raise ValueError(f"{path}: needs at least {MIN_ROWS} rows (points), got {points.shape[0]}")
-    return np.ascontiguousarray(points, dtype=np.float64)
+    table = _read_csv(path, allow_missing) if reader is _read_csv else reader(path)
+    if not isinstance(table, Table):
+        table = Table(table)
+    if table.x.shape[0] < MIN_ROWS:
+        raise ValueError(f"{path}: needs at least {MIN_ROWS} rows (points), got {table.x.shape[0]}")
+    return Table(np.ascontiguousarray(table.x, dtype=np.float64), table.names, table.notes)
 
 
 def _split(line: str, delimiter: str | None) -> list[str]:
@@ -61,7 +82,7 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _read_csv(path: Path, allow_missing: bool = False) -> Table:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -75,11 +96,19 @@ def _read_csv(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: no data rows")
     first = lines[0][1]
     delimiter = next((d for d in (",", ";", "\t") if d in first), None)
+    names = None
     if not any(_is_number(cell) for cell in _split(first, delimiter)):
-        lines = lines[1:]  # header row
+        names = [cell.strip('"') for cell in _split(first, delimiter)]  # header row
+        lines = lines[1:]
     if not lines:
         raise ValueError(f"{path}: only a header row, no data rows")
     width = len(_split(lines[0][1], delimiter))
+    if names is not None and len(names) != width:
+        raise ValueError(f"{path}: the header names {len(names)} columns, the rows have {width}")
+
+    def column(j: int) -> str:
+        return f"column {j} ({names[j - 1]!r})" if names else f"column {j}"
+
     rows = []
     for number, line in lines:
         cells = _split(line, delimiter)
@@ -89,19 +118,45 @@ def _read_csv(path: Path) -> np.ndarray:
                 f"(as in row {lines[0][0]})"
             )
         values = []
-        for column, cell in enumerate(cells, start=1):
+        for j, cell in enumerate(cells, start=1):
             try:
                 value = float(cell)
             except ValueError:
-                what = "is empty" if not cell else f"is not a number: {cell!r}"
-                raise ValueError(f"{path}: row {number}, column {column} {what}") from None
-            if not math.isfinite(value):
+                if (not cell or cell.upper() in MISSING) and allow_missing:
+                    values.append(math.nan)
+                    continue
+                if not cell or cell.upper() in MISSING:
+                    raise ValueError(
+                        f"{path}: row {number}, {column(j)} is missing ({cell or 'empty'}); "
+                        "densitylab models complete rows: drop or fill the rows with missing "
+                        "values") from None
                 raise ValueError(
-                    f"{path}: row {number}, column {column} is {cell!r} (NaN/inf not allowed)"
-                )
+                    f"{path}: row {number}, {column(j)} holds text ({cell!r}); densitylab "
+                    "models numeric columns: drop that column or encode it as numbers") from None
+            if math.isnan(value) and allow_missing:
+                values.append(value)
+                continue
+            if not math.isfinite(value):
+                raise ValueError(f"{path}: row {number}, {column(j)} is {cell!r} "
+                                 "(NaN/inf not allowed)")
             values.append(value)
         rows.append(values)
-    return np.array(rows, dtype=np.float64)
+    return _without_index(np.array(rows, dtype=np.float64), names, path)
+
+
+MISSING = {"NA", "N/A", "NAN", "NULL", "NONE", "?"}
+"""Cells read as a missing value (besides an empty cell), upper-cased."""
+
+
+def _without_index(x: np.ndarray, names: list[str] | None, path: Path) -> Table:
+    """Drop a first column that is a pandas index: unnamed, holding the row numbers."""
+    if names is None or x.shape[1] < 2 or names[0] not in ("", "Unnamed: 0"):
+        return Table(x, names)
+    if not np.array_equal(x[:, 0], np.arange(len(x))):
+        return Table(x, names)
+    note = (f"{path.name}: dropped the first column, an unnamed index of row numbers "
+            "(pandas' to_csv)")
+    return Table(x[:, 1:], names[1:], [note])
 
 
 def _check_array(array: np.ndarray, where: str) -> np.ndarray:

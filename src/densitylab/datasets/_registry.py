@@ -13,7 +13,7 @@ from densitylab.datasets._base import Distribution, Seed
 from densitylab.datasets._checkerboard import Checkerboard
 from densitylab.datasets._curves import Moons, SwissRoll, TwoSpirals
 from densitylab.datasets._gaussians import eight_gaussians, gaussians_grid, gaussians_rot, gmm
-from densitylab.datasets._load import load
+from densitylab.datasets._load import Table, load_table
 from densitylab.datasets._pinwheel import Pinwheel
 from densitylab.datasets._rings import circles, rings
 from densitylab.datasets._spiral import Spiral
@@ -136,13 +136,21 @@ def resolve(data: str, n: int, seed: Seed) -> tuple[np.ndarray, Distribution | N
     Raises:
         FileNotFoundError: ``data`` is neither a built-in name nor an existing file.
     """
+    table, dist = resolve_table(data, n, seed)
+    return table.x, dist
+
+
+def resolve_table(data: str, n: int, seed: Seed,
+                  allow_missing: bool = False) -> tuple[Table, Distribution | None]:
+    """:func:`resolve`, keeping a file's column names and the notes on how it was read (and
+    a CSV's missing cells as NaN, where ``allow_missing``)."""
     name = str(data).partition(":")[0].strip()
     if name in _REGISTRY:
         dist = from_spec(str(data))
-        return dist.sample(n, seed), dist
+        return Table(dist.sample(n, seed)), dist
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(
             f"{data!r} is neither a built-in dataset ({', '.join(names())}) nor an existing file"
         )
-    return load(path), None
+    return load_table(path, allow_missing), None

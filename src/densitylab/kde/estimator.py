@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from densitylab import threads as threads_
-from densitylab._validation import check_positive_int, estimator_points
+from densitylab._validation import check_positive_int, estimator_points, feature_names_of
 from densitylab.grids import Grid
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
 from densitylab.kde.engines import (
@@ -39,7 +39,9 @@ from densitylab.kde.engines import (
     tree_log_kernel_sums,
 )
 from densitylab.kde.loo import loo_scorer
+from densitylab.missing import marginal_log_density
 from densitylab.runtime import resolve_device
+from densitylab.support import Support
 
 __all__ = ["KDE", "leave_one_out_log_likelihood"]
 
@@ -75,6 +77,12 @@ class KDE(BaseEstimator):
         device: ``None`` (default) evaluates on the CPU with kd-tree pruning, the fastest path
             on a CPU; a torch device (``"cuda"``, ``"cpu"``, ``"auto"``: CUDA when available)
             evaluates every kernel there in dense blocks, for GPUs. Both are exact.
+        bounds: ``None``, or one ``(lower, upper)`` pair per column (``None`` for an open side,
+            ``None`` for an unbounded column): a boundary-corrected estimate. The kernels are
+            placed on ``log(x - lower)``, ``-log(upper - x)`` or the logit of the scaled column
+            (:class:`densitylab.support.Support`), and the density carried back with the
+            Jacobian, so it integrates to 1 on the support, is 0 outside it, and samples stay in
+            it. Every training point must lie strictly inside.
 
         threads: threads of every call (``fit``, ``score_samples``, ``evaluate_grid``,
             ``sample``): the pointwise sums and the grid share their work among them.
@@ -86,7 +94,9 @@ class KDE(BaseEstimator):
         bandwidth_: the matrix ``H``, ``(d, d)``; lower-triangular under a rule.
         covariance_: the kernel covariance ``H H^T``.
         factor_: the rule's factor on ``chol(Sigma)``, or ``None`` for an explicit bandwidth.
-        data_, weights_: the points with positive weight and their weights (summing to one).
+        data_, weights_: the points with positive weight and their weights (summing to one);
+            with ``bounds``, ``data_`` is in the mapped coordinates, where the kernels sit.
+        support_: the :class:`~densitylab.support.Support` of ``bounds``, or ``None``.
         n_features_in_: ``d``.
 
     How the bandwidth maps onto other libraries (same estimate, to float64 rounding):
@@ -120,11 +130,13 @@ class KDE(BaseEstimator):
         chunk_size: int | None = None,
         device: str | None = None,
         threads: int | None = None,
+        bounds: Any = None,
     ) -> None:
         self.bandwidth = bandwidth
         self.chunk_size = chunk_size
         self.device = device
         self.threads = threads
+        self.bounds = bounds
 
     def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> KDE:
         """Store the points ``X`` ``(n, d)`` (weighted by ``sample_weight``) and resolve ``H``."""
@@ -134,6 +146,10 @@ class KDE(BaseEstimator):
     def _fit(self, X: ArrayLike, sample_weight: ArrayLike | None) -> KDE:
         x = estimator_points(self, X, reset=True)
         w = _check_weights(sample_weight, len(x))
+        self.support_ = None if self.bounds is None else Support(self.bounds, x.shape[1])
+        if self.support_ is not None:  # the kernels sit on the support mapped onto R^d
+            self.support_.check_inside(x)
+            x = self.support_.to_free(x)[0]
         positive = w > 0
         x, w = x[positive], w[positive] / w[positive].sum()
         if self.chunk_size is not None:
@@ -148,6 +164,9 @@ class KDE(BaseEstimator):
         self.factor_ = factor
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
+        self.__dict__.pop("feature_names_in_", None)
+        if (names := feature_names_of(X)) is not None:  # a DataFrame's column names
+            self.feature_names_in_ = names
         self._chol, self._mean = chol, mean
         d = x.shape[1]
         self._log_norm = 0.5 * d * _LOG_2PI + float(np.sum(np.log(np.diag(chol))))
@@ -173,13 +192,38 @@ class KDE(BaseEstimator):
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density at each row of ``X`` ``(m, d)``, shape ``(m,)``; finite however far a point
-        lies from the data (the sum is taken in log space)."""
+        lies from the data (the sum is taken in log space); ``-inf`` outside ``bounds``. A row
+        with missing cells (NaN) gets the exact marginal density of its observed cells."""
         check_is_fitted(self)
         with threads_.budget(self.threads):
             return self._score_samples(X)
 
     def _score_samples(self, X: ArrayLike) -> np.ndarray:
-        x = estimator_points(self, X, reset=False)
+        x = estimator_points(self, X, reset=False, allow_missing=True)
+        if np.isnan(x).any():
+            return marginal_log_density(x, self._marginal)
+        if getattr(self, "support_", None) is None:
+            return self._log_density(x)
+        y, log_jacobian, inside = self.support_.to_free(x)
+        out = np.full(len(x), -np.inf)
+        out[inside] = self._log_density(y[inside]) + log_jacobian[inside]
+        return out
+
+    def _marginal(self, observed: list[int]):
+        """The log-density of this KDE's marginal on the columns ``observed``: the kernels'
+        points and covariance restricted to them (exact for Gaussian kernels)."""
+        if len(observed) == self.n_features_in_:
+            return self.score_samples
+        block = self.covariance_[np.ix_(observed, observed)]
+        marginal = KDE(bandwidth=np.linalg.cholesky(block)).fit(self.data_[:, observed],
+                                                                 sample_weight=self.weights_)
+        support = getattr(self, "support_", None)
+        if support is not None:  # the kernels sit in mapped coordinates: map those columns
+            marginal.support_ = Support([support.bounds[j] for j in observed], len(observed))
+        return marginal.score_samples
+
+    def _log_density(self, x: np.ndarray) -> np.ndarray:
+        """Log-density of the kernels at ``x`` (mapped coordinates where ``bounds`` are set)."""
         v = self._whiten(x)
         far = ~(np.max(np.abs(v), axis=1) <= _FAR_QUERY)  # NaN/inf (overflowed) count as far
         sums = np.empty(len(x))
@@ -217,7 +261,7 @@ class KDE(BaseEstimator):
 
     def _evaluate_grid(self, grid: Grid, log: bool) -> np.ndarray:
         cov = self.covariance_
-        if cov[0, 1] == 0.0 and cov[1, 0] == 0.0:
+        if cov[0, 1] == 0.0 and cov[1, 0] == 0.0 and getattr(self, "support_", None) is None:
             sd = np.sqrt(np.diag(cov))
             log_image, small = grid_log_image(self.data_, self.weights_, sd, grid.xs, grid.ys,
                                               self._block, self._device)
@@ -244,7 +288,9 @@ class KDE(BaseEstimator):
         idx = rng.choice(len(self.data_), size=n_samples, p=self.weights_)
         z = rng.standard_normal((n_samples, self.n_features_in_))
         with threads_.budget(self.threads):
-            return self.data_[idx] + z @ self.bandwidth_.T
+            points = self.data_[idx] + z @ self.bandwidth_.T
+        support = getattr(self, "support_", None)
+        return points if support is None else support.to_data(points)
 
 
 def _check_weights(sample_weight: ArrayLike | None, n: int) -> np.ndarray:

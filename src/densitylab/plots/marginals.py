@@ -7,6 +7,7 @@ curves and images from a model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,27 +60,34 @@ def pairs_panels(
     data: np.ndarray | None = None,
     samples: np.ndarray | None = None,
     model_label: str = "model",
+    bars: Mapping[int, tuple[np.ndarray, float]] | None = None,
 ) -> Figure:
     """A pairs (corner) plot of a ``d``-dimensional density.
 
-    Diagonal: each 1-D marginal ``one[i] = (xs, density)`` over a histogram of ``data``.
-    Below it: each 2-D marginal ``two[i, j] = (grid, image)`` (``x_j`` across, ``x_i`` up) on one
-    colour scale with one colorbar. Above it: ``data`` against ``samples`` of the model, where
-    given. Panels of a column share the horizontal axis and panels of a row the vertical one.
+    Diagonal: each 1-D marginal ``one[i] = (xs, density)`` over a histogram of ``data``; a
+    discrete column ``i`` in ``bars`` (``(model samples, lattice step)``) shows the model's
+    probability mass per value as bars, the data's as outlined bars. Below it: each 2-D marginal
+    ``two[i, j] = (grid, image)`` (``x_j`` across, ``x_i`` up), each on its own colour scale
+    (the columns' units differ, so one shared scale would leave most panels dark), scaled to its
+    own maximum. Above it: ``data`` against ``samples`` of the model, where given. Panels of a
+    column share the horizontal axis and panels of a row the vertical one.
     """
     d = len(one)
     names = list(names) if names is not None else [f"$x_{{{i + 1}}}$" for i in range(d)]
     fig = Figure(figsize=(2.3 * d + 1.2, 2.3 * d + 0.6), layout="constrained")
     axes = fig.subplots(d, d, squeeze=False)
-    vmax = max((float(np.max(image)) for _, image in two.values()), default=1.0)
+    bars = bars or {}
     mesh = None
     for i in range(d):
         xs, curve = one[i]
         ax = axes[i, i]
-        if data is not None:
-            ax.hist(data[:, i], bins=30, range=(float(xs[0]), float(xs[-1])), density=True,
-                    color="C0", alpha=0.35, label="data")
-        ax.plot(xs, curve, color="C3", lw=1.5, label=model_label)
+        if i in bars:
+            _mass_bars(ax, bars[i], None if data is None else data[:, i], model_label)
+        else:
+            if data is not None:
+                ax.hist(data[:, i], bins=30, range=(float(xs[0]), float(xs[-1])), density=True,
+                        color="C0", alpha=0.35, label="data")
+            ax.plot(xs, curve, color="C3", lw=1.5, label=model_label)
         ax.set_xlim(float(xs[0]), float(xs[-1]))
         ax.set_ylim(bottom=0)
         ax.set_yticks([])
@@ -87,8 +95,10 @@ def pairs_panels(
             if j < i:
                 grid, image = two[i, j]
                 (x0, x1), (y0, y1) = grid.bounds
-                mesh = axes[i, j].imshow(image, origin="lower", extent=(x0, x1, y0, y1),
-                                         vmin=0.0, vmax=vmax, cmap="viridis", aspect="auto")
+                peak = float(np.max(image))
+                mesh = axes[i, j].imshow(image / peak if peak > 0 else image, origin="lower",
+                                         extent=(x0, x1, y0, y1), vmin=0.0, vmax=1.0,
+                                         cmap="viridis", aspect="auto")
             elif j > i:
                 ax_ij = axes[i, j]
                 if data is not None:
@@ -116,10 +126,25 @@ def pairs_panels(
     if d > 1 and (data is not None or samples is not None):
         axes[0, d - 1].legend(fontsize=7, loc="upper right", markerscale=4)
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes.ravel().tolist(), label="2-D marginal density (lower panels)",
+        fig.colorbar(mesh, ax=axes.ravel().tolist(),
+                     label="2-D marginal density / the panel's maximum (lower panels)",
                      shrink=0.6)
     fig.suptitle(title)
     return fig
+
+
+def _mass_bars(ax: Any, bar: tuple[np.ndarray, float], data: np.ndarray | None,
+               model_label: str) -> None:
+    """Probability mass per value of a discrete column: the model's samples as filled bars,
+    the data as outlined ones."""
+    samples, step = bar
+    values, counts = np.unique(samples, return_counts=True)
+    ax.bar(values, counts / counts.sum(), width=0.8 * step, color="C3", alpha=0.5,
+           label=f"{model_label} (mass)")
+    if data is not None:
+        seen, observed = np.unique(data, return_counts=True)
+        ax.bar(seen, observed / observed.sum(), width=0.8 * step, fill=False, edgecolor="C0",
+               label="data (mass)")
 
 
 def histograms(series: Mapping[str, np.ndarray], title: str, *, xlabel: str = "$x$") -> Figure:

@@ -146,8 +146,10 @@ def pairs(
 
     A KDE's marginals are exact (the marginal of a Gaussian KDE is a KDE); for other models they
     are estimated by a KDE of ``n_samples`` samples drawn with ``seed``. ``names`` label the
-    coordinates (default ``x_1, x_2, ...``); as many samples as data points are drawn above
-    the diagonal, so the two clouds compare fairly.
+    coordinates (default: the model's column names, else ``x_1, x_2, ...``); as many samples as
+    data points are drawn above the diagonal, so the two clouds compare fairly. A discrete
+    column (integer, rounded, binary: the model's ``column_types_``) is drawn as bars of
+    probability mass on its diagonal panel.
     """
     dim = views.dimension(model)
     x = _points(data, dim)
@@ -156,9 +158,11 @@ def pairs(
            else views.bounds_of(*([x] if x is not None else []), drawn))
     one, two = views.marginals(model, box, resolution, n_samples, seed)
     shown = min(1500, len(drawn), len(x) if x is not None else len(drawn))
+    if names is None and getattr(model, "feature_names_in_", None) is not None:
+        names = [str(n) for n in model.feature_names_in_]
     return pairs_panels(one, two, title or f"Marginals of the {name_of(model)}", names=names,
                         data=x[:shown] if x is not None else None, samples=drawn[:shown],
-                        model_label=name_of(model))
+                        model_label=name_of(model), bars=views.discrete_masses(model, drawn))
 
 
 def layers(
