@@ -19,6 +19,7 @@ from typing import Any
 
 from densitylab._files import output_file
 from densitylab.derivations import ANCHORS, DERIVATIONS, DIAGRAMS, TASKS
+from densitylab.experiments import check_findings
 from densitylab.experiments.findings import Z
 from densitylab.experiments.runner import Outcome, Table
 
@@ -109,6 +110,67 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _text(outcome: Outcome) -> tuple[str, list[str]]:
+    """The section's plain-language summary and its bullets (an outcome of another build may
+    carry one paragraph: then it is the summary)."""
+    if isinstance(outcome.findings, str):
+        return outcome.findings, []
+    if not outcome.findings:
+        return "", []
+    return outcome.findings[0], list(outcome.findings[1:])
+
+
+def reconciliation(outcomes: list[Outcome]) -> Table | None:
+    """The same data, architecture and seed trained in more than one section: every result
+    side by side, with the reason they may differ, computed from the runs' settings."""
+    from densitylab.experiments.findings import compare
+
+    seen: dict[str, list[tuple[str, str, dict]]] = {}
+    for o in outcomes:
+        for label, m in _runs_of(o):
+            seen.setdefault(_model_key(m["run_key"]), []).append((o.name, label, m))
+    rows = []
+    for entries in seen.values():
+        if len({name for name, _, _ in entries}) < 2:
+            continue
+        keys = {m["run_key"] for _, _, m in entries}
+        ref = entries[0][2]
+        spread = [compare(m["test_nll"], m["test_nll_se"], ref["test_nll"], ref["test_nll_se"])
+                  for _, _, m in entries]
+        if len(keys) == 1:
+            reason = "identical settings: one model, retrained"
+        elif all(v == 0 for v in spread):
+            reason = "budgets differ; results within noise of each other"
+        else:
+            reason = ("budgets differ (epochs, early stopping or batching), and float rounding "
+                      "makes training trajectories diverge: the spread is training noise")
+        for name, label, m in entries:
+            rows.append([f"{m.get('data_label', m.get('data', ''))}", f"{name}: {label}",
+                         m.get("epochs", "—"), m.get("best_epoch", "—"),
+                         f"{m['test_nll']:.3f} ± {m['test_nll_se']:.3f}", reason])
+    if not rows:
+        return None
+    return Table("One model, several sections: the same data, architecture and seed wherever "
+                 "they recur", ["law", "section: run", "epochs", "best epoch", "test NLL ± SE",
+                                "why the numbers may differ"], rows, folded=True)
+
+
+def _runs_of(outcome: Outcome):
+    """``(label, metrics)`` of every trained flow of an outcome that records its settings."""
+    for label, m in outcome.metrics.items():
+        if isinstance(m, dict) and "run_key" in m:
+            yield label, m
+        elif isinstance(m, dict):
+            for inner, n in m.items():
+                if isinstance(n, dict) and "run_key" in n:
+                    yield f"{label} | {inner}", n
+
+
+def _model_key(run_key: str) -> str:
+    """A run's settings less its budget: what makes two runs the same model."""
+    return re.sub(r"Budget\(epochs=\d+", "Budget(", re.sub(r"patience=\w+", "", run_key))
+
+
 def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: Table,
            timing: Table) -> str:
     """The page's HTML from the outcomes (whose figures live in ``out/<name>/figures``)."""
@@ -119,14 +181,16 @@ def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: T
     env.tests["number_like"] = _number_like
     sections = []
     for o in outcomes:
+        check_findings(o)
         section = dict(vars(o))
+        section["summary"], section["bullets"] = _text(o)
         section["figure_list"] = _figures(o, out / o.name)
         sections.append(section)
     return env.get_template(TEMPLATE).render(
         outcomes=sections, quick=quick, z=f"{Z:g}", tasks=TASKS, derivations=_derivations(),
         link_labels={o.name: o.title for o in outcomes}
         | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS},
-        environment=environment_table, timing=timing,
+        environment=environment_table, timing=timing, reconciliation=reconciliation(outcomes),
     )
 
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -63,8 +64,40 @@ def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = 
             outcome = run_flow_experiment(experiment, staging, quick, verbose)
         else:
             outcome = experiment.run(staging, quick)
+        outcome = with_findings(outcome, experiment)
         outcome.write(staging)
     return outcome
+
+
+def with_findings(outcome: Outcome, experiment: Experiment) -> Outcome:
+    """The outcome with its text computed from its metrics as saved (after a JSON round trip,
+    so the report's check recomputes exactly the same sentences)."""
+    if experiment.findings is None:
+        return outcome
+    outcome.metrics = json.loads(json.dumps(outcome.metrics, default=float))
+    outcome.findings = experiment.findings(outcome.metrics)
+    return outcome
+
+
+def check_findings(outcome: Outcome) -> None:
+    """Refuse an outcome whose text does not follow from its metrics: every sentence, number
+    and verdict is recomputed by the experiment's findings function from the saved metrics.
+
+    Raises ValueError naming the first sentence that differs (hand-edited, or stale)."""
+    if outcome.name not in registry():
+        return  # an experiment of another build: nothing to recompute it with
+    experiment = get(outcome.name)
+    if experiment.findings is None:
+        return
+    expected = experiment.findings(json.loads(json.dumps(outcome.metrics, default=float)))
+    found = outcome.findings if isinstance(outcome.findings, list) else [outcome.findings]
+    for index, (want, have) in enumerate(zip(expected, found, strict=False)):
+        if want != have:
+            raise ValueError(f"{outcome.name}: finding {index + 1} does not follow from its "
+                             f"metrics: {have!r} (recomputed: {want!r})")
+    if len(expected) != len(found):
+        raise ValueError(f"{outcome.name}: {len(found)} findings, its metrics give "
+                         f"{len(expected)}")
 
 
 def run_all(
@@ -131,4 +164,4 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-__all__ = ["Outcome", "get", "names", "registry", "run", "run_all"]
+__all__ = ["Outcome", "check_findings", "get", "names", "registry", "run", "run_all"]

@@ -244,22 +244,26 @@ def grouped_bars(
     ylabel: str,
     title: str,
     reference: tuple[float, str] | None = None,
+    errors: Mapping[str, Sequence[float]] | None = None,
 ) -> Figure:
     """One group of bars per label, one bar per series, on a log scale;
-    ``reference = (value, label)`` draws a dashed horizontal line (a target, say)."""
-    width = min(12.0, max(6.0, 1.0 * len(labels) + 2))
-    fig = Figure(figsize=(width, 5.0), layout="constrained")
+    ``reference = (value, label)`` draws a dashed horizontal line (a target, say);
+    ``errors``: per series, the half-length of each bar's error bar."""
+    fig_width = min(12.0, max(6.0, 1.0 * len(labels) + 2))
+    fig = Figure(figsize=(fig_width, 5.0), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
     positions = np.arange(len(labels))
     for i, (name, values) in enumerate(series.items()):
-        ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+        ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name,
+               yerr=None if errors is None else errors[name], capsize=2,
+               error_kw={"elinewidth": 0.8})
     if reference is not None:
         ax.axhline(reference[0], color="black", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks(positions, labels, fontsize=8, rotation=30 if len(labels) > 8 else 0,
                   ha="right" if len(labels) > 8 else "center")
     ax.set_yscale("log")
-    ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * width))
+    ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * fig_width))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig

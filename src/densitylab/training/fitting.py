@@ -72,6 +72,7 @@ def fit_many(
     device: str | torch.device | None = None,
     distributed: bool = False,
     objective: str = "nll",
+    keep_final: bool = False,
 ) -> list[FitResult]:
     """Fit M flows of one architecture in one vectorised computation.
 
@@ -122,6 +123,9 @@ def fit_many(
             the one a single process would get, up to float rounding; only rank 0 shows
             progress and writes checkpoints. Uses the torch engine.
         objective: the loss minimised, by name (``"nll"``: maximum likelihood).
+        keep_final: also return the last epoch's weights, as ``FitResult.final_model`` (the
+            rule of code that keeps the final weights, for a report to compare with the
+            best-validation weights it keeps).
     """
     if len(flows) == 0:
         raise ValueError("fit_many needs at least one flow")
@@ -170,7 +174,13 @@ def fit_many(
         driver = train(runner, goal, options, seeds, data, model.config, verbose=verbose,
                        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     model.eval()
-    return driver.results([f.eval() for f in unstack(model)], data.splits)
+    results = driver.results([f.eval() for f in unstack(model)], data.splits)
+    if keep_final:
+        runner.load_state(driver.final_state)
+        for result, final in zip(results, unstack(model), strict=True):
+            result.final_model = final.eval()
+        runner.load_state(driver.best_state)
+    return results
 
 
 fit.__signature__ = inspect.signature(fit_many).replace(

@@ -76,6 +76,7 @@ class FitResult:
     stop_reason: str  # "completed", "early-stopping", "diverged" or "interrupted"
     train_indices: np.ndarray
     val_indices: np.ndarray
+    final_model: Any = None  # the last epoch's weights, when asked for (fit_many keep_final)
 
     @property
     def flow(self) -> Any:
