@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from densitylab._files import output_file
-from densitylab.derivations import ANCHORS, DERIVATIONS, DIAGRAMS, TASKS
+from densitylab.derivations import ANCHORS, CODE, DERIVATIONS, DIAGRAMS, STUDIES, TASKS
 from densitylab.experiments import check_findings
 from densitylab.experiments.findings import Z
 from densitylab.experiments.runner import Outcome, Table
@@ -53,13 +53,21 @@ def _diagram(name: str) -> dict[str, str]:
     return {"caption": caption, "data": _b64(buffer.getvalue())}
 
 
-def _derivations() -> list[dict[str, Any]]:
-    return [
-        {"id": ANCHORS[heading], "heading": heading,
-         "steps": [(prose, _formula(latex) if latex else None) for prose, latex in steps],
-         "diagram": _diagram(DIAGRAMS[heading]) if heading in DIAGRAMS else None}
-        for heading, steps in DERIVATIONS
-    ]
+def _derivations(present: set[str]) -> list[dict[str, Any]]:
+    """The derivations with their code sketches, and a link to the study measuring each, or
+    a note that the study is not in this build (``present``: the sections on the page)."""
+    out = []
+    for heading, steps in DERIVATIONS:
+        study = None
+        if heading in STUDIES:
+            name, what = STUDIES[heading]
+            study = {"name": name, "what": what, "present": name in present}
+        out.append({"id": ANCHORS[heading], "heading": heading,
+                    "steps": [(prose, _formula(latex) if latex else None)
+                              for prose, latex in steps],
+                    "code": CODE.get(heading), "study": study,
+                    "diagram": _diagram(DIAGRAMS[heading]) if heading in DIAGRAMS else None})
+    return out
 
 
 _NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?( ± [\d.,]+(e[-+]?\d+)?)?( \(.*\))?$")
@@ -186,10 +194,14 @@ def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: T
         section["summary"], section["bullets"] = _text(o)
         section["figure_list"] = _figures(o, out / o.name)
         sections.append(section)
+    present = {o.name for o in outcomes}
+    link_labels = ({o.name: o.title for o in outcomes}
+                   | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS})
+    tasks = [(source, task, asks, target if target[1:] in link_labels else None,
+              target[1:]) for source, task, asks, target in TASKS]
     return env.get_template(TEMPLATE).render(
-        outcomes=sections, quick=quick, z=f"{Z:g}", tasks=TASKS, derivations=_derivations(),
-        link_labels={o.name: o.title for o in outcomes}
-        | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS},
+        outcomes=sections, quick=quick, z=f"{Z:g}", tasks=tasks,
+        derivations=_derivations(present), link_labels=link_labels,
         environment=environment_table, timing=timing, reconciliation=reconciliation(outcomes),
     )
 

@@ -142,7 +142,7 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
                 row["energy_se"] = noise
     by_model = {(model, data): panel for (data, model), panel in panels.items()}
     figure = flow_plots.sample_grid(by_model, list(MODELS), list(DATA),
-                                    "Samples of every model (red) beside held-out data (blue)")
+                                    "Samples of every model (red) over held-out data (blue)")
     plots.save_figures(out / "figures", {"samples": figure}, strict=True)
     n_test = len(prepared[runs[0].label].test)
     return Outcome(
@@ -155,8 +155,8 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
         "where it exists, and sample quality, beside a single full-covariance Gaussian.",
         findings=[],
         figures={"samples.png": f"Rows: models; columns: data sets (each column on its own "
-                 f"axes). {N_SAMPLES} generated samples (red, left half of each pair) beside "
-                 f"{N_SAMPLES} held-out test points (blue) drawn underneath, never over them."},
+                 f"axes). {N_SAMPLES} generated samples (red) drawn over {N_SAMPLES} held-out "
+                 "test points (light blue, underneath)."},
         tables=[_table(scores, quick), _architectures()], metrics=scores,
         seconds=time.perf_counter() - start,
     )

@@ -319,10 +319,10 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
         limits = flow_plots.robust_limits(*(test for test, _ in panels.values()), pad=0.25)
         figures["samples"] = (
             flow_plots.panel_row(flow_plots.draw_samples, panels,
-                                 "Generated samples (red) under the held-out test points (blue)",
+                                 "Generated samples (red) over held-out test points (blue)",
                                  size=3.6, shared_limits=limits),
-            "Held-out test points (blue, outlined, drawn on top) and 2000 samples x-hat from "
-            "each trained flow (red); every panel has the same axes.",
+            "2000 samples x-hat from each trained flow (red), drawn over 2000 held-out test "
+            "points (light blue, underneath); every panel has the same axes.",
         )
     if "latent" in experiment.figures:
         panels = {lb: (latent_codes(results[lb].flow, prepared[lb].test[:2000]),) for lb in labels}

@@ -40,8 +40,8 @@ def _titles(fig: Figure):
     return texts
 
 
-def _panels_per_row(fig: Figure) -> int:
-    """Most visible subplot panels (colorbars aside) that share one row of a grid."""
+def _row_counts(fig: Figure) -> dict[tuple[int, int], int]:
+    """Visible subplot panels (colorbars aside) per row of each grid."""
     rows: dict[tuple[int, int], int] = {}
     for ax in fig.axes:
         spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
@@ -50,11 +50,26 @@ def _panels_per_row(fig: Figure) -> int:
         gridspec = spec.get_gridspec()
         key = (id(gridspec), spec.rowspan.start)
         rows[key] = rows.get(key, 0) + 1
-    return max(rows.values(), default=0)
+    return rows
+
+
+def _panels_per_row(fig: Figure) -> int:
+    """Most visible subplot panels (colorbars aside) that share one row of a grid."""
+    return max(_row_counts(fig).values(), default=0)
+
+
+def _lone_panels(fig: Figure) -> bool:
+    """Whether a grid has a row holding one panel while another of its rows holds three or
+    more: a lone panel stranded on a row of its own (use fewer columns)."""
+    grids: dict[int, list[int]] = {}
+    for (grid, _), count in _row_counts(fig).items():
+        grids.setdefault(grid, []).append(count)
+    return any(min(counts) == 1 and max(counts) >= 3 for counts in grids.values())
 
 
 def layout_problems(fig: Figure) -> list[str]:
-    """What makes ``fig`` hard to read: too wide, too many panels in a row, clipped titles."""
+    """What makes ``fig`` hard to read: too wide, too many panels in a row, a lone panel on a
+    row of its own, clipped titles."""
     canvas = fig.canvas
     if not hasattr(canvas, "get_renderer"):  # a figure made without pyplot: render with Agg
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -68,6 +83,8 @@ def layout_problems(fig: Figure) -> list[str]:
     panels = _panels_per_row(fig)
     if panels > MAX_PANELS_PER_ROW:
         problems.append(f"{panels} panels in one row (at most {MAX_PANELS_PER_ROW})")
+    if _lone_panels(fig):
+        problems.append("a lone panel on a row of its own under fuller rows")
     renderer = canvas.get_renderer()
     for text in _titles(fig):
         box = text.get_window_extent(renderer)

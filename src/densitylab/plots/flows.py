@@ -64,9 +64,12 @@ def loss_curves(
     rows = -(-n // cols)
     fig = Figure(figsize=(6.2 * cols, 4.6 * rows + 0.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    colors = [f"C{i}" for i in range(10)]
+    # one colour per run on every panel: a run shown twice keeps its colour
+    colour = {lb: f"C{i % 10}" for i, lb in enumerate(dict.fromkeys(
+        lb for members in groups.values() for lb in members))}
     for ax, (name, members) in zip(axes, groups.items(), strict=False):
-        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy, colors)
+        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy,
+                   [colour[lb] for lb in members])
         if name:
             ax.set_title(name, fontsize=10)
     for ax in axes[n:]:
@@ -75,13 +78,20 @@ def loss_curves(
     return fig
 
 
+def balanced_grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    """``(columns, rows)`` for ``n`` panels, at most ``max_cols`` in a row, the rows filled
+    as evenly as possible: the last row is never a lone panel under fuller rows."""
+    rows = -(-n // max_cols)
+    return -(-n // rows), rows
+
+
 def trace_panels(
     trace: Sequence[np.ndarray], labels: Sequence[str], title: str, data: np.ndarray | None = None
 ) -> Figure:
-    """Samples after every layer, prior first and data last, on shared axes."""
+    """Samples after every layer, prior first and data last, on shared axes; rows as full as
+    possible (5 panels: 3 + 2, never 4 + 1)."""
     n = len(trace)
-    cols = min(n, 4)
-    rows = int(np.ceil(n / cols))
+    cols, rows = balanced_grid(n)
     fig = Figure(figsize=(2.8 * cols, 3.0 * rows + 0.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
     (x0, x1), (y0, y1) = robust_limits(*trace, *([data] if data is not None else []))
@@ -103,11 +113,11 @@ def trace_panels(
 
 def draw_samples(ax, data: np.ndarray, samples: np.ndarray, title: str, labels=("data", "model"),
                  limits=None):
-    """Generated samples, with the held-out data drawn over them (larger, outlined) so the
-    data stay visible however many samples there are."""
-    ax.scatter(samples[:, 0], samples[:, 1], color="C3", label=labels[1], **POINT)
-    ax.scatter(data[:, 0], data[:, 1], s=9, color="C0", edgecolors="black", linewidths=0.3,
-               alpha=0.9, label=labels[0], zorder=3)
+    """Generated samples drawn over the held-out data (light, underneath), so what the model
+    generates is never hidden by the test points."""
+    ax.scatter(data[:, 0], data[:, 1], s=4, color="C0", alpha=0.25, linewidths=0,
+               label=labels[0], zorder=1)
+    ax.scatter(samples[:, 0], samples[:, 1], color="C3", label=labels[1], zorder=2, **POINT)
     (x0, x1), (y0, y1) = limits if limits is not None else robust_limits(data, samples)
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="$x_1$", ylabel="$x_2$", title=title)
     ax.set_aspect("equal", adjustable="box")
@@ -133,8 +143,7 @@ def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
     at most ``per_row`` panels in a row. ``shared_limits``: axis limits every panel uses
     (passed to ``draw`` as ``limits=``), so the panels compare on the same axes."""
     n = len(panels)
-    cols = min(n, per_row)
-    rows = -(-n // cols)
+    cols, rows = balanced_grid(n, per_row)
     fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, arguments) in zip(axes, panels.items(), strict=False):
@@ -214,7 +223,7 @@ def sample_grid(
     title: str,
 ) -> Figure:
     """A table of sample plots: ``panels[row, col] = (data, samples)``; columns share axes
-    (one data set per column), the held-out data drawn over the samples."""
+    (one data set per column), the samples drawn over the held-out data (light, underneath)."""
     fig = Figure(figsize=(2.9 * len(cols), 2.7 * len(rows) + 0.8), layout="constrained")
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex="col", sharey="col")
     for j, col in enumerate(cols):
@@ -222,9 +231,10 @@ def sample_grid(
         for i, row in enumerate(rows):
             data, samples = panels[row, col]
             ax = axes[i, j]
-            ax.scatter(samples[:, 0], samples[:, 1], color="C3", label="samples", **POINT)
-            ax.scatter(data[:, 0], data[:, 1], color="C0", s=6, alpha=0.9, edgecolors="black",
-                       linewidths=0.2, label="test data", zorder=3)
+            ax.scatter(data[:, 0], data[:, 1], color="C0", s=4, alpha=0.25, linewidths=0,
+                       label="test data", zorder=1)
+            ax.scatter(samples[:, 0], samples[:, 1], color="C3", label="samples", zorder=2,
+                       **POINT)
             ax.set(xlim=(x0, x1), ylim=(y0, y1))
             if i == 0:
                 ax.set_title(col, fontsize=10)
