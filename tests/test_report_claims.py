@@ -60,8 +60,8 @@ def test_a_difference_within_noise_is_never_called_better():
 
 
 def test_the_report_refuses_a_page_whose_text_was_edited(tmp_path):
-    from densitylab.report import render
     from densitylab.experiments.runner import Table
+    from densitylab.report import render
 
     outcome = depth_outcome()
     outcome.findings[0] = outcome.findings[0].replace("K=4 fits better", "K=2 fits better")
