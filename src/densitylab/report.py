@@ -219,7 +219,14 @@ def write_report(
     rows = [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["sum", f"{total:.1f}"]]
     if wall_seconds is not None:
         rows.append([f"whole run ({jobs} at once)", f"{wall_seconds:.1f}"])
-    timing = Table("Wall time per experiment (seconds)", ["experiment", "seconds"], rows)
+    from densitylab.experiments import registry
+
+    timed = [o.name for o in outcomes if o.name in registry() and registry()[o.name].exclusive]
+    timing = Table("Wall time per experiment (seconds)", ["experiment", "seconds"], rows,
+                   note=(f"Studies whose findings compare timings ({', '.join(timed)}) ran "
+                         "alone, after the others, whatever the number of experiments at once; "
+                         "the machine may still have been shared with other users."
+                         if timed else ""))
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
     page = render(outcomes, out, quick, env_table, timing)
     path = out / REPORT_FILE

@@ -157,7 +157,8 @@ def energy_noise(truth, test: np.ndarray, n_samples: int = 5000, repeats: int = 
 
 
 def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> dict[str, Any]:
-    report = evaluate_flow(result.flow, data.test, data.truth, seed=run.budget.seed)
+    report = evaluate_flow(result.flow, data.test, data.truth, seed=run.budget.seed,
+                           max_points=2000)
     centres = getattr(data.truth, "centres", None)
     if centres is not None:
         samples = flow_samples(result.flow, 2000, run.budget.seed)

@@ -12,6 +12,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 MAX_ASPECT = 4.0  # width / height of the saved image
@@ -24,6 +25,13 @@ def wrap_title(title: str, width_inches: float, fontsize: float = 12.0) -> str:
     per character), so a narrow figure's title wraps instead of being clipped."""
     per_line = max(12, int(width_inches * 72 / (0.55 * fontsize)) - 2)
     return textwrap.fill(title, per_line)
+
+
+def balanced_grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    """``(columns, rows)`` for ``n`` panels, at most ``max_cols`` in a row, the rows filled
+    as evenly as possible: the last row is never a lone panel under fuller rows."""
+    rows = -(-n // max_cols)
+    return -(-n // rows), rows
 
 
 def _titles(fig: Figure):
@@ -97,24 +105,23 @@ def layout_problems(fig: Figure) -> list[str]:
 def save_png(fig: Figure, path: Path, dpi: int = 100, strict: bool = False) -> None:
     """Save ``fig`` as a compact PNG (a 256-colour palette where Pillow is present), after
     checking it with :func:`layout_problems`: an unreadable figure is a ``ValueError`` when
-    ``strict``, else a warning."""
+    ``strict``, else a warning. The figure is drawn once: the check's rendering (at ``dpi``)
+    is the image saved."""
+    fig.set_dpi(dpi)
     problems = layout_problems(fig)
     if problems:
         message = f"figure {path.name}: " + "; ".join(problems)
         if strict:
             raise ValueError(message)
         warnings.warn(message, stacklevel=3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    data = buffer.getvalue()
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow ships with matplotlib
-        path.write_bytes(data)
+        fig.savefig(path, format="png", dpi=dpi)
         return
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
     quantised = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                                dither=Image.Dither.NONE)
     out = io.BytesIO()
     quantised.save(out, format="PNG", optimize=True)
-    path.write_bytes(out.getvalue() if out.tell() < len(data) else data)
+    path.write_bytes(out.getvalue())

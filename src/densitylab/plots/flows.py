@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from densitylab.plots._figure import Figure
-from densitylab.plots._layout import wrap_title
+from densitylab.plots._layout import balanced_grid, wrap_title
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
 
@@ -76,13 +76,6 @@ def loss_curves(
         ax.set_visible(False)
     fig.suptitle(title)
     return fig
-
-
-def balanced_grid(n: int, max_cols: int = 4) -> tuple[int, int]:
-    """``(columns, rows)`` for ``n`` panels, at most ``max_cols`` in a row, the rows filled
-    as evenly as possible: the last row is never a lone panel under fuller rows."""
-    rows = -(-n // max_cols)
-    return -(-n // rows), rows
 
 
 def trace_panels(
