@@ -210,3 +210,26 @@ def test_loss_curves_keep_one_colour_per_run_across_panels():
             label = line.get_label().split(" ")[0]
             colours.setdefault(label, set()).add(line.get_color())
     assert all(len(c) == 1 for lb, c in colours.items() if lb in "abc"), colours
+
+
+def test_one_model_in_several_sections_is_reconciled():
+    from densitylab.experiments.spec import Budget, Data, Model, Run
+    from densitylab.report import reconciliation
+
+    def run(epochs: int) -> str:
+        from densitylab.experiments.runner import run_key
+
+        return run_key(Run("r", Data("gaussians-rot"), Model(), Budget(epochs)))
+
+    task9 = Outcome("flows-per-dataset", "t", "q", [], metrics={
+        "rot": run_metrics(2.78) | {"run_key": run(500), "data_label": "rot"}})
+    task11 = Outcome("data-size", "t", "q", [], metrics={
+        "N=1500": run_metrics(2.73) | {"run_key": run(400), "data_label": "rot"},
+        "N=3000": run_metrics(2.60) | {"run_key": run(400).replace("1350", "2700")}})
+    table = reconciliation([task9, task11])
+    assert [row[1] for row in table.rows] == ["flows-per-dataset: rot", "data-size: N=1500"]
+    assert all("training noise" in row[-1] for row in table.rows)  # 0.05 apart, SE 0.01
+    same = Outcome("depth", "t", "q", [], metrics={
+        "K=4": run_metrics(2.779) | {"run_key": run(250), "data_label": "rot"}})
+    assert "within noise" in reconciliation([task9, same]).rows[0][-1]
+    assert reconciliation([task9]) is None

@@ -79,6 +79,11 @@ def with_findings(outcome: Outcome, experiment: Experiment) -> Outcome:
     return outcome
 
 
+def _lines(findings: str | list[str]) -> list[str]:
+    """Findings as a list of sentences (a study may still write one paragraph)."""
+    return [findings] if isinstance(findings, str) else list(findings)
+
+
 def check_findings(outcome: Outcome) -> None:
     """Refuse an outcome whose text does not follow from its metrics: every sentence, number
     and verdict is recomputed by the experiment's findings function from the saved metrics.
@@ -89,8 +94,9 @@ def check_findings(outcome: Outcome) -> None:
     experiment = get(outcome.name)
     if experiment.findings is None:
         return
-    expected = experiment.findings(json.loads(json.dumps(outcome.metrics, default=float)))
-    found = outcome.findings if isinstance(outcome.findings, list) else [outcome.findings]
+    expected = _lines(experiment.findings(json.loads(json.dumps(outcome.metrics,
+                                                                 default=float))))
+    found = _lines(outcome.findings)
     for index, (want, have) in enumerate(zip(expected, found, strict=False)):
         if want != have:
             raise ValueError(f"{outcome.name}: finding {index + 1} does not follow from its "

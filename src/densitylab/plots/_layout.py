@@ -34,6 +34,21 @@ def balanced_grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     return -(-n // rows), rows
 
 
+def balanced_axes(axes, n: int) -> list:
+    """The ``n`` panels of a ``balanced_grid`` ``(rows, cols)`` array of axes, the rows
+    holding counts that differ by at most one (13 in rows of 4: 4, 3, 3, 3); the unused axes
+    are hidden. Use it where ``n`` does not fill the last row."""
+    rows, cols = axes.shape
+    base, extra = divmod(n, rows)
+    chosen = []
+    for i in range(rows):
+        count = base + (i < extra)
+        chosen += list(axes[i, :count])
+        for ax in axes[i, count:]:
+            ax.set_visible(False)
+    return chosen
+
+
 def _titles(fig: Figure):
     """The figure's own title (suptitle) and every visible axes' titles, as text artists."""
     texts = []
