@@ -228,8 +228,13 @@ def test_one_model_in_several_sections_is_reconciled():
         "N=3000": run_metrics(2.60) | {"run_key": run(400).replace("1350", "2700")}})
     table = reconciliation([task9, task11])
     assert [row[1] for row in table.rows] == ["flows-per-dataset: rot", "data-size: N=1500"]
-    assert all("training noise" in row[-1] for row in table.rows)  # 0.05 apart, SE 0.01
+    # 0.05 apart with SE 0.01, best epoch 120 of 250: the worse one is training noise
+    assert "within noise of the best" in table.rows[1][-1]
+    assert "training noise" in table.rows[0][-1]
+    late = copy.deepcopy(task9)
+    late.metrics["rot"]["best_epoch"] = 249
+    assert "still improving" in reconciliation([late, task11]).rows[0][-1]
     same = Outcome("depth", "t", "q", [], metrics={
         "K=4": run_metrics(2.779) | {"run_key": run(250), "data_label": "rot"}})
-    assert "within noise" in reconciliation([task9, same]).rows[0][-1]
+    assert all("within noise" in row[-1] for row in reconciliation([task9, same]).rows)
     assert reconciliation([task9]) is None

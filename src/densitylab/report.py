@@ -141,26 +141,32 @@ def reconciliation(outcomes: list[Outcome]) -> Table | None:
     for entries in seen.values():
         if len({name for name, _, _ in entries}) < 2:
             continue
-        keys = {m["run_key"] for _, _, m in entries}
-        ref = entries[0][2]
-        spread = [compare(m["test_nll"], m["test_nll_se"], ref["test_nll"], ref["test_nll_se"])
-                  for _, _, m in entries]
-        if len(keys) == 1:
-            reason = "identical settings: one model, retrained"
-        elif all(v == 0 for v in spread):
-            reason = "budgets differ; results within noise of each other"
-        else:
-            reason = ("budgets differ (epochs, early stopping or batching), and float rounding "
-                      "makes training trajectories diverge: the spread is training noise")
+        one_setting = len({m["run_key"] for _, _, m in entries}) == 1
+        best = min((m for _, _, m in entries), key=lambda m: m["test_nll"])
         for name, label, m in entries:
             rows.append([f"{m.get('data_label', m.get('data', ''))}", f"{name}: {label}",
                          m.get("epochs", "—"), m.get("best_epoch", "—"),
-                         f"{m['test_nll']:.3f} ± {m['test_nll_se']:.3f}", reason])
+                         f"{m['test_nll']:.3f} ± {m['test_nll_se']:.3f}",
+                         _why(m, best, one_setting, compare)])
     if not rows:
         return None
     return Table("One model, several sections: the same data, architecture and seed wherever "
                  "they recur", ["law", "section: run", "epochs", "best epoch", "test NLL ± SE",
                                 "why the numbers may differ"], rows, folded=True)
+
+
+def _why(m: dict, best: dict, one_setting: bool, compare) -> str:
+    """Why a recurring run's result may differ from the best of its kind, from its numbers."""
+    if one_setting:
+        return "identical settings: one model, retrained"
+    if compare(m["test_nll"], m["test_nll_se"], best["test_nll"], best["test_nll_se"]) == 0:
+        return "within noise of the best of these runs"
+    epochs, best_epoch = m.get("epochs"), m.get("best_epoch")
+    if epochs and best_epoch and best_epoch >= 0.9 * epochs:
+        return (f"still improving when its {epochs}-epoch budget ran out (best epoch "
+                f"{best_epoch}): a longer budget goes further")
+    return ("converged earlier than its budget, worse beyond noise: training noise (batching "
+            "and float rounding make the trajectories of one seed diverge)")
 
 
 def _runs_of(outcome: Outcome):
