@@ -31,6 +31,8 @@ def test_report_has_every_section_figure_and_derivation(report):
         for line in outcome.findings:  # the summary and every bullet, as computed
             assert str(escape(line)) in page
         experiments.check_findings(outcome)
+        summary = outcome.findings[0]  # plain language, at most three sentences
+        assert len(re.findall(r"[.?!](?:\s|$)", summary)) <= 3, summary
     assert page.count("<img") >= len(experiments.names())
     assert "http://" not in page  # formulas and diagrams are base64 SVG: nothing to fetch
     assert "https://" not in page
@@ -268,7 +270,8 @@ def test_flows_vs_baselines_findings_use_the_rule():
     text = " ".join(findings(scores))
     assert "lowest test NLL RealNVP (1.100" in text and "Glow within noise" in text
     # the GAN's negative energy distance does not hide its missing modes
-    assert "GAN on moons: support recall 0.600" in text and "mode collapse" in text
+    assert "Mode collapse (support recall below the best model's beyond noise): moons (recall " \
+        "0.600 against RealNVP's 0.990)" in text
     assert "Collapsed (no better than one Gaussian) on moons" in text
     assert "The plain VAE collapses to a single Gaussian on 1 of 1 laws; with free bits on 0" \
         in text
