@@ -19,8 +19,8 @@ def run_metrics(test_nll: float, se: float = 0.01, entropy: float = 2.0, final: 
     return {
         "test_nll": test_nll, "test_nll_se": se, "entropy": entropy,
         "entropy_gap": test_nll - entropy, "final_test_nll": final, "final_test_nll_se": se,
-        "final_entropy_gap": final - entropy, "best_epoch": 120, "epochs_run": 250,
-        "epochs": 250, "data": "gaussians-rot",
+        "final_entropy_gap": final - entropy, "final_minus_best_se": se / 4, "best_epoch": 120,
+        "epochs_run": 250, "epochs": 250, "data": "gaussians-rot",
         "gaussian": {"test_nll": gaussian, "test_nll_se": se, "entropy_gap": gaussian - entropy},
         "sample_quality": {"low_density_fraction": 0.05, "precision": 0.9, "recall": 0.97},
         "history": {"val_nll": [3.0, 2.5, 2.4], "train_nll": [3.0, 2.4, 2.3]},

@@ -141,10 +141,12 @@ def against_gaussian(label: str, m: dict[str, Any]) -> str:
 
 def weight_rules(label: str, m: dict[str, Any]) -> str:
     """Test NLL under the two weight-keeping rules: the best validation epoch (densitylab's)
-    and the final epoch (the coursework's ``train()`` with fewer than 500 validation points)."""
+    and the final epoch (the coursework's ``train()`` with fewer than 500 validation points),
+    decided on the paired standard error of their difference (the same test points)."""
     best = (m["test_nll"], m["test_nll_se"])
     final = (m["final_test_nll"], m["final_test_nll_se"])
-    outcome = compare(*best, *final)
+    # one model against another on the same test points: the paired standard error
+    outcome = compare(best[0], m["final_minus_best_se"], final[0], 0.0)
     verdict = {0: "within noise", -1: "best-validation weights better beyond noise",
                1: "final weights better beyond noise"}[outcome]
     return (f"{label}: best-validation weights (epoch {m['best_epoch']}) {best[0]:.3f}, final "

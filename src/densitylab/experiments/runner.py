@@ -166,10 +166,14 @@ def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> di
                                                          radius=2 * data.truth.std)
     report["energy_se"] = energy_noise(data.truth, data.test)
     final = result.final_model if result.final_model is not None else result.flow
-    final_nll, final_se = metrics_.nll_with_error(flow_log_prob(final, data.test))
+    final_log_p = flow_log_prob(final, data.test)
+    final_nll, final_se = metrics_.nll_with_error(final_log_p)
+    # the two rules' models scored on the same points: the paired error of their difference
+    _, paired_se = metrics_.nll_with_error(final_log_p - flow_log_prob(result.flow, data.test))
     return report | {
         "final_test_nll": final_nll,
         "final_test_nll_se": final_se,
+        "final_minus_best_se": paired_se,
         "final_entropy_gap": metrics_.entropy_gap(final_nll, data.truth.entropy()),
         "epochs_run": result.epochs_run,
         "data": data.truth.name,
