@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from densitylab._files import output_directory
+from densitylab.experiments.claims import check_findings, with_findings
 from densitylab.experiments.flow_studies import FLOW_STUDIES
 from densitylab.experiments.runner import Outcome, run_flow_experiment
 from densitylab.experiments.spec import CustomExperiment, FlowExperiment
@@ -67,43 +67,6 @@ def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = 
         outcome = with_findings(outcome, experiment)
         outcome.write(staging)
     return outcome
-
-
-def with_findings(outcome: Outcome, experiment: Experiment) -> Outcome:
-    """The outcome with its text computed from its metrics as saved (after a JSON round trip,
-    so the report's check recomputes exactly the same sentences)."""
-    if experiment.findings is None:
-        return outcome
-    outcome.metrics = json.loads(json.dumps(outcome.metrics, default=float))
-    outcome.findings = experiment.findings(outcome.metrics)
-    return outcome
-
-
-def _lines(findings: str | list[str]) -> list[str]:
-    """Findings as a list of sentences (a study may still write one paragraph)."""
-    return [findings] if isinstance(findings, str) else list(findings)
-
-
-def check_findings(outcome: Outcome) -> None:
-    """Refuse an outcome whose text does not follow from its metrics: every sentence, number
-    and verdict is recomputed by the experiment's findings function from the saved metrics.
-
-    Raises ValueError naming the first sentence that differs (hand-edited, or stale)."""
-    if outcome.name not in registry():
-        return  # an experiment of another build: nothing to recompute it with
-    experiment = get(outcome.name)
-    if experiment.findings is None:
-        return
-    expected = _lines(experiment.findings(json.loads(json.dumps(outcome.metrics,
-                                                                 default=float))))
-    found = _lines(outcome.findings)
-    for index, (want, have) in enumerate(zip(expected, found, strict=False)):
-        if want != have:
-            raise ValueError(f"{outcome.name}: finding {index + 1} does not follow from its "
-                             f"metrics: {have!r} (recomputed: {want!r})")
-    if len(expected) != len(found):
-        raise ValueError(f"{outcome.name}: {len(found)} findings, its metrics give "
-                         f"{len(expected)}")
 
 
 def run_all(
