@@ -184,6 +184,7 @@ def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> di
         "layers": run.model.layers,
         "hidden": list(run.model.hidden),
         "epochs": run.budget.epochs,
+        "patience": run.budget.patience,
         "best_epoch": result.best_epoch,
         "best_val_nll": result.best_val_nll,
         "n_val": len(data.val),
