@@ -198,7 +198,10 @@ def _layers_135(metrics: Metrics) -> list[str]:
             "At epoch 10, the write-up's budget, the validation NLL of "
             f"{worst} was still {early[worst] - metrics[worst]['best_val_nll']:.3f} nats above "
             "its best (the largest lag of the runs).")
-    summary = (f"Trained to convergence and tested on 20,000 fresh points, {answer}. "
+    late = sum(m["best_epoch"] >= 0.9 * m["epochs"] for m in metrics.values())
+    epochs = max(m["epochs"] for m in metrics.values())
+    summary = (f"After {epochs} epochs ({late} of {len(metrics)} runs still improving in the "
+               f"last tenth) and tested on 20,000 fresh points, {answer}. "
                + best_sentence({f"K={k}": (metrics[f'moons K={k}']['test_nll'],
                                            metrics[f'moons K={k}']['test_nll_se'])
                                 for k in (1, 3, 5)}, "test NLL on moons") + ".")
