@@ -112,7 +112,8 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
             scores[label][name] |= {
                 "train_seconds": result.wall_time / batched[run.label],
                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                "stop_reason": result.stop_reason, "run_key": run_key(run)}
+                "stop_reason": result.stop_reason, "run_key": run_key(run),
+                "data_label": truth.label, "epochs": run.budget.epochs}
             panels[label, name] = (test[:N_SAMPLES], samples)
         t0 = time.perf_counter()
         kde = KDE(bandwidth="cv").fit(fit)
