@@ -425,7 +425,10 @@ def test_sample_quality_on_true_and_smeared_samplers() -> None:
     assert set(metrics.sample_quality(reference[:50], reference[50:100])) == {
         "energy_distance",
         "mmd",
+        "precision",
+        "recall",
     }
+    assert good["recall"] > 0.9 and wide["precision"] < good["precision"] - 0.1
 
 
 def test_sample_quality_counts_zero_density_samples() -> None:

@@ -27,7 +27,12 @@ def test_report_has_every_section_figure_and_derivation(report):
     for name in experiments.names():
         assert f'<section id="{name}">' in page
         outcome = experiments.runner.Outcome.read(report.parent / name)
-        assert outcome.findings and str(escape(outcome.findings)) in page
+        assert outcome.findings
+        for line in outcome.findings:  # the summary and every bullet, as computed
+            assert str(escape(line)) in page
+        experiments.check_findings(outcome)
+        summary = outcome.findings[0]  # plain language, at most three sentences
+        assert len(re.findall(r"[.?!](?:\s|$)", summary)) <= 3, summary
     assert page.count("<img") >= len(experiments.names())
     assert "http://" not in page  # formulas and diagrams are base64 SVG: nothing to fetch
     assert "https://" not in page
@@ -107,6 +112,14 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
             "return Array.from(document.querySelectorAll('figure img'))"
             ".map(i => [i.naturalWidth, i.naturalHeight, i.alt])"
         )
+        # open every folded part (settings, layer plots) and measure every figure as shown
+        shown = driver.execute_script(
+            "document.querySelectorAll('details').forEach(d => d.open = true);"
+            "const column = document.body.getBoundingClientRect().width;"
+            "return Array.from(document.querySelectorAll('figure img')).map(i => {"
+            " const r = i.getBoundingClientRect();"
+            " return [r.width, r.height, column, i.alt]; })"
+        )
         driver.save_screenshot(str(report.parent / "report-top.png"))
     finally:
         driver.quit()
@@ -115,6 +128,11 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert formula_height > 30  # the matrices' formulas are typeset several lines high
     too_wide = [(w, h, alt[:60]) for w, h, alt in shapes if w > 4.05 * h]
     assert shapes and not too_wide, too_wide
+    # every figure, the layer plots included: inside the text column, tall enough to read
+    assert len(shown) == len(shapes)
+    unreadable = [(w, h, alt[:60]) for w, h, column, alt in shown
+                  if w > column + 1 or h < 150 or w > 4.05 * h]
+    assert not unreadable, unreadable
 
 
 def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
@@ -124,9 +142,9 @@ def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
     return {
         f"{data} K={k}": {"test_nll": entropy[data] + gaps[data], "entropy_gap": gaps[data],
                           "test_nll_se": se, "hidden": [512], "latent_normality": latent,
-                          "sample_quality": {"low_density_fraction": 0.02},
+                          "sample_quality": {"low_density_fraction": 0.02, "recall": 0.98},
                           "history": {"val_nll": [2.0] * 12, "train_nll": [2.0] * 12},
-                          "best_val_nll": 1.9}
+                          "best_val_nll": 1.9, "best_epoch": 11, "epochs": 12}
         for data in ("moons", "circles") for k in (1, 3, 5)
     }
 
@@ -134,11 +152,11 @@ def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
 def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
     from densitylab.experiments.flow_studies import _layers_135
 
-    assert "K=1: moons 0.400 vs circles 0.200 (circles easier)" in _layers_135(
-        layer_metrics(0.40, 0.20, se=0.01))
-    assert "K=3: moons 0.200 vs circles 0.400 (moons easier)" in _layers_135(
-        layer_metrics(0.20, 0.40, se=0.01))
-    text = _layers_135(layer_metrics(0.406, 0.403, se=0.04))
+    assert "K=1: moons 0.400 vs circles 0.200 (circles easier)" in " ".join(_layers_135(
+        layer_metrics(0.40, 0.20, se=0.01)))
+    assert "K=3: moons 0.200 vs circles 0.400 (moons easier)" in " ".join(_layers_135(
+        layer_metrics(0.20, 0.40, se=0.01)))
+    text = " ".join(_layers_135(layer_metrics(0.406, 0.403, se=0.04)))
     assert "K=5: moons 0.406 vs circles 0.403 (within noise)" in text
     assert "KS 0.050" in text
 
@@ -164,9 +182,11 @@ def test_limits_scores_every_distribution_against_its_entropy(report):
 
 
 def limit_scores(gaps: dict[str, dict[str, float]], se: float = 0.001) -> dict:
-    return {dist: {"entropy": 1.0, **{m: {"entropy_gap": g, "test_nll": 1.0 + g,
-                                          "test_nll_se": se, "train_seconds": 2.0}
-                                      for m, g in per_model.items()}}
+    from densitylab.experiments.limits import GAUSSIAN
+
+    return {dist: {"entropy": 1.0, GAUSSIAN: {"test_nll": 2.0, "test_nll_se": se},
+                   **{m: {"entropy_gap": g, "test_nll": 1.0 + g, "test_nll_se": se,
+                          "train_seconds": 2.0} for m, g in per_model.items()}}
             for dist, per_model in gaps.items()}
 
 
@@ -175,7 +195,7 @@ def test_limits_findings_count_what_was_measured():
 
     gaps = {f"d{i}": dict(zip(MODELS, (0.3, 0.2, 0.01 * i, 0.045), strict=True))
             for i in range(1, 8)}
-    text = _findings(limit_scores(gaps))
+    text = " ".join(_findings(limit_scores(gaps)))
     # recommended gaps 0.01..0.07 (SE 0.001): five within 0.05; largest d7 and d6
     assert ("recommended: within 0.05 nats of the entropy (not above it beyond noise) on 5 of 7 "
             "distributions") in text
@@ -186,7 +206,7 @@ def test_limits_findings_count_what_was_measured():
             "shares it, within noise, on 0 more") in text
     assert "d7 is the hardest to reach" in text
     # with large standard errors a 0.07 gap is not shown to exceed 0.05, and all tie
-    noisy = _findings(limit_scores(gaps, se=0.05))
+    noisy = " ".join(_findings(limit_scores(gaps, se=0.05)))
     assert "recommended: within 0.05 nats of the entropy (not above it beyond noise) on 7 of 7" \
         in noisy
     assert "smallest gap alone on 0 of 7" in noisy
@@ -228,20 +248,33 @@ def test_energy_distance_closest_is_nearest_zero_not_most_negative():
 
 
 def test_flows_vs_baselines_findings_use_the_rule():
-    from densitylab.experiments.comparison import _findings
+    from densitylab.experiments.comparison import GAUSSIAN_ROW, VAE_FIXED, VAE_PLAIN
+    from densitylab.experiments.comparison import comparison_findings as findings
 
-    def row(nll, se, energy):
+    def row(nll, se, recall, **extra):
         return {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - 1.0,
-                "energy_distance": energy, "energy_se": 0.002}
+                "energy_distance": 0.001, "energy_se": 0.002, "recall": recall,
+                "recall_se": 0.01, "low_density_fraction": 0.02, **extra}
 
-    scores = {"moons": {"RealNVP": row(1.10, 0.05, -0.003), "Glow": row(1.12, 0.05, 0.001),
-                        "KDE (CV)": row(1.50, 0.05, 0.030), "VAE": row(1.6, 0.05, 0.04),
-                        "GAN": {"energy_distance": -0.006, "energy_se": 0.002}}}
-    text = _findings(scores, None)
-    assert "with Glow within noise of it" in text
-    # the most negative (GAN) is not "closest": it ties with RealNVP and Glow at 0
-    assert ("the samples of RealNVP, GAN and Glow are the closest to the data, within noise of "
-            "each other") in text
+    def vae(nll, collapsed):
+        return row(nll, 0.01, 0.99, collapse={"collapsed": collapsed, "margin": 0.1,
+                                              "noise": 0.03, "bound_gap": 0.1})
+
+    scores = {"moons": {"RealNVP": row(1.10, 0.05, 0.99), "Glow": row(1.12, 0.05, 0.98),
+                        "KDE (CV)": row(1.50, 0.05, 0.99), VAE_PLAIN: vae(1.9, True),
+                        VAE_FIXED: vae(1.4, False),
+                        "GAN": {"energy_distance": -0.006, "energy_se": 0.002, "recall": 0.6,
+                                "recall_se": 0.01, "low_density_fraction": 0.01},
+                        GAUSSIAN_ROW: {"test_nll": 1.9, "test_nll_se": 0.01,
+                                       "entropy_gap": 0.9}}}
+    text = " ".join(findings(scores))
+    assert "lowest test NLL RealNVP (1.100" in text and "Glow within noise" in text
+    # the GAN's negative energy distance does not hide its missing modes
+    assert "Mode collapse (support recall below the best model's beyond noise): moons (recall " \
+        "0.600 against RealNVP's 0.990)" in text
+    assert "Collapsed (no better than one Gaussian) on moons" in text
+    assert "The plain VAE collapses to a single Gaussian on 1 of 1 laws; with free bits on 0" \
+        in text
 
 
 def test_figures_are_checked_for_width_panels_and_clipped_titles(tmp_path):

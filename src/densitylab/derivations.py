@@ -1,7 +1,8 @@
 """The derivations the source documents ask for, as (heading, prose, LaTeX) steps.
 
-Kept apart from the report's HTML so the mathematics reads as mathematics. Direction follows
-the package: ``f`` is ``to_latent`` (x -> z) and its inverse ``to_data`` (z -> x). The report
+Kept apart from the report's HTML so the mathematics reads as mathematics. One direction
+throughout, the package's: ``f`` is the normalizing map ``to_latent`` (x -> z) and its inverse
+``to_data`` (z -> x); :data:`CONVENTION` translates it to the coursework's generative f. The report
 typesets each formula to SVG (:mod:`densitylab.plots.typeset`) and links every coursework task
 to its derivation through :data:`ANCHORS` and :data:`TASKS`.
 """
@@ -12,10 +13,19 @@ import re
 
 Step = tuple[str, list[tuple[str, str]]]  # heading, [(prose, latex), ...]
 
+CONVENTION = (
+    "Direction, once for the whole page: f is the normalizing map, z = f(x), with layers "
+    "z_k = f_k(z_{k-1}) from z_0 = x to z_K = z. The coursework writes the generative map "
+    "instead, x = g(z) with g = g_K o ... o g_1; translation: g = f^-1, the coursework's "
+    "g_i^-1 is our layer f_(K+1-i), and its sum of inverse log-determinants is our "
+    "sum of log|det dz_k/dz_(k-1)|."
+)
+
 DERIVATIONS: list[Step] = [
     (
         "Change of variables",
         [
+            (CONVENTION, ""),
             ("A flow is an invertible map f from data x to a latent z with a simple density "
              "(here the standard normal). The density of x follows from counting how f "
              "stretches volume around x:",
@@ -60,9 +70,10 @@ DERIVATIONS: list[Step] = [
     (
         "Composition",
         [
-            ("For y = f_1(z) and x = f_2(y), the chain rule multiplies Jacobians and "
-             "determinants of products multiply, so log-determinants add:",
-             r"\log\left|\det \frac{\partial x}{\partial z}\right| = \log\left|\det \frac{\partial x}{\partial y}\right| + \log\left|\det \frac{\partial y}{\partial z}\right|"),
+            ("For z_1 = f_1(x) and z = f_2(z_1) (the normalizing direction, as everywhere on "
+             "this page), the chain rule multiplies Jacobians and determinants of products "
+             "multiply, so log-determinants add:",
+             r"\log\left|\det \frac{\partial z}{\partial x}\right| = \log\left|\det \frac{\partial z}{\partial z_1}\right| + \log\left|\det \frac{\partial z_1}{\partial x}\right|"),
             ("A K-layer flow therefore sums K cheap terms; alternating the mask lets every "
              "coordinate be transformed as often as the others.",
              r"\log p(x) = \log \mathcal{N}(z_K; 0, I) + \sum_{k=1}^{K} \log\left|\det \frac{\partial z_k}{\partial z_{k-1}}\right|,\quad z_0 = x"),
@@ -89,9 +100,42 @@ DERIVATIONS: list[Step] = [
         "Glow's extra layers",
         [
             ("ActNorm scales and shifts each coordinate, z = (x + b) ⊙ exp(u), so its "
-             "log-determinant is the sum of u. The invertible linear layer z = W x is kept "
-             "as an LU factorisation with a fixed permutation P:",
-             r"W = P\,L\,(U + \operatorname{diag}(\sigma \odot e^{v})),\qquad \log|\det W| = \sum_i v_i"),
+             "log-determinant is the sum of u. The invertible linear layer z = W x (Glow's "
+             "1x1 convolution, for vectors) is kept as an LU factorisation: P a permutation "
+             "fixed at initialisation, L unit lower-triangular (ones on its diagonal), U "
+             "strictly upper-triangular (zeros on its diagonal), r a vector of signs (+1 or "
+             "-1) fixed at initialisation, and v the learned log-magnitudes of the diagonal:",
+             r"W = P\,L\,(U + \operatorname{diag}(r \odot e^{v})),\qquad \log|\det W| = \sum_i v_i"),
+            ("Only L, U and v are learned; the determinant costs O(D) and the inverse two "
+             "triangular solves. On images the same W mixes the channels at every pixel (a "
+             "1x1 convolution), and a multi-scale architecture factors out half of the "
+             "dimensions after each block, so later, costlier steps work on fewer of them.", ""),
+        ],
+    ),
+    (
+        "Monte-Carlo log-likelihood",
+        [
+            ("The quantity a flow is trained and judged on is an expectation over the unknown "
+             "law p, estimated by an average over samples of it (Monte Carlo). On N points "
+             "x_n ~ p the mean negative log-likelihood is unbiased for the cross-entropy, "
+             "whose excess over the entropy H(p) is the KL divergence:",
+             r"\widehat{\mathrm{NLL}} = -\frac{1}{N}\sum_{n=1}^{N} \log q(x_n) \;\to\; \mathbb{E}_p[-\log q(x)] = H(p) + \mathrm{KL}(p \,\|\, q)"),
+            ("Training minimises this estimate on minibatches (a stochastic gradient of the "
+             "same expectation); the report evaluates it on 20,000 fresh points of each toy "
+             "law with its standard error s/sqrt(N), and reports KL(true || model) = NLL - "
+             "H(p), which the exact entropy of each toy law makes possible. Where log q is "
+             "itself an integral (the VAE), it is estimated by Monte Carlo over the latent "
+             "too, with importance sampling:",
+             r"\log q(x) \approx \log \frac{1}{S}\sum_{s=1}^{S} \frac{q(x \mid z_s)\,p(z_s)}{r(z_s \mid x)},\qquad z_s \sim r(z \mid x)"),
+        ],
+    ),
+    (
+        "Continuous flows",
+        [
+            ("A continuous normalizing flow replaces the K layers by an ordinary differential "
+             "equation dz/dt = v(z, t) (a Neural ODE); the log-determinant becomes the integral "
+             "of the trace of the velocity's Jacobian, so v needs no triangular structure:",
+             r"\log p_X(x) = \log p_Z(z(1)) + \int_0^1 \operatorname{tr}\frac{\partial v(z(t), t)}{\partial z}\,dt,\qquad z(0) = x"),
         ],
     ),
     (
@@ -116,6 +160,44 @@ def anchor(heading: str) -> str:
 ANCHORS: dict[str, str] = {heading: anchor(heading) for heading, _ in DERIVATIONS}
 DIAGRAMS: dict[str, str] = {  # heading -> figure shown with it
     "The affine coupling layer and its inverse": "coupling-inverse",
+}
+# heading -> (experiment name, what it measures): linked when that study is in the build
+STUDIES: dict[str, tuple[str, str]] = {
+    "Glow's extra layers": ("images", "1x1 convolutions and the multi-scale design on images, "
+                            "and the claim that RealNVP needs fewer coupling layers"),
+    "Continuous flows": ("continuous-flows", "continuous normalizing flows on the toy laws"),
+}
+
+# Tasks 6 and 8 of the flow coursework, as code (the package's direction: layers map x -> z)
+CODE: dict[str, str] = {
+    "The affine coupling layer and its inverse": """\
+def coupling_to_latent(x, mask, s_net, t_net):   # Task 6, forward: x -> z
+    x_a = x * mask                                # the conditioning part, unchanged
+    s, t = s_net(x_a) * (1 - mask), t_net(x_a) * (1 - mask)
+    z = x_a + (1 - mask) * (x * torch.exp(s) + t)
+    return z, s.sum(-1)                           # log|det dz/dx| = sum of s
+
+def coupling_to_data(z, mask, s_net, t_net):     # Task 6, inverse: z -> x
+    z_a = z * mask                                # equals x_a: s and t can be recomputed
+    s, t = s_net(z_a) * (1 - mask), t_net(z_a) * (1 - mask)
+    x = z_a + (1 - mask) * (z - t) * torch.exp(-s)
+    return x, -s.sum(-1)                          # log|det dx/dz|""",
+    "Composition": """\
+def log_prob(x, layers):                          # Task 8: log p(x)
+    log_det = 0
+    for layer in layers:                          # x = z_0 -> z_1 -> ... -> z_K = z
+        x, ld = layer.to_latent(x)
+        log_det = log_det + ld
+    base = -0.5 * (x**2).sum(-1) - 0.5 * x.shape[-1] * math.log(2 * math.pi)
+    return base + log_det
+
+def sample(n, layers, dim):                       # Task 8: x ~ p(x), with log p(x)
+    z = torch.randn(n, dim)
+    log_p = -0.5 * (z**2).sum(-1) - 0.5 * dim * math.log(2 * math.pi)
+    for layer in reversed(layers):                # z_K -> ... -> z_0 = x
+        z, ld = layer.to_data(z)
+        log_p = log_p - ld
+    return z, log_p""",
 }
 
 # (source document, task, what it asks, where the page answers it: "#id")
@@ -164,4 +246,13 @@ TASKS: list[tuple[str, str, str, str]] = [
      "#realnvp-vs-glow"),
     ("RealNVP/Glow project", "motivation", "flows against GANs and VAEs",
      "#flows-vs-baselines"),
+    ("flow coursework", "Tasks 6 and 8", "coupling forward / inverse and log-probability, "
+     "as code", "#" + anchor("The affine coupling layer and its inverse")),
+    ("coupling-layers project", "key concepts", "Monte-Carlo log-likelihood",
+     "#" + anchor("Monte-Carlo log-likelihood")),
+    ("RealNVP/Glow project", "architecture", "invertible (1x1) convolutions, multi-scale "
+     "features", "#" + anchor("Glow's extra layers")),
+    ("RealNVP/Glow project", "claim", "RealNVP needs fewer coupling layers", "#images"),
+    ("flow coursework", "conclusion", "continuous normalizing flows (Neural ODEs)",
+     "#continuous-flows"),
 ]

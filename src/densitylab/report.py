@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from densitylab._files import output_file
-from densitylab.derivations import ANCHORS, DERIVATIONS, DIAGRAMS, TASKS
+from densitylab.derivations import ANCHORS, CODE, DERIVATIONS, DIAGRAMS, STUDIES, TASKS
+from densitylab.experiments import check_findings
 from densitylab.experiments.findings import Z
 from densitylab.experiments.runner import Outcome, Table
 
@@ -51,13 +52,21 @@ def _diagram(name: str) -> dict[str, str]:
     return {"caption": caption, "data": _b64(buffer.getvalue())}
 
 
-def _derivations() -> list[dict[str, Any]]:
-    return [
-        {"id": ANCHORS[heading], "heading": heading,
-         "steps": [(prose, _formula(latex) if latex else None) for prose, latex in steps],
-         "diagram": _diagram(DIAGRAMS[heading]) if heading in DIAGRAMS else None}
-        for heading, steps in DERIVATIONS
-    ]
+def _derivations(present: set[str]) -> list[dict[str, Any]]:
+    """The derivations with their code sketches, and a link to the study measuring each, or
+    a note that the study is not in this build (``present``: the sections on the page)."""
+    out = []
+    for heading, steps in DERIVATIONS:
+        study = None
+        if heading in STUDIES:
+            name, what = STUDIES[heading]
+            study = {"name": name, "what": what, "present": name in present}
+        out.append({"id": ANCHORS[heading], "heading": heading,
+                    "steps": [(prose, _formula(latex) if latex else None)
+                              for prose, latex in steps],
+                    "code": CODE.get(heading), "study": study,
+                    "diagram": _diagram(DIAGRAMS[heading]) if heading in DIAGRAMS else None})
+    return out
 
 
 _NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?( ± [\d.,]+(e[-+]?\d+)?)?( \(.*\))?$")
@@ -108,6 +117,73 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _text(outcome: Outcome) -> tuple[str, list[str]]:
+    """The section's plain-language summary and its bullets (an outcome of another build may
+    carry one paragraph: then it is the summary)."""
+    if isinstance(outcome.findings, str):
+        return outcome.findings, []
+    if not outcome.findings:
+        return "", []
+    return outcome.findings[0], list(outcome.findings[1:])
+
+
+def reconciliation(outcomes: list[Outcome]) -> Table | None:
+    """The same data, architecture and seed trained in more than one section: every result
+    side by side, with the reason they may differ, computed from the runs' settings."""
+    from densitylab.experiments.findings import compare
+
+    seen: dict[str, list[tuple[str, str, dict]]] = {}
+    for o in outcomes:
+        for label, m in _runs_of(o):
+            seen.setdefault(_model_key(m["run_key"]), []).append((o.name, label, m))
+    rows = []
+    for entries in seen.values():
+        if len({name for name, _, _ in entries}) < 2:
+            continue
+        one_setting = len({m["run_key"] for _, _, m in entries}) == 1
+        best = min((m for _, _, m in entries), key=lambda m: m["test_nll"])
+        for name, label, m in entries:
+            rows.append([f"{m.get('data_label', m.get('data', ''))}", f"{name}: {label}",
+                         m.get("epochs", "—"), m.get("best_epoch", "—"),
+                         f"{m['test_nll']:.3f} ± {m['test_nll_se']:.3f}",
+                         _why(m, best, one_setting, compare)])
+    if not rows:
+        return None
+    return Table("One model, several sections: the same data, architecture and seed wherever "
+                 "they recur", ["law", "section: run", "epochs", "best epoch", "test NLL ± SE",
+                                "why the numbers may differ"], rows, folded=True)
+
+
+def _why(m: dict, best: dict, one_setting: bool, compare) -> str:
+    """Why a recurring run's result may differ from the best of its kind, from its numbers."""
+    if one_setting:
+        return "identical settings: one model, retrained"
+    if compare(m["test_nll"], m["test_nll_se"], best["test_nll"], best["test_nll_se"]) == 0:
+        return "within noise of the best of these runs"
+    epochs, best_epoch = m.get("epochs"), m.get("best_epoch")
+    if epochs and best_epoch and best_epoch >= 0.9 * epochs:
+        return (f"still improving when its {epochs}-epoch budget ran out (best epoch "
+                f"{best_epoch}): a longer budget goes further")
+    return ("converged earlier than its budget, worse beyond noise: training noise (batching "
+            "and float rounding make the trajectories of one seed diverge)")
+
+
+def _runs_of(outcome: Outcome):
+    """``(label, metrics)`` of every trained flow of an outcome that records its settings."""
+    for label, m in outcome.metrics.items():
+        if isinstance(m, dict) and "run_key" in m:
+            yield label, m
+        elif isinstance(m, dict):
+            for inner, n in m.items():
+                if isinstance(n, dict) and "run_key" in n:
+                    yield f"{label} | {inner}", n
+
+
+def _model_key(run_key: str) -> str:
+    """A run's settings less its budget: what makes two runs the same model."""
+    return re.sub(r"Budget\(epochs=\d+", "Budget(", re.sub(r"patience=\w+", "", run_key))
+
+
 def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: Table,
            timing: Table) -> str:
     """The page's HTML from the outcomes (whose figures live in ``out/<name>/figures``)."""
@@ -118,14 +194,20 @@ def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: T
     env.tests["number_like"] = _number_like
     sections = []
     for o in outcomes:
+        check_findings(o)
         section = dict(vars(o))
+        section["summary"], section["bullets"] = _text(o)
         section["figure_list"] = _figures(o, out / o.name)
         sections.append(section)
+    present = {o.name for o in outcomes}
+    link_labels = ({o.name: o.title for o in outcomes}
+                   | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS})
+    tasks = [(source, task, asks, target if target[1:] in link_labels else None,
+              target[1:]) for source, task, asks, target in TASKS]
     return env.get_template(TEMPLATE).render(
-        outcomes=sections, quick=quick, z=f"{Z:g}", tasks=TASKS, derivations=_derivations(),
-        link_labels={o.name: o.title for o in outcomes}
-        | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS},
-        environment=environment_table, timing=timing,
+        outcomes=sections, quick=quick, z=f"{Z:g}", tasks=tasks,
+        derivations=_derivations(present), link_labels=link_labels,
+        environment=environment_table, timing=timing, reconciliation=reconciliation(outcomes),
     )
 
 
@@ -142,7 +224,14 @@ def write_report(
     rows = [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["sum", f"{total:.1f}"]]
     if wall_seconds is not None:
         rows.append([f"whole run ({jobs} at once)", f"{wall_seconds:.1f}"])
-    timing = Table("Wall time per experiment (seconds)", ["experiment", "seconds"], rows)
+    from densitylab.experiments import registry
+
+    timed = [o.name for o in outcomes if o.name in registry() and registry()[o.name].exclusive]
+    timing = Table("Wall time per experiment (seconds)", ["experiment", "seconds"], rows,
+                   note=(f"Studies whose findings compare timings ({', '.join(timed)}) ran "
+                         "alone, after the others, whatever the number of experiments at once; "
+                         "the machine may still have been shared with other users."
+                         if timed else ""))
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
     page = render(outcomes, out, quick, env_table, timing)
     path = out / REPORT_FILE

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from densitylab.baselines.gan import GAN, AdversarialGame, fit_gan
-from densitylab.baselines.vae import VAE, NegativeELBO, fit_vae
+from densitylab.baselines.vae import VAE, NegativeELBO, collapse_diagnosis, fit_vae
 
-__all__ = ["GAN", "VAE", "AdversarialGame", "NegativeELBO", "fit_gan", "fit_vae"]
+__all__ = ["GAN", "VAE", "AdversarialGame", "NegativeELBO", "collapse_diagnosis", "fit_gan",
+           "fit_vae"]

@@ -20,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from densitylab._files import output_directory
+from densitylab.experiments.claims import check_findings, with_findings
 from densitylab.experiments.flow_studies import FLOW_STUDIES
 from densitylab.experiments.outcome import Outcome
 from densitylab.experiments.spec import CustomExperiment, FlowExperiment
@@ -65,6 +66,7 @@ def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = 
             outcome = run_flow_experiment(experiment, staging, quick, verbose)
         else:
             outcome = experiment.run(staging, quick)
+        outcome = with_findings(outcome, experiment)
         outcome.write(staging)
     return outcome
 
@@ -133,4 +135,4 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-__all__ = ["Outcome", "get", "names", "registry", "run", "run_all"]
+__all__ = ["Outcome", "check_findings", "get", "names", "registry", "run", "run_all"]

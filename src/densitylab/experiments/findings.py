@@ -102,6 +102,16 @@ def versus(
             f"(beyond {Z:g} standard errors = {noise:.{digits}f})")
 
 
+RECALL_SE_FLOOR = 0.01  # k-NN supports of 2000 points: recall wobbles about this much by seed
+
+
+def recall_se(recall: float, n: int = 2000) -> float:
+    """Standard error of a support precision or recall of ``n`` points: the binomial one,
+    floored at :data:`RECALL_SE_FLOOR` (near 1 the binomial error vanishes, while the k-NN
+    estimate of a support still varies from sample to sample)."""
+    return max(math.sqrt(max(recall * (1 - recall), 0.0) / n), RECALL_SE_FLOOR)
+
+
 def ranked(metrics: Metrics, key: str = "entropy_gap") -> list[tuple[str, float]]:
     """Labels sorted by a metric, lowest first (ties are for :func:`best_group` to call)."""
     return sorted(((label, float(m[key])) for label, m in metrics.items()), key=lambda p: p[1])
@@ -115,9 +125,49 @@ def overfit(m: dict[str, Any]) -> float:
 
 def describe(label: str, m: dict[str, Any]) -> str:
     return (
-        f"{label} reached a test NLL of {m['test_nll']:.3f} ± {m['test_nll_se']:.3f} nats "
-        f"({m['entropy_gap']:.3f} above the entropy {m['entropy']:.3f})"
+        f"{label}: test NLL {m['test_nll']:.3f} ± {m['test_nll_se']:.3f}, "
+        f"KL(true || model) {m['entropy_gap']:.3f} (entropy {m['entropy']:.3f})"
     )
+
+
+def against_gaussian(label: str, m: dict[str, Any]) -> str:
+    """How a run compares with the single full-covariance Gaussian on its own data."""
+    g = m["gaussian"]
+    outcome = compare(m["test_nll"], m["test_nll_se"], g["test_nll"], g["test_nll_se"])
+    verdict = {-1: "beats", 1: "is worse than", 0: "is within noise of"}[outcome]
+    return (f"{label} {verdict} the single Gaussian ({m['test_nll']:.3f} against "
+            f"{g['test_nll']:.3f} ± {g['test_nll_se']:.3f})")
+
+
+def weight_rules(label: str, m: dict[str, Any]) -> str:
+    """Test NLL under the two weight-keeping rules: the best validation epoch (densitylab's)
+    and the final epoch (the coursework's ``train()`` with fewer than 500 validation points),
+    decided on the paired standard error of their difference (the same test points)."""
+    best = (m["test_nll"], m["test_nll_se"])
+    final = (m["final_test_nll"], m["final_test_nll_se"])
+    # one model against another on the same test points: the paired standard error
+    outcome = compare(best[0], m["final_minus_best_se"], final[0], 0.0)
+    verdict = {0: "within noise", -1: "best-validation weights better beyond noise",
+               1: "final weights better beyond noise"}[outcome]
+    return (f"{label}: best-validation weights (epoch {m['best_epoch']}) {best[0]:.3f}, final "
+            f"weights (epoch {m['epochs_run']}) {final[0]:.3f}: {verdict}")
+
+
+def verdict_under(metrics: Metrics, first: str, second: str, rule: str) -> int:
+    """:func:`compare` of two runs' test NLL under a weight rule (``""`` or ``"final_"``)."""
+    a, b = metrics[first], metrics[second]
+    return compare(a[f"{rule}test_nll"], a[f"{rule}test_nll_se"], b[f"{rule}test_nll"],
+                   b[f"{rule}test_nll_se"])
+
+
+def rules_agree(metrics: Metrics, first: str, second: str) -> str:
+    """Whether the comparison of two runs reads the same under both weight-keeping rules."""
+    words = {-1: f"{first} better", 1: f"{second} better", 0: "within noise"}
+    best, final = (verdict_under(metrics, first, second, r) for r in ("", "final_"))
+    if best == final:
+        return f"Both weight-keeping rules give the same verdict ({words[best]})."
+    return (f"The weight-keeping rules disagree: best-validation weights say {words[best]}, "
+            f"the coursework's final weights say {words[final]}.")
 
 
 def pairwise(metrics: Metrics, first: str, second: str, factor: str) -> str:
@@ -128,13 +178,7 @@ def pairwise(metrics: Metrics, first: str, second: str, factor: str) -> str:
                      b["test_nll_se"], "test NLL")
     if outcome == 0:
         verdict += f": at this budget {factor} made no measurable difference"
-    kl = ""
-    if "grid" in a and "grid" in b:
-        kl = (
-            f" On the grid, KL(true || model) is {a['grid']['kl']:.3f} for {first} and "
-            f"{b['grid']['kl']:.3f} for {second}."
-        )
-    return f"{describe(first, a)}; {describe(second, b)}. {verdict}.{kl}"
+    return f"{verdict}."
 
 
 def gap_estimates(metrics: Metrics) -> dict[str, tuple[float, float]]:

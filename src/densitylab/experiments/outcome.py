@@ -28,7 +28,7 @@ class Outcome:
     name: str
     title: str
     question: str
-    findings: str
+    findings: list[str]  # a plain-language summary, then short bullets (or one paragraph)
     figures: dict[str, str] = field(default_factory=dict)  # file name -> caption
     tables: list[Table] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -39,7 +39,9 @@ class Outcome:
         ``findings.md`` for a reader of the directory."""
         (directory / "outcome.json").write_text(json.dumps(asdict(self), indent=2, default=float))
         (directory / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=float))
-        (directory / "findings.md").write_text(f"# {self.title}\n\n{self.findings}\n")
+        text = self.findings if isinstance(self.findings, str) else "\n".join(
+            f"- {line}" for line in self.findings)
+        (directory / "findings.md").write_text(f"# {self.title}\n\n{text}\n")
 
     @classmethod
     def read(cls, directory: Path) -> Outcome:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,7 @@ def run_real_data(out: Path, quick: bool) -> Outcome:
         "scikit-learn, is densitylab's density as good as a few lines of scikit-learn? Held-out "
         f"log-likelihood by {budget}; every choice (bandwidth, mixture size, flow, AutoDensity's "
         "pick) made on the training folds only.",
-        findings=_findings(results, picks),
+        findings=[],
         tables=[
             Table("Held-out mean log-likelihood, nats per point in the data's own units "
                   "(higher is better), ± standard error over the folds",
@@ -219,24 +220,28 @@ def run_real_data(out: Path, quick: bool) -> Outcome:
     )
 
 
-def _findings(results: dict[str, dict[str, Cell]], picks: dict[str, list[str]]) -> str:
-    sentences = []
-    for name, cells in results.items():
-        estimates = {m: (c.mean, c.se) for m, c in cells.items()}
+def real_data_findings(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """The section's text from its metrics (per data set: every method's mean and SE)."""
+    sentences, verdicts = [], []
+    for name, per_set in metrics.items():
+        cells = {m: c for m, c in per_set.items() if m != "auto_picked"}
+        estimates = {m: (c["mean"], c["se"]) for m, c in cells.items()}
         group = best_group(estimates, lower_is_better=False)
-        best_sk = max(SKLEARN, key=lambda m: cells[m].mean)
+        best_sk = max(SKLEARN, key=lambda m: cells[m]["mean"])
         auto, sk = cells["dl.AutoDensity()"], cells[best_sk]
-        outcome = compare(auto.mean, auto.se, sk.mean, sk.se, lower_is_better=False)
+        outcome = compare(auto["mean"], auto["se"], sk["mean"], sk["se"], lower_is_better=False)
+        verdicts.append(outcome)
         verdict = {-1: "better than", 0: "within noise of", 1: "worse than"}[outcome]
         sentences.append(
-            f"{name}: the best is {group[0]} ({cells[group[0]].mean:.2f} ± "
-            f"{cells[group[0]].se:.2f})"
+            f"{name}: the best is {group[0]} ({cells[group[0]]['mean']:.2f} ± "
+            f"{cells[group[0]]['se']:.2f})"
             + (f", with {', '.join(group[1:])} within noise of it" if len(group) > 1 else "")
-            + f"; AutoDensity ({auto.mean:.2f}, picked {', '.join(sorted(set(picks[name])))}) "
-            f"is {verdict} the better scikit-learn baseline, {best_sk} ({sk.mean:.2f})."
+            + f"; AutoDensity ({auto['mean']:.2f}, picked "
+            f"{', '.join(sorted(set(per_set['auto_picked'])))}) is {verdict} the better "
+            f"scikit-learn baseline, {best_sk} ({sk['mean']:.2f})."
         )
-    sentences.append(
-        f"Differences count only beyond {Z:g} standard errors over the folds; with 2 or 3 folds "
-        "those errors are themselves rough, so close calls are reported as within noise."
-    )
-    return " ".join(sentences)
+    summary = (f"On {len(metrics)} real data sets, AutoDensity is better than the better "
+               f"scikit-learn baseline on {verdicts.count(-1)}, within noise on "
+               f"{verdicts.count(0)} and worse on {verdicts.count(1)} (held-out "
+               f"log-likelihood, {Z:g} standard errors over the folds).")
+    return [summary, *sentences]

@@ -12,6 +12,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 MAX_ASPECT = 4.0  # width / height of the saved image
@@ -24,6 +25,28 @@ def wrap_title(title: str, width_inches: float, fontsize: float = 12.0) -> str:
     per character), so a narrow figure's title wraps instead of being clipped."""
     per_line = max(12, int(width_inches * 72 / (0.55 * fontsize)) - 2)
     return textwrap.fill(title, per_line)
+
+
+def balanced_grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    """``(columns, rows)`` for ``n`` panels, at most ``max_cols`` in a row, the rows filled
+    as evenly as possible: the last row is never a lone panel under fuller rows."""
+    rows = -(-n // max_cols)
+    return -(-n // rows), rows
+
+
+def balanced_axes(axes, n: int) -> list:
+    """The ``n`` panels of a ``balanced_grid`` ``(rows, cols)`` array of axes, the rows
+    holding counts that differ by at most one (13 in rows of 4: 4, 3, 3, 3); the unused axes
+    are hidden. Use it where ``n`` does not fill the last row."""
+    rows, cols = axes.shape
+    base, extra = divmod(n, rows)
+    chosen = []
+    for i in range(rows):
+        count = base + (i < extra)
+        chosen += list(axes[i, :count])
+        for ax in axes[i, count:]:
+            ax.set_visible(False)
+    return chosen
 
 
 def _titles(fig: Figure):
@@ -40,8 +63,8 @@ def _titles(fig: Figure):
     return texts
 
 
-def _panels_per_row(fig: Figure) -> int:
-    """Most visible subplot panels (colorbars aside) that share one row of a grid."""
+def _row_counts(fig: Figure) -> dict[tuple[int, int], int]:
+    """Visible subplot panels (colorbars aside) per row of each grid."""
     rows: dict[tuple[int, int], int] = {}
     for ax in fig.axes:
         spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
@@ -50,11 +73,26 @@ def _panels_per_row(fig: Figure) -> int:
         gridspec = spec.get_gridspec()
         key = (id(gridspec), spec.rowspan.start)
         rows[key] = rows.get(key, 0) + 1
-    return max(rows.values(), default=0)
+    return rows
+
+
+def _panels_per_row(fig: Figure) -> int:
+    """Most visible subplot panels (colorbars aside) that share one row of a grid."""
+    return max(_row_counts(fig).values(), default=0)
+
+
+def _lone_panels(fig: Figure) -> bool:
+    """Whether a grid has a row holding one panel while another of its rows holds three or
+    more: a lone panel stranded on a row of its own (use fewer columns)."""
+    grids: dict[int, list[int]] = {}
+    for (grid, _), count in _row_counts(fig).items():
+        grids.setdefault(grid, []).append(count)
+    return any(min(counts) == 1 and max(counts) >= 3 for counts in grids.values())
 
 
 def layout_problems(fig: Figure) -> list[str]:
-    """What makes ``fig`` hard to read: too wide, too many panels in a row, clipped titles."""
+    """What makes ``fig`` hard to read: too wide, too many panels in a row, a lone panel on a
+    row of its own, clipped titles."""
     canvas = fig.canvas
     if not hasattr(canvas, "get_renderer"):  # a figure made without pyplot: render with Agg
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -68,6 +106,8 @@ def layout_problems(fig: Figure) -> list[str]:
     panels = _panels_per_row(fig)
     if panels > MAX_PANELS_PER_ROW:
         problems.append(f"{panels} panels in one row (at most {MAX_PANELS_PER_ROW})")
+    if _lone_panels(fig):
+        problems.append("a lone panel on a row of its own under fuller rows")
     renderer = canvas.get_renderer()
     for text in _titles(fig):
         box = text.get_window_extent(renderer)
@@ -80,24 +120,23 @@ def layout_problems(fig: Figure) -> list[str]:
 def save_png(fig: Figure, path: Path, dpi: int = 100, strict: bool = False) -> None:
     """Save ``fig`` as a compact PNG (a 256-colour palette where Pillow is present), after
     checking it with :func:`layout_problems`: an unreadable figure is a ``ValueError`` when
-    ``strict``, else a warning."""
+    ``strict``, else a warning. The figure is drawn once: the check's rendering (at ``dpi``)
+    is the image saved."""
+    fig.set_dpi(dpi)
     problems = layout_problems(fig)
     if problems:
         message = f"figure {path.name}: " + "; ".join(problems)
         if strict:
             raise ValueError(message)
         warnings.warn(message, stacklevel=3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    data = buffer.getvalue()
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow ships with matplotlib
-        path.write_bytes(data)
+        fig.savefig(path, format="png", dpi=dpi)
         return
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
     quantised = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                                dither=Image.Dither.NONE)
     out = io.BytesIO()
     quantised.save(out, format="PNG", optimize=True)
-    path.write_bytes(out.getvalue() if out.tell() < len(data) else data)
+    path.write_bytes(out.getvalue())

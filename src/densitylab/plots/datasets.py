@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from matplotlib.axes import Axes
 
 from densitylab._validation import as_points
 from densitylab.plots._figure import Figure
-from densitylab.plots._layout import wrap_title
+from densitylab.plots._layout import balanced_axes, balanced_grid, wrap_title
 
 
 def _points(ax: Axes, x: np.ndarray, label: str | None = None) -> None:
@@ -46,15 +44,12 @@ def overview(samples: dict[str, np.ndarray], title: str = "Built-in distribution
     """
     if not samples:
         raise ValueError("overview needs at least one sample set")
-    cols = min(4, len(samples))
-    rows = math.ceil(len(samples) / cols)
+    cols, rows = balanced_grid(len(samples))
     fig = Figure(figsize=(3.2 * cols, 3.2 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (name, x) in zip(axes.flat, samples.items(), strict=False):
+    for ax, (name, x) in zip(balanced_axes(axes, len(samples)), samples.items(), strict=True):
         x = as_points(x, name=f"samples[{name!r}]", dim=2)
         _points(ax, x)
         ax.set_title(wrap_title(f"{name} (n={len(x)})", 3.0, fontsize=10), fontsize=10)
-    for ax in axes.flat[len(samples) :]:
-        ax.set_visible(False)
     fig.suptitle(title)
     return fig

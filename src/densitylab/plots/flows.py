@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from densitylab.plots._figure import Figure
-from densitylab.plots._layout import wrap_title
+from densitylab.plots._layout import balanced_grid, wrap_title
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
 
@@ -64,9 +64,12 @@ def loss_curves(
     rows = -(-n // cols)
     fig = Figure(figsize=(6.2 * cols, 4.6 * rows + 0.3), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    colors = [f"C{i}" for i in range(10)]
+    # one colour per run on every panel: a run shown twice keeps its colour
+    colour = {lb: f"C{i % 10}" for i, lb in enumerate(dict.fromkeys(
+        lb for members in groups.values() for lb in members))}
     for ax, (name, members) in zip(axes, groups.items(), strict=False):
-        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy, colors)
+        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy,
+                   [colour[lb] for lb in members])
         if name:
             ax.set_title(name, fontsize=10)
     for ax in axes[n:]:
@@ -78,10 +81,10 @@ def loss_curves(
 def trace_panels(
     trace: Sequence[np.ndarray], labels: Sequence[str], title: str, data: np.ndarray | None = None
 ) -> Figure:
-    """Samples after every layer, prior first and data last, on shared axes."""
+    """Samples after every layer, prior first and data last, on shared axes; rows as full as
+    possible (5 panels: 3 + 2, never 4 + 1)."""
     n = len(trace)
-    cols = min(n, 4)
-    rows = int(np.ceil(n / cols))
+    cols, rows = balanced_grid(n)
     fig = Figure(figsize=(2.8 * cols, 3.0 * rows + 0.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
     (x0, x1), (y0, y1) = robust_limits(*trace, *([data] if data is not None else []))
@@ -103,11 +106,11 @@ def trace_panels(
 
 def draw_samples(ax, data: np.ndarray, samples: np.ndarray, title: str, labels=("data", "model"),
                  limits=None):
-    """Generated samples, with the held-out data drawn over them (larger, outlined) so the
-    data stay visible however many samples there are."""
-    ax.scatter(samples[:, 0], samples[:, 1], color="C3", label=labels[1], **POINT)
-    ax.scatter(data[:, 0], data[:, 1], s=9, color="C0", edgecolors="black", linewidths=0.3,
-               alpha=0.9, label=labels[0], zorder=3)
+    """Generated samples drawn over the held-out data (light, underneath), so what the model
+    generates is never hidden by the test points."""
+    ax.scatter(data[:, 0], data[:, 1], s=4, color="C0", alpha=0.25, linewidths=0,
+               label=labels[0], zorder=1)
+    ax.scatter(samples[:, 0], samples[:, 1], color="C3", label=labels[1], zorder=2, **POINT)
     (x0, x1), (y0, y1) = limits if limits is not None else robust_limits(data, samples)
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="$x_1$", ylabel="$x_2$", title=title)
     ax.set_aspect("equal", adjustable="box")
@@ -133,8 +136,7 @@ def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
     at most ``per_row`` panels in a row. ``shared_limits``: axis limits every panel uses
     (passed to ``draw`` as ``limits=``), so the panels compare on the same axes."""
     n = len(panels)
-    cols = min(n, per_row)
-    rows = -(-n // cols)
+    cols, rows = balanced_grid(n, per_row)
     fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, arguments) in zip(axes, panels.items(), strict=False):
@@ -214,7 +216,7 @@ def sample_grid(
     title: str,
 ) -> Figure:
     """A table of sample plots: ``panels[row, col] = (data, samples)``; columns share axes
-    (one data set per column), the held-out data drawn over the samples."""
+    (one data set per column), the samples drawn over the held-out data (light, underneath)."""
     fig = Figure(figsize=(2.9 * len(cols), 2.7 * len(rows) + 0.8), layout="constrained")
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex="col", sharey="col")
     for j, col in enumerate(cols):
@@ -222,9 +224,10 @@ def sample_grid(
         for i, row in enumerate(rows):
             data, samples = panels[row, col]
             ax = axes[i, j]
-            ax.scatter(samples[:, 0], samples[:, 1], color="C3", label="samples", **POINT)
-            ax.scatter(data[:, 0], data[:, 1], color="C0", s=6, alpha=0.9, edgecolors="black",
-                       linewidths=0.2, label="test data", zorder=3)
+            ax.scatter(data[:, 0], data[:, 1], color="C0", s=4, alpha=0.25, linewidths=0,
+                       label="test data", zorder=1)
+            ax.scatter(samples[:, 0], samples[:, 1], color="C3", label="samples", zorder=2,
+                       **POINT)
             ax.set(xlim=(x0, x1), ylim=(y0, y1))
             if i == 0:
                 ax.set_title(col, fontsize=10)
@@ -244,22 +247,26 @@ def grouped_bars(
     ylabel: str,
     title: str,
     reference: tuple[float, str] | None = None,
+    errors: Mapping[str, Sequence[float]] | None = None,
 ) -> Figure:
     """One group of bars per label, one bar per series, on a log scale;
-    ``reference = (value, label)`` draws a dashed horizontal line (a target, say)."""
-    width = min(12.0, max(6.0, 1.0 * len(labels) + 2))
-    fig = Figure(figsize=(width, 5.0), layout="constrained")
+    ``reference = (value, label)`` draws a dashed horizontal line (a target, say);
+    ``errors``: per series, the half-length of each bar's error bar."""
+    fig_width = min(12.0, max(6.0, 1.0 * len(labels) + 2))
+    fig = Figure(figsize=(fig_width, 5.0), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
     positions = np.arange(len(labels))
     for i, (name, values) in enumerate(series.items()):
-        ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+        ax.bar(positions + (i - (len(series) - 1) / 2) * width, values, width, label=name,
+               yerr=None if errors is None else errors[name], capsize=2,
+               error_kw={"elinewidth": 0.8})
     if reference is not None:
         ax.axhline(reference[0], color="black", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks(positions, labels, fontsize=8, rotation=30 if len(labels) > 8 else 0,
                   ha="right" if len(labels) > 8 else "center")
     ax.set_yscale("log")
-    ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * width))
+    ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * fig_width))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig

@@ -8,6 +8,7 @@ import numpy as np
 
 from densitylab.grids import Grid
 from densitylab.plots._figure import Figure
+from densitylab.plots._layout import balanced_grid
 
 
 def density_panels(
@@ -51,8 +52,7 @@ def density_panels(
     vmax = peak if clip_quantile is None else float(np.quantile(pixels, clip_quantile))
     vmax = peak if vmax <= 0 else vmax
     n = len(images)
-    cols = min(n, max_cols)
-    rows = -(-n // cols)
+    cols, rows = balanced_grid(n, max_cols)
     fig = Figure(figsize=(3.2 * cols + 0.9, 3.2 * rows + 0.5), layout="constrained")
     axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     (x0, x1), (y0, y1) = grid.bounds

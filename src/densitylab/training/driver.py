@@ -129,6 +129,7 @@ class Driver:
                 warnings.warn("training interrupted: keeping the best model so far",
                               stacklevel=3)
         self.wall_time = time.perf_counter() - start
+        self.final_state = _copy(self.engine.state())  # the last epoch's weights, for reports
         self.engine.load_state(self.best_state)
 
     def results(self, models: list[Any], splits) -> list[FitResult]:

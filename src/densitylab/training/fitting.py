@@ -82,6 +82,7 @@ def fit_many(
     device: str | torch.device | None = None,
     distributed: bool = False,
     objective: str = "nll",
+    keep_final: bool = False,
 ) -> list[FitResult]:
     """Fit M flows of one architecture in one vectorised computation.
 
@@ -138,6 +139,9 @@ def fit_many(
             progress and writes checkpoints. Uses the torch engine.
         objective: the loss minimised, by name (``"nll"``: maximum likelihood;
             ``"dequantized"``: the dequantized bound of an image flow on integer pixels).
+        keep_final: also return the last epoch's weights, as ``FitResult.final_model`` (the
+            rule of code that keeps the final weights, for a report to compare with the
+            best-validation weights it keeps).
     """
     if len(flows) == 0:
         raise ValueError("fit_many needs at least one flow")
@@ -194,6 +198,11 @@ def fit_many(
                        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
     model.eval()
     results = driver.results([f.eval() for f in unstack(model)], data.splits)
+    if keep_final:
+        runner.load_state(driver.final_state)
+        for result, final in zip(results, unstack(model), strict=True):
+            result.final_model = final.eval()
+        runner.load_state(driver.best_state)
     return [dataclasses.replace(r, threads=workers) for r in results]
 
 

@@ -77,6 +77,7 @@ class FitResult:
     train_indices: np.ndarray
     val_indices: np.ndarray
     threads: int = 1  # threads training used (torch's, or the compiled engine's model workers)
+    final_model: Any = None  # the last epoch's weights, when asked for (fit_many keep_final)
 
     @property
     def flow(self) -> Any:

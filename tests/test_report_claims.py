@@ -1,0 +1,240 @@
+"""The report's claims follow from its numbers: findings recomputed from metrics, a VAE that
+does not collapse, sample quality that sees support and modes, readable figure layouts."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from densitylab import experiments, metrics
+from densitylab.experiments.runner import Outcome
+
+
+def run_metrics(test_nll: float, se: float = 0.01, entropy: float = 2.0, final: float | None = None,
+                gaussian: float = 3.0) -> dict:
+    """The metrics of one trained flow, as the runner saves them (only what findings read)."""
+    final = test_nll if final is None else final
+    return {
+        "test_nll": test_nll, "test_nll_se": se, "entropy": entropy,
+        "entropy_gap": test_nll - entropy, "final_test_nll": final, "final_test_nll_se": se,
+        "final_entropy_gap": final - entropy, "final_minus_best_se": se / 4, "best_epoch": 120,
+        "epochs_run": 250, "epochs": 250, "data": "gaussians-rot",
+        "gaussian": {"test_nll": gaussian, "test_nll_se": se, "entropy_gap": gaussian - entropy},
+        "sample_quality": {"low_density_fraction": 0.05, "precision": 0.9, "recall": 0.97},
+        "history": {"val_nll": [3.0, 2.5, 2.4], "train_nll": [3.0, 2.4, 2.3]},
+    }
+
+
+def depth_outcome() -> Outcome:
+    measured = {"K=2": run_metrics(2.40), "K=4": run_metrics(2.20, final=2.45)}
+    experiment = experiments.get("depth")
+    return Outcome("depth", "t", "q", experiment.findings(measured), metrics=measured)
+
+
+def test_findings_are_recomputed_from_the_metrics_and_a_hand_edit_fails():
+    outcome = depth_outcome()
+    experiments.check_findings(outcome)  # as computed: passes
+    text = " ".join(outcome.findings)
+    assert "K=4 fits better" in text and "rules disagree" in text
+    for old, new in (("2.200", "2.100"),  # a number
+                     ("K=4 fits better", "K=2 fits better"),  # a verdict
+                     ("beats the single Gaussian", "is worse than the single Gaussian")):
+        edited = copy.deepcopy(outcome)
+        index = next(i for i, line in enumerate(edited.findings) if old in line)
+        edited.findings[index] = edited.findings[index].replace(old, new, 1)
+        with pytest.raises(ValueError, match="does not follow from its metrics"):
+            experiments.check_findings(edited)
+    shorter = copy.deepcopy(outcome)
+    shorter.findings.pop()
+    with pytest.raises(ValueError, match="findings"):
+        experiments.check_findings(shorter)
+
+
+def test_a_difference_within_noise_is_never_called_better():
+    measured = {"K=2": run_metrics(2.21, se=0.02), "K=4": run_metrics(2.20, se=0.02)}
+    text = " ".join(experiments.get("depth").findings(measured))
+    assert "depth makes no difference beyond noise" in text
+    assert "fits better" not in text
+
+
+def test_the_report_refuses_a_page_whose_text_was_edited(tmp_path):
+    from densitylab.experiments.runner import Table
+    from densitylab.report import render
+
+    outcome = depth_outcome()
+    outcome.findings[0] = outcome.findings[0].replace("K=4 fits better", "K=2 fits better")
+    (tmp_path / "depth" / "figures").mkdir(parents=True)
+    table = Table("t", ["a"], [])
+    with pytest.raises(ValueError, match="depth: finding 1"):
+        render([outcome], tmp_path, True, table, table)
+
+
+# -- sample quality that sees support and modes ------------------------------------------------
+GRID = np.array([(a, b) for a in range(5) for b in range(5)], dtype=float)
+
+
+def mixture(n: int, std: float, seed: int, weights=None) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return GRID[rng.choice(len(GRID), n, p=weights)] + std * rng.normal(size=(n, 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_support_recall_ranks_a_collapsed_sampler_below_a_faithful_one(seed):
+    """25 modes of std 0.1. The faithful sampler covers every mode at the right width, with
+    unequal mode weights; the collapsed one squeezes every mode to 40% of its width. Energy
+    distance prefers the collapsed sampler; support recall sees the missing mass."""
+    data = mixture(2000, 0.1, seed)
+    weights = np.where(np.arange(25) % 2 == 0, 4.0, 1.0)
+    faithful = mixture(2000, 0.1, seed + 20, weights / weights.sum())
+    collapsed = mixture(2000, 0.04, seed + 10)
+    energy = {name: metrics.energy_distance(s, data) for name, s in
+              (("faithful", faithful), ("collapsed", collapsed))}
+    assert energy["collapsed"] < energy["faithful"]  # the distance is fooled
+    good = metrics.support_precision_recall(faithful, data)
+    bad = metrics.support_precision_recall(collapsed, data)
+    assert bad["recall"] < good["recall"] - 0.2
+    assert good["precision"] > 0.95 and good["recall"] > 0.95
+    quality = metrics.sample_quality(collapsed, data)
+    assert quality["recall"] == pytest.approx(bad["recall"])
+
+
+def test_support_precision_sees_samples_off_the_data():
+    data = mixture(1000, 0.1, 0)
+    smeared = mixture(1000, 0.3, 1)
+    assert metrics.support_precision_recall(smeared, data)["precision"] < 0.8
+    with pytest.raises(ValueError, match="k"):
+        metrics.support_precision_recall(data[:4], data[:4])
+
+
+# -- the VAE: collapse detected, and repaired --------------------------------------------------
+def test_collapse_diagnosis_rule():
+    from densitylab.baselines import collapse_diagnosis
+
+    collapsed = collapse_diagnosis(4.014, 4.013, 0.004, 4.010, 0.002)
+    assert collapsed["collapsed"] and collapsed["bound_gap"] == pytest.approx(0.001)
+    healthy = collapse_diagnosis(3.37, 2.98, 0.007, 4.01, 0.002)
+    assert not healthy["collapsed"] and healthy["margin"] == pytest.approx(1.03)
+
+
+@pytest.mark.slow
+def test_plain_vae_collapses_and_free_bits_repairs_it():
+    """Seven rotated Gaussians, 800 training points: the plain ELBO VAE is no better than one
+    Gaussian (the detector fires); with free bits its IW NLL is far below it."""
+    import torch
+
+    from densitylab import datasets
+    from densitylab.baselines import VAE, collapse_diagnosis, fit_vae
+    from densitylab.evaluation import gaussian_reference
+
+    truth = datasets.get("gaussians-rot", num_gaussians=7)
+    x, val, test = truth.sample(800, seed=0), truth.sample(1000, seed=2), truth.sample(2000, seed=1)
+    reference = gaussian_reference(x, test)
+    verdicts = {}
+    for free_bits in (0.0, 0.5):
+        vae = fit_vae(VAE(2, seed=8), x, x_val=val, epochs=120, standardize=True,
+                      free_bits=free_bits, verbose=False).model
+        with torch.no_grad():
+            iw, _ = vae.log_prob_iw(test, k=200, seed=2)
+            elbo = vae.elbo(test, seed=3)
+        iw_nll, iw_se = metrics.nll_with_error(iw.double().numpy())
+        verdicts[free_bits] = collapse_diagnosis(float(-elbo.mean()), iw_nll, iw_se,
+                                                 reference["test_nll"], reference["test_nll_se"])
+    assert verdicts[0.0]["collapsed"], verdicts
+    assert not verdicts[0.5]["collapsed"] and verdicts[0.5]["margin"] > 0.5, verdicts
+    assert verdicts[0.0]["bound_gap"] < 0.05 < verdicts[0.5]["bound_gap"]
+
+
+def test_kl_warmup_and_free_bits_are_checked():
+    from densitylab.baselines import VAE, fit_vae
+
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ValueError, match="kl_warmup"):
+        fit_vae(VAE(2), x, kl_warmup=2.0)
+    with pytest.raises(ValueError, match="free_bits"):
+        fit_vae(VAE(2), x, free_bits=-1.0)
+
+
+# -- both weight-keeping rules ------------------------------------------------------------------
+def test_fit_keeps_the_final_weights_beside_the_best_when_asked():
+    import torch
+
+    from densitylab import datasets
+    from densitylab.flows import realnvp
+    from densitylab.training import fit
+
+    x = datasets.get("moons").sample(300, seed=0)
+    result = fit(realnvp(2, 2, (8, 8), seed=0), x, epochs=6, seed=0, verbose=False,
+                 keep_final=True, lr=5e-2)
+    assert result.final_model is not None
+    points = torch.as_tensor(x[:50], dtype=result.flow.dtype)
+    with torch.no_grad():
+        best, final = result.flow.log_prob(points), result.final_model.log_prob(points)
+    assert torch.equal(best, final) == (result.best_epoch == 6)
+    plain = fit(realnvp(2, 2, (8, 8), seed=0), x, epochs=6, seed=0, verbose=False, lr=5e-2)
+    assert plain.final_model is None
+    with torch.no_grad():
+        assert torch.equal(plain.flow.log_prob(points), best)  # the kept model is unchanged
+
+
+# -- layout rules --------------------------------------------------------------------------------
+def test_layer_plots_never_strand_a_lone_panel():
+    from densitylab.plots._layout import layout_problems
+    from densitylab.plots.flows import balanced_grid, trace_panels
+
+    assert [balanced_grid(n) for n in (2, 3, 4, 5, 6, 9)] == [
+        (2, 1), (3, 1), (4, 1), (3, 2), (3, 2), (3, 3)]
+    trace = [np.random.default_rng(i).normal(size=(50, 2)) for i in range(5)]
+    fig = trace_panels(trace, [f"l{i}" for i in range(5)], "five panels")
+    assert layout_problems(fig) == []
+    from densitylab.plots._figure import Figure
+
+    stranded = Figure(figsize=(8, 5), layout="constrained")
+    axes = stranded.subplots(2, 4)
+    for ax in axes[1, 1:]:
+        ax.set_visible(False)
+    assert any("lone panel" in p for p in layout_problems(stranded))
+
+
+def test_loss_curves_keep_one_colour_per_run_across_panels():
+    from densitylab.plots.flows import loss_curves
+    from densitylab.training.result import History
+
+    histories = {lb: History({"train_nll": [2.0, 1.5], "val_nll": [2.1, 1.6]}, [0.1, 0.2])
+                 for lb in ("a", "b", "c")}
+    fig = loss_curves(histories, groups={"one": ("a", "b"), "two": ("c", "b")})
+    colours = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            label = line.get_label().split(" ")[0]
+            colours.setdefault(label, set()).add(line.get_color())
+    assert all(len(c) == 1 for lb, c in colours.items() if lb in "abc"), colours
+
+
+def test_one_model_in_several_sections_is_reconciled():
+    from densitylab.experiments.spec import Budget, Data, Model, Run
+    from densitylab.report import reconciliation
+
+    def run(epochs: int) -> str:
+        from densitylab.experiments.runner import run_key
+
+        return run_key(Run("r", Data("gaussians-rot"), Model(), Budget(epochs)))
+
+    task9 = Outcome("flows-per-dataset", "t", "q", [], metrics={
+        "rot": run_metrics(2.78) | {"run_key": run(500), "data_label": "rot"}})
+    task11 = Outcome("data-size", "t", "q", [], metrics={
+        "N=1500": run_metrics(2.73) | {"run_key": run(400), "data_label": "rot"},
+        "N=3000": run_metrics(2.60) | {"run_key": run(400).replace("1350", "2700")}})
+    table = reconciliation([task9, task11])
+    assert [row[1] for row in table.rows] == ["flows-per-dataset: rot", "data-size: N=1500"]
+    # 0.05 apart with SE 0.01, best epoch 120 of 250: the worse one is training noise
+    assert "within noise of the best" in table.rows[1][-1]
+    assert "training noise" in table.rows[0][-1]
+    late = copy.deepcopy(task9)
+    late.metrics["rot"]["best_epoch"] = 249
+    assert "still improving" in reconciliation([late, task11]).rows[0][-1]
+    same = Outcome("depth", "t", "q", [], metrics={
+        "K=4": run_metrics(2.779) | {"run_key": run(250), "data_label": "rot"}})
+    assert all("within noise" in row[-1] for row in reconciliation([task9, same]).rows)
+    assert reconciliation([task9]) is None
