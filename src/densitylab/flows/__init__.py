@@ -12,6 +12,7 @@ from densitylab.flows.builders import (
     RECOMMENDED_MODEL,
     RECOMMENDED_STEPS,
     build,
+    cnf,
     glow,
     maf,
     nsf,
@@ -23,6 +24,7 @@ from densitylab.flows.builders import (
     unstack,
     with_mixture_base,
 )
+from densitylab.flows.continuous import ContinuousFlow, VectorField, function_evaluations
 from densitylab.flows.flow import Flow
 from densitylab.flows.splines import ElementwiseSpline, SplineCoupling
 from densitylab.flows.transforms import (
@@ -43,6 +45,7 @@ __all__ = [
     "RECOMMENDED_STEPS",
     "ActNorm",
     "AffineCoupling",
+    "ContinuousFlow",
     "Coupling",
     "Flow",
     "GaussianMixtureBase",
@@ -55,7 +58,10 @@ __all__ = [
     "Standardize",
     "Transform",
     "TriangularCoupling",
+    "VectorField",
     "build",
+    "cnf",
+    "function_evaluations",
     "glow",
     "maf",
     "nsf",

@@ -19,7 +19,11 @@ from densitylab import distributed as distributed_
 from densitylab._validation import check_positive_int
 from densitylab.flows import ActNorm, Flow, GaussianMixtureBase, stack, standardized, unstack
 from densitylab.runtime import resolve_device, torch_threads
-from densitylab.training import compiled, compiled_spline
+from densitylab.training import (
+    compiled,
+    compiled_spline,
+    flow_matching,  # noqa: F401  (registers its objectives)
+)
 from densitylab.training.autograd import TorchEngine
 from densitylab.training.data import prepare, seeds_of, with_context
 from densitylab.training.driver import train
@@ -121,7 +125,12 @@ def fit_many(
             torchrun). Every process passes the same data and seed and gets the same result,
             the one a single process would get, up to float rounding; only rank 0 shows
             progress and writes checkpoints. Uses the torch engine.
-        objective: the loss minimised, by name (``"nll"``: maximum likelihood).
+        objective: the loss minimised, by name: ``"nll"`` (maximum likelihood; through the ODE
+            solver for a continuous flow), or for a continuous flow ``"flow-matching"`` /
+            ``"ot-flow-matching"`` (:class:`~densitylab.training.flow_matching.FlowMatching`:
+            simulation-free regression of its vector field; validated by the same loss). A
+            continuous flow's history also counts the solver's function evaluations
+            (``train_nfe`` per step, ``val_nfe`` per validation).
     """
     if len(flows) == 0:
         raise ValueError("fit_many needs at least one flow")
@@ -160,7 +169,7 @@ def fit_many(
             if isinstance(module, ActNorm):
                 module.sum_statistics = distributed_.all_reduce_sum
 
-    goal = objective_named(objective)
+    goal = objective_named(objective, seeds, model)
     with torch_threads(threads):
         if use_compiled(engine, model, distributed, options.batch_size, goal):
             runner = compiled.CompiledEngine(model, goal, x_train, x_valid, options,
