@@ -126,14 +126,18 @@ CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
     "flow": _flow("tabular"),
     "flow-mixture": _flow("tabular-mixture"),
     "maf": _flow("tabular-maf"),
+    "cnf": _flow("cnf"),
+    "cnf-fm": _flow("cnf-fm"),
 }
-"""Candidate name -> its factory, taking a seed. Every one models data of any dimension."""
+"""Candidate name -> its factory, taking a seed. Every one models data of any dimension.
+The continuous flows (``"cnf"``, maximum likelihood; ``"cnf-fm"``, flow matching) are asked for
+by name: they cost minutes where the tabular flow costs seconds."""
 DEFAULT_CANDIDATES = ("kde", "gaussian-mixture", "flow", "maf")
 """The candidates compared when none are named. The mixture-based flow is left to be asked
 for: on the real-data benchmark it never beat the best default candidate (see
 ``benchmarks/RESULTS.md``), and it costs about 1.4 times the tabular flow (the compiled engine
 trains both)."""
-FLOW_CANDIDATES = ("flow", "flow-mixture", "maf")
+FLOW_CANDIDATES = ("flow", "flow-mixture", "maf", "cnf", "cnf-fm")
 """The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
 

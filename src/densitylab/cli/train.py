@@ -119,7 +119,8 @@ def train(
     else:
         test = truth.sample(n_test, seed=seed + 1)
     builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
-    options = {"activation": activation} | ({"scale": scale} if builder in ("realnvp", "glow") else {})
+    options = ({"activation": activation} if builder != "cnf" or activation != "leaky_relu" else {}) \
+        | ({"scale": scale} if builder in ("realnvp", "glow") else {})  # a CNF's field is smooth: ELU
     flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
 
     def train_flow():
@@ -140,7 +141,7 @@ def train(
         if not writer:  # every process holds the same result; rank 0 writes it
             return
         config = {
-            "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
+            "command": "train", "data": data, "model": model, "layers": architecture.get("n_layers"),
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "threads": threads, "flow": result.flow.config, "environment": environment(),
@@ -265,16 +266,21 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
     import numpy as np
 
     from densitylab import plots
-    from densitylab.evaluation import evaluate_flow, flow_log_prob
+    from densitylab.evaluation import evaluate_flow, flow_log_prob, in_float64
+    from densitylab.flows import function_evaluations
     from densitylab.io import save
     from densitylab.outliers import QUANTILE_LEVELS
 
     out = claim.path
     report = evaluate_flow(result.flow, test, truth, seed=seed)
-    train_scores = flow_log_prob(result.flow, x)
+    scorer = in_float64(result.flow)  # (the copy that scores, so that its evaluations count)
+    before = function_evaluations(scorer)
+    train_scores = flow_log_prob(scorer, x)
+    if before is not None:  # a continuous flow: the solver's work to score the training points
+        report["score_nfe"] = function_evaluations(scorer) - before
     report["train_log_density_quantiles"] = np.quantile(train_scores, QUANTILE_LEVELS).tolist()
     report |= {"trained": result.best_epoch > 0, "best_epoch": result.best_epoch,
-               "best_val_nll": result.best_val_nll,
+               f"best_{validation_column(result)}": result.best_val_loss,
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "wall_time": result.wall_time,
                "seconds_per_epoch": result.wall_time / max(result.epochs_run, 1)}
@@ -283,7 +289,7 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "metrics.json").write_text(json.dumps(report, indent=2))
         with open(staging / "history.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["epoch", "train_nll", "val_nll", "seconds"])
+            writer = csv.DictWriter(handle, ["epoch", *result.history.columns, "seconds"])
             writer.writeheader()
             writer.writerows(result.history.rows())
         save(result.flow, staging / "model")
@@ -313,13 +319,15 @@ def run_figures(result, test, truth, seed: int) -> dict:
         }
     samples = flow_samples(flow, min(len(test), 2000), seed)
     figures = {
-        "loss": flow_plots.loss_curves({"flow": result.history}, entropy, "Negative log-likelihood per epoch"),
+        "loss": loss_figure(result.history, entropy),
         "samples": flow_plots.samples_vs_data(test[:2000], samples, "Test data and flow samples"),
         "latent": flow_plots.latent_codes(latent_codes(flow, test[:2000]), "Latent codes of test points"),
     }
     if flow.dim == 2:
         trace = [t.detach().double().numpy() for t in flow.trace_to_data(1000, seed=seed)]
-        labels = ["prior z"] + [f"after layer {k}" for k in range(1, len(trace) - 1)] + ["data x"]
+        steps = len(trace) - 1
+        labels = (["prior z"] + [f"after layer {k}" for k in range(1, steps)] + ["data x"]
+                  if flow.config["builder"] != "cnf" else [f"t = {k / steps:.2f}" for k in range(steps + 1)])
         figures["layers"] = flow_plots.trace_panels(trace, labels, "Samples after every layer, z -> x")
         bounds = truth.bounds() if truth is not None else flow_plots.robust_limits(test)
         grid = make_grid(bounds, 150)
@@ -335,6 +343,23 @@ def run_figures(result, test, truth, seed: int) -> dict:
                                          title="Marginals of the flow and the test data")
         figures["layers"] = plots.layers(flow, seed=seed)
     return figures
+
+
+def validation_column(result) -> str:
+    """The history's validation column: ``val_nll``, or the loss another objective validates by."""
+    return next(c for c in result.history.columns if c.startswith("val_") and c != "val_nfe")
+
+
+def loss_figure(history, entropy: float | None):
+    """Training curves: the NLL, or a flow-matching run's own loss (no entropy floor to it)."""
+    from densitylab.plots import flows as flow_plots
+    from densitylab.training import History
+
+    if "train_nll" in history.columns:
+        return flow_plots.loss_curves({"flow": history}, entropy, "Negative log-likelihood per epoch")
+    matched = History({"train_nll": history.train_fm, "val_nll": history.val_fm}, history.seconds)
+    return flow_plots.loss_curves({"flow": matched}, None, "Flow-matching loss per epoch",
+                                  ylabel="squared velocity error per point")
 
 
 def summary_line(out: Path, result, report: dict) -> str:

@@ -370,16 +370,17 @@ def recommended(dim: int, seed: int = 0) -> Flow:
 
 
 def recommended_epochs(
-    n: int, val_fraction: float = 0.1, batch_size: int = RECOMMENDED_FIT["batch_size"]
+    n: int, val_fraction: float = 0.1, batch_size: int = RECOMMENDED_FIT["batch_size"],
+    steps: int = RECOMMENDED_STEPS,
 ) -> int:
-    """Epochs that give the recommended model about ``RECOMMENDED_STEPS`` optimizer steps on
-    ``n`` points (of which ``val_fraction`` are held out): the budget is in steps, so small data
-    sets get more epochs and large ones fewer."""
+    """Epochs that give a model about ``steps`` (the recommended model's
+    ``RECOMMENDED_STEPS``) optimizer steps on ``n`` points (of which ``val_fraction`` are held
+    out): the budget is in steps, so small data sets get more epochs and large ones fewer."""
     check_positive_int(n, "n")
     check_positive_int(batch_size, "batch_size")
     train = max(1, n - round(val_fraction * n))
     steps_per_epoch = math.ceil(train / batch_size)
-    return max(1, math.ceil(RECOMMENDED_STEPS / steps_per_epoch))
+    return max(1, math.ceil(steps / steps_per_epoch))
 
 
 BUILDERS: dict[str, Callable[..., Flow]] = {

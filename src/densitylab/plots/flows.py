@@ -24,7 +24,8 @@ def robust_limits(*clouds: np.ndarray, quantile: float = 0.005, pad: float = 0.1
 RUNS_PER_LOSS_PANEL = 3  # train + validation curve each: at most six curves per panel
 
 
-def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) -> None:
+def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors,
+               ylabel: str = "NLL (nats per point)") -> None:
     values = []
     for (label, history), color in zip(histories.items(), colors, strict=False):
         epochs = np.arange(1, len(history.train_nll) + 1)
@@ -38,7 +39,7 @@ def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) 
     if finite.size:  # the first epochs can be far above the rest: keep the interesting range
         low, high = finite.min(), np.quantile(finite, 0.95)
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
-    ax.set(xlabel="epoch", ylabel="NLL (nats per point)")
+    ax.set(xlabel="epoch", ylabel=ylabel)
     ax.grid(alpha=0.3)
     # below the axes, never over the curves
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
@@ -46,10 +47,11 @@ def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) 
 
 def loss_curves(
     histories: Mapping[str, Any], entropy: float | None = None, title: str = "Training curves",
-    groups: Mapping[str, Sequence[str]] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None, ylabel: str = "NLL (nats per point)",
 ) -> Figure:
-    """Train (dashed) and validation (solid) NLL per epoch for each labelled run (a training
-    ``History``, or anything with ``train_nll`` and ``val_nll`` lists).
+    """Train (dashed) and validation (solid) NLL (or the loss ``ylabel`` names) per epoch for
+    each labelled run (a training ``History``, or anything with ``train_nll`` and ``val_nll``
+    lists).
 
     At most three runs (six curves) share a panel: ``groups`` (``{panel title: [run labels]}``)
     says which runs go together; by default consecutive runs are grouped by three. Panels sit
@@ -66,7 +68,7 @@ def loss_curves(
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     colors = [f"C{i}" for i in range(10)]
     for ax, (name, members) in zip(axes, groups.items(), strict=False):
-        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy, colors)
+        _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy, colors, ylabel)
         if name:
             ax.set_title(name, fontsize=10)
     for ax in axes[n:]:
