@@ -3,6 +3,8 @@ densities that integrate to 1, save/load, context, errors, and both training obj
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -243,3 +245,64 @@ def test_flow_matching_with_a_context():
 
 def test_continuous_flow_is_a_transform():
     assert isinstance(cnf(2, hidden=(4,)).transforms[0], ContinuousFlow)
+
+
+@pytest.mark.parametrize("model", ["cnf", "cnf-fm"])
+def test_flow_density_and_outlier_detector_take_continuous_flows(model, tmp_path):
+    x = dl.datasets.get("moons").sample(300, seed=0)
+    est = dl.FlowDensity(model=model, epochs=2, hidden=(16,)).fit(x)
+    assert est.flow_.config["builder"] == "cnf"
+    assert ("train_nfe" in est.history_.columns) == (model == "cnf")
+    val = x[:20]
+    scores = est.score_samples(val)
+    assert scores.shape == (20,) and np.isfinite(scores).all()
+    assert np.isfinite(est.best_val_nll_) and est.best_val_nll_ > 0  # an NLL for both
+    dl.save(est, tmp_path / "est")
+    np.testing.assert_allclose(dl.load(tmp_path / "est").score_samples(val), scores)
+    det = dl.OutlierDetector(dl.FlowDensity(model=model, epochs=2, hidden=(16,)),
+                             contamination=0.1).fit(x)
+    assert det.predict([[0.5, 0.25], [8.0, 8.0]]).tolist() == [1, -1]
+
+
+def test_continuous_flows_are_autodensity_candidates_by_name():
+    from densitylab.auto import CANDIDATES, DEFAULT_CANDIDATES
+
+    assert {"cnf", "cnf-fm"} <= set(CANDIDATES) and "cnf" not in DEFAULT_CANDIDATES
+    assert CANDIDATES["cnf-fm"](0).get_params()["model"] == "cnf-fm"
+
+
+def test_recipes_count_steps_and_refuse_layers():
+    from densitylab.flows.recipes import settings
+
+    fm = settings("cnf-fm", 2000)
+    assert fm["objective"] == "flow-matching" and fm["builder"] == "cnf"
+    assert settings("cnf", 2000)["objective"] == "nll"
+    with pytest.raises(ValueError, match="no number of layers"):
+        settings("cnf", 2000, n_layers=3)
+
+
+@pytest.mark.slow  # the run's figures score a 150 x 150 grid through the solver
+@pytest.mark.parametrize("model", ["cnf", "cnf-fm"])
+def test_cli_train_score_sample(model, tmp_path):
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    def invoke(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = tmp_path / "run"
+    invoke("train", "moons", "--model", model, "--epochs", 2, "--hidden", "16", "-n", 300,
+           "--n-test", 300, "--quiet", "--out", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["score_nfe"] > 0 and np.isfinite(metrics["test_nll"])
+    header = (out / "history.csv").read_text().splitlines()[0]
+    assert header == ("epoch,train_nll,train_nfe,val_nll,val_nfe,seconds" if model == "cnf"
+                      else "epoch,train_fm,val_fm,seconds")
+    invoke("sample", out, "-n", 20, "--out", tmp_path / "s.csv")
+    invoke("score", out, tmp_path / "s.csv", "--contamination", 0.1, "--out",
+           tmp_path / "scores.csv")
+    scores = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
+    assert scores.shape == (20, 2) and np.isfinite(scores[:, 0]).all()
