@@ -306,3 +306,24 @@ def test_cli_train_score_sample(model, tmp_path):
            tmp_path / "scores.csv")
     scores = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
     assert scores.shape == (20, 2) and np.isfinite(scores[:, 0]).all()
+
+
+def test_density_along_time_integrates_to_one_and_figures_draw():
+    from densitylab import views
+
+    x = dl.datasets.get("moons").sample(300, seed=0)
+    result = dl.fit(cnf(2, hidden=(16,)), x, epochs=3, verbose=False, standardize=True,
+                    objective="flow-matching")
+    grid, images = views.density_along_time(result, ((-5, 6), (-5, 5)), (0.0, 0.5, 1.0), 70)
+    for image in images.values():
+        assert abs(image.sum() * grid.cell_area - 1.0) < 1e-2
+    # t = 1 is the model's own density
+    with torch.no_grad():
+        model = result.flow.double().log_prob(torch.as_tensor(grid.points)).exp().numpy()
+    np.testing.assert_allclose(images[1.0].ravel(), model, rtol=1e-6, atol=1e-9)
+    fig = dl.plots.transport(result, data=x, resolution=20)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["t = 0.00", "t = 0.33", "t = 0.67",
+                                                         "t = 1.00"]
+    assert len(dl.plots.vector_field(result, data=x, resolution=6).axes) == 4  # 3 + colorbar
+    with pytest.raises(ValueError, match="needs a continuous flow"):
+        dl.plots.transport(dl.flows.realnvp(2))

@@ -193,13 +193,21 @@ class ContinuousFlow(Transform):
     def _times(self, start: float, end: float, like: Tensor, count: int = 2) -> Tensor:
         return torch.linspace(start, end, count, dtype=like.dtype, device=like.device)
 
+    def transport(self, x: Tensor, start: float, end: float, context: Tensor | None = None
+                  ) -> tuple[Tensor, Tensor]:
+        """Points at time ``start`` carried to time ``end`` (either way), ``(M, n, D)``, and
+        ``log|det|`` of that map, ``int_start^end div v dt``: the density at time ``t`` is
+        ``p_t(x) = N(z; 0, I) + log|det dz/dx|`` with ``z`` the point carried to ``0``."""
+        if start == end:
+            return x, torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        path, integral = self._solve(x, context, self._times(start, end, x))
+        return path[-1], integral[-1]
+
     def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, integral = self._solve(z, context, self._times(0.0, 1.0, z))
-        return x[-1], integral[-1]  # log|det dx/dz| = int_0^1 div v dt
+        return self.transport(z, 0.0, 1.0, context)  # log|det dx/dz| = int_0^1 div v dt
 
     def _to_latent(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        z, integral = self._solve(x, context, self._times(1.0, 0.0, x))
-        return z[-1], integral[-1]  # solved backwards: -int_0^1 div v dt = log|det dz/dx|
+        return self.transport(x, 1.0, 0.0, context)  # -int_0^1 div v dt = log|det dz/dx|
 
     def _trace_to_data(self, z: Tensor, context: Tensor | None = None) -> list[Tensor]:
         """The points at ``snapshots`` evenly spaced times after ``t = 0``, up to ``t = 1``."""

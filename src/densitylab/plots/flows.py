@@ -265,3 +265,28 @@ def grouped_bars(
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def vector_field_panels(points: np.ndarray, velocities: Mapping[str, np.ndarray],
+                        title: str) -> Figure:
+    """One quiver panel per labelled velocity field (e.g. a continuous flow's ``dx/dt`` at
+    several times), arrows coloured by speed on one shared colour scale, shared axes."""
+    if not velocities:
+        raise ValueError("vector_field_panels needs at least one field")
+    speeds = {k: np.linalg.norm(v, axis=1) for k, v in velocities.items()}
+    top = max(float(s.max()) for s in speeds.values()) or 1.0
+    n = len(velocities)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.4 * cols + 0.9, 3.4 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    arrows = None
+    for ax, (label, v) in zip(axes, velocities.items(), strict=False):
+        arrows = ax.quiver(points[:, 0], points[:, 1], v[:, 0], v[:, 1], speeds[label],
+                           cmap="viridis", clim=(0.0, top), angles="xy")
+        ax.set(title=label, xlabel="x_1", ylabel="x_2", aspect="equal")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.colorbar(arrows, ax=axes[:n].tolist(), label="speed |dx/dt|", shrink=0.8)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()))
+    return fig
