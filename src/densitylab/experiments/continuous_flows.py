@@ -128,7 +128,7 @@ def _gap_figure(scores: dict[str, dict[str, Any]]):
 
 def _transport_figure(result, law, quick: bool):
     bounds = law.bounds()
-    grid, images = views.density_along_time(result, bounds, (0.0, 1 / 3, 2 / 3, 1.0),
+    grid, images = views.density_along_time(result, bounds, (0.0, 0.25, 0.5, 0.75, 1.0),
                                             40 if quick else 90)
     panels = {f"t = {t:.2f}": image for t, image in images.items()}
     panels["true density"] = np.exp(law.log_prob(grid.points)).reshape(grid.shape)
