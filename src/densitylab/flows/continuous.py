@@ -33,7 +33,7 @@ from densitylab.flows.transforms import Transform
 Activation = tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]
 ACTIVATIONS: dict[str, Activation] = {
     # name: (activation, its derivative from the pre-activation and the activation)
-    "elu": (F.elu, lambda pre, out: torch.where(pre > 0, torch.ones_like(out), out + 1.0)),
+    "elu": (F.elu, lambda pre, out: (out + 1.0).clamp(max=1.0)),  # exp(pre) below 0, else 1
     "tanh": (torch.tanh, lambda pre, out: 1.0 - out.square()),
     "softplus": (F.softplus, lambda pre, out: torch.sigmoid(pre)),
 }
