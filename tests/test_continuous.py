@@ -327,3 +327,15 @@ def test_density_along_time_integrates_to_one_and_figures_draw():
     assert len(dl.plots.vector_field(result, data=x, resolution=6).axes) == 4  # 3 + colorbar
     with pytest.raises(ValueError, match="needs a continuous flow"):
         dl.plots.transport(dl.flows.realnvp(2))
+
+
+def test_adjoint_gradients_match_backpropagation_through_the_solver():
+    x = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for adjoint in (False, True):  # tanh: the adjoint ODE needs a smooth second derivative
+        flow = cnf(2, hidden=(8,), rtol=1e-7, atol=1e-7, adjoint=adjoint, activation="tanh",
+                   seed=1).double()
+        flow.log_prob(x).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in flow.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-4)
+    assert grads[0].abs().max() > 1.0

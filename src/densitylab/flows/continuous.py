@@ -197,7 +197,7 @@ class ContinuousFlow(Transform):
                   ) -> tuple[Tensor, Tensor]:
         """Points at time ``start`` carried to time ``end`` (either way), ``(M, n, D)``, and
         ``log|det|`` of that map, ``int_start^end div v dt``: the density at time ``t`` is
-        ``p_t(x) = N(z; 0, I) + log|det dz/dx|`` with ``z`` the point carried to ``0``."""
+        ``log p_t(x) = log N(z; 0, I) + log|det dz/dx|`` with ``z`` the point carried to 0."""
         if start == end:
             return x, torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
         path, integral = self._solve(x, context, self._times(start, end, x))
