@@ -143,7 +143,8 @@ def checked_arguments(
         hint = int | list[int] if name == "seed" else hints.get(name, Any)
         if not conforms(value, hint):
             raise ValueError(f"{where}: model option {name!r} has an invalid value {value!r}")
-        if name == "seed" or not sized or shapes is None:
+        if (name == "seed" or name in getattr(factory, "unsized_options", ()) or not sized
+                or shapes is None):
             continue
         for number in _integers(value):
             if not 0 <= number <= shapes.largest:

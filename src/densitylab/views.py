@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -245,3 +246,76 @@ def history_of(result: Any) -> Any:
         f"a {type(result).__name__} has no training history: pass a fit result, a fitted "
         "FlowDensity or a History"
     )
+
+
+def continuous_flow(model: Any) -> Any:
+    """The two-dimensional flow inside ``model`` whose last transform is continuous (a CNF), as
+    a float64 copy, or a one-line ``ValueError``."""
+    from densitylab.flows import ContinuousFlow
+
+    flow = as_flow(model)
+    if flow is None or not isinstance(flow.transforms[-1], ContinuousFlow):
+        raise ValueError("this figure needs a continuous flow (dl.flows.cnf, or FlowDensity "
+                         "with model='cnf' or 'cnf-fm')")
+    if flow.dim != 2 or flow.context_features:
+        raise ValueError("this figure draws unconditional two-dimensional continuous flows")
+    return copy.deepcopy(flow).double().eval()
+
+
+def _into_field(flow: Any, points: np.ndarray) -> tuple[Any, Any]:
+    """Points in the user's units through the transforms before the continuous one
+    (standardisation): the field's coordinates ``(1, n, 2)`` and that map's ``log|det|``."""
+    import torch
+
+    y = torch.as_tensor(points, dtype=torch.float64).unsqueeze(0)
+    logdet = torch.zeros(y.shape[:-1], dtype=torch.float64)
+    for transform in flow.transforms[:-1]:
+        y, step = transform._to_latent(y)
+        logdet = logdet + step
+    return y, logdet
+
+
+def density_along_time(model: Any, bounds: Bounds, times: Sequence[float],
+                       resolution: int = 80) -> tuple[Grid, dict[float, np.ndarray]]:
+    """The densities ``p_t`` of a continuous flow at ``times`` in [0, 1] (``p_0``: the base
+    Gaussian, ``p_1``: the model) on a grid, in the user's units: each grid point is carried
+    from ``t`` back to the base by the ODE and scored there."""
+    import torch
+
+    flow = continuous_flow(model)
+    if any(not 0.0 <= t <= 1.0 for t in times):
+        raise ValueError(f"times must lie in [0, 1], got {list(times)}")
+    grid = make_grid(bounds, resolution)
+    y, logdet = _into_field(flow, grid.points)
+    images = {}
+    with torch.no_grad():
+        for t in times:
+            z, step = flow.transforms[-1].transport(y, float(t), 0.0)
+            log_p = flow.base.log_prob(z) + step + logdet
+            images[float(t)] = np.exp(log_p[0].numpy()).reshape(grid.shape)
+    return grid, images
+
+
+def velocity(model: Any, bounds: Bounds, t: float, resolution: int = 20
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """A continuous flow's velocity ``dx/dt`` at time ``t`` on a ``resolution``-square grid of
+    points, both ``(resolution**2, 2)``, in the user's units (the field's velocity carried
+    through the standardisation's Jacobian)."""
+    import torch
+
+    flow = continuous_flow(model)
+    points = make_grid(bounds, resolution).points
+    y, _ = _into_field(flow, points)
+
+    def to_user(field_points):
+        for transform in reversed(flow.transforms[:-1]):
+            field_points = transform._to_data(field_points)[0]
+        return field_points
+
+    with torch.no_grad():
+        v = flow.transforms[-1].field(torch.tensor(float(t), dtype=torch.float64), y)
+    y = y.clone().requires_grad_(True)
+    user = to_user(y)  # dx_i/dt = sum_j (dx_i/dy_j) v_j, one backward pass per coordinate
+    dx = torch.stack([(torch.autograd.grad(user[..., i].sum(), y, retain_graph=True)[0] * v)
+                      .sum(-1) for i in range(user.shape[-1])], dim=-1)
+    return points, dx[0].detach().numpy()

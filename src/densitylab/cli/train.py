@@ -105,7 +105,7 @@ def split_test(x, test_fraction: float, seed: int):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str | None = typer.Option(None, help="Default: tabular for a data file (the recipe dl.FlowDensity() uses: a table's scale, rounding and size need it; the coursework realnvp ends in NaNs on many real tables), realnvp for a built-in distribution (the coursework's). Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str | None = typer.Option(None, help="Default: tabular for a data file (the recipe dl.FlowDensity() uses: a table's scale, rounding and size need it; the coursework realnvp ends in NaNs on many real tables), realnvp for a built-in distribution (the coursework's). Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), cnf (a continuous normalizing flow trained by maximum likelihood through the ODE solver; history.csv counts function evaluations), cnf-fm (the same flow trained by flow matching, simulation-free), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -203,7 +203,8 @@ def train(
         test = truth.sample(n_test, seed=seed + 1)
     builder, architecture, budget = split(settings(model, len(x), val_fraction, **chosen))
     fitted_x = dequantised(x, seed) if model in TABULAR_MODELS else x
-    options = {"activation": activation} | ({"scale": scale} if builder in ("realnvp", "glow") else {})
+    options = ({"activation": activation} if builder != "cnf" or activation != "leaky_relu" else {}) \
+        | ({"scale": scale} if builder in ("realnvp", "glow") else {})  # a CNF's field is smooth: ELU
     check_model_size(lambda: flows.build(builder, dim=x.shape[1], seed=seed, **architecture,
                                          **options))
     flow = flows.build(builder, dim=x.shape[1], seed=seed, **architecture, **options)
@@ -226,7 +227,7 @@ def train(
         if not writer:  # every process holds the same result; rank 0 writes it
             return
         config = {
-            "command": "train", "data": data, "model": model, "layers": architecture["n_layers"],
+            "command": "train", "data": data, "model": model, "layers": architecture.get("n_layers"),
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "threads": result.threads, "flow": result.flow.config, "environment": environment(),
@@ -416,14 +417,20 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
     """
 
     from densitylab import plots
-    from densitylab.evaluation import evaluate_flow, flow_log_prob
+    from densitylab.evaluation import evaluate_flow, flow_log_prob, in_float64
+    from densitylab.flows import function_evaluations
     from densitylab.io import save
 
     out = claim.path
     report = evaluate_flow(result.flow, test, truth, seed=seed)
-    report["train_log_density_quantiles"] = training_quantiles(flow_log_prob(result.flow, x))
+    scorer = in_float64(result.flow)  # (the copy that scores, so that its evaluations count)
+    before = function_evaluations(scorer)
+    train_scores = flow_log_prob(scorer, x)
+    if before is not None:  # a continuous flow: the solver's work to score the training points
+        report["score_nfe"] = function_evaluations(scorer) - before
+    report["train_log_density_quantiles"] = training_quantiles(train_scores)
     report |= {"trained": result.best_epoch > 0, "best_epoch": result.best_epoch,
-               "best_val_nll": result.best_val_nll,
+               f"best_{validation_column(result)}": result.best_val_loss,
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "wall_time": result.wall_time,
                "seconds_per_epoch": result.wall_time / max(result.epochs_run, 1)}
@@ -432,7 +439,7 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "metrics.json").write_text(json.dumps(report, indent=2))
         with open(staging / "history.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["epoch", "train_nll", "val_nll", "seconds"])
+            writer = csv.DictWriter(handle, ["epoch", *result.history.columns, "seconds"])
             writer.writeheader()
             writer.writerows(result.history.rows())
         save(result.flow, staging / "model")
@@ -462,13 +469,15 @@ def run_figures(result, test, truth, seed: int) -> dict:
         }
     samples = flow_samples(flow, min(len(test), 2000), seed)
     figures = {
-        "loss": flow_plots.loss_curves({"flow": result.history}, entropy, "Negative log-likelihood per epoch"),
+        "loss": loss_figure(result.history, entropy),
         "samples": flow_plots.samples_vs_data(test[:2000], samples, "Test data and flow samples"),
         "latent": flow_plots.latent_codes(latent_codes(flow, test[:2000]), "Latent codes of test points"),
     }
     if flow.dim == 2:
         trace = [t.detach().double().numpy() for t in flow.trace_to_data(1000, seed=seed)]
-        labels = ["prior z"] + [f"after layer {k}" for k in range(1, len(trace) - 1)] + ["data x"]
+        steps = len(trace) - 1
+        labels = (["prior z"] + [f"after layer {k}" for k in range(1, steps)] + ["data x"]
+                  if flow.config["builder"] != "cnf" else [f"t = {k / steps:.2f}" for k in range(steps + 1)])
         figures["layers"] = flow_plots.trace_panels(trace, labels, "Samples after every layer, z -> x")
         bounds = truth.bounds() if truth is not None else flow_plots.robust_limits(test)
         grid = make_grid(bounds, 150)
@@ -485,6 +494,23 @@ def run_figures(result, test, truth, seed: int) -> dict:
                                              title="Marginals of the flow and the test data")
         figures["layers"] = plots.layers(flow, seed=seed)
     return figures
+
+
+def validation_column(result) -> str:
+    """The history's validation column: ``val_nll``, or the loss another objective validates by."""
+    return next(c for c in result.history.columns if c.startswith("val_") and c != "val_nfe")
+
+
+def loss_figure(history, entropy: float | None):
+    """Training curves: the NLL, or a flow-matching run's own loss (no entropy floor to it)."""
+    from densitylab.plots import flows as flow_plots
+    from densitylab.training import History
+
+    if "train_nll" in history.columns:
+        return flow_plots.loss_curves({"flow": history}, entropy, "Negative log-likelihood per epoch")
+    matched = History({"train_nll": history.train_fm, "val_nll": history.val_fm}, history.seconds)
+    return flow_plots.loss_curves({"flow": matched}, None, "Flow-matching loss per epoch",
+                                  ylabel="squared velocity error per point")
 
 
 def summary_line(out: Path, result, report: dict) -> str:

@@ -264,6 +264,12 @@ def _engines_findings(metrics: dict) -> list[str]:
     return engines_findings(metrics)
 
 
+def _continuous_flows(out: Path, quick: bool) -> Outcome:
+    from densitylab.experiments.continuous_flows import run_continuous_flows
+
+    return run_continuous_flows(out, quick)
+
+
 def _engines(out: Path, quick: bool) -> Outcome:
     from densitylab.experiments.engines import run_engines
 
@@ -301,6 +307,12 @@ CUSTOM_STUDIES = (
                      "cross-validation: AutoDensity, KDE (cv), FlowDensity against "
                      "KernelDensity + GridSearchCV and GaussianMixture (BIC).",
                      _real_data, cost=3.0, findings=_real_data_findings),
+    CustomExperiment("continuous-flows", "Continuous flows: maximum likelihood and flow "
+                     "matching beside coupling flows", "A CNF trained by maximum likelihood "
+                     "and by flow matching, the recommended spline flow and the coursework "
+                     "RealNVP on every built-in distribution: gap to the entropy, training "
+                     "time, function evaluations, and a density carried along t.",
+                     _continuous_flows, cost=4.0),
     CustomExperiment("numpy-vs-torch", "NumPy against PyTorch (and the compiled engine)",
                      "The same RealNVP in NumPy, torch autograd and the compiled engine: seconds "
                      "per epoch and test NLL for batch sizes 64 to 1500 and widths 32 to 512.",

@@ -12,6 +12,7 @@ from densitylab.flows.builders import (
     RECOMMENDED_MODEL,
     RECOMMENDED_STEPS,
     build,
+    cnf,
     glow,
     maf,
     nsf,
@@ -23,6 +24,7 @@ from densitylab.flows.builders import (
     unstack,
     with_mixture_base,
 )
+from densitylab.flows.continuous import ContinuousFlow, VectorField, function_evaluations
 from densitylab.flows.dequantization import (
     UniformDequantization,
     VariationalDequantization,
@@ -61,6 +63,7 @@ __all__ = [
     "ActNorm",
     "AffineCoupling",
     "Conv1x1",
+    "ContinuousFlow",
     "Coupling",
     "Flow",
     "GaussianMixtureBase",
@@ -86,7 +89,10 @@ __all__ = [
     "Standardize",
     "Transform",
     "TriangularCoupling",
+    "VectorField",
     "build",
+    "cnf",
+    "function_evaluations",
     "glow",
     "maf",
     "nsf",

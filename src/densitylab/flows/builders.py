@@ -15,6 +15,7 @@ from densitylab._masks import half_mask as mask_array
 from densitylab._validation import check_flow_dim, check_positive_int, check_widths
 from densitylab.flows.autoregressive import MaskedAutoregressive
 from densitylab.flows.bases import GaussianMixtureBase
+from densitylab.flows.continuous import EXACT_MAX_DIM, ContinuousFlow
 from densitylab.flows.flow import Flow
 from densitylab.flows.image_builders import glow_image, realnvp_image
 from densitylab.flows.nets import StackedMLP, check_activation
@@ -287,6 +288,71 @@ def maf(
     return _conditional_flow(transforms, config, context, embedding, generator, n_models)
 
 
+def cnf(
+    dim: int,
+    hidden: Sequence[int] = (64, 64),
+    *,
+    activation: str = "elu",
+    frequencies: int = 3,
+    divergence: str | None = None,
+    solver: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    steps: int = 20,
+    adjoint: bool = False,
+    snapshots: int = 8,
+    context: int = 0,
+    embedding: Sequence[int] | None = None,
+    seed: int = 0,
+    n_models: int = 1,
+) -> Flow:
+    """Continuous normalizing flow: one :class:`~densitylab.flows.continuous.ContinuousFlow`,
+    a vector field MLP ``v(t, x)`` (``hidden`` widths, smooth ``activation``, ``frequencies``
+    sinusoids of time) integrated by torchdiffeq from the base (``t = 0``) to the data
+    (``t = 1``).
+
+    ``solver`` is adaptive (``"dopri5"``, with ``rtol`` / ``atol``) or fixed-step (``"rk4"``,
+    ``"midpoint"``, ``"euler"``, ``steps`` steps); ``adjoint=True`` computes gradients by the
+    adjoint ODE (memory constant in the number of steps), with a smooth ``activation``
+    (``"tanh"``, ``"softplus"``): the adjoint ODE differentiates the divergence again, and ELU's
+    jumping second derivative makes its solver crawl (measured: 15,000 evaluations against 300
+    with tanh for the same 20 points). The change of
+    log-density uses the ``"exact"`` divergence (default up to
+    :data:`~densitylab.flows.continuous.EXACT_MAX_DIM` columns) or ``"hutchinson"``'s
+    estimate. ``snapshots`` is how many times along ``t`` :meth:`Flow.trace_to_data` records.
+    Train it by maximum likelihood (``fit(flow, x)``) or by flow matching
+    (``fit(flow, x, objective="flow-matching")``), on standardised data.
+
+    Example:
+        >>> flow = cnf(dim=2, hidden=(32, 32))
+        >>> flow.log_prob(flow.sample(5, seed=0)).shape
+        torch.Size([5])
+
+    References:
+        Grathwohl et al. (2019), "FFJORD: Free-form Continuous Dynamics for Scalable Reversible
+        Generative Models", ICLR; Lipman et al. (2023), "Flow Matching for Generative
+        Modeling", ICLR.
+    """
+    check_flow_dim(dim, minimum=1)
+    check_widths(hidden)
+    if divergence is None:
+        divergence = "exact" if dim <= EXACT_MAX_DIM else "hutchinson"
+    generator = torch.Generator().manual_seed(seed)
+    transform = ContinuousFlow(
+        dim, hidden, context=_transform_context(context, embedding), frequencies=frequencies,
+        activation=activation, divergence=divergence, solver=solver, rtol=rtol, atol=atol,
+        steps=steps, adjoint=adjoint, snapshots=snapshots, n_models=n_models,
+        generator=generator, seed=seed)
+    config = dict(builder="cnf", dim=dim, hidden=list(hidden), activation=activation,
+                  frequencies=frequencies, divergence=divergence, solver=solver, rtol=rtol,
+                  atol=atol, steps=steps, adjoint=adjoint, snapshots=snapshots,
+                  context=context, seed=seed)
+    return _conditional_flow([transform], config, context, embedding, generator, n_models)
+
+
+cnf.unsized_options = ("steps", "snapshots")  # solver counts, bounded by MAX_STEPS, not sizes
+
+
 RECOMMENDED_MODEL = {"n_layers": 6, "hidden": (64, 64), "bins": 10, "bound": 4.0, "fourier": 3}
 RECOMMENDED_FIT = {"batch_size": 256, "lr": 3e-3, "schedule": "cosine", "standardize": True}
 RECOMMENDED_STEPS = 1000  # optimizer steps: 28 epochs of 10,000 points
@@ -308,20 +374,21 @@ def recommended(dim: int, seed: int = 0) -> Flow:
 
 
 def recommended_epochs(
-    n: int, val_fraction: float = 0.1, batch_size: int = RECOMMENDED_FIT["batch_size"]
+    n: int, val_fraction: float = 0.1, batch_size: int = RECOMMENDED_FIT["batch_size"],
+    steps: int = RECOMMENDED_STEPS,
 ) -> int:
-    """Epochs that give the recommended model about ``RECOMMENDED_STEPS`` optimizer steps on
-    ``n`` points (of which ``val_fraction`` are held out): the budget is in steps, so small data
-    sets get more epochs and large ones fewer."""
+    """Epochs that give a model about ``steps`` (the recommended model's
+    ``RECOMMENDED_STEPS``) optimizer steps on ``n`` points (of which ``val_fraction`` are held
+    out): the budget is in steps, so small data sets get more epochs and large ones fewer."""
     check_positive_int(n, "n")
     check_positive_int(batch_size, "batch_size")
     train = max(1, n - round(val_fraction * n))
     steps_per_epoch = math.ceil(train / batch_size)
-    return max(1, math.ceil(RECOMMENDED_STEPS / steps_per_epoch))
+    return max(1, math.ceil(steps / steps_per_epoch))
 
 
 BUILDERS: dict[str, Callable[..., Flow]] = {
-    "realnvp": realnvp, "glow": glow, "nsf": nsf, "maf": maf,
+    "realnvp": realnvp, "glow": glow, "nsf": nsf, "maf": maf, "cnf": cnf,
     "glow_image": glow_image, "realnvp_image": realnvp_image,
 }
 

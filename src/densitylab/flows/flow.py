@@ -236,7 +236,8 @@ class Flow(nn.Module):
         self, z_or_n: Tensor | int, seed: int | torch.Generator | None = None,
         context: Tensor | None = None,
     ) -> list[Tensor]:
-        """Points after every transform on the way z -> x: prior first, data last."""
+        """Points after every transform on the way z -> x: prior first, data last (a continuous
+        flow adds snapshots at evenly spaced times)."""
         if isinstance(z_or_n, int):
             z, squeeze = self.sample_latent(z_or_n, seed), self.n_models == 1
         else:
@@ -244,7 +245,7 @@ class Flow(nn.Module):
         c = self._embed(self._sample_context(context, z.shape[1]))
         trace = [z]
         for transform in reversed(self.transforms):
-            trace.append(transform._to_data(trace[-1], c)[0])
+            trace.extend(transform._trace_to_data(trace[-1], c))
         return [t[0] for t in trace] if squeeze else trace
 
     def trace_to_latent(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
@@ -254,7 +255,7 @@ class Flow(nn.Module):
                                    self.n_models))
         trace = [x]
         for transform in self.transforms:
-            trace.append(transform._to_latent(trace[-1], c)[0])
+            trace.extend(transform._trace_to_latent(trace[-1], c))
         return [t[0] for t in trace] if squeeze else trace
 
 

@@ -85,6 +85,15 @@ class Transform(nn.Module, ABC):
     def _to_data(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """z -> x on ``(M, n, D)``."""
 
+    def _trace_to_data(self, z: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        """The points this transform passes on the way z -> x, its output last: one for a
+        layer, snapshots along time for a continuous flow."""
+        return [self._to_data(z, context)[0]]
+
+    def _trace_to_latent(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        """The points this transform passes on the way x -> z, its output last."""
+        return [self._to_latent(x, context)[0]]
+
 
 def check_context(context: int) -> int:
     """The number of context columns a conditional transform reads (0: not conditional)."""

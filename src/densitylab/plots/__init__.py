@@ -4,7 +4,8 @@ Figures of fitted models, in any dimension (any densitylab model, a raw flow or 
 
 - :func:`density` (truth beside it when known), :func:`samples` (against the data),
   :func:`pairs` (corner plot for D > 2), :func:`layers` (a flow, layer by layer),
-  :func:`loss` (training curves).
+  :func:`loss` (training curves); for a two-dimensional continuous flow, :func:`transport`
+  (its density at several times t) and :func:`vector_field` (its velocity as arrows).
 
 Array-level figure functions they are built from live in the submodules ``datasets``, ``kde``,
 ``flows`` and ``marginals``; ``images`` holds the figures of images and image flows.
@@ -27,15 +28,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from densitylab.plots import datasets, flows, images, kde, marginals, models
-    from densitylab.plots.models import density, layers, loss, pairs, samples
+    from densitylab.plots.models import (
+        density,
+        layers,
+        loss,
+        pairs,
+        samples,
+        transport,
+        vector_field,
+    )
 
 _SUBMODULES = {"datasets", "flows", "images", "kde", "marginals", "models"}
-_MODEL_FIGURES = {"density", "samples", "pairs", "layers", "loss"}
+_MODEL_FIGURES = {"density", "samples", "pairs", "layers", "loss", "transport", "vector_field"}
 
 __all__ = [
     "datasets", "density", "flows", "images", "kde", "layers", "loss", "marginals", "models",
-    "pairs",
-    "samples", "save_figures",
+    "pairs", "samples", "save_figures", "transport", "vector_field",
 ]
 
 

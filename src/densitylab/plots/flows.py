@@ -24,7 +24,8 @@ def robust_limits(*clouds: np.ndarray, quantile: float = 0.005, pad: float = 0.1
 RUNS_PER_LOSS_PANEL = 3  # train + validation curve each: at most six curves per panel
 
 
-def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) -> None:
+def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors,
+               ylabel: str = "NLL (nats per point)") -> None:
     values = []
     for (label, history), color in zip(histories.items(), colors, strict=False):
         epochs = np.arange(1, len(history.train_nll) + 1)
@@ -38,7 +39,7 @@ def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) 
     if finite.size:  # the first epochs can be far above the rest: keep the interesting range
         low, high = finite.min(), np.quantile(finite, 0.95)
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
-    ax.set(xlabel="epoch", ylabel="NLL (nats per point)")
+    ax.set(xlabel="epoch", ylabel=ylabel)
     ax.grid(alpha=0.3)
     # below the axes, never over the curves
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
@@ -46,10 +47,11 @@ def _loss_axes(ax, histories: Mapping[str, Any], entropy: float | None, colors) 
 
 def loss_curves(
     histories: Mapping[str, Any], entropy: float | None = None, title: str = "Training curves",
-    groups: Mapping[str, Sequence[str]] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None, ylabel: str = "NLL (nats per point)",
 ) -> Figure:
-    """Train (dashed) and validation (solid) NLL per epoch for each labelled run (a training
-    ``History``, or anything with ``train_nll`` and ``val_nll`` lists).
+    """Train (dashed) and validation (solid) NLL (or the loss ``ylabel`` names) per epoch for
+    each labelled run (a training ``History``, or anything with ``train_nll`` and ``val_nll``
+    lists).
 
     At most three runs (six curves) share a panel: ``groups`` (``{panel title: [run labels]}``)
     says which runs go together; by default consecutive runs are grouped by three. Panels sit
@@ -69,7 +71,7 @@ def loss_curves(
         lb for members in groups.values() for lb in members))}
     for ax, (name, members) in zip(axes, groups.items(), strict=False):
         _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy,
-                   [colour[lb] for lb in members])
+                   [colour[lb] for lb in members], ylabel)
         if name:
             ax.set_title(name, fontsize=10)
     for ax in axes[n:]:
@@ -269,4 +271,29 @@ def grouped_bars(
     ax.set(ylabel=ylabel, title=wrap_title(title, 0.7 * fig_width))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def vector_field_panels(points: np.ndarray, velocities: Mapping[str, np.ndarray],
+                        title: str) -> Figure:
+    """One quiver panel per labelled velocity field (e.g. a continuous flow's ``dx/dt`` at
+    several times), arrows coloured by speed on one shared colour scale, shared axes."""
+    if not velocities:
+        raise ValueError("vector_field_panels needs at least one field")
+    speeds = {k: np.linalg.norm(v, axis=1) for k, v in velocities.items()}
+    top = max(float(s.max()) for s in speeds.values()) or 1.0
+    n = len(velocities)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.4 * cols + 0.9, 3.4 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    arrows = None
+    for ax, (label, v) in zip(axes, velocities.items(), strict=False):
+        arrows = ax.quiver(points[:, 0], points[:, 1], v[:, 0], v[:, 1], speeds[label],
+                           cmap="viridis", clim=(0.0, top), angles="xy")
+        ax.set(title=label, xlabel="x_1", ylabel="x_2", aspect="equal")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.colorbar(arrows, ax=axes[:n].tolist(), label="speed |dx/dt|", shrink=0.8)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()))
     return fig

@@ -26,7 +26,12 @@ import numpy as np
 
 from densitylab import views
 from densitylab.plots._figure import Figure
-from densitylab.plots.flows import loss_curves, samples_vs_data, trace_panels
+from densitylab.plots.flows import (
+    loss_curves,
+    samples_vs_data,
+    trace_panels,
+    vector_field_panels,
+)
 from densitylab.plots.kde import density_panels
 from densitylab.plots.marginals import density_curves, histograms, pairs_panels
 
@@ -186,3 +191,48 @@ def loss(result: Any, *, entropy: float | None = None, title: str | None = None)
     runs = result if isinstance(result, Mapping) else {"flow": result}
     histories = {label: views.history_of(run) for label, run in runs.items()}
     return loss_curves(histories, entropy, title or "Negative log-likelihood per epoch")
+
+
+def _box(model: Any, data: Any, bounds: Any, seed: int) -> tuple:
+    if bounds is not None:
+        box = np.asarray(bounds, dtype=np.float64).reshape(2, 2)
+    else:
+        box = _range(model, _points(data, 2), seed)
+    return tuple(map(tuple, box))
+
+
+def transport(
+    model: Any, times: Any = (0.0, 1 / 3, 2 / 3, 1.0), *, data: Any = None,
+    bounds: Any = None, resolution: int = 80, seed: int = 0, title: str | None = None,
+) -> Figure:
+    """A two-dimensional continuous flow's density at several times ``t`` in [0, 1]: the base
+    Gaussian (``t = 0``) carried along the ODE into the model (``t = 1``), on one colour scale
+    and shared axes, in the data's units. ``model``: a CNF, its ``FitResult`` or a fitted
+    ``FlowDensity(model="cnf" | "cnf-fm")``.
+
+    Example:
+        >>> import densitylab as dl
+        >>> fig = dl.plots.transport(dl.flows.cnf(2, hidden=(8,)), times=(0, 1), resolution=20,
+        ...                          bounds=[(-3, 3), (-3, 3)])
+        >>> fig.axes[1].get_title()
+        't = 1.00'
+    """
+    grid, images = views.density_along_time(model, _box(model, data, bounds, seed), times,
+                                            resolution)
+    labelled = {f"t = {t:.2f}": image for t, image in images.items()}
+    return density_panels(labelled, grid, title or "Density carried from the Gaussian (t = 0) "
+                          "to the model (t = 1)", points=_points(data, 2))
+
+
+def vector_field(
+    model: Any, times: Any = (0.0, 0.5, 1.0), *, data: Any = None, bounds: Any = None,
+    resolution: int = 20, seed: int = 0, title: str | None = None,
+) -> Figure:
+    """A two-dimensional continuous flow's velocity ``dx/dt`` as arrows at several times, in the
+    data's units (a ``resolution``-square grid of arrows per panel)."""
+    box = _box(model, data, bounds, seed)
+    fields = {}
+    for t in times:
+        points, v = views.velocity(model, box, float(t), resolution)
+        fields[f"t = {float(t):.2f}"] = v
+    return vector_field_panels(points, fields, title or "Velocity of the continuous flow")

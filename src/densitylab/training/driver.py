@@ -71,7 +71,7 @@ class Driver:
         self.n_models = m = engine.n_models
         self.n_train = n_train
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        columns = (*objective.train_columns, objective.val_column)
+        columns = (*objective.train_columns, objective.val_column, *objective.extra_columns)
         self.histories = [History.of(columns) for _ in range(m)]
         self.best_val = np.full(m, math.inf)
         self.best_epoch = [0] * m
@@ -112,12 +112,14 @@ class Driver:
                     self.step += n_batches
                     with self._averaged_weights():
                         val = self.engine.validate()
+                        extras = self.objective.extras(self.engine)
                         self._keep(val, epoch, active)
                     self.wall_time = time.perf_counter() - start
                     for k in np.flatnonzero(active):
                         train = dict(zip(self.objective.train_columns, sums[k] / n_batches,
                                          strict=True))
-                        self.histories[k].append({**train, self.objective.val_column: val[k]},
+                        self.histories[k].append({**train, self.objective.val_column: val[k],
+                                                  **{c: v[k] for c, v in extras.items()}},
                                                  self.wall_time)
                     self.epoch = epoch
                     active &= ~self._stopped(epoch)

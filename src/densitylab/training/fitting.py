@@ -29,7 +29,11 @@ from densitylab.flows import (
     unstack,
 )
 from densitylab.runtime import resolve_device
-from densitylab.training import compiled, compiled_spline
+from densitylab.training import (
+    compiled,
+    compiled_spline,
+    flow_matching,  # noqa: F401  (registers its objectives)
+)
 from densitylab.training.autograd import TorchEngine
 from densitylab.training.data import prepare, seeds_of, with_context
 from densitylab.training.driver import train
@@ -137,8 +141,13 @@ def fit_many(
             torchrun). Every process passes the same data and seed and gets the same result,
             the one a single process would get, up to float rounding; only rank 0 shows
             progress and writes checkpoints. Uses the torch engine.
-        objective: the loss minimised, by name (``"nll"``: maximum likelihood;
-            ``"dequantized"``: the dequantized bound of an image flow on integer pixels).
+        objective: the loss minimised, by name: ``"nll"`` (maximum likelihood; through the ODE
+            solver for a continuous flow), ``"dequantized"`` (the dequantized bound of an image
+            flow on integer pixels), or for a continuous flow ``"flow-matching"`` /
+            ``"ot-flow-matching"`` (:class:`~densitylab.training.flow_matching.FlowMatching`:
+            simulation-free regression of its vector field; validated by the same loss). A
+            continuous flow's history also counts the solver's function evaluations
+            (``train_nfe`` per step, ``val_nfe`` per validation).
         keep_final: also return the last epoch's weights, as ``FitResult.final_model`` (the
             rule of code that keeps the final weights, for a report to compare with the
             best-validation weights it keeps).
@@ -180,8 +189,7 @@ def fit_many(
             for module in model.modules():
                 if isinstance(module, ActNorm | ImageActNorm):
                     module.sum_statistics = distributed_.all_reduce_sum
-    goal = objective_named(objective)
-    goal.seed(seeds)
+    goal = objective_named(objective, seeds, model)
     on_compiled = use_compiled(engine, model, distributed, options.batch_size, goal)
     if on_compiled:  # stacked models in Python threads, each on one thread of every pool
         workers = threads_.workers(threads, work=len(flows))

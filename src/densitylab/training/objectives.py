@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from densitylab import distributed as distributed_
+from densitylab.flows import function_evaluations
 from densitylab.training.result import History
 
 
@@ -25,13 +28,14 @@ class Objective(ABC):
 
     train_columns: tuple[str, ...] = ("train_nll",)
     val_column = "val_nll"
+    extra_columns: tuple[str, ...] = ()  # measured after validation, see :meth:`extras`
     keep_best = True  # keep the best validation epoch (else: the last with finite weights)
     betas = (0.9, 0.999)  # Adam's
 
-    def seed(self, seeds: list[int]) -> None:
-        """Seed whatever noise the objective draws from the run's seeds (one per model);
-        objectives that draw none ignore them."""
-        del seeds  # nothing to seed
+    def __init__(self, seeds: Sequence[int] = (0,), model: nn.Module | None = None) -> None:
+        """How the registry builds an objective: one seed per stacked model (for objectives
+        that draw noise) and the stacked model (for those that read its architecture)."""
+        self.seeds = [int(s) for s in seeds]
 
     def parameter_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
         """Parameters updated together by one Adam; one group unless a game needs more."""
@@ -45,6 +49,11 @@ class Objective(ABC):
     @abstractmethod
     def validate(self, engine) -> Tensor:
         """Per-model validation score ``(M,)``, lower is better."""
+
+    def extras(self, engine) -> dict[str, np.ndarray]:
+        """Per-model values ``(M,)`` of :attr:`extra_columns` after an epoch's validation
+        (e.g. a continuous flow's function evaluations); none by default."""
+        return {}
 
     def label(self, history: History) -> str:
         """The progress bar's text after an epoch."""
@@ -74,12 +83,61 @@ class Likelihood(Objective):
         return torch.nan_to_num(loss, nan=math.inf)
 
 
+class EvaluationCount:
+    """Function evaluations (NFE) of a continuous flow's vector field per training step and per
+    validation pass, as history columns ``train_nfe`` and ``val_nfe``; nothing for a model
+    without a continuous transform."""
+
+    def __init__(self, model: nn.Module | None) -> None:
+        self.counted = model is not None and function_evaluations(model) is not None
+        self.validation = 0
+
+    def columns(self, train: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The training and extra columns, with the counts where the model has any."""
+        return ((*train, "train_nfe"), ("val_nfe",)) if self.counted else (train, ())
+
+    def step(self, model: nn.Module, run) -> Tensor:
+        """``run()``'s ``(M, k)`` columns, with the evaluations it made beside them."""
+        before = function_evaluations(model) if self.counted else 0
+        columns = run()
+        if not self.counted:
+            return columns
+        made = function_evaluations(model) - before
+        return torch.cat([columns, torch.full_like(columns[:, :1], made)], dim=1)
+
+    def validate(self, model: nn.Module, run) -> Tensor:
+        before = function_evaluations(model) if self.counted else 0
+        scores = run()
+        if self.counted:
+            self.validation = function_evaluations(model) - before
+        return scores
+
+    def extras(self, n_models: int) -> dict[str, np.ndarray]:
+        return {"val_nfe": np.full(n_models, float(self.validation))} if self.counted else {}
+
+
 class NLL(Likelihood):
     """A flow's negative log-likelihood, ``-log p(x)``, or ``-log p(x | c)`` for a conditional
-    flow, whose rows are ``[x | c]``: maximum likelihood."""
+    flow, whose rows are ``[x | c]``: maximum likelihood. For a continuous flow the likelihood
+    is solved through the ODE (FFJORD) and the history counts the solver's function
+    evaluations."""
+
+    def __init__(self, seeds: Sequence[int] = (0,), model: nn.Module | None = None) -> None:
+        super().__init__(seeds, model)
+        self.count = EvaluationCount(model)
+        self.train_columns, self.extra_columns = self.count.columns(("train_nll",))
 
     def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
         return -model(batch)
+
+    def train_step(self, engine, batch: Tensor) -> Tensor:
+        return self.count.step(engine.model, lambda: super(NLL, self).train_step(engine, batch))
+
+    def validate(self, engine) -> Tensor:
+        return self.count.validate(engine.model, lambda: super(NLL, self).validate(engine))
+
+    def extras(self, engine) -> dict[str, np.ndarray]:
+        return self.count.extras(engine.n_models)
 
 
 class DequantizedNLL(Objective):
@@ -90,11 +148,9 @@ class DequantizedNLL(Objective):
     are compared on equal terms. Noise is drawn for the whole batch and sharded like it, so
     data-parallel training draws what one process would."""
 
-    def __init__(self) -> None:
-        self.seed([0])
-
-    def seed(self, seeds: list[int]) -> None:
-        self._seed = int(seeds[0])
+    def __init__(self, seeds: Sequence[int] = (0,), model: nn.Module | None = None) -> None:
+        super().__init__(seeds, model)
+        self._seed = self.seeds[0]
         self.generator = torch.Generator().manual_seed(self._seed)
 
     @staticmethod
@@ -119,9 +175,12 @@ class DequantizedNLL(Objective):
 
 
 OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL, "dequantized": DequantizedNLL}
+"""Flow objectives by name; each is built as ``cls(seeds, model)`` (one seed per stacked
+model, and the stacked model, for objectives that draw noise or read the architecture)."""
 
 
-def objective_named(name: str) -> Objective:
+def objective_named(name: str, seeds: Sequence[int] = (0,),
+                    model: nn.Module | None = None) -> Objective:
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name]()
+    return OBJECTIVES[name](seeds, model)

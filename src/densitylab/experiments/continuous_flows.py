@@ -1,0 +1,209 @@
+"""continuous-flows: a continuous normalizing flow, by maximum likelihood and by flow matching,
+beside the coupling flows of the course.
+
+Every distinct built-in law, the recommended spline flow, the coursework RealNVP, a CNF trained
+by maximum likelihood through the ODE solver (FFJORD) and the same CNF trained by flow matching
+(straight paths, no solver in training). Each family's flows are trained together, one per
+law (:func:`densitylab.fit_many`), each law's share of the time reported. Reported: the gap
+between the test NLL and the entropy (which is KL(true || model)) with its standard error,
+training seconds, and the solver's function evaluations (NFE) per solve.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densitylab import metrics, plots, views
+from densitylab.evaluation import flow_log_prob, in_float64
+from densitylab.experiments.findings import Z, compare
+from densitylab.experiments.limits import distinct_laws
+from densitylab.experiments.runner import Outcome, Table
+from densitylab.flows import (
+    RECOMMENDED_FIT,
+    cnf,
+    function_evaluations,
+    realnvp,
+    recommended,
+    recommended_epochs,
+)
+from densitylab.flows.flow import INFERENCE_CHUNK
+from densitylab.plots import flows as flow_plots
+from densitylab.plots.kde import density_panels
+from densitylab.training import fit_many
+
+TARGET_GAP = 0.05  # nats
+SEED = 8
+CNF_HIDDEN = (64, 64)  # the vector field of both CNFs (zuko's CNF default size)
+SHOWN = "8gaussians"  # the law whose transport is drawn
+ML, FM = "CNF (max. likelihood)", "CNF (flow matching)"
+MODELS = ("recommended spline", "coursework RealNVP", ML, FM)
+FULL = {"n": 5000, "n_test": 20_000, "steps": {MODELS[0]: 1000, MODELS[1]: 1000, ML: 300,
+                                                FM: 3000}}
+QUICK = {"n": 1000, "n_test": 4000, "steps": {MODELS[0]: 60, MODELS[1]: 60, ML: 8, FM: 150}}
+FITS = {  # how each model is built (dim, seed) and trained
+    MODELS[0]: (lambda seed: recommended(2, seed=seed), dict(RECOMMENDED_FIT)),
+    MODELS[1]: (lambda seed: realnvp(2, 4, (32, 32), seed=seed), {"batch_size": 64, "lr": 1e-3}),
+    ML: (lambda seed: cnf(2, CNF_HIDDEN, seed=seed),
+         {"batch_size": 256, "lr": 3e-3, "schedule": "cosine", "standardize": True}),
+    FM: (lambda seed: cnf(2, CNF_HIDDEN, seed=seed),
+         {"batch_size": 256, "lr": 3e-3, "schedule": "cosine", "standardize": True,
+          "objective": "flow-matching"}),
+}
+
+
+def run_continuous_flows(out: Path, quick: bool) -> Outcome:
+    start = time.perf_counter()
+    plan = QUICK if quick else FULL
+    laws, _ = distinct_laws()
+    fits = [law.sample(plan["n"], seed=0) for law in laws]
+    tests = [law.sample(plan["n_test"], seed=1) for law in laws]
+    scores: dict[str, dict[str, Any]] = {law.label: {"entropy": law.entropy()} for law in laws}
+    kept = {}
+    for model in MODELS:
+        build, options = FITS[model]
+        epochs = recommended_epochs(plan["n"], batch_size=options["batch_size"],
+                                    steps=plan["steps"][model])
+        t0 = time.perf_counter()
+        results = fit_many([build(SEED) for _ in laws], fits, epochs=epochs, seed=SEED,
+                           verbose=False, **options)
+        share = (time.perf_counter() - t0) / len(laws)
+        for law, result, test in zip(laws, results, tests, strict=True):
+            scores[law.label][model] = _evaluate(result, test, law.entropy(), share)
+            kept[law.label, model] = result
+    shown = next(law for law in laws if law.name == SHOWN)
+    figures = {
+        "gaps": (_gap_figure(scores), "Gap between each model's test NLL and the entropy "
+                 f"(KL from the truth), per distribution, log scale (gaps below 0.001 drawn "
+                 f"at 0.001). Dashed: {TARGET_GAP} nats."),
+        "transport": (_transport_figure(kept[shown.label, FM], shown, quick),
+                      f"The flow-matching CNF on {shown.label}: the density at times t from the "
+                      "base Gaussian (t = 0) to the model (t = 1), carried by the ODE, beside "
+                      "the true density."),
+    }
+    plots.save_figures(out / "figures", {k: f for k, (f, _) in figures.items()}, strict=True)
+    return Outcome(
+        name="continuous-flows",
+        title="Continuous flows: maximum likelihood and flow matching beside coupling flows",
+        question="The course ends on continuous normalizing flows, a flow with infinitely many "
+        "layers. On every built-in distribution "
+        f"({plan['n']} training points, {plan['n_test']} fresh test points), how close to the "
+        "entropy do a CNF trained by maximum likelihood through the ODE solver and the same "
+        "CNF trained by flow matching come, beside the recommended spline flow and the "
+        "coursework RealNVP, and at what training time and number of function evaluations?",
+        findings=_findings(scores),
+        figures={f"{k}.png": caption for k, (_, caption) in figures.items()},
+        tables=_tables(scores, plan), metrics=scores, seconds=time.perf_counter() - start,
+    )
+
+
+def _evaluate(result, test: np.ndarray, entropy: float, seconds: float) -> dict[str, float]:
+    """Test NLL with its standard error, gap, seconds and the solver's work."""
+    flow = in_float64(result.flow)  # the copy that scores, so that its evaluations count
+    before = function_evaluations(flow)
+    t0 = time.perf_counter()
+    log_p = flow_log_prob(flow, test)
+    scoring = time.perf_counter() - t0
+    nll, se = metrics.nll_with_error(log_p)
+    row = {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - entropy,
+           "train_seconds": seconds, "score_seconds": scoring, "best_epoch": result.best_epoch}
+    if before is not None:
+        solves = math.ceil(len(test) / INFERENCE_CHUNK)
+        row["nfe_per_solve"] = (function_evaluations(flow) - before) / solves
+        nfe = result.history.columns.get("train_nfe")
+        row["train_nfe_first_last"] = [nfe[0], nfe[-1]] if nfe else [0.0, 0.0]
+    return row
+
+
+def _gap_figure(scores: dict[str, dict[str, Any]]):
+    series = {m: [max(s[m]["entropy_gap"], 1e-3) for s in scores.values()] for m in MODELS}
+    return flow_plots.grouped_bars(list(scores), series, "test NLL - entropy (nats)",
+                                   "Gap to the entropy per distribution",
+                                   reference=(TARGET_GAP, f"{TARGET_GAP} nats"))
+
+
+def _transport_figure(result, law, quick: bool):
+    bounds = law.bounds()
+    grid, images = views.density_along_time(result, bounds, (0.0, 0.25, 0.5, 0.75, 1.0),
+                                            40 if quick else 90)
+    panels = {f"t = {t:.2f}": image for t, image in images.items()}
+    panels["true density"] = np.exp(law.log_prob(grid.points)).reshape(grid.shape)
+    return density_panels(panels, grid, f"{law.label}: the Gaussian carried along t by the "
+                          "flow-matching CNF", max_cols=3)
+
+
+def _within(s: dict[str, Any]) -> bool:
+    """Within the target gap unless above it beyond noise."""
+    return s["entropy_gap"] - Z * s["test_nll_se"] <= TARGET_GAP
+
+
+def _findings(scores: dict[str, dict[str, Any]]) -> str:
+    n = len(scores)
+    bullets = []
+    for model in MODELS:
+        gaps = {d: s[model]["entropy_gap"] for d, s in scores.items()}
+        worst = max(gaps, key=gaps.get)
+        seconds = np.mean([s[model]["train_seconds"] for s in scores.values()])
+        bullets.append(f"{model}: within {TARGET_GAP} nats of the entropy on "
+                       f"{sum(_within(s[model]) for s in scores.values())} of {n} laws, median "
+                       f"gap {np.median(list(gaps.values())):.3f} (largest {worst}, "
+                       f"{gaps[worst]:.3f}), {seconds:.1f} s of training per law.")
+    better_cnf = sum(_within(s[ML]) or _within(s[FM]) for s in scores.values())
+    bullets.append(f"The better of the two CNFs is within {TARGET_GAP} nats on {better_cnf} of "
+                   f"{n} laws.")
+    verdicts = [compare(s[FM]["entropy_gap"], s[FM]["test_nll_se"], s[ML]["entropy_gap"],
+                        s[ML]["test_nll_se"]) for s in scores.values()]
+    ratio = np.median([s[ML]["train_seconds"] / s[FM]["train_seconds"] for s in scores.values()])
+    bullets.append(f"Flow matching against maximum likelihood: closer to the entropy on "
+                   f"{verdicts.count(-1)} laws, farther on {verdicts.count(1)}, within noise on "
+                   f"{verdicts.count(0)} ({Z:g}-standard-error rule); maximum likelihood took "
+                   f"{ratio:.1f} times flow matching's training time (median over laws).")
+    spline_ahead = sum(
+        all(compare(s[MODELS[0]]["entropy_gap"], s[MODELS[0]]["test_nll_se"],
+                    s[c]["entropy_gap"], s[c]["test_nll_se"]) == -1 for c in (ML, FM))
+        for s in scores.values())
+    bullets.append(f"The recommended spline flow is closer than both CNFs beyond noise on "
+                   f"{spline_ahead} of {n} laws.")
+    nfe = {m: np.median([s[m]["nfe_per_solve"] for s in scores.values()]) for m in (ML, FM)}
+    growth = np.median([s[ML]["train_nfe_first_last"][1] / max(s[ML]["train_nfe_first_last"][0],
+                                                               1.0) for s in scores.values()])
+    score_ratio = np.median([s[FM]["score_seconds"] / s[MODELS[0]]["score_seconds"]
+                             for s in scores.values()])
+    bullets.append(f"Function evaluations per solve at test time (median): {nfe[ML]:.0f} for "
+                   f"maximum likelihood, {nfe[FM]:.0f} for flow matching; during maximum-"
+                   f"likelihood training the NFE per step grew {growth:.1f}-fold from the first "
+                   f"epoch to the last. Scoring the test points took {score_ratio:.0f} times the "
+                   "spline flow's time (flow-matching CNF, median).")
+    return "\n".join(f"- {b}" for b in bullets)
+
+
+def _tables(scores: dict[str, dict[str, Any]], plan: dict[str, Any]) -> list[Table]:
+    gap_rows = [[d, f"{s['entropy']:.4f}",
+                 *(f"{s[m]['entropy_gap']:+.4f} ± {s[m]['test_nll_se']:.4f}" for m in MODELS)]
+                for d, s in scores.items()]
+    cost_rows = [[d, *(f"{s[m]['train_seconds']:.1f}" for m in MODELS),
+                  *(f"{s[m]['nfe_per_solve']:.0f}" for m in (ML, FM))]
+                 for d, s in scores.items()]
+    steps = plan["steps"]
+    return [
+        Table("Gap to the entropy (test NLL - entropy = KL(true || model)) ± standard error, "
+              "nats", ["distribution", "entropy", *MODELS], gap_rows),
+        Table("Training seconds per law (each family trained together, the time shared out) "
+              "and function evaluations per test solve", ["distribution", *MODELS,
+                                                           "NFE (ML)", "NFE (FM)"], cost_rows,
+              folded=True),
+        Table("Models and budgets", ["model", "architecture and training"], [
+            [MODELS[0], f"dl.flows.recommended(2) with its recipe, {steps[MODELS[0]]} steps"],
+            [MODELS[1], f"4 affine couplings of (32, 32), batch 64, Adam 1e-3, "
+             f"{steps[MODELS[1]]} steps"],
+            [ML, f"dl.flows.cnf(2, {CNF_HIDDEN}): ELU field of (x, 3 time frequencies), exact "
+             f"divergence, dopri5 at rtol = atol = 1e-5; standardised data, batch 256, Adam "
+             f"3e-3 cosine, {steps[ML]} steps, best validation NLL kept"],
+            [FM, f"the same CNF, trained by conditional flow matching (straight paths, "
+             f"independent pairs), {steps[FM]} steps, best validation flow-matching loss kept"],
+        ], folded=True),
+    ]
