@@ -59,9 +59,9 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "auto", "baselines", "categorical", "datasets", "derivations", "distributed", "estimators", "evaluation",
-    "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "outliers", "plots",
-    "report", "training", "views",
+    "auto", "baselines", "categorical", "datasets", "derivations", "distributed", "estimators",
+    "evaluation", "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "outliers",
+    "plots", "report", "training", "views",
 }
 _ATTRIBUTES = {
     "KDE": "densitylab.kde",
@@ -79,8 +79,8 @@ _ATTRIBUTES = {
 }
 
 __all__ = [  # a literal, for type checkers; a test keeps it equal to the two tables above
-    "AutoDensity", "CategoricalDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity", "ImageFlow", "KDE",
-    "OutlierDetector", "__version__",
+    "AutoDensity", "CategoricalDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity",
+    "ImageFlow", "KDE", "OutlierDetector", "__version__",
     "auto", "baselines", "categorical", "datasets",
     "derivations", "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many",
     "flows", "grids", "io", "kde", "load", "metrics", "numpy_flow", "outliers", "plots", "report",

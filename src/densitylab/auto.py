@@ -341,6 +341,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
         repeated rows give, but for the folds, which are drawn over the distinct rows."""
         names = self._candidate_names()
         seed = _check_random_state(self.random_state)
+        from densitylab._labels import refuse_categorical
+
+        refuse_categorical(X, self.column_types)
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,

@@ -40,30 +40,9 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import NotFittedError
 
+from densitylab._labels import table_rows, text_columns
+
 Label = str | float
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str | bytes)
-
-
-def _rows(X: Any) -> tuple[np.ndarray, list[str] | None]:
-    """``X`` (a DataFrame or a 2-D array, text allowed) as an object array and its column
-    names (``None`` without a DataFrame)."""
-    names = None
-    if hasattr(X, "columns") and hasattr(X, "to_numpy"):
-        names = [str(c) for c in X.columns]
-        rows = X.to_numpy(dtype=object)
-    else:
-        rows = np.asarray(X, dtype=object)
-    if rows.ndim != 2 or rows.shape[0] < 1 or rows.shape[1] < 1:
-        raise ValueError(f"X must be a 2-D table of rows and columns, got shape {rows.shape}")
-    return rows, names
-
-
-def text_columns(rows: np.ndarray) -> list[int]:
-    """The columns of an object table that hold text in any cell."""
-    return [j for j in range(rows.shape[1]) if any(_is_text(v) for v in rows[:, j])]
 
 
 def _labels_of(column: np.ndarray, text: bool, where: str) -> list[Label]:
@@ -137,7 +116,7 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
     # -- the columns ---------------------------------------------------------------------
     def _split_columns(self, rows: np.ndarray, names: list[str] | None) -> tuple[list[int], dict]:
         """``(categorical column indices, declarations for the rest by rest index)``."""
-        from densitylab.columns import _column_index
+        from densitylab.columns import column_index
 
         declared = self.column_types
         if isinstance(declared, str) and declared == "auto":
@@ -145,7 +124,7 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
         if not isinstance(declared, dict):
             raise ValueError("column_types must be 'auto' or a dict of column -> type, got "
                              f"{declared!r}")
-        by_index = {_column_index(k, rows.shape[1], names): v for k, v in declared.items()}
+        by_index = {column_index(k, rows.shape[1], names): v for k, v in declared.items()}
         categorical = set(text_columns(rows))
         categorical |= {j for j, v in by_index.items()
                         if isinstance(v, str) and v.strip().lower() == "categorical"}
@@ -192,7 +171,7 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
                 self.smoothing, int | float) or not self.smoothing >= 0:
             raise ValueError(f"smoothing must be a number >= 0, got {self.smoothing!r}")
         check_positive_int(self.min_rows, "min_rows")
-        rows, names = _rows(X)
+        rows, names = table_rows(X)
         columns, rest_types = self._split_columns(rows, names)
         weights = np.ones(len(rows)) if sample_weight is None else np.asarray(
             sample_weight, dtype=np.float64)
@@ -274,7 +253,7 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
         """``log P(category) + log p(rest | category)`` of each row; ``-inf`` for a label
         never seen in training."""
         self._check_fitted()
-        rows, names = _rows(X)
+        rows, names = table_rows(X)
         if rows.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {rows.shape[1]} columns; the model was fitted on "
                              f"{self.n_features_in_}")

@@ -288,12 +288,14 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     from densitylab.io import save
 
     threads = threads_.count(threads)  # the most threads any candidate uses, recorded below
+    from functools import partial
+
     from densitylab.cli.train_categorical import categorical_table, train_by_category
 
-    table = categorical_table(data, column_types, missing)
-    if table is not None:  # text or declared categorical columns: p(category) p(rest | category)
-        return train_by_category(table, data, out, seed, test_fraction, threads, column_types,
-                                 environment())
+    found = categorical_table(data, missing, partial(parse_column_types, column_types))
+    if found is not None:  # text or declared categorical columns: p(category) p(rest | category)
+        return train_by_category(*found, data, out, seed, test_fraction, threads, environment(),
+                                 split_test, training_quantiles)
     x, truth, names = read_data(data, n, seed, missing)
     check_data(x, data)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))

@@ -4,38 +4,42 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
 
-def categorical_table(data: str, column_types: str | None, missing: str) -> Any:
-    """The user's file read with its text columns as labels, where it has a text column or
-    ``--column-types`` declares one categorical; else ``None`` (the numeric path)."""
+def categorical_table(data: str, missing: str, declare: Callable[[list[str] | None], Any]
+                      ) -> Any:
+    """``(table, declarations)``: the user's file read with its text columns as labels, where
+    it has a text column or the declarations (``declare(column names)``, from
+    ``--column-types``) make one categorical; else ``None`` (the numeric path)."""
     from densitylab.cli._data import is_builtin
-    from densitylab.cli.train import parse_column_types
     from densitylab.datasets import load_table
 
     if is_builtin(data):
         return None
     table = load_table(data, allow_missing=missing == "drop", text=True)
-    declared = parse_column_types(column_types, table.names)
+    declared = declare(table.names)
     categorical = isinstance(declared, dict) and any(
         spec.strip().lower() == "categorical" for spec in declared.values())
-    return table if table.labels or categorical else None
+    return (table, declared) if table.labels or categorical else None
 
 
-def train_by_category(table: Any, data: str, out: Path, seed: int, test_fraction: float,
-                      threads: int, column_types: str | None, environment: dict) -> None:
-    """Fit :class:`densitylab.CategoricalDensity` on a train split of ``table``, write the
-    model, config, metrics (test NLL, the per-category choices) and print each column's type."""
+def train_by_category(table: Any, declared: Any, data: str, out: Path, seed: int,
+                      test_fraction: float, threads: int, environment: dict,
+                      split: Callable, quantiles: Callable) -> None:
+    """Fit :class:`densitylab.CategoricalDensity` on a train split of ``table`` (``split``:
+    ``train``'s split keeping copies together), write the model, config, metrics (test NLL,
+    the per-category choices, the training ``quantiles`` for ``score --contamination``) and
+    print each column's type."""
     import numpy as np
     import pandas as pd
 
     from densitylab._files import output_directory
     from densitylab.categorical import CategoricalDensity
-    from densitylab.cli.train import parse_column_types, split_test, training_quantiles
     from densitylab.io import save
 
     for note in table.notes:
@@ -50,8 +54,7 @@ def train_by_category(table: Any, data: str, out: Path, seed: int, test_fraction
     surrogate = table.x[~incomplete].copy()  # numbers standing for the rows: copies found
     for j, cells in table.labels.items():  # by label codes as well
         surrogate[:, j] = np.unique(np.asarray(cells)[~incomplete], return_inverse=True)[1]
-    fit_rows, test_rows = split_test(surrogate, test_fraction, seed, rows=rows)
-    declared = parse_column_types(column_types, table.names)
+    fit_rows, test_rows = split(surrogate, test_fraction, seed, rows=rows)
     model = CategoricalDensity(column_types=declared, random_state=seed, threads=threads)
     model.fit(pd.DataFrame(fit_rows, columns=names))
     log_p = model.score_samples(pd.DataFrame(test_rows, columns=names))
@@ -60,7 +63,7 @@ def train_by_category(table: Any, data: str, out: Path, seed: int, test_fraction
                "categories": {names[j]: model.categories_[k]
                               for k, j in enumerate(model.categorical_columns_)},
                "choices": model.choices_, "column_types": types,
-               "train_log_density_quantiles": training_quantiles(model.oof_score_samples_)}
+               "train_log_density_quantiles": quantiles(model.oof_score_samples_)}
     config = {"command": "train", "data": data, "model": "auto", "seed": seed,
               "n_train": len(fit_rows), "threads": threads, "params": model.get_params(),
               "environment": environment, "columns": table.names}

@@ -160,8 +160,9 @@ def _read_csv(path: Path, allow_missing: bool = False, text: bool = False,
                         "values") from None
                 raise ValueError(
                     f"{path}: row {number}, {column(j)} holds text ({cell!r}); densitylab "
-                    "models numeric columns here: drop that column, encode it as numbers, or model it "
-                    "as categorical (train --model auto; dl.CategoricalDensity)") from None
+                    "models numeric columns here: drop that column, encode it as numbers, or "
+                    "model it as categorical (train --model auto; dl.CategoricalDensity)"
+                ) from None
             if math.isnan(value) and allow_missing:
                 values.append(value)
                 continue
