@@ -137,3 +137,18 @@ def test_the_shell_trains_scores_and_samples_a_table_with_text(tmp_path):
     drawn = pd.read_csv(tmp_path / "d.csv")
     assert list(drawn.columns) == ["region", "price", "area"]
     assert set(drawn["region"]) <= {"east", "west", "north"} and len(drawn) == 30
+
+
+def test_csv_text_columns_are_read_as_labels_only_when_asked(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"price": [1.5, 2.5, 3.0], "region": ["east", "west", "east"],
+                  "code": [1, 2, 1]}).to_csv(path)  # with pandas' index column
+    with pytest.raises(ValueError, match=r"column 3 \('region'\) holds text \('east'\)"):
+        dl.datasets.load_table(path)
+    table = dl.datasets.load_table(path, text=True, as_text=[2])
+    assert table.names == ["price", "region", "code"] and "index" in table.notes[0]
+    assert table.labels == {1: ["east", "west", "east"], 2: ["1", "2", "1"]}
+    assert table.rows()[1].tolist() == [2.5, "west", "2"]
+    path.write_text("price,region\n1.5,east\n2.5,\n")
+    with pytest.raises(ValueError, match=r"row 3, column 2 \('region'\) is missing"):
+        dl.datasets.load_table(path, allow_missing=True, text=True)

@@ -58,8 +58,15 @@ def train_by_category(table: Any, declared: Any, data: str, out: Path, seed: int
     model = CategoricalDensity(column_types=declared, random_state=seed, threads=threads)
     model.fit(pd.DataFrame(fit_rows, columns=names))
     log_p = model.score_samples(pd.DataFrame(test_rows, columns=names))
+    unseen = np.isneginf(log_p)  # a label that only the test rows hold: probability 0
+    if unseen.all():
+        raise ValueError(f"{data}: every test row holds a label the training rows lack")
+    if unseen.any():
+        typer.echo(f"note: {int(unseen.sum())} test row(s) hold a label the training rows lack "
+                   "(log-probability -inf); the test NLL is over the others", err=True)
     types = dict(zip(names, model.describe_columns(), strict=True))
-    metrics = {"test_nll": float(-np.mean(log_p)), "chosen": "by-category",
+    metrics = {"test_nll": float(-np.mean(log_p[~unseen])),
+               "test_rows_with_unseen_labels": int(unseen.sum()), "chosen": "by-category",
                "categories": {names[j]: model.categories_[k]
                               for k, j in enumerate(model.categorical_columns_)},
                "choices": model.choices_, "column_types": types,
