@@ -86,8 +86,11 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
             combination never seen gets ``smoothing / (n + smoothing * K)`` of ``K``
             combinations). ``0``: the empirical frequencies (unseen combinations: ``-inf``).
         min_rows: the fewest rows of a category for which a model of its own is tried.
-        candidates, cv, random_state, threads: passed to every
-            :class:`~densitylab.AutoDensity`.
+        candidates: the candidates of every :class:`~densitylab.AutoDensity` (``None``: its
+            defaults).
+        cv: the folds of every AutoDensity's cross-validation.
+        random_state: seeds every AutoDensity and the samples' labels.
+        threads: the most threads of every AutoDensity's candidates.
 
     Attributes:
         categorical_columns_: indices of the categorical columns; ``rest_columns_``: the others.
