@@ -152,3 +152,16 @@ def test_csv_text_columns_are_read_as_labels_only_when_asked(tmp_path):
     path.write_text("price,region\n1.5,east\n2.5,\n")
     with pytest.raises(ValueError, match=r"row 3, column 2 \('region'\) is missing"):
         dl.datasets.load_table(path, allow_missing=True, text=True)
+
+
+def test_weights_count_in_the_frequencies_as_repeated_rows():
+    df = pd.DataFrame({"a": ["p", "q", "r", "p"], "b": [1, 2, 1, 2]})
+    weights = np.array([3, 0, 1, 2])
+    declared = {"b": "categorical"}
+    weighted = dl.CategoricalDensity(column_types=declared).fit(df, sample_weight=weights)
+    repeated = dl.CategoricalDensity(column_types=declared).fit(df.loc[df.index.repeat(weights)])
+    rows = pd.DataFrame({"a": ["p", "q", "r", "p", "q"], "b": [1, 2, 1, 2, 1]})
+    np.testing.assert_allclose(weighted.score_samples(rows), repeated.score_samples(rows),
+                               rtol=1e-12)  # q weighs 0: an unknown label in both (-inf)
+    assert weighted.categories_ == [["p", "r"], [1.0, 2.0]]
+    np.testing.assert_allclose(weighted.score_samples(rows)[0], np.log(3.5 / (6 + 0.5 * 4)))

@@ -182,6 +182,8 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
                 weights < 0) or not weights.sum() > 0:
             raise ValueError("sample_weight must hold one finite non-negative weight per row, "
                              "of positive sum")
+        kept = weights > 0  # a row of weight 0 is no row: its labels are not levels either
+        rows, weights = rows[kept], weights[kept]
         self.categorical_columns_ = columns
         self.rest_columns_ = [j for j in range(rows.shape[1]) if j not in columns]
         text = set(text_columns(rows))
