@@ -357,3 +357,14 @@ def test_tabular_budget_grows_with_the_data():
         for n in (200, 20_000):  # the same budget and patience as the tabular spline flow
             assert maf._recipe(n)[2] == tabular._recipe(n)[2]
             assert maf._recipe(n)[3] == tabular._recipe(n)[3] == tabular_budget(n)["patience"]
+
+
+def test_mixture_integer_weights_equal_repeated_rows_exactly():
+    x = gaussian(120)[:, :2]
+    weights = np.random.default_rng(4).integers(0, 4, len(x))
+    weighted = GaussianMixtureBIC(max_components=3).fit(x, sample_weight=weights)
+    repeated = GaussianMixtureBIC(max_components=3).fit(np.repeat(x, weights, axis=0))
+    assert weighted.bic_ == repeated.bic_
+    np.testing.assert_array_equal(weighted.score_samples(x), repeated.score_samples(x))
+    with pytest.raises(ValueError, match="whole-number weights"):
+        GaussianMixtureBIC().fit(x, sample_weight=np.full(len(x), 0.5))

@@ -48,6 +48,7 @@ if _typing.TYPE_CHECKING:
         views,
     )
     from densitylab.auto import AutoDensity
+    from densitylab.categorical import CategoricalDensity
     from densitylab.estimators import ConditionalFlowDensity, FlowDensity
     from densitylab.image_estimator import ImageFlow
     from densitylab.io import load, save
@@ -58,9 +59,9 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "auto", "baselines", "datasets", "derivations", "distributed", "estimators", "evaluation",
-    "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "outliers", "plots",
-    "report", "training", "views",
+    "auto", "baselines", "categorical", "datasets", "derivations", "distributed", "estimators",
+    "evaluation", "experiments", "flows", "grids", "io", "kde", "metrics", "numpy_flow", "outliers",
+    "plots", "report", "training", "views",
 }
 _ATTRIBUTES = {
     "KDE": "densitylab.kde",
@@ -69,6 +70,7 @@ _ATTRIBUTES = {
     "FitResult": "densitylab.training",
     "FlowDensity": "densitylab.estimators",
     "AutoDensity": "densitylab.auto",
+    "CategoricalDensity": "densitylab.categorical",
     "ConditionalFlowDensity": "densitylab.estimators",
     "ImageFlow": "densitylab.image_estimator",
     "OutlierDetector": "densitylab.outliers",
@@ -77,9 +79,9 @@ _ATTRIBUTES = {
 }
 
 __all__ = [  # a literal, for type checkers; a test keeps it equal to the two tables above
-    "AutoDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity", "ImageFlow", "KDE",
-    "OutlierDetector", "__version__",
-    "auto", "baselines", "datasets",
+    "AutoDensity", "CategoricalDensity", "ConditionalFlowDensity", "FitResult", "FlowDensity",
+    "ImageFlow", "KDE", "OutlierDetector", "__version__",
+    "auto", "baselines", "categorical", "datasets",
     "derivations", "distributed", "estimators", "evaluation", "experiments", "fit", "fit_many",
     "flows", "grids", "io", "kde", "load", "metrics", "numpy_flow", "outliers", "plots", "report",
     "save", "training", "views",

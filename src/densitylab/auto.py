@@ -59,9 +59,22 @@ class GaussianMixtureBIC(DensityMixin, BaseEstimator):
         self.reg_covar = reg_covar
         self.random_state = random_state
 
-    def fit(self, X: ArrayLike, y: Any = None) -> GaussianMixtureBIC:
-        """Fit every (type, k) with at least 2 points per component; keep the lowest BIC."""
+    def fit(self, X: ArrayLike, y: Any = None,
+            sample_weight: ArrayLike | None = None) -> GaussianMixtureBIC:
+        """Fit every (type, k) with at least 2 points per component; keep the lowest BIC.
+
+        ``sample_weight``: whole-number row weights, fitted as the rows repeated that many
+        times (exactly: the BIC counts the repeated rows). scikit-learn's ``GaussianMixture``
+        takes no weights, so other weights are a ``ValueError``."""
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, x, ensure_non_negative=True)
+            if not np.all(weights == np.round(weights)):
+                raise ValueError("GaussianMixtureBIC takes whole-number weights only (it is "
+                                 "fitted on repeated rows)")
+            x = np.repeat(x, weights.astype(np.int64), axis=0)
+            if len(x) < 2:
+                raise ValueError("the weights leave fewer than 2 rows to fit")
         if isinstance(self.max_components, bool) or not isinstance(
                 self.max_components, int | np.integer) or self.max_components < 1:
             raise ValueError(f"max_components must be an integer >= 1, "
@@ -210,8 +223,9 @@ def _fold_scores(make: Callable[[], BaseEstimator], z: np.ndarray,
 def fit_weighted(estimator: BaseEstimator, z: np.ndarray,
                  weights: np.ndarray | None) -> BaseEstimator:
     """``estimator`` fitted on rows ``z`` weighted by ``weights``: passed on where its ``fit``
-    takes ``sample_weight`` (the KDE), else as repeated rows, which needs whole-number weights
-    (the mixture, the flows); ``ValueError`` otherwise."""
+    takes ``sample_weight`` (every candidate: the KDE's kernels, the flows' weighted NLL, the
+    mixture's repeated rows, which need whole numbers), else as repeated rows; ``ValueError``
+    where the weights do not suit the estimator."""
     import inspect
 
     if weights is None:
@@ -339,12 +353,16 @@ class AutoDensity(DensityMixin, BaseEstimator):
         """Cross-validate every candidate on ``X`` ``(n, d)``, refit the best; ``y`` ignored.
 
         ``sample_weight``: non-negative row weights. The standardisation and every fold's
-        held-out mean are weighted; a candidate whose ``fit`` takes weights gets them (the
-        KDE), the others are fitted on rows repeated by their weights, which must then be whole
-        numbers (else that candidate is listed as failed). Whole-number weights give what
-        repeated rows give, but for the folds, which are drawn over the distinct rows."""
+        held-out mean are weighted; every candidate's ``fit`` gets them (the KDE weights its
+        kernels, the flows their NLL, the mixture repeats rows, which needs whole numbers: else
+        it is listed as failed). Whole-number weights give what repeated rows give (the flows:
+        in expectation over their batches), but for the folds, which are drawn over the
+        distinct rows."""
         names = self._candidate_names()
         seed = _check_random_state(self.random_state)
+        from densitylab._labels import refuse_categorical
+
+        refuse_categorical(X, self.column_types)
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,

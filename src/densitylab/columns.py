@@ -165,14 +165,16 @@ def column_types(x: np.ndarray, declared: Mapping[Any, str] | None = None,
     type, see :func:`parse_type`); each type checked against the data."""
     types = detect_column_types(x)
     for key, spec in (declared or {}).items():
-        j = _column_index(key, x.shape[1], names)
+        j = column_index(key, x.shape[1], names)
         types[j] = parse_type(spec, types[j], x[:, j])
     for j, t in enumerate(types):
         _check_fits(x[:, j], t, j if names is None else f"{j} ({names[j]!r})")
     return types
 
 
-def _column_index(key: Any, width: int, names: Sequence[str] | None) -> int:
+def column_index(key: Any, width: int, names: Sequence[str] | None) -> int:
+    """The index of the column ``key`` (an index, or a name among ``names``) of a table
+    ``width`` columns wide; else a ``ValueError``."""
     if isinstance(key, str):
         if names is None or key not in names:
             known = "no column names" if names is None else f"columns {list(names)}"

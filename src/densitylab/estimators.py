@@ -157,9 +157,14 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         self.threads = threads
         self.missing = missing
 
-    def fit(self, X: ArrayLike, y: Any = None) -> FlowDensity:
-        """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored."""
-        self._fit_together([self], [X])
+    def fit(self, X: ArrayLike, y: Any = None,
+            sample_weight: ArrayLike | None = None) -> FlowDensity:
+        """Train a new flow on ``X`` of shape ``(n, n_features)``; ``y`` is ignored.
+        ``sample_weight``: non-negative row weights, minimised as the weighted NLL (each
+        point's loss times its weight, in the one training driver: objective
+        ``"weighted-nll"``); whole numbers train as repeated rows would, in expectation over
+        the batches."""
+        self._fit_together([self], [X], sample_weight)
         return self
 
     def fit_together(self, datasets: Sequence[ArrayLike]) -> list[FlowDensity]:
@@ -179,11 +184,18 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
         self._fit_together(estimators, datasets)
         return estimators
 
-    def _fit_together(self, estimators: list[FlowDensity], datasets: Sequence[ArrayLike]) -> None:
+    def _fit_together(self, estimators: list[FlowDensity], datasets: Sequence[ArrayLike],
+                      sample_weight: ArrayLike | None = None) -> None:
         self._settings(1)  # unknown model or schedule: fail before looking at the data
         xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2,
                             ensure_all_finite=False)
               for est, X in zip(estimators, datasets, strict=True)]
+        weights = None
+        if sample_weight is not None:  # (one estimator: fit) the weights of the rows kept
+            from sklearn.utils.validation import _check_sample_weight
+
+            weights = _check_sample_weight(sample_weight, xs[0], ensure_non_negative=True)
+            weights = weights[~np.isnan(xs[0]).any(axis=1)]
         for i, est in enumerate(estimators):  # rows with missing cells: an error, or dropped
             xs[i], est.n_dropped_ = complete_rows(xs[i], self.missing,
                                                   getattr(est, "feature_names_in_", None))
@@ -199,7 +211,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
             flows, [x - shift for (x, _), shift in zip(prepared, shifts, strict=True)],
             **fit_options, val_fraction=self.val_fraction,
             seed=seed, patience=patience, verbose=self.verbose, device=self.device,
-            threads=self.threads,
+            threads=self.threads, sample_weight=weights,
         )
         for est, result, (x, rounding), shift in zip(estimators, results, prepared, shifts,
                                                      strict=True):

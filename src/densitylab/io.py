@@ -293,6 +293,26 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
         raise ValueError(f"{saved.where}: {err}") from None
 
 
+def _save_categorical(model) -> tuple[dict[str, torch.Tensor], dict]:
+    from densitylab.categorical import to_state
+
+    return to_state(model, _save_auto)
+
+
+def _load_categorical(saved: Saved, device: torch.device) -> Any:
+    from densitylab.categorical import from_state
+
+    def restore_auto(tensors: dict, config: Any, device: Any) -> Any:
+        return _auto_in_memory(tensors, config, device, saved.where)
+
+    try:
+        return from_state(_read_tensors(saved), saved.config, device, restore_auto)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{saved.where}: the saved state is incomplete: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"{saved.where}: {err}") from None
+
+
 def _numpy_saver(name: str) -> Callable:
     """A saver from the NumPy estimator ``name``'s state (arrays + JSON, as AutoDensity saves
     them; :data:`densitylab.auto.STATES`, imported on use: scikit-learn takes a second)."""
@@ -423,6 +443,8 @@ KINDS: dict[str, tuple[str, tuple[Callable, Callable]]] = {
     "kde": ("densitylab.kde.estimator.KDE", _numpy_kind("kde")),
     "gaussian-mixture": ("densitylab.auto.GaussianMixtureBIC", _numpy_kind("gaussian-mixture")),
     "outlier-detector": ("densitylab.outliers.OutlierDetector", (_save_detector, _load_detector)),
+    "categorical-density": ("densitylab.categorical.CategoricalDensity",
+                            (_save_categorical, _load_categorical)),
 }
 SAVERS = {kind: funcs[0] for kind, (_, funcs) in KINDS.items()}
 LOADERS = {kind: funcs[1] for kind, (_, funcs) in KINDS.items()}

@@ -48,5 +48,18 @@ def sample(
         points = model.sample(n, seed) if condition is None else model.sample_given(condition, seed)
         exact = set(model.given) if condition is not None else set()  # the user's own values
         fmt = ["%.17g" if j in exact else "%.10g" for j in range(model.dim)]
-        np.savetxt(staging, points, delimiter=",", header=header, comments="", fmt=fmt)
+        if points.dtype == object:  # labels of categorical columns beside numbers
+            write_labelled(staging, points, header)
+        else:
+            np.savetxt(staging, points, delimiter=",", header=header, comments="", fmt=fmt)
     typer.echo(f"wrote {n} samples to {out}", err=is_stream(out))
+
+
+def write_labelled(path: Path, rows, header: str) -> None:
+    """Rows of numbers and text labels as CSV (labels quoted where they need it)."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        handle.write(header + "\n")
+        writer.writerows([v if isinstance(v, str) else f"{v:.10g}" for v in row] for row in rows)

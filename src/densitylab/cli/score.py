@@ -24,16 +24,17 @@ def score(
     import numpy as np
 
     from densitylab._files import is_stream, output_file
-    from densitylab.cli._models import load_model, training_offset
+    from densitylab.cli._models import load_model, missing_cells, training_offset
 
     model = load_model(run, allow_untrained)
     offset = None if contamination is None else training_offset(run, contamination, model)
     x = model.read(points)
     if x.shape[1] != model.dim:
         raise ValueError(f"{points} has {x.shape[1]} columns but the model has dimension {model.dim}")
-    incomplete = int(np.isnan(x).any(axis=1).sum())
+    holes = missing_cells(x)
+    incomplete = int(holes.any(axis=1).sum())
     if incomplete and not model.marginalises:
-        row, column = (int(v) for v in np.argwhere(np.isnan(x))[0])
+        row, column = (int(v) for v in np.argwhere(holes)[0])
         raise ValueError(f"{points}: {incomplete} row(s) have missing cells (the first: row "
                          f"{row + 1}, column {column + 1}); this model cannot integrate them out "
                          "(a KDE, a Gaussian mixture or an auto run that chose one can)")
@@ -62,5 +63,6 @@ def anomalous_rows(x, log_p, k: int, names: tuple[str, ...] | None) -> str:
     names = names or tuple(f"x{j + 1}" for j in range(x.shape[1]))
     lines = [f"the {min(k, len(x))} most anomalous rows:", "row,log_density," + ",".join(names)]
     for i in most_anomalous(log_p, k):
-        lines.append(f"{i + 1},{log_p[i]:.6g}," + ",".join(f"{v:.6g}" for v in x[i]))
+        lines.append(f"{i + 1},{log_p[i]:.6g}," + ",".join(
+            v if isinstance(v, str) else f"{v:.6g}" for v in x[i]))
     return "\n".join(lines)

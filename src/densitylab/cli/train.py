@@ -71,10 +71,11 @@ def check_model_size(make) -> None:
                          f"builds ({MAX_PARAMETERS:,}): choose smaller --hidden or --layers")
 
 
-def split_test(x, test_fraction: float, seed: int):
+def split_test(x, test_fraction: float, seed: int, rows=None):
     """Split a user's data into (fit, test) parts by a seeded permutation that keeps every
     copy of a row on one side (a copy in both would score the test set on training data); the
-    number of copies found is reported on stderr."""
+    number of copies found is reported on stderr. ``rows`` (default ``x``) are split so, the
+    copies being those of ``x`` (numbers standing for a table with text)."""
     import numpy as np
 
     from densitylab._ties import duplicate_count, grouped_permutation, tie_groups
@@ -98,7 +99,8 @@ def split_test(x, test_fraction: float, seed: int):
     if n_test < 2 or len(x) - n_test < 2:
         raise ValueError(f"the data hold too few distinct rows ({len(x) - copies}) to train on "
                          "2 and test on 2")
-    return x[order[n_test:]], x[order[:n_test]]
+    rows = x if rows is None else rows
+    return rows[order[n_test:]], rows[order[:n_test]]
 
 
 @app.command()
@@ -132,7 +134,7 @@ def train(
     dequantization: str = typer.Option("uniform", help="Images: uniform or variational dequantization."),
     scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
     missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
-    column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary); the others are detected. Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
+    column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary, categorical); the others are detected. A column holding text is categorical: the model is then P(category) x p(rest | category) (dl.CategoricalDensity). Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -287,6 +289,14 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     from densitylab.io import save
 
     threads = threads_.count(threads)  # the most threads any candidate uses, recorded below
+    from functools import partial
+
+    from densitylab.cli.train_categorical import categorical_table, train_by_category
+
+    found = categorical_table(data, missing, partial(parse_column_types, column_types))
+    if found is not None:  # text or declared categorical columns: p(category) p(rest | category)
+        return train_by_category(*found, data, out, seed, test_fraction, threads, environment(),
+                                 split_test, training_quantiles)
     x, truth, names = read_data(data, n, seed, missing)
     check_data(x, data)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))

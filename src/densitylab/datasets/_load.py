@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,16 @@ class Table:
     x: np.ndarray
     names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    labels: dict[int, list[str]] = field(default_factory=dict)
+    """Columns read as text labels (categorical): index -> the cells as written (``x`` holds
+    NaN there)."""
+
+    def rows(self) -> np.ndarray:
+        """The table as an object array ``(n, d)``: numbers, and the labels of text columns."""
+        out = self.x.astype(object)
+        for j, cells in self.labels.items():
+            out[:, j] = np.asarray(cells, dtype=object)
+        return out
 
 
 def load(path: str | os.PathLike[str]) -> np.ndarray:
@@ -46,11 +56,14 @@ def load(path: str | os.PathLike[str]) -> np.ndarray:
     return load_table(path).x
 
 
-def load_table(path: str | os.PathLike[str], allow_missing: bool = False) -> Table:
+def load_table(path: str | os.PathLike[str], allow_missing: bool = False,
+               text: bool = False, as_text: Collection[int] = ()) -> Table:
     """:func:`load`, keeping a CSV header's column names. A first column that is a pandas
     index (written by ``DataFrame.to_csv()``: an empty or ``Unnamed: 0`` header over the row
     numbers 0, 1, 2, ...) is dropped, with a note saying so. With ``allow_missing``, a CSV's
-    empty or ``NA`` cells are read as NaN (missing) instead of refused."""
+    empty or ``NA`` cells are read as NaN (missing) instead of refused. With ``text``, a CSV
+    column holding text is read as labels (``Table.labels``, for a categorical model) instead
+    of refused; the columns ``as_text`` (indices after any index column) are always read so."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
@@ -62,12 +75,14 @@ def load_table(path: str | os.PathLike[str], allow_missing: bool = False) -> Tab
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
             f"use one of {', '.join(sorted(_READERS))}"
         )
-    table = _read_csv(path, allow_missing) if reader is _read_csv else reader(path)
+    table = (_read_csv(path, allow_missing, text, set(as_text)) if reader is _read_csv
+             else reader(path))
     if not isinstance(table, Table):
         table = Table(table)
     if table.x.shape[0] < MIN_ROWS:
         raise ValueError(f"{path}: needs at least {MIN_ROWS} rows (points), got {table.x.shape[0]}")
-    return Table(np.ascontiguousarray(table.x, dtype=np.float64), table.names, table.notes)
+    return Table(np.ascontiguousarray(table.x, dtype=np.float64), table.names, table.notes,
+                 table.labels)
 
 
 def _split(line: str, delimiter: str | None) -> list[str]:
@@ -82,14 +97,15 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_csv(path: Path, allow_missing: bool = False) -> Table:
+def _read_csv(path: Path, allow_missing: bool = False, text: bool = False,
+              as_text: set[int] | None = None) -> Table:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        content = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a text file ({err.reason})") from None
     lines = [
         (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in enumerate(content.splitlines(), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
     if not lines:
@@ -109,7 +125,7 @@ def _read_csv(path: Path, allow_missing: bool = False) -> Table:
     def column(j: int) -> str:
         return f"column {j} ({names[j - 1]!r})" if names else f"column {j}"
 
-    rows = []
+    table = []
     for number, line in lines:
         cells = _split(line, delimiter)
         if len(cells) != width:
@@ -117,8 +133,20 @@ def _read_csv(path: Path, allow_missing: bool = False) -> Table:
                 f"{path}: row {number} has {len(cells)} columns, expected {width} "
                 f"(as in row {lines[0][0]})"
             )
+        table.append((number, cells))
+    labelled = _text_columns(table, width, names, as_text or set()) if text else set()
+    labels: dict[int, list[str]] = {j - 1: [] for j in sorted(labelled)}
+    rows = []
+    for number, cells in table:
         values = []
         for j, cell in enumerate(cells, start=1):
+            if j in labelled:
+                if not cell or cell.upper() in MISSING:
+                    raise ValueError(f"{path}: row {number}, {column(j)} is missing; a "
+                                     "category cannot be: drop or fill that row")
+                labels[j - 1].append(cell.strip('"'))
+                values.append(math.nan)
+                continue
             try:
                 value = float(cell)
             except ValueError:
@@ -132,7 +160,9 @@ def _read_csv(path: Path, allow_missing: bool = False) -> Table:
                         "values") from None
                 raise ValueError(
                     f"{path}: row {number}, {column(j)} holds text ({cell!r}); densitylab "
-                    "models numeric columns: drop that column or encode it as numbers") from None
+                    "models numeric columns here: drop that column, encode it as numbers, or "
+                    "model it as categorical (train --model auto; dl.CategoricalDensity)"
+                ) from None
             if math.isnan(value) and allow_missing:
                 values.append(value)
                 continue
@@ -141,22 +171,36 @@ def _read_csv(path: Path, allow_missing: bool = False) -> Table:
                                  "(NaN/inf not allowed)")
             values.append(value)
         rows.append(values)
-    return _without_index(np.array(rows, dtype=np.float64), names, path)
+    return _without_index(np.array(rows, dtype=np.float64), names, path, labels)
+
+
+def _text_columns(table: list[tuple[int, list[str]]], width: int, names: list[str] | None,
+                  as_text: set[int]) -> set[int]:
+    """Columns (from 1) holding a cell that is neither a number nor missing, and those of
+    ``as_text`` (from 0, counted after a pandas index column, which holds no text)."""
+    index = 1 if names is not None and width > 1 and names[0] in ("", "Unnamed: 0") else 0
+    found = {j + 1 + index for j in as_text if j + index < width}
+    for _, cells in table:
+        found |= {j for j, cell in enumerate(cells, start=1)
+                  if cell and cell.upper() not in MISSING and not _is_number(cell)}
+    return found
 
 
 MISSING = {"NA", "N/A", "NAN", "NULL", "NONE", "?"}
 """Cells read as a missing value (besides an empty cell), upper-cased."""
 
 
-def _without_index(x: np.ndarray, names: list[str] | None, path: Path) -> Table:
+def _without_index(x: np.ndarray, names: list[str] | None, path: Path,
+                   labels: dict[int, list[str]] | None = None) -> Table:
     """Drop a first column that is a pandas index: unnamed, holding the row numbers."""
-    if names is None or x.shape[1] < 2 or names[0] not in ("", "Unnamed: 0"):
-        return Table(x, names)
+    labels = labels or {}
+    if names is None or x.shape[1] < 2 or names[0] not in ("", "Unnamed: 0") or 0 in labels:
+        return Table(x, names, [], labels)
     if not np.array_equal(x[:, 0], np.arange(len(x))):
-        return Table(x, names)
+        return Table(x, names, [], labels)
     note = (f"{path.name}: dropped the first column, an unnamed index of row numbers "
             "(pandas' to_csv)")
-    return Table(x[:, 1:], names[1:], [note])
+    return Table(x[:, 1:], names[1:], [note], {j - 1: v for j, v in labels.items()})
 
 
 def _check_array(array: np.ndarray, where: str) -> np.ndarray:

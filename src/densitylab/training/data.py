@@ -84,6 +84,32 @@ def with_context(context_features: int, dim: int, x, context):
     return np.hstack([points, given])
 
 
+def with_weights(x, weights, dim: int):
+    """Rows ``x`` (one set ``(n, dim)`` or a sequence of them) with their weights as a last
+    column, rescaled to mean 1 per set (``None``: weight 1; one vector is shared by every set
+    of its length); a clear error for weights that are not one finite non-negative number per
+    row of positive sum."""
+    if x is None:
+        return None
+    if isinstance(x, list | tuple):
+        shared = not (isinstance(weights, list | tuple) and len(weights) > 0
+                      and not np.isscalar(weights[0]))
+        if not shared and len(weights) != len(x):
+            raise ValueError(f"sample_weight lists {len(weights)} weight vectors for {len(x)} "
+                             "data sets")
+        return [with_weights(part, weights if shared else w, dim)
+                for part, w in zip(x, [weights] * len(x) if shared else weights, strict=True)]
+    points = as_points(x, name="x", dim=dim)
+    if weights is None:
+        return np.hstack([points, np.ones((len(points), 1))])
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(points),) or not np.all(np.isfinite(w)) or np.any(w < 0) or \
+            not w.sum() > 0:
+        raise ValueError(f"sample_weight must hold one finite non-negative weight per row "
+                         f"({len(points)}), of positive sum")
+    return np.hstack([points, (w / w.mean())[:, None]])
+
+
 def seeds_of(seed, n_models: int) -> list[int]:
     """One seed per model from one seed or a sequence of them."""
     seeds = [seed] * n_models if isinstance(seed, int | np.integer) else list(seed)

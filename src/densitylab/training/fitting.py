@@ -35,7 +35,7 @@ from densitylab.training import (
     flow_matching,  # noqa: F401  (registers its objectives)
 )
 from densitylab.training.autograd import TorchEngine
-from densitylab.training.data import prepare, seeds_of, with_context
+from densitylab.training.data import prepare, seeds_of, with_context, with_weights
 from densitylab.training.driver import train
 from densitylab.training.objectives import NLL, Objective, objective_named
 from densitylab.training.options import Options
@@ -66,6 +66,7 @@ def fit_many(
     *,
     context: ArrayLike | None = None,
     context_val: ArrayLike | None = None,
+    sample_weight: ArrayLike | Sequence[ArrayLike] | None = None,
     epochs: int = 1000,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -99,6 +100,11 @@ def fit_many(
             values beside ``x``, one row per point: it then learns ``p(x | c)``. The rows of
             ``x`` and ``context`` are split and batched together.
         context_val: the context of ``x_val``.
+        sample_weight: non-negative row weights of ``x`` (one ``(n,)`` vector, or one per
+            data set): the loss becomes the weighted NLL (objective ``"weighted-nll"``, the
+            weights rescaled to mean 1 and batched beside their rows; an ``x_val`` given apart
+            has weight 1). Whole-number weights train as rows repeated that many times would,
+            in expectation over the batches. Needs ``objective="nll"``; the torch engine.
         epochs: passes over the training data (the optimisation budget).
         batch_size: points per Adam step; batches are shuffled every epoch.
         lr: Adam's learning rate (the peak rate under ``schedule="cosine"``).
@@ -159,10 +165,17 @@ def fit_many(
     seeds = seeds_of(seed, len(flows))
     first = flows[0]
     rows = first.dim + first.context_features  # rows [x | c] for a conditional flow
+    points = with_context(first.context_features, first.dim, x, context)
+    points_val = with_context(first.context_features, first.dim, x_val, context_val)
+    if sample_weight is not None:  # rows [x | c | w] for the weighted NLL
+        if objective != "nll":
+            raise ValueError(f"sample_weight weights the NLL; objective {objective!r} takes none")
+        points, points_val = with_weights(points, sample_weight, rows), with_weights(
+            points_val, None, rows)
+        objective = "weighted-nll"
     data = prepare(
-        with_context(first.context_features, first.dim, x, context),
-        with_context(first.context_features, first.dim, x_val, context_val),
-        n_models=len(flows), dim=rows, val_fraction=val_fraction, seeds=seeds,
+        points, points_val, n_models=len(flows), dim=rows + (sample_weight is not None),
+        val_fraction=val_fraction, seeds=seeds,
     )
     if distributed and not distributed_.is_initialized():
         raise ValueError(
@@ -181,6 +194,7 @@ def fit_many(
             # the mixture the flow starts from, fitted to all of x (validation only chooses the
             # transforms' epoch; the base stays fixed); an x_val given apart stays held out
             points = x_train if x_val is not None else torch.cat([x_train, x_valid], dim=1)
+            points = points[..., :rows]  # (not the weights)
             with torch.no_grad():
                 model.eval()  # (no data-dependent initialisation of ActNorm from all points)
                 model.base.fit(model._to_latent(*model._split_rows(points))[0], seeds)

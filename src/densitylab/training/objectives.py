@@ -140,6 +140,17 @@ class NLL(Likelihood):
         return self.count.extras(engine.n_models)
 
 
+class WeightedNLL(Likelihood):
+    """The weighted negative log-likelihood ``-w log p(x)`` of rows ``[x | w]`` (the weight
+    is the last column; for a conditional flow, ``[x | c | w]``): with weights of mean 1 over
+    the data, a batch's mean is an unbiased estimate of the mean NLL of the data with each row
+    repeated ``w`` times, and exactly that mean where the batch's weights sum to its size. A
+    point of weight 0 adds nothing; validation is weighted alike."""
+
+    def point_losses(self, model: nn.Module, batch: Tensor) -> Tensor:
+        return -model(batch[..., :-1]) * batch[..., -1]
+
+
 class DequantizedNLL(Objective):
     """The negative dequantized lower bound on ``log P(x)`` of integer images (rows of pixel
     values): ``-(log p(x + u) - log q(u | x))`` with ``u`` drawn by the model's dequantizer
@@ -174,7 +185,8 @@ class DequantizedNLL(Objective):
         return torch.nan_to_num(loss, nan=math.inf)
 
 
-OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL, "dequantized": DequantizedNLL}
+OBJECTIVES: dict[str, type[Objective]] = {"nll": NLL, "weighted-nll": WeightedNLL,
+                                          "dequantized": DequantizedNLL}
 """Flow objectives by name; each is built as ``cls(seeds, model)`` (one seed per stacked
 model, and the stacked model, for objectives that draw noise or read the architecture)."""
 

@@ -1,0 +1,86 @@
+"""``train --model auto`` on a table with categorical columns (text, or declared
+``categorical``): :class:`densitylab.CategoricalDensity`, ``P(category) x p(rest | category)``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def categorical_table(data: str, missing: str, declare: Callable[[list[str] | None], Any]
+                      ) -> Any:
+    """``(table, declarations)``: the user's file read with its text columns as labels, where
+    it has a text column or the declarations (``declare(column names)``, from
+    ``--column-types``) make one categorical; else ``None`` (the numeric path)."""
+    from densitylab.cli._data import is_builtin
+    from densitylab.datasets import load_table
+
+    if is_builtin(data):
+        return None
+    table = load_table(data, allow_missing=missing == "drop", text=True)
+    declared = declare(table.names)
+    categorical = isinstance(declared, dict) and any(
+        spec.strip().lower() == "categorical" for spec in declared.values())
+    return (table, declared) if table.labels or categorical else None
+
+
+def train_by_category(table: Any, declared: Any, data: str, out: Path, seed: int,
+                      test_fraction: float, threads: int, environment: dict,
+                      split: Callable, quantiles: Callable) -> None:
+    """Fit :class:`densitylab.CategoricalDensity` on a train split of ``table`` (``split``:
+    ``train``'s split keeping copies together), write the model, config, metrics (test NLL,
+    the per-category choices, the training ``quantiles`` for ``score --contamination``) and
+    print each column's type."""
+    import numpy as np
+    import pandas as pd
+
+    from densitylab._files import output_directory
+    from densitylab.categorical import CategoricalDensity
+    from densitylab.io import save
+
+    for note in table.notes:
+        typer.echo(f"note: {note}", err=True)
+    names = table.names or [f"x{j + 1}" for j in range(table.x.shape[1])]
+    numeric = [j for j in range(table.x.shape[1]) if j not in table.labels]
+    incomplete = np.isnan(table.x[:, numeric]).any(axis=1)
+    rows = table.rows()[~incomplete]
+    if incomplete.any():
+        typer.echo(f"note: dropped {int(incomplete.sum())} of {len(incomplete)} rows with "
+                   f"missing values (--missing drop); fitting on {len(rows)}", err=True)
+    surrogate = table.x[~incomplete].copy()  # numbers standing for the rows: copies found
+    for j, cells in table.labels.items():  # by label codes as well
+        surrogate[:, j] = np.unique(np.asarray(cells)[~incomplete], return_inverse=True)[1]
+    fit_rows, test_rows = split(surrogate, test_fraction, seed, rows=rows)
+    model = CategoricalDensity(column_types=declared, random_state=seed, threads=threads)
+    model.fit(pd.DataFrame(fit_rows, columns=names))
+    log_p = model.score_samples(pd.DataFrame(test_rows, columns=names))
+    unseen = np.isneginf(log_p)  # a label that only the test rows hold: probability 0
+    if unseen.all():
+        raise ValueError(f"{data}: every test row holds a label the training rows lack")
+    if unseen.any():
+        typer.echo(f"note: {int(unseen.sum())} test row(s) hold a label the training rows lack "
+                   "(log-probability -inf); the test NLL is over the others", err=True)
+    types = dict(zip(names, model.describe_columns(), strict=True))
+    metrics = {"test_nll": float(-np.mean(log_p[~unseen])),
+               "test_rows_with_unseen_labels": int(unseen.sum()), "chosen": "by-category",
+               "categories": {names[j]: model.categories_[k]
+                              for k, j in enumerate(model.categorical_columns_)},
+               "choices": model.choices_, "column_types": types,
+               "train_log_density_quantiles": quantiles(model.oof_score_samples_)}
+    config = {"command": "train", "data": data, "model": "auto", "seed": seed,
+              "n_train": len(fit_rows), "threads": threads, "params": model.get_params(),
+              "environment": environment, "columns": table.names}
+    with output_directory(out, "train") as staging:
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save(model, staging / "model")
+    for name, described in types.items():
+        typer.echo(f"column {name}: {described}")
+    own = sum(c == "own" for c in model.choices_["chosen"])
+    typer.echo(f"wrote {out}: P(category) x p(rest | category), {own} of "
+               f"{len(model.combinations_)} categories with a model of their own, test NLL "
+               f"{metrics['test_nll']:.4f}")
