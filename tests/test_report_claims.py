@@ -245,12 +245,13 @@ def test_one_model_in_several_sections_is_reconciled():
 def images_metrics(blank: float = 1.60) -> dict:
     """The saved metrics of the images study (only what its findings read)."""
     bpd = {"multi-scale Glow": [2.50, 0.01], "multi-scale RealNVP": [2.56, 0.01],
-           "single-scale Glow": [2.62, 0.01], "multi-scale Glow, variational deq.": [2.44, 0.01],
+           "single-scale Glow": [2.62, 0.01],
+           "multi-scale Glow, variational dequantization": [2.44, 0.01],
            "per-pixel categorical": [2.70, 0.01], "full-covariance Gaussian": [3.10, 0.01]}
     return {"bits_per_dim": bpd, "target": 2.66,
             "epochs_to_target": {"multi-scale Glow": 3, "multi-scale RealNVP": 4,
                                  "single-scale Glow": None,
-                                 "multi-scale Glow, variational deq.": 2},
+                                 "multi-scale Glow, variational dequantization": 2},
             "novelty": {"held-out digits (seen classes)": [2.50, 0.02],
                         "left-out class 7": [2.53, 0.03], "uniform noise images": [4.64, 0.01],
                         "blank images with sparse noise": [blank, 0.02]}}
@@ -287,7 +288,7 @@ def test_new_studies_findings_are_a_summary_and_bullets_checked_from_metrics(nam
     findings = experiments.get(name).findings(measured)
     assert isinstance(findings, list) and len(findings) >= 3
     summary, bullets = findings[0], findings[1:]
-    assert len(re.findall(r"\. [A-Z]", summary)) <= 2 and not summary.startswith("- ")
+    assert len(re.findall(r"[.?!](?:\s|$)", summary)) <= 3 and not summary.startswith("- ")
     assert not any(b.startswith("- ") or "\n" in b for b in bullets)
     outcome = Outcome(name, "t", "q", findings, metrics=measured)
     experiments.check_findings(outcome)
@@ -303,3 +304,34 @@ def test_images_novelty_verdict_follows_the_numbers():
     assert "known failure of likelihoods for novelty" in likelier[0]
     tied = experiments.get("images").findings(images_metrics(blank=2.51))
     assert "cannot tell them apart" in tied[0] and "known failure" not in tied[0]
+
+
+def test_the_page_links_the_images_and_continuous_flows_answers(tmp_path):
+    """The 1x1-convolution / multi-scale and continuous-flow questions of the source documents
+    point at the two sections, whose summary and bullets the page shows."""
+    from markupsafe import escape
+
+    from densitylab.derivations import ANCHORS
+    from densitylab.experiments.runner import Table
+    from densitylab.report import render
+
+    outcomes = [Outcome(name, "title " + name, "q", experiments.get(name).findings(m), metrics=m)
+                for name, m in (("images", images_metrics()),
+                                ("continuous-flows", continuous_flows_metrics()))]
+    table = Table("t", ["a"], [])
+    page = render(outcomes, tmp_path, True, table, table)
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>\s*<td>(.*?)</td>",
+                      page)
+    where = {asks: cell for _, _, asks, cell in rows}
+    glow = ANCHORS["Glow's extra layers"]
+    assert f'href="#{glow}"' in where["invertible (1x1) convolutions, multi-scale features"]
+    assert 'href="#images"' in where["RealNVP needs fewer coupling layers"]
+    assert 'href="#continuous-flows"' in where["continuous normalizing flows (Neural ODEs)"]
+    assert 'Measured in <a href="#images">' in page  # from the derivation of Glow's layers
+    assert 'Measured in <a href="#continuous-flows">' in page
+    for outcome in outcomes:
+        assert f'<p class="summary"><strong>In short:</strong> {escape(outcome.findings[0])}' \
+            in page
+        assert all(f"<li>{escape(b)}</li>" in page for b in outcome.findings[1:])
+    alone = render(outcomes[:1], tmp_path, True, table, table)
+    assert "the study <code>continuous-flows</code> was not run" in alone

@@ -21,6 +21,7 @@ from densitylab.plots import images as image_plots
 LEVELS = 17
 LEFT_OUT = 7  # the digit class the novelty model never sees
 HIDDEN = 32
+VARIATIONAL = "multi-scale Glow, variational dequantization"
 
 
 def _parameters(est_or_flow) -> int:
@@ -41,8 +42,8 @@ def _models(quick: bool) -> dict[str, ImageFlow]:
         "multi-scale Glow": glow,
         "multi-scale RealNVP": ImageFlow(model="realnvp", levels=2, steps=1, **budget),
         "single-scale Glow": ImageFlow(model="glow", levels=1, steps=steps, **budget),
-        "multi-scale Glow, variational deq.": ImageFlow(model="glow", levels=2, steps=2,
-                                                        dequantization="variational", **budget),
+        VARIATIONAL: ImageFlow(model="glow", levels=2, steps=2, dequantization="variational",
+                               **budget),
     }
 
 
@@ -133,7 +134,7 @@ def run_images(out: Path, quick: bool) -> Outcome:
     glow = fitted["multi-scale Glow"]
     figures = image_figures(glow, pixels[test], seed=0)
     figures["dequantization"] = dequantization_noise(
-        fitted["multi-scale Glow, variational deq."], pixels[test], seed=0)
+        fitted[VARIATIONAL], pixels[test], seed=0)
     figures["loss"] = plots.loss({k: r["history"] for k, r in results.items()},
                                  title="Dequantized NLL per epoch (nats per image)")
     figures["novelty"] = image_plots.score_histograms(
@@ -178,7 +179,6 @@ def run_images(out: Path, quick: bool) -> Outcome:
 
 
 FLOWS = ("multi-scale Glow", "multi-scale RealNVP", "single-scale Glow")
-VARIATIONAL = "multi-scale Glow, variational deq."
 HELD = "held-out digits (seen classes)"
 BLANK = "blank images with sparse noise"
 
