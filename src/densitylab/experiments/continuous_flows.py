@@ -156,9 +156,9 @@ def continuous_flows_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
     summary = (f"The better of the two CNFs comes within {TARGET_GAP} nats of the entropy on "
                f"{better_cnf} of {n} laws, the recommended spline flow on {within[MODELS[0]]}. "
                f"Flow matching is closer to the entropy than maximum likelihood on "
-               f"{verdicts.count(-1)} laws, farther on {verdicts.count(1)} and within noise on "
-               f"{verdicts.count(0)}, while maximum likelihood takes {ratio:.1f} times its "
-               f"training time (median). The spline flow is closer than both CNFs beyond noise "
+               f"{verdicts.count(-1)} of {n} laws, farther on {verdicts.count(1)} and within "
+               f"noise on {verdicts.count(0)}, while maximum likelihood takes {ratio:.1f} times "
+               f"its training time (median). The spline flow is closer than both CNFs beyond noise "
                f"on {spline_ahead} of {n} laws.")
     bullets = []
     for model in MODELS:
