@@ -37,6 +37,4 @@ def run_experiment(
 
     experiments.get(name)  # an unknown name fails before anything is written
     outcome = experiments.run(name, out, quick=quick, verbose=None if not quiet else False)
-    text = outcome.findings if isinstance(outcome.findings, str) else "\n".join(
-        outcome.findings[:1] + [f"- {line}" for line in outcome.findings[1:]])  # summary, bullets
-    typer.echo(f"{outcome.title} ({outcome.seconds:.1f} s), written to {out}\n{text}")
+    typer.echo(f"{outcome.title} ({outcome.seconds:.1f} s), written to {out}\n{outcome.text()}")
