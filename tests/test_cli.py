@@ -159,10 +159,13 @@ def test_experiments_listing_and_quick_run(tmp_path):
     code, output = invoke("run", "depth", "--out", str(tmp_path / "depth"), "--quick", "-q")
     assert code == 0, output
     outcome = json.loads((tmp_path / "depth" / "outcome.json").read_text())
-    assert "K=4" in outcome["findings"] and set(outcome["metrics"]) == {"K=2", "K=4"}
+    assert "K=4" in " ".join(outcome["findings"]) and set(outcome["metrics"]) == {"K=2", "K=4"}
     metrics = json.loads((tmp_path / "depth" / "metrics.json").read_text())
     assert metrics["K=4"]["test_nll"] == outcome["metrics"]["K=4"]["test_nll"]
-    assert outcome["findings"] in (tmp_path / "depth" / "findings.md").read_text()
+    written = (tmp_path / "depth" / "findings.md").read_text()
+    assert written.startswith(f"# {outcome['title']}\n\n{outcome['findings'][0]}\n\n- ")
+    assert all(f"- {line}\n" in written for line in outcome["findings"][1:])
+    assert outcome["findings"][0] in output  # the summary, then the bullets, on the terminal
 
 
 def test_resume_of_a_finished_run_is_refused(trained_run):

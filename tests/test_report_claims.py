@@ -4,6 +4,7 @@ does not collapse, sample quality that sees support and modes, readable figure l
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -238,3 +239,99 @@ def test_one_model_in_several_sections_is_reconciled():
         "K=4": run_metrics(2.779) | {"run_key": run(250), "data_label": "rot"}})
     assert all("within noise" in row[-1] for row in reconciliation([task9, same]).rows)
     assert reconciliation([task9]) is None
+
+
+# -- the images and continuous-flows studies: summary, bullets, every number checked ----------
+def images_metrics(blank: float = 1.60) -> dict:
+    """The saved metrics of the images study (only what its findings read)."""
+    bpd = {"multi-scale Glow": [2.50, 0.01], "multi-scale RealNVP": [2.56, 0.01],
+           "single-scale Glow": [2.62, 0.01],
+           "multi-scale Glow, variational dequantization": [2.44, 0.01],
+           "per-pixel categorical": [2.70, 0.01], "full-covariance Gaussian": [3.10, 0.01]}
+    return {"bits_per_dim": bpd, "target": 2.66,
+            "epochs_to_target": {"multi-scale Glow": 3, "multi-scale RealNVP": 4,
+                                 "single-scale Glow": None,
+                                 "multi-scale Glow, variational dequantization": 2},
+            "novelty": {"held-out digits (seen classes)": [2.50, 0.02],
+                        "left-out class 7": [2.53, 0.03], "uniform noise images": [4.64, 0.01],
+                        "blank images with sparse noise": [blank, 0.02]}}
+
+
+def continuous_flows_metrics() -> dict:
+    """The saved metrics of the continuous-flows study: three laws, four models."""
+    def row(gap: float, seconds: float, nfe: float | None = None) -> dict:
+        out = {"test_nll": 2.0 + gap, "test_nll_se": 0.005, "entropy_gap": gap,
+               "train_seconds": seconds, "score_seconds": seconds / 100, "best_epoch": 10}
+        if nfe is not None:
+            out |= {"nfe_per_solve": nfe, "train_nfe_first_last": [20.0, 50.0]}
+        return out
+
+    models = ("recommended spline", "coursework RealNVP", "CNF (max. likelihood)",
+              "CNF (flow matching)")
+    gaps = {"moons": (0.01, 0.20, 0.03, 0.08), "rings": (0.02, 0.30, 0.10, 0.04),
+            "spiral": (0.04, 0.40, 0.20, 0.20)}
+    seconds = {"CNF (max. likelihood)": 30.0, "CNF (flow matching)": 10.0}
+    nfe = {"CNF (max. likelihood)": 80.0, "CNF (flow matching)": 30.0}
+    return {law: {"entropy": 2.0} | {m: row(g, seconds.get(m, 2.0), nfe.get(m))
+                                     for m, g in zip(models, values, strict=True)}
+            for law, values in gaps.items()}
+
+
+@pytest.mark.parametrize("name, measured, old, new", [
+    ("images", images_metrics(), "2.440 ± 0.010", "2.400 ± 0.010"),
+    ("images", images_metrics(), "likelier than real digits", "less likely than real digits"),
+    ("continuous-flows", continuous_flows_metrics(), "takes 3.0 times", "takes 0.3 times"),
+    ("continuous-flows", continuous_flows_metrics(), "median gap 0.100", "median gap 0.050"),
+])
+def test_new_studies_findings_are_a_summary_and_bullets_checked_from_metrics(name, measured, old,
+                                                                            new):
+    findings = experiments.get(name).findings(measured)
+    assert isinstance(findings, list) and len(findings) >= 3
+    summary, bullets = findings[0], findings[1:]
+    assert len(re.findall(r"[.?!](?:\s|$)", summary)) <= 3 and not summary.startswith("- ")
+    assert not any(b.startswith("- ") or "\n" in b for b in bullets)
+    outcome = Outcome(name, "t", "q", findings, metrics=measured)
+    experiments.check_findings(outcome)
+    edited = copy.deepcopy(outcome)
+    index = next(i for i, line in enumerate(edited.findings) if old in line)
+    edited.findings[index] = edited.findings[index].replace(old, new, 1)
+    with pytest.raises(ValueError, match=f"{name}: finding {index + 1} does not follow"):
+        experiments.check_findings(edited)
+
+
+def test_images_novelty_verdict_follows_the_numbers():
+    likelier = experiments.get("images").findings(images_metrics(blank=1.60))
+    assert "known failure of likelihoods for novelty" in likelier[0]
+    tied = experiments.get("images").findings(images_metrics(blank=2.51))
+    assert "cannot tell them apart" in tied[0] and "known failure" not in tied[0]
+
+
+def test_the_page_links_the_images_and_continuous_flows_answers(tmp_path):
+    """The 1x1-convolution / multi-scale and continuous-flow questions of the source documents
+    point at the two sections, whose summary and bullets the page shows."""
+    from markupsafe import escape
+
+    from densitylab.derivations import ANCHORS
+    from densitylab.experiments.runner import Table
+    from densitylab.report import render
+
+    outcomes = [Outcome(name, "title " + name, "q", experiments.get(name).findings(m), metrics=m)
+                for name, m in (("images", images_metrics()),
+                                ("continuous-flows", continuous_flows_metrics()))]
+    table = Table("t", ["a"], [])
+    page = render(outcomes, tmp_path, True, table, table)
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>\s*<td>(.*?)</td>",
+                      page)
+    where = {asks: cell for _, _, asks, cell in rows}
+    glow = ANCHORS["Glow's extra layers"]
+    assert f'href="#{glow}"' in where["invertible (1x1) convolutions, multi-scale features"]
+    assert 'href="#images"' in where["RealNVP needs fewer coupling layers"]
+    assert 'href="#continuous-flows"' in where["continuous normalizing flows (Neural ODEs)"]
+    assert 'Measured in <a href="#images">' in page  # from the derivation of Glow's layers
+    assert 'Measured in <a href="#continuous-flows">' in page
+    for outcome in outcomes:
+        assert f'<p class="summary"><strong>In short:</strong> {escape(outcome.findings[0])}' \
+            in page
+        assert all(f"<li>{escape(b)}</li>" in page for b in outcome.findings[1:])
+    alone = render(outcomes[:1], tmp_path, True, table, table)
+    assert "the study <code>continuous-flows</code> was not run" in alone

@@ -204,8 +204,10 @@ def render(outcomes: list[Outcome], out: Path, quick: bool, environment_table: T
                    | {ANCHORS[h]: f"Derivations: {h}" for h in ANCHORS})
     tasks = [(source, task, asks, target if target[1:] in link_labels else None,
               target[1:]) for source, task, asks, target in TASKS]
+    from densitylab.experiments import registry
+
     return env.get_template(TEMPLATE).render(
-        outcomes=sections, quick=quick, z=f"{Z:g}", tasks=tasks,
+        registered=set(registry()), outcomes=sections, quick=quick, z=f"{Z:g}", tasks=tasks,
         derivations=_derivations(present), link_labels=link_labels,
         environment=environment_table, timing=timing, reconciliation=reconciliation(outcomes),
     )

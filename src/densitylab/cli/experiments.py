@@ -37,4 +37,4 @@ def run_experiment(
 
     experiments.get(name)  # an unknown name fails before anything is written
     outcome = experiments.run(name, out, quick=quick, verbose=None if not quiet else False)
-    typer.echo(f"{outcome.title} ({outcome.seconds:.1f} s), written to {out}\n{outcome.findings}")
+    typer.echo(f"{outcome.title} ({outcome.seconds:.1f} s), written to {out}\n{outcome.text()}")

@@ -95,7 +95,7 @@ def run_continuous_flows(out: Path, quick: bool) -> Outcome:
         "entropy do a CNF trained by maximum likelihood through the ODE solver and the same "
         "CNF trained by flow matching come, beside the recommended spline flow and the "
         "coursework RealNVP, and at what training time and number of function evaluations?",
-        findings=_findings(scores),
+        findings=continuous_flows_findings(scores),
         figures={f"{k}.png": caption for k, (_, caption) in figures.items()},
         tables=_tables(scores, plan), metrics=scores, seconds=time.perf_counter() - start,
     )
@@ -141,44 +141,47 @@ def _within(s: dict[str, Any]) -> bool:
     return s["entropy_gap"] - Z * s["test_nll_se"] <= TARGET_GAP
 
 
-def _findings(scores: dict[str, dict[str, Any]]) -> str:
+def continuous_flows_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
+    """The section's text from its saved metrics: a short summary, then bullets."""
     n = len(scores)
+    within = {m: sum(_within(s[m]) for s in scores.values()) for m in MODELS}
+    better_cnf = sum(_within(s[ML]) or _within(s[FM]) for s in scores.values())
+    verdicts = [compare(s[FM]["entropy_gap"], s[FM]["test_nll_se"], s[ML]["entropy_gap"],
+                        s[ML]["test_nll_se"]) for s in scores.values()]
+    ratio = np.median([s[ML]["train_seconds"] / s[FM]["train_seconds"] for s in scores.values()])
+    spline_ahead = sum(
+        all(compare(s[MODELS[0]]["entropy_gap"], s[MODELS[0]]["test_nll_se"],
+                    s[c]["entropy_gap"], s[c]["test_nll_se"]) == -1 for c in (ML, FM))
+        for s in scores.values())
+    summary = (f"The better of the two CNFs comes within {TARGET_GAP} nats of the entropy on "
+               f"{better_cnf} of {n} laws, the recommended spline flow on {within[MODELS[0]]}. "
+               f"Flow matching is closer to the entropy than maximum likelihood on "
+               f"{verdicts.count(-1)} of {n} laws, farther on {verdicts.count(1)} and within "
+               f"noise on {verdicts.count(0)}, while maximum likelihood takes {ratio:.1f} times "
+               f"its training time (median). The spline flow is closer than both CNFs beyond noise "
+               f"on {spline_ahead} of {n} laws.")
     bullets = []
     for model in MODELS:
         gaps = {d: s[model]["entropy_gap"] for d, s in scores.items()}
         worst = max(gaps, key=gaps.get)
         seconds = np.mean([s[model]["train_seconds"] for s in scores.values()])
-        bullets.append(f"{model}: within {TARGET_GAP} nats of the entropy on "
-                       f"{sum(_within(s[model]) for s in scores.values())} of {n} laws, median "
-                       f"gap {np.median(list(gaps.values())):.3f} (largest {worst}, "
+        bullets.append(f"{model}: within {TARGET_GAP} nats on {within[model]} of {n} laws, "
+                       f"median gap {np.median(list(gaps.values())):.3f} (largest {worst}, "
                        f"{gaps[worst]:.3f}), {seconds:.1f} s of training per law.")
-    better_cnf = sum(_within(s[ML]) or _within(s[FM]) for s in scores.values())
-    bullets.append(f"The better of the two CNFs is within {TARGET_GAP} nats on {better_cnf} of "
-                   f"{n} laws.")
-    verdicts = [compare(s[FM]["entropy_gap"], s[FM]["test_nll_se"], s[ML]["entropy_gap"],
-                        s[ML]["test_nll_se"]) for s in scores.values()]
-    ratio = np.median([s[ML]["train_seconds"] / s[FM]["train_seconds"] for s in scores.values()])
-    bullets.append(f"Flow matching against maximum likelihood: closer to the entropy on "
-                   f"{verdicts.count(-1)} laws, farther on {verdicts.count(1)}, within noise on "
-                   f"{verdicts.count(0)} ({Z:g}-standard-error rule); maximum likelihood took "
-                   f"{ratio:.1f} times flow matching's training time (median over laws).")
-    spline_ahead = sum(
-        all(compare(s[MODELS[0]]["entropy_gap"], s[MODELS[0]]["test_nll_se"],
-                    s[c]["entropy_gap"], s[c]["test_nll_se"]) == -1 for c in (ML, FM))
-        for s in scores.values())
-    bullets.append(f"The recommended spline flow is closer than both CNFs beyond noise on "
-                   f"{spline_ahead} of {n} laws.")
     nfe = {m: np.median([s[m]["nfe_per_solve"] for s in scores.values()]) for m in (ML, FM)}
     growth = np.median([s[ML]["train_nfe_first_last"][1] / max(s[ML]["train_nfe_first_last"][0],
                                                                1.0) for s in scores.values()])
     score_ratio = np.median([s[FM]["score_seconds"] / s[MODELS[0]]["score_seconds"]
                              for s in scores.values()])
-    bullets.append(f"Function evaluations per solve at test time (median): {nfe[ML]:.0f} for "
-                   f"maximum likelihood, {nfe[FM]:.0f} for flow matching; during maximum-"
-                   f"likelihood training the NFE per step grew {growth:.1f}-fold from the first "
-                   f"epoch to the last. Scoring the test points took {score_ratio:.0f} times the "
-                   "spline flow's time (flow-matching CNF, median).")
-    return "\n".join(f"- {b}" for b in bullets)
+    bullets.append(f"Function evaluations per test solve (median): {nfe[ML]:.0f} for maximum "
+                   f"likelihood, {nfe[FM]:.0f} for flow matching.")
+    bullets.append(f"During maximum-likelihood training the NFE per step grew {growth:.1f}-fold "
+                   "from the first epoch to the last (median).")
+    bullets.append(f"Scoring the test points took the flow-matching CNF {score_ratio:.0f} times "
+                   "the spline flow's time (median).")
+    bullets.append(f"Within noise means a difference under {Z:g} standard errors; within "
+                   f"{TARGET_GAP} nats means not above it beyond noise.")
+    return [summary, *bullets]
 
 
 def _tables(scores: dict[str, dict[str, Any]], plan: dict[str, Any]) -> list[Table]:

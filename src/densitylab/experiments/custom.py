@@ -264,6 +264,18 @@ def _engines_findings(metrics: dict) -> list[str]:
     return engines_findings(metrics)
 
 
+def _continuous_flows_findings(metrics: dict) -> list[str]:
+    from densitylab.experiments.continuous_flows import continuous_flows_findings
+
+    return continuous_flows_findings(metrics)
+
+
+def _images_findings(metrics: dict) -> list[str]:
+    from densitylab.experiments.images import images_findings
+
+    return images_findings(metrics)
+
+
 def _continuous_flows(out: Path, quick: bool) -> Outcome:
     from densitylab.experiments.continuous_flows import run_continuous_flows
 
@@ -312,7 +324,7 @@ CUSTOM_STUDIES = (
                      "and by flow matching, the recommended spline flow and the coursework "
                      "RealNVP on every built-in distribution: gap to the entropy, training "
                      "time, function evaluations, and a density carried along t.",
-                     _continuous_flows, cost=4.0),
+                     _continuous_flows, cost=4.0, findings=_continuous_flows_findings),
     CustomExperiment("numpy-vs-torch", "NumPy against PyTorch (and the compiled engine)",
                      "The same RealNVP in NumPy, torch autograd and the compiled engine: seconds "
                      "per epoch and test NLL for batch sizes 64 to 1500 and widths 32 to 512.",
@@ -320,5 +332,6 @@ CUSTOM_STUDIES = (
     CustomExperiment("images", "Images: multi-scale RealNVP and Glow on 8x8 digits",
                      "Multi-scale Glow, multi-scale RealNVP and a single-scale flow of the same "
                      "size on the digits: bits/dim, time, samples by temperature, dequantization "
-                     "and likelihoods for novelty.", _images, cost=3.0),
+                     "and likelihoods for novelty.", _images, cost=3.0,
+                     findings=_images_findings),
 )

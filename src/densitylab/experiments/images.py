@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from densitylab import datasets, plots
-from densitylab.experiments.findings import best_sentence, versus
+from densitylab.experiments.findings import Z, best_sentence, compare, difference_se, versus
 from densitylab.experiments.runner import Outcome, Table
 from densitylab.image_estimator import ImageFlow
 from densitylab.image_figures import dequantization_noise, image_figures
@@ -21,6 +21,7 @@ from densitylab.plots import images as image_plots
 LEVELS = 17
 LEFT_OUT = 7  # the digit class the novelty model never sees
 HIDDEN = 32
+VARIATIONAL = "multi-scale Glow, variational dequantization"
 
 
 def _parameters(est_or_flow) -> int:
@@ -41,8 +42,8 @@ def _models(quick: bool) -> dict[str, ImageFlow]:
         "multi-scale Glow": glow,
         "multi-scale RealNVP": ImageFlow(model="realnvp", levels=2, steps=1, **budget),
         "single-scale Glow": ImageFlow(model="glow", levels=1, steps=steps, **budget),
-        "multi-scale Glow, variational deq.": ImageFlow(model="glow", levels=2, steps=2,
-                                                        dequantization="variational", **budget),
+        VARIATIONAL: ImageFlow(model="glow", levels=2, steps=2, dequantization="variational",
+                               **budget),
     }
 
 
@@ -133,7 +134,7 @@ def run_images(out: Path, quick: bool) -> Outcome:
     glow = fitted["multi-scale Glow"]
     figures = image_figures(glow, pixels[test], seed=0)
     figures["dequantization"] = dequantization_noise(
-        fitted["multi-scale Glow, variational deq."], pixels[test], seed=0)
+        fitted[VARIATIONAL], pixels[test], seed=0)
     figures["loss"] = plots.loss({k: r["history"] for k, r in results.items()},
                                  title="Dequantized NLL per epoch (nats per image)")
     figures["novelty"] = image_plots.score_histograms(
@@ -145,34 +146,7 @@ def run_images(out: Path, quick: bool) -> Outcome:
     plots.save_figures(out / "figures", figures, strict=True)
 
     estimates = {k: r["bpd"] for k, r in results.items()} | references
-    flows = ("multi-scale Glow", "multi-scale RealNVP", "single-scale Glow")
-    glow_bpd, single = results["multi-scale Glow"]["bpd"], results["single-scale Glow"]["bpd"]
-    variational = results["multi-scale Glow, variational deq."]["bpd"]
     novel = {k: _mean_se(v) for k, v in novelty.items()}
-    held = novel["held-out digits (seen classes)"]
-    findings = " ".join(sentence[0].upper() + sentence[1:] for sentence in [
-        best_sentence(estimates, "test bits/dim (lower is better)") + ".",
-        versus("the multi-scale Glow", *glow_bpd, "the single-scale Glow of about the same "
-               "size", *single, "test bits/dim", unit="bits/dim") + ".",
-        versus("uniform dequantization", *glow_bpd, "variational dequantization", *variational,
-               "the multi-scale Glow's test bits/dim", unit="bits/dim") + ".",
-        best_sentence({k: results[k]["bpd"] for k in flows}, "bits/dim among the three flows")
-        + ".",
-        f"Target {target:.3f} bits/dim (the worst best validation bound of the four flows): "
-        + "; ".join(f"{k} reached it at epoch {r['epochs_to_target']}"
-                    if r["epochs_to_target"] else f"{k} did not reach it"
-                    for k, r in results.items()) + ".",
-        "Novelty: " + versus(f"left-out class {LEFT_OUT}", *novel[f"left-out class {LEFT_OUT}"],
-                             "held-out digits of seen classes", *held, "bits/dim",
-                             unit="bits/dim") + "; "
-        + versus("blank images with sparse noise", *novel["blank images with sparse noise"],
-                 "held-out digits", *held, "bits/dim", unit="bits/dim")
-        + " (a higher likelihood than real digits would be the known failure of likelihoods "
-        "for novelty); uniform noise images score "
-        f"{novel['uniform noise images'][0]:.2f} bits/dim.",
-        "All bits/dim are importance-weighted dequantization bounds (10 draws): upper bounds "
-        "on each model's true bits/dim.",
-    ])
     table = Table("Test bits/dim on the 397 test digits (± standard error)",
                   ["model", "test bits/dim", "parameters", "best epoch of run", "seconds",
                    f"epoch / time to {target:.3f}"], rows,
@@ -200,8 +174,65 @@ def run_images(out: Path, quick: bool) -> Outcome:
     return Outcome(name="images", title="Images: multi-scale RealNVP and Glow on 8x8 digits",
                    question="Glow's invertible 1x1 convolutions and multi-scale architecture on "
                    "images: bits/dim, speed, samples, dequantization and novelty.",
-                   findings=findings, figures=captions, tables=[table], metrics=metrics,
-                   seconds=time.perf_counter() - start)
+                   findings=images_findings(metrics), figures=captions, tables=[table],
+                   metrics=metrics,                   seconds=time.perf_counter() - start)
+
+
+FLOWS = ("multi-scale Glow", "multi-scale RealNVP", "single-scale Glow")
+HELD = "held-out digits (seen classes)"
+BLANK = "blank images with sparse noise"
+
+
+def images_findings(metrics: dict) -> list[str]:
+    """The section's text from its saved metrics: a short summary, then bullets."""
+    bpd = {k: tuple(v) for k, v in metrics["bits_per_dim"].items()}
+    novel = {k: tuple(v) for k, v in metrics["novelty"].items()}
+    left_out = f"left-out class {LEFT_OUT}"
+    scale = versus("the multi-scale Glow", *bpd["multi-scale Glow"], "the single-scale Glow of "
+                   "about the same size", *bpd["single-scale Glow"], "test bits/dim",
+                   unit="bits/dim")
+    blank = compare(*novel[BLANK], *novel[HELD])
+    novelty = {-1: "blank images with sparse noise get a higher likelihood than real digits, "
+               "the known failure of likelihoods for novelty",
+               0: "blank images with sparse noise score within noise of real digits, so "
+               "likelihood cannot tell them apart",
+               1: "blank images with sparse noise get a lower likelihood than real digits"}[blank]
+    summary = (f"{_capital(best_sentence(bpd, 'test bits/dim (lower is better)'))}. "
+               f"{_capital(scale)}. As a novelty score, {novelty}.")
+    reached = [f"{k} at epoch {e}" for k, e in metrics["epochs_to_target"].items() if e]
+    missed = [k for k, e in metrics["epochs_to_target"].items() if not e]
+    return [
+        summary,
+        _capital(best_sentence({k: bpd[k] for k in FLOWS}, "bits/dim among the three flows"))
+        + ".",
+        "Dequantization: " + versus("uniform", *bpd["multi-scale Glow"], "variational",
+                                    *bpd[VARIATIONAL], "the multi-scale Glow's test bits/dim",
+                                    unit="bits/dim") + ".",
+        f"Speed to {metrics['target']:.3f} bits/dim (the worst best validation bound of the four "
+        f"flows): reached by {', '.join(reached) or 'none'}"
+        + (f"; not reached by {', '.join(missed)}" if missed else "") + ".",
+        _novelty(left_out, novel[left_out], novel[HELD]),
+        _novelty("blank images with sparse noise", novel[BLANK], novel[HELD]),
+        f"Uniform noise images score {novel['uniform noise images'][0]:.2f} bits/dim under the "
+        f"Glow trained without digit {LEFT_OUT}.",
+        "All bits/dim are importance-weighted dequantization bounds (10 draws): upper bounds on "
+        "each model's true bits/dim.",
+    ]
+
+
+def _novelty(label: str, group: tuple[float, float], held: tuple[float, float]) -> str:
+    """How likely a group of images is, against held-out digits, under the novelty Glow."""
+    outcome = compare(*group, *held)
+    noise = Z * difference_se(group[1], held[1])
+    verdict = {-1: "likelier than real digits beyond noise", 0: "within noise of real digits",
+               1: "less likely than real digits beyond noise"}[outcome]
+    return (f"Novelty, {label}: {group[0]:.3f} ± {group[1]:.3f} bits/dim against "
+            f"{held[0]:.3f} ± {held[1]:.3f} for held-out digits of seen classes: {verdict} "
+            f"({Z:g} standard errors of the difference = {noise:.3f}).")
+
+
+def _capital(sentence: str) -> str:
+    return sentence[0].upper() + sentence[1:]
 
 
 def _labels() -> np.ndarray:

@@ -39,9 +39,14 @@ class Outcome:
         ``findings.md`` for a reader of the directory."""
         (directory / "outcome.json").write_text(json.dumps(asdict(self), indent=2, default=float))
         (directory / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=float))
-        text = self.findings if isinstance(self.findings, str) else "\n".join(
-            f"- {line}" for line in self.findings)
-        (directory / "findings.md").write_text(f"# {self.title}\n\n{text}\n")
+        (directory / "findings.md").write_text(f"# {self.title}\n\n{self.text()}\n")
+
+    def text(self) -> str:
+        """The findings as plain text: the summary, then the bullets as ``- `` lines."""
+        if isinstance(self.findings, str):
+            return self.findings
+        bullets = "".join(f"\n- {line}" for line in self.findings[1:])
+        return "".join(self.findings[:1]) + ("\n" + bullets if bullets else "")
 
     @classmethod
     def read(cls, directory: Path) -> Outcome:
