@@ -36,13 +36,21 @@ class ImageFlow(BaseEstimator):
 
     Args:
         model: ``"glow"`` or ``"realnvp"``.
-        levels, steps, hidden: scales, steps per scale, conditioner channels.
+        levels: scales of the multi-scale flow.
+        steps: flow steps per scale.
+        hidden: channels of the conditioners' convolutions.
         pixel_levels: grey levels (``None``: detected, the largest pixel value + 1).
         dequantization: ``"uniform"`` or ``"variational"`` (a small conditional flow for the
             noise, trained with the model).
-        logit, alpha, learned_prior: pre-processing and Glow's learned prior at each split.
-        epochs, batch_size, lr, patience, val_fraction: training (early stopping on the
-            validation bound; ``X_val`` in :meth:`fit` replaces the random validation split).
+        logit: the logit pre-processing of pixel values (its Jacobian counted).
+        alpha: the logit's margin: pixels are squeezed into ``[alpha, 1 - alpha]`` first.
+        learned_prior: Glow's learned conditional prior at each split.
+        epochs: the most passes over the training images.
+        batch_size: images per Adam step.
+        lr: Adam's learning rate.
+        patience: epochs without a better validation bound before stopping (``None``: never).
+        val_fraction: share of the training images held out for early stopping (``X_val`` in
+            :meth:`fit` replaces this random validation split).
         draws: noise draws of the importance-weighted estimate behind :meth:`score_samples`.
         random_state: seeds the architecture, the split, the batches and the noise.
         threads: torch threads for fitting and scoring (restored afterwards).

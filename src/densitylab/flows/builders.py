@@ -391,6 +391,9 @@ BUILDERS: dict[str, Callable[..., Flow]] = {
     "realnvp": realnvp, "glow": glow, "nsf": nsf, "maf": maf, "cnf": cnf,
     "glow_image": glow_image, "realnvp_image": realnvp_image,
 }
+IMAGE_BUILDERS = ("glow_image", "realnvp_image")
+"""Builders of image flows (``shape=(C, H, W)``, not ``dim``): trained by
+:class:`densitylab.ImageFlow` or ``densitylab train IMAGES --model glow``, not as vector models."""
 
 
 def build(builder: str, standardize: bool = False, mixture_base: int = 0, **config) -> Flow:

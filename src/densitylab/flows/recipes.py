@@ -19,14 +19,15 @@ from typing import Any
 
 from densitylab.flows.builders import (
     BUILDERS,
+    IMAGE_BUILDERS,
     RECOMMENDED_FIT,
     RECOMMENDED_MODEL,
     RECOMMENDED_STEPS,
     recommended_epochs,
 )
 
-MODELS = (*sorted(BUILDERS), "recommended", "tabular", "tabular-mixture", "tabular-maf",
-          "tabular-maf-spline", "cnf-fm")
+MODELS = (*sorted(set(BUILDERS) - set(IMAGE_BUILDERS)), "recommended", "tabular",
+          "tabular-mixture", "tabular-maf", "tabular-maf-spline", "cnf-fm")
 SCHEDULES = ("constant", "cosine")
 FIT_OPTIONS = ("epochs", "batch_size", "lr", "schedule", "standardize", "objective")  # the rest
 # builds (a recipe without an objective trains by maximum likelihood)
