@@ -145,7 +145,9 @@ def test_scores_are_in_the_units_of_the_data():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("candidate", list(CANDIDATES))
+# "cnf" leaves: its recipe trains through the ODE solver (two minutes here), and it saves as
+# "cnf-fm" does (a FlowDensity of the same continuous flow), which stays
+@pytest.mark.parametrize("candidate", [c for c in CANDIDATES if c != "cnf"])
 def test_save_and_load_give_identical_scores(candidate, tmp_path):
     x = ring(120, seed=2)
     auto = dl.AutoDensity(candidates=(candidate,), random_state=1).fit(x)

@@ -146,7 +146,7 @@ def test_the_images_study_runs_quick(tmp_path):
 
     assert "images" in experiments.names()
     outcome = experiments.run("images", tmp_path / "images", quick=True)
-    assert "bits/dim" in outcome.findings and outcome.tables[0].rows
+    assert "bits/dim" in " ".join(outcome.findings) and outcome.tables[0].rows
     assert (tmp_path / "images" / "figures" / "novelty.png").is_file()
 
 
