@@ -205,6 +205,16 @@ class Cell:
     def se(self) -> float:
         return float(np.std(self.fold_means, ddof=1) / math.sqrt(len(self.fold_means)))
 
+    def add_fold(self, label: str, scores: np.ndarray, seconds: float, what: str) -> None:
+        """Record one fold's held-out ``scores`` (``what``: log-density or log-likelihood) and
+        its time, and print the line of progress."""
+        self.seconds.append(seconds)
+        self.fold_means.append(float(np.mean(scores)))
+        self.worst = min(self.worst, float(np.min(scores)))
+        if not np.all(np.isfinite(scores)):
+            self.note = f"non-finite held-out {what}"
+        print(f"  {label} {np.mean(scores):10.3f}  {seconds:7.1f} s", flush=True)
+
 
 def run_set(name: str, methods: list[str], folds: int, seed: int = 0) -> dict[str, Cell]:
     """Every method on every fold of one data set; scores in nats per point, original units."""
@@ -224,13 +234,8 @@ def run_set(name: str, methods: list[str], folds: int, seed: int = 0) -> dict[st
         for m in methods:
             start = time.perf_counter()
             scores = (METHODS | EXTRA_METHODS)[m](z_train, seed + k)(z_test) + log_jacobian
-            cells[m].seconds.append(time.perf_counter() - start)
-            cells[m].fold_means.append(float(np.mean(scores)))
-            cells[m].worst = min(cells[m].worst, float(np.min(scores)))
-            if not np.all(np.isfinite(scores)):
-                cells[m].note = "non-finite held-out log-density"
-            print(f"  {name} fold {k}: {m:8s} {np.mean(scores):10.3f}  "
-                  f"{cells[m].seconds[-1]:7.1f} s", flush=True)
+            cells[m].add_fold(f"{name} fold {k}: {m:8s}", scores, time.perf_counter() - start,
+                              "log-density")
     if "auto" in cells:
         cells["auto"].note = ", ".join(CHOICES[-folds:])
     return cells
@@ -271,13 +276,8 @@ def run_table(name: str, folds: int, seed: int = 0) -> tuple[dict[str, Cell], di
                 scores = METHODS[m](z_train, seed + k)(z_test) + log_jacobian + log_steps
                 if m == "auto":
                     picks[m].append(CHOICES[-1])
-            cells[m].seconds.append(time.perf_counter() - start)
-            cells[m].fold_means.append(float(np.mean(scores)))
-            cells[m].worst = min(cells[m].worst, float(np.min(scores)))
-            if not np.all(np.isfinite(scores)):
-                cells[m].note = "non-finite held-out log-likelihood"
-            print(f"  {name} fold {k}: {m:10s} {np.mean(scores):10.3f}  "
-                  f"{cells[m].seconds[-1]:7.1f} s", flush=True)
+            cells[m].add_fold(f"{name} fold {k}: {m:10s}", scores, time.perf_counter() - start,
+                              "log-likelihood")
     cells["auto"].note = (f"auto: {', '.join(picks['auto'])}; "
                           f"typed: {', '.join(picks['auto-typed'])}")
     return cells, extra
