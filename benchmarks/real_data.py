@@ -376,10 +376,16 @@ def main() -> None:
     total = time.perf_counter() - start
     print()
     print(table(results, methods, shapes))
+    finish(args, results, folds, total, load_before,
+           f", {torch.get_num_threads()} thread(s)")
+
+
+def finish(args: argparse.Namespace, results: dict, folds: int, total: float,
+           load_before: float, extra: str = "") -> None:
+    """The run's closing line (folds, time, machine, load) and the ``--json`` file."""
     print(f"\n{folds}-fold CV, total {total / 60:.1f} min on {platform.machine()} "
           f"({os.cpu_count()} cores, load average {load_before:.1f} at the start and "
-          f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
+          f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}{extra}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({n: {m: vars(c) for m, c in cells.items()} for n, cells in results.items()},
@@ -405,13 +411,7 @@ def main_tables(args: argparse.Namespace) -> None:
         print(f"- {name}: types {extra['types']} (+: bounded); auto-typed samples valid: "
               f"{extra['samples ok']}; gmm mass>1 on {100 * extra['gmm mass>1']:.0f}% of "
               "held-out rows")
-    print(f"\n{args.folds}-fold CV, total {total / 60:.1f} min on {platform.machine()} "
-          f"({os.cpu_count()} cores, load average {load_before:.1f} at the start and "
-          f"{os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({n: {m: vars(c) for m, c in cells.items()} for n, cells in results.items()},
-                      handle, indent=1)
+    finish(args, results, args.folds, total, load_before)
 
 
 if __name__ == "__main__":
