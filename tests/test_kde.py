@@ -416,7 +416,7 @@ def test_bad_queries_and_sampling_arguments(data):
 def test_sklearn_contract(data):
     kde = KDE(bandwidth=(0.2, 0.1), chunk_size=1000)
     assert kde.get_params() == {"bandwidth": (0.2, 0.1), "chunk_size": 1000, "device": None,
-                                "threads": None, "bounds": None}
+                                "threads": None, "bounds": None, "guard": None}
     twin = clone(kde).set_params(bandwidth="silverman")
     assert twin.get_params()["bandwidth"] == "silverman"
     assert not hasattr(twin, "bandwidth_")

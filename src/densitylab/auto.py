@@ -555,8 +555,10 @@ Tensors = dict[str, Any]
 
 def _kde_state(kde: Any) -> tuple[Tensors, dict]:
     support = getattr(kde, "support_", None)
-    return ({"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_},
-            {} if support is None else {"bounds": support.to_json()})
+    config = {} if support is None else {"bounds": support.to_json()}
+    if getattr(kde, "guard_weight_", 0.0) > 0:  # the defensive component (densitylab.kde.guard)
+        config["guard"] = kde.guard_weight_
+    return ({"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_}, config)
 
 
 def _kde_restore(tensors: Tensors, config: dict, device: Any) -> Any:
@@ -566,8 +568,8 @@ def _kde_restore(tensors: Tensors, config: dict, device: Any) -> Any:
     from densitylab.support import Support
 
     _exactly(tensors, ("data", "weights", "bandwidth"), "KDE")
-    if set(config) - {"bounds"}:
-        raise ValueError("the KDE's configuration may hold only its bounds")
+    if set(config) - {"bounds", "guard"}:
+        raise ValueError("the KDE's configuration may hold only its bounds and guard weight")
     data, weights, bounds = tensors["data"], tensors["weights"], config.get("bounds")
     if data.ndim != 2 or weights.shape != (len(data),) or len(data) == 0:
         raise ValueError("the KDE's data and weights do not fit together")
@@ -576,7 +578,7 @@ def _kde_restore(tensors: Tensors, config: dict, device: Any) -> Any:
     if bounds is not None:  # the kernels' points were saved in the mapped coordinates
         data = Support(bounds, data.shape[1]).to_data(data)
     equal = bool(np.all(weights == weights[0]))  # fitted unweighted: the same arithmetic again
-    return KDE(bandwidth=tensors["bandwidth"], bounds=bounds).fit(
+    return KDE(bandwidth=tensors["bandwidth"], bounds=bounds, guard=config.get("guard")).fit(
         data, sample_weight=None if equal else weights)
 
 

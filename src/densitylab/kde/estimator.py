@@ -38,6 +38,7 @@ from densitylab.kde.engines import (
     one_blas_thread,
     tree_log_kernel_sums,
 )
+from densitylab.kde.guard import GUARD_WEIGHT, Guard, check_guard_weight
 from densitylab.kde.loo import loo_scorer
 from densitylab.missing import marginal_log_density
 from densitylab.runtime import resolve_device
@@ -83,7 +84,13 @@ class KDE(BaseEstimator):
             (:class:`densitylab.support.Support`), and the density carried back with the
             Jacobian, so it integrates to 1 on the support, is 0 outside it, and samples stay in
             it. Every training point must lie strictly inside.
-
+        guard: the weight ``eps`` of a defensive component (:mod:`densitylab.kde.guard`):
+            ``f = (1 - eps) KDE + eps N(m, diag(s^2))`` with the estimate's own mean and
+            per-axis variance, which bounds the log-density of points off the data's thin
+            directions at a cost of at most ``-log(1 - eps)`` nats anywhere. ``None`` (default):
+            ``0.01`` under ``bandwidth="cv"``, whose kernels the data's covariance shapes, and
+            ``0`` otherwise (the plain KDE, equal to scipy's and scikit-learn's); ``0`` turns it
+            off.
         threads: threads of every call (``fit``, ``score_samples``, ``evaluate_grid``,
             ``sample``): the pointwise sums and the grid share their work among them.
             ``None`` (default): as many as there are cores, at most ``OMP_NUM_THREADS``, and
@@ -94,6 +101,7 @@ class KDE(BaseEstimator):
         bandwidth_: the matrix ``H``, ``(d, d)``; lower-triangular under a rule.
         covariance_: the kernel covariance ``H H^T``.
         factor_: the rule's factor on ``chol(Sigma)``, or ``None`` for an explicit bandwidth.
+        guard_weight_: the defensive weight ``eps`` in use (``0.0``: none).
         data_, weights_: the points with positive weight and their weights (summing to one);
             with ``bounds``, ``data_`` is in the mapped coordinates, where the kernels sit.
         support_: the :class:`~densitylab.support.Support` of ``bounds``, or ``None``.
@@ -131,12 +139,14 @@ class KDE(BaseEstimator):
         device: str | None = None,
         threads: int | None = None,
         bounds: Any = None,
+        guard: float | None = None,
     ) -> None:
         self.bandwidth = bandwidth
         self.chunk_size = chunk_size
         self.device = device
         self.threads = threads
         self.bounds = bounds
+        self.guard = guard
 
     def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> KDE:
         """Store the points ``X`` ``(n, d)`` (weighted by ``sample_weight``) and resolve ``H``."""
@@ -154,6 +164,7 @@ class KDE(BaseEstimator):
         x, w = x[positive], w[positive] / w[positive].sum()
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
+        guard = check_guard_weight(self.guard)
         with one_blas_thread():
             h, factor = resolve_bandwidth(self.bandwidth, x, w)
             chol, mean = cholesky_of_gram(h), w @ x
@@ -162,6 +173,10 @@ class KDE(BaseEstimator):
         with np.errstate(over="ignore", under="ignore"):
             self.covariance_ = h @ h.T
         self.factor_ = factor
+        if guard is None:
+            guard = GUARD_WEIGHT if _names_cv(self.bandwidth) else 0.0
+        self.guard_weight_ = guard
+        self._guard = Guard.of(x, w, h, guard) if guard > 0 else None
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
         self.__dict__.pop("feature_names_in_", None)
@@ -215,15 +230,24 @@ class KDE(BaseEstimator):
         if len(observed) == self.n_features_in_:
             return self.score_samples
         block = self.covariance_[np.ix_(observed, observed)]
-        marginal = KDE(bandwidth=np.linalg.cholesky(block)).fit(self.data_[:, observed],
-                                                                 sample_weight=self.weights_)
+        marginal = KDE(bandwidth=np.linalg.cholesky(block), guard=self.guard_weight_).fit(
+            self.data_[:, observed], sample_weight=self.weights_)
         support = getattr(self, "support_", None)
         if support is not None:  # the kernels sit in mapped coordinates: map those columns
             marginal.support_ = Support([support.bounds[j] for j in observed], len(observed))
         return marginal.score_samples
 
     def _log_density(self, x: np.ndarray) -> np.ndarray:
-        """Log-density of the kernels at ``x`` (mapped coordinates where ``bounds`` are set)."""
+        """Log-density at ``x`` (mapped coordinates where ``bounds`` are set): the kernels',
+        with the guard's component where there is one."""
+        return self._guarded(self._log_kernels(x), x)
+
+    def _guarded(self, log_kernels: np.ndarray, x: np.ndarray) -> np.ndarray:
+        guard = getattr(self, "_guard", None)
+        return log_kernels if guard is None else guard.mix(log_kernels, x)
+
+    def _log_kernels(self, x: np.ndarray) -> np.ndarray:
+        """Log-density of the kernels alone at ``x`` (mapped coordinates)."""
         v = self._whiten(x)
         far = ~(np.max(np.abs(v), axis=1) <= _FAR_QUERY)  # NaN/inf (overflowed) count as far
         sums = np.empty(len(x))
@@ -266,14 +290,16 @@ class KDE(BaseEstimator):
             log_image, small = grid_log_image(self.data_, self.weights_, sd, grid.xs, grid.ys,
                                               self._block, self._device)
             if small.any():
-                log_image[small] = self._score_samples(grid.points[small.ravel()])
+                log_image[small] = self._log_kernels(grid.points[small.ravel()])
+            log_image = self._guarded(log_image.ravel(), grid.points).reshape(grid.shape)
         else:
             log_image = self._score_samples(grid.points).reshape(grid.shape)
         return log_image if log else np.exp(log_image)
 
     def sample(self, n_samples: int = 1, random_state: Any = None) -> np.ndarray:
         """Draw ``(n_samples, d)`` points: a data point chosen by weight plus ``H z``,
-        ``z ~ N(0, I)``. ``random_state``: ``None``, an int seed or a ``numpy.random.Generator``."""
+        ``z ~ N(0, I)`` (with probability ``guard_weight_``, a draw of the guard's Gaussian
+        instead). ``random_state``: ``None``, an int seed or a ``numpy.random.Generator``."""
         check_is_fitted(self)
         n_samples = check_positive_int(n_samples, "n_samples")
         seed_types = int | np.integer | np.random.Generator
@@ -289,8 +315,14 @@ class KDE(BaseEstimator):
         z = rng.standard_normal((n_samples, self.n_features_in_))
         with threads_.budget(self.threads):
             points = self.data_[idx] + z @ self.bandwidth_.T
+        if getattr(self, "_guard", None) is not None:
+            points = self._guard.sample_into(points, rng)
         support = getattr(self, "support_", None)
         return points if support is None else support.to_data(points)
+
+
+def _names_cv(bandwidth: Any) -> bool:
+    return isinstance(bandwidth, str) and bandwidth.strip().lower() == "cv"
 
 
 def _check_weights(sample_weight: ArrayLike | None, n: int) -> np.ndarray:
