@@ -3,8 +3,8 @@
 :class:`KDE` is the estimator (scikit-learn contract); the bandwidth rules it names are in
 ``BANDWIDTH_RULES``, and :func:`leave_one_out_log_likelihood` is the criterion ``"cv"`` maximises.
 Beside them: ``estimator`` (the class), ``engines`` (the kd-tree, dense and grid summations),
-``kernels`` (their compiled loops), ``bandwidth`` (the rules, the ``"cv"`` kernel-shape search)
-and ``loo`` (the leave-one-out scorer).
+``kernels`` (their compiled loops), ``bandwidth`` (the rules, the ``"cv"`` kernel-shape search),
+``loo`` (the leave-one-out scorer) and ``guard`` (the defensive component of ``"cv"``).
 """
 
 from densitylab.kde.bandwidth import BANDWIDTH_RULES

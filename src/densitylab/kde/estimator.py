@@ -230,7 +230,8 @@ class KDE(BaseEstimator):
         if len(observed) == self.n_features_in_:
             return self.score_samples
         block = self.covariance_[np.ix_(observed, observed)]
-        marginal = KDE(bandwidth=np.linalg.cholesky(block), guard=self.guard_weight_).fit(
+        marginal = KDE(bandwidth=np.linalg.cholesky(block),
+                       guard=getattr(self, "guard_weight_", 0.0)).fit(
             self.data_[:, observed], sample_weight=self.weights_)
         support = getattr(self, "support_", None)
         if support is not None:  # the kernels sit in mapped coordinates: map those columns
