@@ -107,10 +107,11 @@ def test_bad_declarations_are_clear_errors():
         dl.CategoricalDensity(**QUICK).fit(df[["price", "area"]])
     with pytest.raises(ValueError, match=r"'region'\) holds text but is declared 'integer'"):
         dl.CategoricalDensity(column_types={"region": "integer"}, **QUICK).fit(df)
-    with pytest.raises(ValueError, match="CategoricalDensity"):
+    with pytest.raises(ValueError, match="cannot hold a text column"):
+        dl.AutoDensity(column_types="continuous", **QUICK).fit(df)
+    df.loc[3, "region"] = None
+    with pytest.raises(ValueError, match=r"row 3, column 0 \('region'\)"):
         dl.AutoDensity(**QUICK).fit(df)
-    with pytest.raises(ValueError, match="CategoricalDensity"):
-        dl.AutoDensity(column_types={"area": "categorical"}, **QUICK).fit(df[["price", "area"]])
 
 
 @pytest.mark.slow  # trains AutoDensities per category from the shell
@@ -165,3 +166,116 @@ def test_weights_count_in_the_frequencies_as_repeated_rows():
                                rtol=1e-12)  # q weighs 0: an unknown label in both (-inf)
     assert weighted.categories_ == [["p", "r"], [1.0, 2.0]]
     np.testing.assert_allclose(weighted.score_samples(rows)[0], np.log(3.5 / (6 + 0.5 * 4)))
+
+
+# -- AutoDensity on tables with categorical columns -------------------------------------------
+def shapes(same: bool, n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Three categories whose two rest columns share one law (``same``) or have very
+    different shapes (a round blob, a skewed wide cloud, a thin line)."""
+    rng = np.random.default_rng(seed)
+    label = np.repeat(["a", "b", "c"], n)
+    if same:
+        return pd.DataFrame({"g": label, "x": rng.normal(size=3 * n),
+                             "y": rng.normal(size=3 * n)})
+    line = rng.normal(-6, 0.3, n)
+    x = np.concatenate([rng.normal(0, 1, n), 3 * rng.exponential(1, n) + 4, line])
+    y = np.concatenate([rng.normal(0, 1, n), rng.normal(0, 3, n), 0.5 * line
+                        + rng.normal(0, 0.1, n)])
+    return pd.DataFrame({"g": label, "x": x, "y": y})
+
+
+def test_auto_density_models_a_text_column_as_the_categorical_density_does():
+    df = regions(240)
+    auto = dl.AutoDensity(**QUICK).fit(df)
+    model = dl.CategoricalDensity(**QUICK).fit(df)
+    assert auto.best_name_ == "by-category" and auto.categorical_columns_ == [0]
+    np.testing.assert_allclose(auto.score_samples(df), model.score_samples(df), rtol=1e-12)
+    np.testing.assert_allclose(auto.oof_score_samples_, model.oof_score_samples_, rtol=1e-12)
+    assert auto.describe_columns()[0] == "categorical (3 labels), log-probability"
+    assert [t.kind for t in auto.column_types_] == ["categorical", "continuous", "continuous"]
+    assert auto.results_csv().splitlines()[0].startswith("candidate,mean_log_likelihood")
+    drawn = auto.sample(200, random_state=1)
+    assert list(drawn.columns) == list(df) and set(drawn["region"]) <= {"east", "west", "north"}
+    assert np.isfinite(auto.score_samples(drawn)).all()
+    numbers = dl.AutoDensity(column_types={1: "categorical"}, **QUICK).fit(
+        df[["price", "region"]].assign(region=df["region"].map(
+            {"east": 1, "west": 2, "north": 3})).to_numpy())  # numeric codes, declared
+    assert numbers.categories_ == [[1.0, 2.0, 3.0]] and numbers.sample(5).dtype == object
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_cross_validation_picks_models_per_category_only_where_shapes_differ(same):
+    auto = dl.AutoDensity(**QUICK).fit(shapes(same))
+    results = dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"],
+                       strict=True))
+    chosen = auto.best_estimator_.strategy_
+    assert chosen == ("ignore-category" if same else "per-category"), results
+    assert results[chosen] == max(results.values())
+    assert "no flow" in auto.cv_results_["note"][2]  # the conditional flow needs a flow
+    assert (auto.best_estimator_.own_ != {}) == (not same)
+
+
+def test_log_mass_of_categories_sums_to_one_and_each_density_integrates_to_one():
+    df = shapes(False)[["g", "x"]]
+    auto = dl.AutoDensity(**QUICK).fit(df)
+    assert auto.best_estimator_.strategy_ == "per-category"
+    grid = np.linspace(-12, 40, 20001)
+    masses = []
+    for label in "abc":
+        rows = pd.DataFrame({"g": [label] * len(grid), "x": grid})
+        masses.append(np.trapezoid(np.exp(auto.score_samples(rows)), grid))
+    frequencies = np.exp(auto.best_estimator_._log_frequency(np.arange(3)))
+    assert frequencies.sum() == pytest.approx(1.0, abs=1e-12)  # every label seen
+    np.testing.assert_allclose(np.array(masses) / frequencies, 1.0, atol=1e-3)
+
+
+@pytest.mark.slow  # 32 BIC searches of Gaussian mixtures: 8 s
+def test_weighted_fit_equals_the_fit_on_repeated_rows():
+    df = shapes(False, n=60)[["g", "x"]]
+    weights = np.ones(len(df), dtype=int)
+    weights[::7] = 2  # the folds differ (drawn over distinct rows): compare one strategy
+    options = {"candidates": ["gaussian-mixture"], "strategies": ["per-category"]}
+    weighted = dl.CategoricalDensity(**options).fit(df, sample_weight=weights)
+    repeated = dl.CategoricalDensity(**options).fit(df.loc[df.index.repeat(weights)])
+    assert len(weighted.own_) == 3 and weighted.strategy_ == "per-category"
+    np.testing.assert_allclose(weighted.score_samples(df), repeated.score_samples(df),
+                               rtol=1e-9)
+    np.testing.assert_allclose(weighted.counts_, repeated.counts_)
+
+
+def test_missing_cells_are_dropped_when_asked_and_integrated_out_when_scored():
+    df = shapes(False, n=60)
+    holed = df.copy()
+    holed.loc[5, "x"], holed.loc[70, "g"] = np.nan, None
+    auto = dl.AutoDensity(missing="drop", **QUICK).fit(holed)
+    assert auto.n_dropped_ == 2
+    complete = dl.AutoDensity(**QUICK).fit(holed.drop(index=[5, 70]))
+    np.testing.assert_allclose(auto.score_samples(df), complete.score_samples(df), rtol=1e-12)
+    row = df.iloc[[0]].assign(x=np.nan)  # category a, x missing: log P(a) + log p(y | a)
+    model = auto.best_estimator_
+    own = model.own_[0]  # the KDE of category a's rows, marginalised over x
+    expected = model._log_frequency(np.array([0]))[0] + own.score_samples(
+        row[["x", "y"]].to_numpy())[0]
+    assert auto.score_samples(row)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_auto_density_by_category_round_trips_and_refuses_tampered_tables(tmp_path):
+    df = shapes(False, n=60)
+    auto = dl.AutoDensity(**QUICK).fit(df)
+    dl.save(auto, tmp_path / "m")
+    loaded = dl.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score_samples(df), auto.score_samples(df))
+    pd.testing.assert_frame_equal(loaded.sample(30, random_state=2),
+                                  auto.sample(30, random_state=2))
+    assert loaded.cv_results_ == auto.cv_results_ and loaded.describe_columns() == \
+        auto.describe_columns()
+    np.testing.assert_array_equal(loaded.recorded_out_of_fold(df), auto.oof_score_samples_)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key, value, message in (("categories", [["a", "c", "b"]], "sorted list"),
+                                ("strategy", "conditional-flow", "unknown model .own"),
+                                ("strategy", "everything", "unknown strategy")):
+        tampered = json.loads(json.dumps(config))
+        tampered["config"]["best"][key] = value
+        (tmp_path / "m" / "config.json").write_text(json.dumps(tampered))
+        with pytest.raises(ValueError, match=message):
+            dl.load(tmp_path / "m")
