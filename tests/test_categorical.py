@@ -279,3 +279,31 @@ def test_auto_density_by_category_round_trips_and_refuses_tampered_tables(tmp_pa
         (tmp_path / "m" / "config.json").write_text(json.dumps(tampered))
         with pytest.raises(ValueError, match=message):
             dl.load(tmp_path / "m")
+
+
+@pytest.mark.slow  # trains conditional flows on three folds and all rows: about 20 s
+def test_a_conditional_flow_shares_strength_across_many_small_categories(tmp_path):
+    rng = np.random.default_rng(0)
+    k, n = 6, 40  # categories too small for a model of their own (min_rows=50)
+    shift = np.repeat(np.arange(k) * 1.5, n)
+    x = shift + rng.normal(0, 0.4, k * n)
+    df = pd.DataFrame({"g": np.repeat([f"c{i}" for i in range(k)], n), "x": x,
+                       "y": 0.5 * x + rng.normal(0, 1, k * n)})
+    auto = dl.AutoDensity(candidates=["flow"], random_state=0).fit(df)
+    results = dict(zip(auto.cv_results_["candidate"], auto.cv_results_["mean_log_likelihood"],
+                       strict=True))
+    assert auto.best_estimator_.strategy_ == "conditional-flow", results
+    assert results["conditional-flow"] > results["ignore-category"] + 0.5
+    grid = np.linspace(-4, 12, 161)
+    xx, yy = np.meshgrid(grid, grid)
+    rows = pd.DataFrame({"g": "c2", "x": xx.ravel(), "y": yy.ravel()})
+    mass = np.exp(auto.score_samples(rows)).sum() * (grid[1] - grid[0]) ** 2
+    assert mass == pytest.approx(1 / k, rel=0.03)  # P(c2) times a density of total mass 1
+    dl.save(auto, tmp_path / "m")
+    loaded = dl.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.score_samples(df), auto.score_samples(df), rtol=1e-12)
+    drawn = loaded.sample(300, random_state=0)
+    assert set(drawn["g"]) <= set(df["g"])
+    for label in ("c0", "c5"):  # each category's samples sit where its rows do
+        assert abs(drawn.loc[drawn["g"] == label, "x"].mean()
+                   - df.loc[df["g"] == label, "x"].mean()) < 0.5

@@ -521,8 +521,10 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return name, mean, se, time.perf_counter() - start, note, oof
 
     def recorded_out_of_fold(self, X: ArrayLike) -> np.ndarray | None:
-        """``oof_score_samples_`` when ``X`` is the training data, else ``None``."""
-        _check_fitted(self, "best_estimator_")
+        """``oof_score_samples_`` when ``X`` is the training data, else ``None`` (also when
+        not fitted: nothing was recorded)."""
+        if not hasattr(self, "best_estimator_"):
+            return None
         if self.best_name_ == BY_CATEGORY:
             return self.best_estimator_.recorded_out_of_fold(X)
         recorded = getattr(self, "oof_score_samples_", None)

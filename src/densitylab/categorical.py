@@ -499,10 +499,12 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
         return float(np.sum(self.score_samples(X)))
 
     def recorded_out_of_fold(self, X: Any) -> np.ndarray | None:
-        """``oof_score_samples_`` when ``X`` is the training data, else ``None``."""
+        """``oof_score_samples_`` when ``X`` is the training data, else ``None`` (also when
+        not fitted: nothing was recorded)."""
         from densitylab._labels import table_digest
 
-        self._check_fitted()
+        if not hasattr(self, "combinations_"):
+            return None
         recorded = getattr(self, "oof_score_samples_", None)
         rows, _ = self._table(X)
         if recorded is None or table_digest(rows) != getattr(self, "_training_digest", None):
