@@ -72,9 +72,8 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
                            lambda path: load_images(path, model.pixel_levels_)[0].reshape(
                                -1, model.n_features_in_))
     names = column_names(run, model)
-    categorical = sys.modules.get("densitylab.categorical")
-    if categorical and isinstance(model, categorical.CategoricalDensity):
-        return by_category(model, names)
+    if getattr(model, "categorical_columns_", None):  # CategoricalDensity, or an AutoDensity
+        return by_category(model, names)  # of a table with categories
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
                            lambda n, seed: flow_samples(model, n, seed), names=names)
@@ -195,8 +194,8 @@ def conditional(model, run: Path) -> LoadedModel:
 
 
 def by_category(model, names: tuple[str, ...] | None) -> LoadedModel:
-    """A :class:`~densitylab.CategoricalDensity`: points files are read with its text columns
-    as labels, and samples carry the labels (object arrays)."""
+    """A :class:`~densitylab.CategoricalDensity` (or an AutoDensity holding one): points files
+    are read with its text columns as labels, and samples carry the labels (object arrays)."""
     from densitylab.datasets import load_table
 
     text = [j for j, labels in zip(model.categorical_columns_, model.categories_, strict=True)
