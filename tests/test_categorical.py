@@ -323,3 +323,54 @@ def test_figures_draw_categorical_columns_as_labelled_bars_and_the_rest_in_data_
     fig = dl.plots.density(auto, df[["region", "price"]].assign(area=df["area"]),
                            n_samples=300, resolution=20)
     assert fig.axes[0].get_ylabel() == "region\n(marginal)"
+
+
+def test_the_shell_scores_and_samples_a_saved_auto_density_of_a_table_with_text(tmp_path):
+    df = regions(120)
+    auto = dl.AutoDensity(**QUICK).fit(df)
+    dl.save(auto, tmp_path / "m")
+    points = pd.DataFrame({"region": ["east", "west", "east", "south"],
+                           "price": [5.0, -2.0, -2.0, 5.0], "area": [50.0] * 4})
+    points.to_csv(tmp_path / "p.csv", index=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["score", str(tmp_path / "m"), str(tmp_path / "p.csv"),
+                                 "--contamination", "0.05", "--top", "2",
+                                 "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert "row,log_density,region,price,area\n4,-inf,south,5,50\n3," in result.output
+    scores = pd.read_csv(tmp_path / "s.csv")
+    np.testing.assert_allclose(scores["log_density"], auto.score_samples(points), rtol=1e-9)
+    assert scores["outlier"].tolist() == [1, 1, -1, -1]
+    result = runner.invoke(app, ["sample", str(tmp_path / "m"), "-n", "40", "--seed", "1",
+                                 "--out", str(tmp_path / "d.csv")])
+    assert result.exit_code == 0, result.output
+    drawn = pd.read_csv(tmp_path / "d.csv")
+    expected = auto.sample(40, random_state=1)
+    assert list(drawn.columns) == list(df) and drawn["region"].tolist() == \
+        expected["region"].tolist()
+    np.testing.assert_allclose(drawn["price"], expected["price"], rtol=1e-9)
+
+
+@pytest.mark.slow  # trains flows: about 30 s
+def test_the_shell_default_model_trains_a_table_with_text(tmp_path):
+    regions(80).to_csv(tmp_path / "t.csv")  # with pandas' index column
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(tmp_path / "t.csv"), "-q",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "column region: categorical (3 labels), log-probability" in result.output
+    selection = pd.read_csv(tmp_path / "run" / "model_selection.csv")
+    assert set(selection["candidate"]) == {"ignore-category", "per-category",
+                                           "conditional-flow"}
+    assert (tmp_path / "run" / "figures" / "samples.png").is_file()
+    model = dl.load(tmp_path / "run" / "model")
+    assert model.best_estimator_.pooled_.candidates == ("flow",)
+    result = runner.invoke(app, ["sample", str(tmp_path / "run"), "-n", "20", "--out",
+                                 str(tmp_path / "d.csv")])
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(tmp_path / "d.csv")["region"]) <= {"east", "west", "north"}
+    result = runner.invoke(app, ["train", str(tmp_path / "t.csv"), "--epochs", "5",
+                                 "--out", str(tmp_path / "run2")])
+    assert isinstance(result.exception, ValueError)  # the entry point: one line, exit 2
+    assert "has categorical columns" in str(result.exception)
+    assert not (tmp_path / "run2").exists()
