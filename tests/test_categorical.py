@@ -341,6 +341,14 @@ def test_the_shell_scores_and_samples_a_saved_auto_density_of_a_table_with_text(
     scores = pd.read_csv(tmp_path / "s.csv")
     np.testing.assert_allclose(scores["log_density"], auto.score_samples(points), rtol=1e-9)
     assert scores["outlier"].tolist() == [1, 1, -1, -1]
+    detector = dl.OutlierDetector(auto, prefit=True, contamination=0.05).fit(df)
+    dl.save(detector, tmp_path / "det")
+    result = runner.invoke(app, ["score", str(tmp_path / "det"), str(tmp_path / "p.csv"),
+                                 "--contamination", "0.05", "--top", "1",
+                                 "--out", str(tmp_path / "s2.csv")])
+    assert result.exit_code == 0, result.output
+    assert "row,log_density,region,price,area\n4,-inf,south,5,50" in result.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s2.csv"), scores)
     result = runner.invoke(app, ["sample", str(tmp_path / "m"), "-n", "40", "--seed", "1",
                                  "--out", str(tmp_path / "d.csv")])
     assert result.exit_code == 0, result.output
