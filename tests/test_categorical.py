@@ -312,16 +312,16 @@ def test_a_conditional_flow_shares_strength_across_many_small_categories(tmp_pat
 def test_figures_draw_categorical_columns_as_labelled_bars_and_the_rest_in_data_units():
     df = regions(240)
     auto = dl.AutoDensity(**QUICK).fit(df)
-    for model in (auto, auto.best_estimator_):
-        fig = dl.plots.samples(model, df, n=300)  # the pairs plot: labels need bars
-        axes = np.array(fig.axes[:9]).reshape(3, 3)
-        heights = [p.get_height() for p in axes[0, 0].patches if p.get_fill()]
-        assert len(heights) == 3 and sum(heights) == pytest.approx(1.0)  # mass per label
-        assert [t.get_text() for t in axes[2, 0].get_xticklabels()] == ["east", "north", "west"]
-        low, high = axes[1, 1].get_xlim()  # price, in its own units
-        assert low < df["price"].min() < df["price"].max() < high < 3 * df["price"].max()
-    fig = dl.plots.density(auto, df[["region", "price"]].assign(area=df["area"]),
-                           n_samples=300, resolution=20)
+    fig = dl.plots.samples(auto, df, n=300)  # the pairs plot: labels need bars
+    axes = np.array(fig.axes[:9]).reshape(3, 3)
+    heights = [p.get_height() for p in axes[0, 0].patches if p.get_fill()]
+    assert len(heights) == 3 and sum(heights) == pytest.approx(1.0)  # mass per label
+    assert [t.get_text() for t in axes[2, 0].get_xticklabels()] == ["east", "north", "west"]
+    low, high = axes[1, 1].get_xlim()  # price, in its own units
+    assert low < df["price"].min() < df["price"].max() < high < 3 * df["price"].max()
+    two = dl.CategoricalDensity(**QUICK).fit(df[["region", "price"]])
+    fig = dl.plots.density(two, df[["region", "price"]], n_samples=300,
+                           resolution=20)  # two columns, one of labels: bars, not a grid
     assert fig.axes[0].get_ylabel() == "region\n(marginal)"
 
 
