@@ -291,6 +291,13 @@ class AutoDensity(DensityMixin, BaseEstimator):
     together, as one batched computation. Candidates that fail on the data (a singular
     covariance, say) are listed with the reason and skipped.
 
+    A table with a column holding text, or one declared ``"categorical"``, is modelled as
+    ``P(category) x p(rest | category)`` by a :class:`~densitylab.CategoricalDensity` built
+    on AutoDensities of the other columns (``best_name_`` is ``"by-category"``): its
+    ``cv_results_`` then compare the strategies for the rest (one shared model, one per
+    category, a conditional flow) by the same cross-validation, a row's log-likelihood is the
+    log-probability of its labels plus the rest's log-density, and samples carry the labels.
+
     Args:
         candidates: names from :data:`CANDIDATES`; ``None`` means :data:`DEFAULT_CANDIDATES`.
         cv: number of folds (at least 2).
@@ -302,7 +309,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
         verbose: a progress bar over the candidates (``None``: when stderr is a terminal).
         column_types: ``"auto"`` (detect them), ``"continuous"`` (every column continuous and
             unbounded), or a dict of declarations (column index or DataFrame name -> type such
-            as ``"integer"``, ``"positive"``, ``"bounded(0,1)"``; the rest detected).
+            as ``"integer"``, ``"positive"``, ``"bounded(0,1)"``, ``"categorical"``; the
+            rest detected).
 
     Attributes:
         cv_results_: dict of lists, one entry per candidate: ``candidate``,
@@ -317,7 +325,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
         mean_, scale_: the standardisation.
         column_types_: a :class:`~densitylab.columns.ColumnType` per column. A row's
             log-likelihood is a log-density in its continuous columns and a log-probability
-            (mass) in its discrete ones.
+            (mass) in its discrete and categorical ones.
+        categorical_columns_, categories_: the categorical columns (empty for a numeric
+            table) and their labels.
         oof_score_samples_: each training row's log-density under the winner's fold that held
             it out (what :class:`~densitylab.OutlierDetector` sets its threshold from).
 
