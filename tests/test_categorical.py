@@ -152,7 +152,9 @@ def test_csv_text_columns_are_read_as_labels_only_when_asked(tmp_path):
     assert table.rows()[1].tolist() == [2.5, "west", "2"]
     path.write_text("price,region\n1.5,east\n2.5,\n")
     with pytest.raises(ValueError, match=r"row 3, column 2 \('region'\) is missing"):
-        dl.datasets.load_table(path, allow_missing=True, text=True)
+        dl.datasets.load_table(path, text=True)
+    assert dl.datasets.load_table(path, allow_missing=True, text=True).labels == {
+        1: ["east", None]}
 
 
 def test_weights_count_in_the_frequencies_as_repeated_rows():
@@ -257,6 +259,13 @@ def test_missing_cells_are_dropped_when_asked_and_integrated_out_when_scored():
     expected = model._log_frequency(np.array([0]))[0] + own.score_samples(
         row[["x", "y"]].to_numpy())[0]
     assert auto.score_samples(row)[0] == pytest.approx(expected, rel=1e-12)
+    unlabelled = df.iloc[[0, 100]].assign(g=None)  # a missing label: summed over the labels
+    each = np.array([auto.score_samples(df.iloc[[0, 100]].assign(g=label)) for label in "abc"])
+    np.testing.assert_allclose(auto.score_samples(unlabelled), np.log(np.exp(each).sum(axis=0)),
+                               rtol=1e-12)
+    grid = np.linspace(-15, 40, 4001)  # neither label nor y: the marginal density of x
+    rows = pd.DataFrame({"g": [None] * len(grid), "x": grid, "y": np.nan})
+    assert np.trapezoid(np.exp(auto.score_samples(rows)), grid) == pytest.approx(1, abs=1e-3)
 
 
 def test_auto_density_by_category_round_trips_and_refuses_tampered_tables(tmp_path):
@@ -341,6 +350,13 @@ def test_the_shell_scores_and_samples_a_saved_auto_density_of_a_table_with_text(
     scores = pd.read_csv(tmp_path / "s.csv")
     np.testing.assert_allclose(scores["log_density"], auto.score_samples(points), rtol=1e-9)
     assert scores["outlier"].tolist() == [1, 1, -1, -1]
+    (tmp_path / "q.csv").write_text("region,price,area\n,5.0,50\neast,,50\n")
+    result = runner.invoke(app, ["score", str(tmp_path / "m"), str(tmp_path / "q.csv"),
+                                 "--out", str(tmp_path / "q_scores.csv")])
+    assert result.exit_code == 0 and "2 row(s) with missing cells" in result.output
+    holed = pd.DataFrame({"region": [None, "east"], "price": [5.0, np.nan], "area": [50.0] * 2})
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "q_scores.csv")["log_density"],
+                               auto.score_samples(holed), rtol=1e-9)
     detector = dl.OutlierDetector(auto, prefit=True, contamination=0.05).fit(df)
     dl.save(detector, tmp_path / "det")
     result = runner.invoke(app, ["score", str(tmp_path / "det"), str(tmp_path / "p.csv"),

@@ -54,6 +54,10 @@ Label = str | float
 STRATEGIES = ("ignore-category", "per-category", "conditional-flow")
 """The models of the rest given the category, compared by cross-validation (see the module's
 docstring); the first of equal scores wins."""
+MISSING = -3
+"""The code of a missing label (scored by summing over the labels it could hold)."""
+MAX_COMPLETIONS = 10_000
+"""The most combinations of labels a row's missing labels may be integrated over."""
 
 
 def is_missing(value: Any) -> bool:
@@ -194,15 +198,18 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
         rest = [j for j in range(rows.shape[1]) if j not in categorical]
         return columns, {rest.index(j): v for j, v in by_index.items() if j in rest}
 
-    def _codes(self, rows: np.ndarray) -> np.ndarray:
-        """``(n, c)`` label indices of the categorical cells; ``-1`` for an unknown label."""
+    def _codes(self, rows: np.ndarray, missing_ok: bool = False) -> np.ndarray:
+        """``(n, c)`` label indices of the categorical cells; ``-1`` for an unknown label,
+        :data:`MISSING` for a missing one (``missing_ok``; else a ``ValueError``)."""
         codes = np.empty((len(rows), len(self.categorical_columns_)), dtype=np.int64)
         for k, (j, labels) in enumerate(zip(self.categorical_columns_, self.categories_,
                                             strict=True)):
             text = isinstance(labels[0], str)
             index = {label: i for i, label in enumerate(labels)}
-            cells = _labels_of(rows[:, j], text, str(j))
-            codes[:, k] = [index.get(v, -1) for v in cells]
+            absent = np.array([missing_ok and is_missing(v) for v in rows[:, j]], dtype=bool)
+            cells = _labels_of(rows[~absent, j], text, str(j))
+            codes[~absent, k] = [index.get(v, -1) for v in cells]
+            codes[absent, k] = MISSING
         return codes
 
     def _auto(self, types: dict) -> Any:
@@ -447,25 +454,61 @@ class CategoricalDensity(DensityMixin, BaseEstimator):
 
     def score_samples(self, X: Any) -> np.ndarray:
         """``log P(category) + log p(rest | category)`` of each row; ``-inf`` for a label
-        never seen in training. A missing cell of the rest is integrated out where the model
-        of the rest can (a KDE or a Gaussian mixture)."""
+        never seen in training. Missing cells are integrated out exactly: a missing label by
+        summing over the labels it could hold (``log sum_c P(c, observed labels) p(rest | c)``),
+        a missing cell of the rest where the model of the rest can (a KDE or a Gaussian
+        mixture)."""
         self._check_fitted()
         rows, names = self._table(X)
-        combination = self._combination_of(self._codes(rows))
+        codes = self._codes(rows, missing_ok=True)
+        rest = None if self.pooled_ is None else _numeric(rows, self.rest_columns_, names)
+        absent = (codes == MISSING).any(axis=1)
+        out = np.empty(len(rows))
+        if not absent.all():
+            out[~absent] = self._joint(codes[~absent], None if rest is None else rest[~absent])
+        if absent.any():  # every row beside each combination it could hold, scored at once
+            rows_absent = np.flatnonzero(absent)
+            completions: dict[tuple, np.ndarray] = {}
+            parts = [completions.setdefault(tuple(codes[i]), self._completions(codes[i]))
+                     for i in rows_absent]
+            sizes = np.array([len(part) for part in parts])
+            owner = np.repeat(rows_absent, sizes)
+            joint = self._joint(np.concatenate(parts), None if rest is None else rest[owner])
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            top = np.maximum.reduceat(joint, starts)
+            top = np.where(np.isfinite(top), top, 0.0)
+            with np.errstate(divide="ignore"):
+                out[rows_absent] = top + np.log(np.add.reduceat(
+                    np.exp(joint - np.repeat(top, sizes)), starts))
+        return out
+
+    def _joint(self, codes: np.ndarray, rest: np.ndarray | None) -> np.ndarray:
+        """``log P(category) + log p(rest | category)`` of rows with every label given."""
+        combination = self._combination_of(codes)
         log_p = self._log_frequency(combination)
-        if self.pooled_ is None:
+        if rest is None:
             return log_p
-        rest = _numeric(rows, self.rest_columns_, names)
-        rest_log_p = np.empty(len(rows))
+        rest_log_p = np.empty(len(codes))
         for m, model in self._models_by_row(combination):
             if model is self.conditional_:
-                rest_log_p[m] = self._conditional_score(rest[m], combination[m], names)
+                rest_log_p[m] = self._conditional_score(rest[m], combination[m])
             else:
                 rest_log_p[m] = model.score_samples(rest[m])
         return log_p + rest_log_p
 
-    def _conditional_score(self, rest: np.ndarray, combination: np.ndarray,
-                           names: list[str] | None) -> np.ndarray:
+    def _completions(self, codes: np.ndarray) -> np.ndarray:
+        """Every combination of labels that a row's codes with missing entries could hold."""
+        import itertools
+
+        choices = [range(len(labels)) if c == MISSING else [c]
+                   for c, labels in zip(codes.tolist(), self.categories_, strict=True)]
+        count = math.prod(len(c) for c in choices)
+        if count > MAX_COMPLETIONS:
+            raise ValueError(f"a row's missing labels could hold {count} combinations; "
+                             f"integrating out more than {MAX_COMPLETIONS} is refused")
+        return np.array(list(itertools.product(*choices)), dtype=np.int64)
+
+    def _conditional_score(self, rest: np.ndarray, combination: np.ndarray) -> np.ndarray:
         """The conditional flow's log-likelihood of the rest, in the data's units."""
         if np.isnan(rest).any():
             i, k = (int(v) for v in np.argwhere(np.isnan(rest))[0])

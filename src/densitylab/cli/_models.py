@@ -213,12 +213,17 @@ def by_category(model, names: tuple[str, ...] | None) -> LoadedModel:
         return drawn.to_numpy(dtype=object) if hasattr(drawn, "to_numpy") else drawn
 
     scores = getattr(model, "training_scores_", inner.oof_score_samples_)
+    by_labels = getattr(inner, "best_estimator_", inner)  # the CategoricalDensity
+    rest = [] if by_labels.pooled_ is None else [by_labels.pooled_, *by_labels.own_.values()]
     return LoadedModel(inner.n_features_in_, named(inner, model.score_samples), sample,
-                       read=read, names=names, training_scores=scores)
+                       read=read, names=names, training_scores=scores,
+                       marginalises=by_labels.conditional_ is None  # missing labels: always
+                       and all(marginalises(m) for m in rest))
 
 
 def missing_cells(x: np.ndarray) -> np.ndarray:
     """Where ``x`` (numbers, or an object array with labels) has missing (NaN) cells."""
     if x.dtype != object:
         return np.isnan(x)
-    return np.array([[isinstance(v, float) and v != v for v in row] for row in x], dtype=bool)
+    return np.array([[v is None or (isinstance(v, float) and v != v) for v in row]
+                     for row in x], dtype=bool)

@@ -51,14 +51,17 @@ def train_by_category(table: Any, declared: Any, data: str, out: Path, seed: int
         typer.echo(f"note: {note}", err=True)
     names = table.names or [f"x{j + 1}" for j in range(table.x.shape[1])]
     numeric = [j for j in range(table.x.shape[1]) if j not in table.labels]
-    incomplete = np.isnan(table.x[:, numeric]).any(axis=1)
+    incomplete = np.isnan(table.x[:, numeric]).any(axis=1) | np.array(
+        [any(cells[i] is None for cells in table.labels.values())
+         for i in range(len(table.x))], dtype=bool)
     rows = table.rows()[~incomplete]
     if incomplete.any():
         typer.echo(f"note: dropped {int(incomplete.sum())} of {len(incomplete)} rows with "
                    f"missing values (--missing drop); fitting on {len(rows)}", err=True)
     surrogate = table.x[~incomplete].copy()  # numbers standing for the rows: copies found
     for j, cells in table.labels.items():  # by label codes as well
-        surrogate[:, j] = np.unique(np.asarray(cells)[~incomplete], return_inverse=True)[1]
+        surrogate[:, j] = np.unique(np.asarray(cells, dtype=object)[~incomplete].astype(str),
+                                    return_inverse=True)[1]
     fit_rows, test_rows = split(surrogate, test_fraction, seed, rows=rows)
     auto = AutoDensity(candidates=candidates, column_types=declared, random_state=seed,
                        threads=threads, verbose=False if quiet else None)
