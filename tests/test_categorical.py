@@ -288,6 +288,10 @@ def test_auto_density_by_category_round_trips_and_refuses_tampered_tables(tmp_pa
         (tmp_path / "m" / "config.json").write_text(json.dumps(tampered))
         with pytest.raises(ValueError, match=message):
             dl.load(tmp_path / "m")
+    config["config"]["best"]["rest"]["pooled"]["column_types"][0]["kind"] = "categorical"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="kind is not one of"):
+        dl.load(tmp_path / "m")
 
 
 @pytest.mark.slow  # trains conditional flows on three folds and all rows: about 20 s

@@ -810,13 +810,15 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
     auto.categorical_columns_ = []
-    from densitylab.columns import ColumnType, TableMap
+    from densitylab.columns import KINDS, ColumnType, TableMap
 
     types = config.get("column_types") or [{}] * auto.n_features_in_
     if not isinstance(types, list) or len(types) != auto.n_features_in_:
         raise ValueError("the saved AutoDensity's column types do not fit its columns")
     try:
         auto.column_types_ = [ColumnType(**t) for t in types]
+        if any(t.kind not in KINDS for t in auto.column_types_):  # labels are not numbers
+            raise ValueError(f"a kind is not one of {list(KINDS)}")
         auto._table = TableMap(auto.column_types_)
     except (TypeError, ValueError) as err:
         raise ValueError(f"the saved AutoDensity's column types are invalid: {err}") from None
