@@ -95,6 +95,13 @@ def test_save_and_load_round_trip_and_check_the_labels(tmp_path):
                                   model.sample(20, random_state=3))
     assert loaded.choices_ == model.choices_ and list(loaded.feature_names_in_) == list(df)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
+    first = json.loads(json.dumps(config))  # as the first version wrote it: no strategy table
+    for key in ("strategy", "cv_results", "conditional", "training_digest", "feature_names"):
+        del first["config"][key]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(first))
+    old = dl.load(tmp_path / "m")
+    np.testing.assert_array_equal(old.score_samples(df), model.score_samples(df))
+    assert old.strategy_ == model.strategy_
     config["config"]["categories"] = [["east", "east", "west"]]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="distinct strings"):

@@ -650,8 +650,10 @@ def to_state(model: CategoricalDensity, auto_state: Any, flow_state: Any
                      else [str(n) for n in model.feature_names_in_]}
 
 
-STATE_KEYS = {"params", "categorical_columns", "categories", "n_features_in", "choices", "rest",
-              "strategy", "cv_results", "conditional", "training_digest", "feature_names"}
+STATE_KEYS = {"params", "categorical_columns", "categories", "n_features_in", "choices", "rest"}
+"""What every saved CategoricalDensity holds; :data:`NEW_KEYS` were added in the second version
+(a file without them, whose categories chose their own models one by one, still loads)."""
+NEW_KEYS = {"strategy", "cv_results", "conditional", "training_digest", "feature_names"}
 
 
 def from_state(tensors: dict[str, Any], config: Any, device: Any, auto_restore: Any,
@@ -662,8 +664,14 @@ def from_state(tensors: dict[str, Any], config: Any, device: Any, auto_restore: 
     from densitylab._schema import checked_arguments, conforms
     from densitylab.auto import checked_results
 
-    if not isinstance(config, dict) or set(config) != STATE_KEYS:
-        raise ValueError(f"the CategoricalDensity's configuration needs {sorted(STATE_KEYS)}")
+    if not isinstance(config, dict) or set(config) not in (STATE_KEYS, STATE_KEYS | NEW_KEYS):
+        raise ValueError(f"the CategoricalDensity's configuration needs {sorted(STATE_KEYS)} "
+                         f"and may hold {sorted(NEW_KEYS)}")
+    if set(config) == STATE_KEYS:  # the first version: no strategy table, no flow
+        config = config | {"strategy": "per-category" if any(
+            k.startswith("own.") for k in config.get("rest") or {}) else "ignore-category",
+            "cv_results": None, "conditional": None, "training_digest": None,
+            "feature_names": None}
     params = checked_arguments(CategoricalDensity.__init__, config["params"], None,
                                "the CategoricalDensity", sized=False)
     model = CategoricalDensity(**{k: tuple(v) if isinstance(v, list) else v
@@ -756,7 +764,8 @@ def from_state(tensors: dict[str, Any], config: Any, device: Any, auto_restore: 
         raise ValueError("the CategoricalDensity's choices must be lists of one length under "
                          "category, rows, own, pooled and chosen")
     model.choices_ = choices
-    model.cv_results_ = checked_results(config["cv_results"])
+    model.cv_results_ = _results({}) if config["cv_results"] is None else checked_results(
+        config["cv_results"])
     if model.cv_results_["candidate"] and strategy not in model.cv_results_["candidate"]:
         raise ValueError("the CategoricalDensity's strategy is not among its cv_results")
     model.strategy_ = strategy
