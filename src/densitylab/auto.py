@@ -379,7 +379,7 @@ class AutoDensity(DensityMixin, BaseEstimator):
 
         if holds_categories(X, self.column_types):
             return self._fit_by_category(X, seed, sample_weight)
-        self.categorical_columns_ = []
+        self.categorical_columns_, self.categories_ = [], []
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
                           ensure_all_finite=False)
         weights = None
@@ -809,7 +809,7 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     auto.mean_, auto.scale_ = mean, scale
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
-    auto.categorical_columns_ = []
+    auto.categorical_columns_, auto.categories_ = [], []
     from densitylab.columns import KINDS, ColumnType, TableMap
 
     types = config.get("column_types") or [{}] * auto.n_features_in_
