@@ -109,3 +109,20 @@ def test_a_flow_on_bounded_columns_puts_no_mass_outside():
     draws = auto.sample(5000, random_state=0)
     assert draws[:, 0].min() > 0 and draws[:, 1].min() > 0 and draws[:, 1].max() < 1
     assert auto.score_samples([[-0.1, 0.5], [1.0, 1.2]]).tolist() == [-np.inf, -np.inf]
+
+
+def test_an_integer_column_without_an_upper_bound_may_sample_beyond_the_data_maximum():
+    """Counts have no upper bound unless declared: the largest count seen is not the largest
+    possible (a Poisson's tail), so samples may exceed it; a declared bound is kept."""
+    counts = np.random.default_rng(0).poisson(2.0, size=(300, 1)).astype(float)
+    auto = dl.AutoDensity(candidates=["kde"]).fit(counts)
+    assert auto.column_types_[0].upper is None and auto.column_types_[0].lower == 0.0
+    drawn = auto.sample(20000, random_state=0)
+    assert drawn.min() >= 0 and np.all(drawn == np.round(drawn)) and drawn.max() > counts.max()
+    top = float(counts.max())
+    bounded = dl.AutoDensity(candidates=["kde"], column_types={0: f"bounded(0,{top})"}).fit(
+        counts)
+    drawn = bounded.sample(20000, random_state=0)
+    assert drawn.max() == top and drawn.min() == 0
+    mass = np.exp(bounded.score_samples(np.arange(top + 1)[:, None])).sum()
+    assert mass == pytest.approx(1.0, abs=0.02)  # the lattice's masses, midpoint rule

@@ -132,3 +132,27 @@ def test_scikit_learn_contract_of_the_detector():
               "its own kernel) flag fewer training rows than the contamination fraction")
     check_estimator(dl.OutlierDetector(dl.KDE(bandwidth=0.5)), expected_failed_checks={
         "check_outliers_train": reason, "check_outliers_fit_predict": reason})
+
+
+def test_tables_with_labels_prefit_and_refit_top_and_round_trip(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    region = rng.choice(["east", "west"], 100)
+    df = pd.DataFrame({"region": region, "price": np.where(region == "east", 5.0, -2.0)
+                       + rng.normal(0, 0.5, 100)})
+    quick = {"candidates": ["kde"], "random_state": 0}
+    auto = dl.AutoDensity(**quick).fit(df)
+    prefit = dl.OutlierDetector(auto, contamination=0.05, prefit=True).fit(df)
+    np.testing.assert_array_equal(prefit.training_scores_, auto.oof_score_samples_)  # no refit
+    points = pd.DataFrame({"region": ["east", "west", "east", "south"],
+                           "price": [5.0, -2.0, -2.0, 5.0]})
+    assert prefit.predict(points).tolist() == [1, 1, -1, -1]  # west's price in the east
+    assert prefit.top(2, points).tolist() == [3, 2]  # an unknown label: -inf, first
+    refit = dl.OutlierDetector(dl.CategoricalDensity(**quick), contamination=0.05, cv=2).fit(df)
+    assert refit.predict(points).tolist() == [1, 1, -1, -1]
+    assert list(refit.estimator_.sample(3, random_state=0).columns) == ["region", "price"]
+    dl.save(prefit, tmp_path / "d")
+    loaded = dl.load(tmp_path / "d")
+    np.testing.assert_array_equal(loaded.score_samples(points), prefit.score_samples(points))
+    assert loaded.offset_ == prefit.offset_ and loaded.top(2, points).tolist() == [3, 2]

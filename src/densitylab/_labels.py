@@ -1,7 +1,7 @@
-"""Text labels in a table: which columns hold them, and the estimators that refuse them.
+"""Text labels in a table: which columns hold them, and how a table is told apart.
 
 A column holding text can only be modelled as categorical (:mod:`densitylab.categorical`);
-the estimators of numeric columns point there instead of failing on ``float('east')``.
+AutoDensity hands a table with one to that model instead of failing on ``float('east')``.
 """
 
 from __future__ import annotations
@@ -35,25 +35,30 @@ def text_columns(rows: np.ndarray) -> list[int]:
     return [j for j in range(rows.shape[1]) if any(is_text(v) for v in rows[:, j])]
 
 
-def refuse_categorical(X: Any, declared: Any) -> None:
-    """A ``ValueError`` pointing to :class:`CategoricalDensity` for a table with a text
-    column or a column declared ``categorical`` (estimators of numeric columns cannot take
-    them)."""
-    if isinstance(declared, dict):
-        named = [k for k, v in declared.items()
-                 if isinstance(v, str) and v.strip().lower() == "categorical"]
-        if named:
-            raise ValueError(f"column {named[0]!r} is declared categorical: fit "
-                             "dl.CategoricalDensity(column_types=...), P(category) x "
-                             "p(rest | category)")
+def holds_categories(X: Any, declared: Any) -> bool:
+    """Whether a table has a column holding text or one declared ``categorical``: what
+    :class:`~densitylab.CategoricalDensity` models (AutoDensity hands such tables to it)."""
+    if isinstance(declared, dict) and any(
+            isinstance(v, str) and v.strip().lower() == "categorical" for v in declared.values()):
+        return True
     dtypes = getattr(X, "dtypes", None)
     if dtypes is not None:
-        text = [str(c) for c, t in zip(X.columns, dtypes, strict=True) if t.kind in "OSUb"
-                and not str(t).startswith("bool") and any(is_text(v) for v in X[c])]
-    elif isinstance(X, np.ndarray) and X.dtype.kind in "OSU" and X.ndim == 2:
-        text = [str(j) for j in text_columns(X.astype(object))]
-    else:
-        return
-    if text:
-        raise ValueError(f"column {text[0]!r} holds text: fit dl.CategoricalDensity, which "
-                         "models it as categorical (P(category) x p(rest | category))")
+        return any(t.kind in "OSU" and any(is_text(v) for v in X[c])
+                   for c, t in zip(X.columns, dtypes, strict=True))
+    if isinstance(X, np.ndarray) and X.dtype.kind in "OSU" and X.ndim == 2:
+        return bool(text_columns(X.astype(object)))
+    if isinstance(X, list | tuple):
+        return any(is_text(v) for row in X if isinstance(row, list | tuple) for v in row)
+    return False
+
+
+def table_digest(rows: np.ndarray) -> str:
+    """A fingerprint of an object table (labels and numbers), to recognise the training rows."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for row in rows:
+        cells = (repr(v if is_text(v) or v is None else float(v)) for v in row)
+        digest.update("\x1f".join(cells).encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()

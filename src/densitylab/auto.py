@@ -171,6 +171,9 @@ for: on the real-data benchmark it never beat the best default candidate (see
 trains both)."""
 MARGINALISING = ("kde", "gaussian-mixture")
 """The candidates that score rows with missing cells by their exact marginal."""
+BY_CATEGORY = "by-category"
+"""``best_name_`` of an AutoDensity fitted on a table with categorical columns: its
+``best_estimator_`` is a :class:`~densitylab.CategoricalDensity`."""
 FLOW_CANDIDATES = ("flow", "flow-mixture", "maf", "cnf", "cnf-fm")
 """The candidates that are :class:`~densitylab.estimators.FlowDensity` estimators (saved by
 :mod:`densitylab.io`'s flow state, not by :data:`STATES`)."""
@@ -288,6 +291,13 @@ class AutoDensity(DensityMixin, BaseEstimator):
     together, as one batched computation. Candidates that fail on the data (a singular
     covariance, say) are listed with the reason and skipped.
 
+    A table with a column holding text, or one declared ``"categorical"``, is modelled as
+    ``P(category) x p(rest | category)`` by a :class:`~densitylab.CategoricalDensity` built
+    on AutoDensities of the other columns (``best_name_`` is ``"by-category"``): its
+    ``cv_results_`` then compare the strategies for the rest (one shared model, one per
+    category, a conditional flow) by the same cross-validation, a row's log-likelihood is the
+    log-probability of its labels plus the rest's log-density, and samples carry the labels.
+
     Args:
         candidates: names from :data:`CANDIDATES`; ``None`` means :data:`DEFAULT_CANDIDATES`.
         cv: number of folds (at least 2).
@@ -299,7 +309,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
         verbose: a progress bar over the candidates (``None``: when stderr is a terminal).
         column_types: ``"auto"`` (detect them), ``"continuous"`` (every column continuous and
             unbounded), or a dict of declarations (column index or DataFrame name -> type such
-            as ``"integer"``, ``"positive"``, ``"bounded(0,1)"``; the rest detected).
+            as ``"integer"``, ``"positive"``, ``"bounded(0,1)"``, ``"categorical"``; the
+            rest detected).
 
     Attributes:
         cv_results_: dict of lists, one entry per candidate: ``candidate``,
@@ -314,7 +325,9 @@ class AutoDensity(DensityMixin, BaseEstimator):
         mean_, scale_: the standardisation.
         column_types_: a :class:`~densitylab.columns.ColumnType` per column. A row's
             log-likelihood is a log-density in its continuous columns and a log-probability
-            (mass) in its discrete ones.
+            (mass) in its discrete and categorical ones.
+        categorical_columns_, categories_: the categorical columns (empty for a numeric
+            table) and their labels.
         oof_score_samples_: each training row's log-density under the winner's fold that held
             it out (what :class:`~densitylab.OutlierDetector` sets its threshold from).
 
@@ -360,11 +373,13 @@ class AutoDensity(DensityMixin, BaseEstimator):
         distinct rows."""
         names = self._candidate_names()
         seed = _check_random_state(self.random_state)
-        from densitylab._labels import refuse_categorical
-
-        refuse_categorical(X, self.column_types)
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv must be an integer >= 2, got {self.cv!r}")
+        from densitylab._labels import holds_categories
+
+        if holds_categories(X, self.column_types):
+            return self._fit_by_category(X, seed, sample_weight)
+        self.categorical_columns_, self.categories_ = [], []
         x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2,
                           ensure_all_finite=False)
         weights = None
@@ -437,6 +452,53 @@ class AutoDensity(DensityMixin, BaseEstimator):
                                                 weights)
         return self
 
+    def _fit_by_category(self, X: Any, seed: int, sample_weight: ArrayLike | None
+                         ) -> AutoDensity:
+        """A table with categorical columns: ``P(category) x p(rest | category)``, a
+        :class:`~densitylab.CategoricalDensity` whose strategy for the rest (one shared model,
+        one per category, a conditional flow) is chosen by this cross-validation."""
+        from densitylab import CategoricalDensity  # a model of AutoDensities, built on them
+
+        if self.column_types == "continuous":
+            raise ValueError("column_types='continuous' cannot hold a text column: declare "
+                             "types per column (the text ones are categorical)")
+        model = CategoricalDensity(
+            column_types=self.column_types, candidates=self.candidates, cv=self.cv,
+            random_state=seed, threads=self.threads, missing=self.missing)
+        self._adopt(model.fit(X, sample_weight=sample_weight))
+        return self
+
+    def _adopt(self, model: Any) -> None:
+        """Take a fitted CategoricalDensity as the model (from :meth:`fit` or a saved file)."""
+        self.best_name_, self.best_estimator_ = BY_CATEGORY, model
+        self.cv_results_, self.oof_score_samples_ = model.cv_results_, model.oof_score_samples_
+        self.column_types_, self.n_features_in_ = model.column_types_, model.n_features_in_
+        self.categorical_columns_, self.categories_ = (model.categorical_columns_,
+                                                       model.categories_)
+        self.interrupted_, self.n_dropped_ = None, getattr(model, "n_dropped_", 0)
+        names = getattr(model, "feature_names_in_", None)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def describe_columns(self) -> list[str]:
+        """One line per column: its type and whether it is scored as a log-density or a
+        log-probability."""
+        _check_fitted(self, "best_estimator_")
+        if self.best_name_ == BY_CATEGORY:
+            return self.best_estimator_.describe_columns()
+        return [t.describe() for t in self.column_types_]
+
+    def _standardised_for_fitting(self, x: np.ndarray, seed: int) -> np.ndarray:
+        """Training rows as the model sees them: mapped (discrete columns dequantised with
+        ``seed``) and standardised (a conditional model of these columns trains on them)."""
+        return (self._table.for_fitting(x, seed) - self.mean_) / self.scale_
+
+    def _to_data(self, z: np.ndarray) -> np.ndarray:
+        """Points of the model's standardised space back in the data's units."""
+        return self._table.to_data(np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_)
+
     def _candidate(self, name: str, seed: int) -> BaseEstimator:
         """A new candidate ``name``, on ``threads`` threads where it has that option."""
         estimator = CANDIDATES[name](seed)
@@ -469,8 +531,12 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return name, mean, se, time.perf_counter() - start, note, oof
 
     def recorded_out_of_fold(self, X: ArrayLike) -> np.ndarray | None:
-        """``oof_score_samples_`` when ``X`` is the training data, else ``None``."""
-        _check_fitted(self, "best_estimator_")
+        """``oof_score_samples_`` when ``X`` is the training data, else ``None`` (also when
+        not fitted: nothing was recorded)."""
+        if not hasattr(self, "best_estimator_"):
+            return None
+        if self.best_name_ == BY_CATEGORY:
+            return self.best_estimator_.recorded_out_of_fold(X)
         recorded = getattr(self, "oof_score_samples_", None)
         x = validate_data(self, X, dtype=np.float64, reset=False)
         if recorded is None or _digest(x) != getattr(self, "_training_digest", None):
@@ -482,6 +548,8 @@ class AutoDensity(DensityMixin, BaseEstimator):
         with missing cells (NaN) is scored by the exact marginal of its observed cells where
         the winner is a KDE or a Gaussian mixture (the column maps act column by column)."""
         _check_fitted(self, "best_estimator_")
+        if self.best_name_ == BY_CATEGORY:  # log-probability of the labels + the rest's
+            return self.best_estimator_.score_samples(X)
         x = validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan")
         if np.isnan(x).any() and self.best_name_ not in MARGINALISING:
             row, j = (int(v) for v in np.argwhere(np.isnan(x))[0])
@@ -528,13 +596,17 @@ class AutoDensity(DensityMixin, BaseEstimator):
         return float(np.sum(self.score_samples(X)))
 
     def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
-        """``(n_samples, d)`` points from the chosen estimator, in the units of ``X``."""
+        """``(n_samples, d)`` points from the chosen estimator, in the units of ``X``; with
+        categorical columns, rows carrying their labels (a DataFrame of the training columns
+        when fitted on one, else an object array)."""
         _check_fitted(self, "best_estimator_")
         from densitylab._validation import check_positive_int
 
         check_positive_int(n_samples, "n_samples")
         z = self.best_estimator_.sample(n_samples, random_state=random_state)
-        return self._table.to_data(np.asarray(z, dtype=np.float64) * self.scale_ + self.mean_)
+        if self.best_name_ == BY_CATEGORY:  # labels beside numbers, in the data's units
+            return z
+        return self._to_data(z)
 
     def results_csv(self) -> str:
         """``cv_results_`` as CSV text, best first (what ``densitylab train --model auto``
@@ -671,7 +743,7 @@ STATES: dict[str, tuple[Callable[[Any], tuple[Tensors, dict]],
 :mod:`densitylab.io`'s, passed to :func:`to_state` and :func:`from_state`)."""
 
 
-def _json_number(v: float) -> float | None:
+def json_number(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
@@ -682,6 +754,10 @@ def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]
     import torch
 
     _check_fitted(auto, "best_estimator_")
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in auto.get_params().items()}
+    if auto.best_name_ == BY_CATEGORY:
+        raise ValueError("an AutoDensity of a table with categories is saved by "
+                         "densitylab.save, through its CategoricalDensity")
     state = flow_state if auto.best_name_ in FLOW_CANDIDATES else STATES[auto.best_name_][0]
     tensors, config = state(auto.best_estimator_)
     out = {"mean": torch.as_tensor(auto.mean_), "scale": torch.as_tensor(auto.scale_)}
@@ -689,9 +765,8 @@ def to_state(auto: AutoDensity, flow_state: Callable[[Any], tuple[Tensors, dict]
         out["oof"] = torch.as_tensor(auto.oof_score_samples_)
     out |= {f"best.{k}": v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
             for k, v in tensors.items()}
-    results = {k: [_json_number(x) if isinstance(x, float) else x for x in v]
+    results = {k: [json_number(x) if isinstance(x, float) else x for x in v]
                for k, v in auto.cv_results_.items()}
-    params = {k: list(v) if isinstance(v, tuple) else v for k, v in auto.get_params().items()}
     return out, {"params": params, "best_name": auto.best_name_, "best": config,
                  "cv_results": results, "training_digest": getattr(auto, "_training_digest", None),
                  "column_types": [t.to_json() for t in auto.column_types_]}
@@ -736,13 +811,16 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
     auto.mean_, auto.scale_ = mean, scale
     auto.best_name_ = name
     auto.n_features_in_ = len(auto.mean_)
-    from densitylab.columns import ColumnType, TableMap
+    auto.categorical_columns_, auto.categories_ = [], []
+    from densitylab.columns import KINDS, ColumnType, TableMap
 
     types = config.get("column_types") or [{}] * auto.n_features_in_
     if not isinstance(types, list) or len(types) != auto.n_features_in_:
         raise ValueError("the saved AutoDensity's column types do not fit its columns")
     try:
         auto.column_types_ = [ColumnType(**t) for t in types]
+        if any(t.kind not in KINDS for t in auto.column_types_):  # labels are not numbers
+            raise ValueError(f"a kind is not one of {list(KINDS)}")
         auto._table = TableMap(auto.column_types_)
     except (TypeError, ValueError) as err:
         raise ValueError(f"the saved AutoDensity's column types are invalid: {err}") from None
@@ -753,7 +831,20 @@ def from_state(tensors: dict[str, Any], config: dict, device: Any,
                              "log-densities (finite or -inf)")
         auto.oof_score_samples_ = oof
         auto._training_digest = config["training_digest"]
-    auto.cv_results_ = _checked_results(config["cv_results"])
+    auto.cv_results_ = checked_results(config["cv_results"])
+    return auto
+
+
+def adopting(params: Any, model: Any) -> AutoDensity:
+    """The saved AutoDensity of a table with categories: its checked ``params`` around the
+    restored :class:`~densitylab.CategoricalDensity` ``model`` (see :func:`densitylab.load`)."""
+    from densitylab._schema import checked_arguments
+
+    params = checked_arguments(AutoDensity.__init__, params, None, "the AutoDensity",
+                               sized=False)
+    auto = AutoDensity(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    auto._candidate_names()  # unknown candidates are refused
+    auto._adopt(model)
     return auto
 
 
@@ -762,7 +853,7 @@ RESULT_COLUMNS = {"candidate": str, "mean_log_likelihood": float | None,
 """The columns of ``cv_results_`` and what a saved file may hold in each."""
 
 
-def _checked_results(results: Any) -> dict[str, list]:
+def checked_results(results: Any) -> dict[str, list]:
     """``cv_results`` of a saved AutoDensity: the known columns, lists of one length, each
     value of its column's type (``None`` for a non-finite number)."""
     from densitylab._schema import conforms

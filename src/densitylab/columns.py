@@ -43,8 +43,10 @@ as closely is a share, bounded by 0 and 1."""
 
 @dataclass(frozen=True)
 class ColumnType:
-    """One column's type: ``kind`` (one of :data:`KINDS`), its bounds (``None``: open), and for
-    a discrete kind its lattice ``step`` and ``origin`` (a value on the lattice)."""
+    """One column's type: ``kind`` (one of :data:`KINDS`, or ``"categorical"`` for a column of
+    labels, which :class:`~densitylab.CategoricalDensity` models and :class:`TableMap` never
+    sees), its bounds (``None``: open), and for a discrete kind its lattice ``step`` and
+    ``origin`` (a value on the lattice)."""
 
     kind: str = "continuous"
     lower: float | None = None
@@ -66,7 +68,8 @@ class ColumnType:
         elif self.upper is not None:
             parts.append(f"<= {self.upper:g}")
         kind = self.kind if not parts else f"{self.kind} ({', '.join(parts)})"
-        return f"{kind}, {'log-probability' if self.discrete else 'log-density'}"
+        mass = self.discrete or self.kind == "categorical"
+        return f"{kind}, {'log-probability' if mass else 'log-density'}"
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "lower": self.lower, "upper": self.upper, "step": self.step,

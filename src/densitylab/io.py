@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -273,14 +274,17 @@ def _baseline_loader(name: str) -> Callable:
 
 
 def _save_auto(auto) -> tuple[dict[str, torch.Tensor], dict]:
-    from densitylab.auto import to_state
+    from densitylab.auto import BY_CATEGORY, to_state
 
-    return to_state(auto, _save_estimator)
+    if getattr(auto, "best_name_", None) != BY_CATEGORY:
+        return to_state(auto, _save_estimator)
+    tensors, config = _save_categorical(auto.best_estimator_)  # a table with categories
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in auto.get_params().items()}
+    return ({f"best.{k}": v for k, v in tensors.items()},
+            {"params": params, "best_name": BY_CATEGORY, "best": config})
 
 
 def _load_auto(saved: Saved, device: torch.device) -> Any:
-    from densitylab.auto import from_state
-
     if not isinstance(saved.config, dict):
         raise ValueError(f"{saved.where}: the AutoDensity configuration is not a JSON object")
     try:
@@ -288,7 +292,7 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
     except SafetensorError as err:
         raise ValueError(f"{saved.where}: the tensor file is not readable: {err}") from err
     try:
-        return from_state(tensors, saved.config, device, estimator_from_tensors)
+        return _auto_in_memory(tensors, saved.config, device, saved.where)
     except ValueError as err:
         raise ValueError(f"{saved.where}: {err}") from None
 
@@ -296,19 +300,12 @@ def _load_auto(saved: Saved, device: torch.device) -> Any:
 def _save_categorical(model) -> tuple[dict[str, torch.Tensor], dict]:
     from densitylab.categorical import to_state
 
-    return to_state(model, _save_auto)
+    return to_state(model, _save_auto, _save_estimator)
 
 
 def _load_categorical(saved: Saved, device: torch.device) -> Any:
-    from densitylab.categorical import from_state
-
-    def restore_auto(tensors: dict, config: Any, device: Any) -> Any:
-        return _auto_in_memory(tensors, config, device, saved.where)
-
     try:
-        return from_state(_read_tensors(saved), saved.config, device, restore_auto)
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{saved.where}: the saved state is incomplete: {err}") from None
+        return _categorical_in_memory(_read_tensors(saved), saved.config, device, saved.where)
     except ValueError as err:
         raise ValueError(f"{saved.where}: {err}") from None
 
@@ -397,11 +394,30 @@ def _load_detector(saved: Saved, device: torch.device) -> Any:
 
 
 def _auto_in_memory(tensors: dict, config: Any, device: Any, where: Path) -> Any:
-    from densitylab.auto import from_state
+    from densitylab.auto import BY_CATEGORY, adopting, from_state
 
     if not isinstance(config, dict):
         raise ValueError(f"{where}: the AutoDensity configuration is not a JSON object")
-    return from_state(tensors, config, device, estimator_from_tensors)
+    if config.get("best_name") != BY_CATEGORY:
+        return from_state(tensors, config, device, estimator_from_tensors)
+    if set(config) != {"params", "best_name", "best"} or not all(
+            k.startswith("best.") for k in tensors):
+        raise ValueError(f"{where}: the AutoDensity of a table with categories needs params, "
+                         "best_name and best, and tensors best.*")
+    model = _categorical_in_memory({k.removeprefix("best."): v for k, v in tensors.items()},
+                                   config["best"], device, where)
+    return adopting(config["params"], model)
+
+
+def _categorical_in_memory(tensors: dict, config: Any, device: Any, where: Path) -> Any:
+    from densitylab.categorical import from_state
+
+    try:
+        return from_state(tensors, config, device,
+                          lambda t, c, d: _auto_in_memory(t, c, d, where),
+                          partial(estimator_from_tensors, name="ConditionalFlowDensity"))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{where}: the saved state is incomplete: {err}") from None
 
 
 def _numpy_in_memory(name: str) -> Callable:
@@ -419,6 +435,7 @@ IN_MEMORY: dict[str, Callable] = {
     "flow-density": lambda tensors, config, device, where: estimator_from_tensors(
         tensors, config, device),
     "auto-density": _auto_in_memory,
+    "categorical-density": _categorical_in_memory,
 }
 """Kinds that can be rebuilt from tensors already in memory (nested in an OutlierDetector)."""
 

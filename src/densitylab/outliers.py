@@ -124,9 +124,11 @@ class OutlierDetector(OutlierMixin, BaseEstimator):
         check_contamination(self.contamination)
         if isinstance(self.cv, bool) or (isinstance(self.cv, int | np.integer) and self.cv < 2):
             raise ValueError(f"cv must be an integer >= 2 or a splitter, got {self.cv!r}")
-        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        x = self._rows(X, reset=True)
+        if len(x) < 2:
+            raise ValueError(f"fit needs at least 2 rows, got {len(x)}")
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, x)
+            sample_weight = _check_sample_weight(sample_weight, np.zeros((len(x), 1)))
             if not sample_weight.sum() > 0:
                 raise ValueError("sample_weight is zero for every row: no row to fit")
         if self.estimator is None:
@@ -145,26 +147,48 @@ class OutlierDetector(OutlierMixin, BaseEstimator):
             check_is_fitted(base)
             self.estimator_ = base
         else:
-            self.estimator_ = clone(base).fit(x, **weights)
+            self.estimator_ = clone(base).fit(self._named(x), **weights)
         self.training_scores_ = out_of_fold_scores(
             self.estimator_ if self.prefit else base, self._as_fitted(x), self.cv,
             self.random_state, sample_weight)
         self.offset_ = outlier_offset(self.training_scores_, self.contamination)
         return self
 
+    def _rows(self, X: ArrayLike, reset: bool = False) -> np.ndarray:
+        """``X`` as float64 rows, or, for a table holding text (the labels of categorical
+        columns, for a :class:`~densitylab.CategoricalDensity` or an AutoDensity of such a
+        table), as an object array whose columns the model reads."""
+        from densitylab._labels import holds_categories, table_rows
+
+        if not holds_categories(X, None):
+            return validate_data(self, X, dtype=np.float64, ensure_min_samples=2 if reset
+                                 else 1, reset=reset)
+        rows, names = table_rows(X)
+        if reset:
+            self.n_features_in_ = rows.shape[1]
+            if names is not None:
+                self.feature_names_in_ = np.asarray(names, dtype=object)
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif rows.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {rows.shape[1]} columns; the detector was fitted on "
+                             f"{self.n_features_in_}")
+        return rows
+
     def _as_fitted(self, x: np.ndarray) -> Any:
         """``x`` as the model was fitted: a DataFrame of its column names if it has them."""
-        names = getattr(self.estimator_, "feature_names_in_", None)
-        if names is None:
-            return x
-        import pandas as pd
+        return _frame(x, getattr(self.estimator_, "feature_names_in_", None))
 
-        return pd.DataFrame(x, columns=list(names))
+    def _named(self, x: np.ndarray) -> Any:
+        """Training rows for the model to fit: a table holding labels keeps its column names
+        (the model's samples then carry them)."""
+        names = getattr(self, "feature_names_in_", None)
+        return _frame(x, names) if x.dtype == object else x
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-density of each row: higher is more normal."""
         check_is_fitted(self)
-        x = validate_data(self, X, dtype=np.float64, reset=False)
+        x = self._rows(X)
         return np.asarray(self.estimator_.score_samples(self._as_fitted(x)), dtype=np.float64)
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
@@ -181,6 +205,15 @@ class OutlierDetector(OutlierMixin, BaseEstimator):
 
         k = check_positive_int(k, "k")
         return most_anomalous(self.score_samples(X), k)
+
+
+def _frame(x: np.ndarray, names: Any) -> Any:
+    """``x`` as a DataFrame of ``names`` (labels stay text, numbers numbers), or itself."""
+    if names is None:
+        return x
+    import pandas as pd
+
+    return pd.DataFrame(x, columns=list(names)).infer_objects()
 
 
 def most_anomalous(scores: np.ndarray, k: int) -> np.ndarray:

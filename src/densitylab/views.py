@@ -137,7 +137,7 @@ def draw(model: Any, n: int, seed: int = 0) -> np.ndarray:
             value = model.sample(n)
         if isinstance(value, tuple):  # GaussianMixture returns (points, component labels)
             value = value[0]
-        return np.asarray(value, dtype=np.float64)
+        return encoded(model, value)
     if hasattr(model, "sample"):
         value = model.sample(n, seed=seed)
         if hasattr(value, "detach"):
@@ -214,9 +214,39 @@ def marginals(
 
 def discrete_masses(model: Any, samples: np.ndarray) -> dict[int, tuple[np.ndarray, float]]:
     """``{column: (its values in the samples, lattice step)}`` for the discrete columns of a
-    model that records ``column_types_`` (AutoDensity): what a figure draws as bars."""
-    types = getattr(model, "column_types_", None) or []
-    return {j: (samples[:, j], t.step) for j, t in enumerate(types) if t.discrete}
+    model that records ``column_types_`` (AutoDensity): what a figure draws as bars. A
+    categorical column's values are its label codes (:func:`encoded`), one apart."""
+    types = getattr(_unwrap(model), "column_types_", None) or []
+    return {j: (samples[:, j], 1.0 if t.kind == "categorical" else t.step)
+            for j, t in enumerate(types) if t.discrete or t.kind == "categorical"}
+
+
+def category_labels(model: Any) -> dict[int, list]:
+    """``{column: its labels}`` of a model with categorical columns
+    (:class:`~densitylab.CategoricalDensity`, or an AutoDensity of a table with categories)."""
+    model = _unwrap(model)
+    columns = getattr(model, "categorical_columns_", None) or []
+    return dict(zip(columns, getattr(model, "categories_", []), strict=True))
+
+
+def encoded(model: Any, rows: Any) -> np.ndarray:
+    """Rows (a DataFrame or an array, labels allowed) as float64 ``(n, d)``: a categorical
+    column of ``model`` (:func:`category_labels`) as the index of each label among its labels
+    (NaN for an unknown one), so that figures can place it; other columns as numbers."""
+    labels = category_labels(model)
+    if not labels:
+        return np.asarray(rows, dtype=np.float64)
+    table = np.asarray(rows.to_numpy(dtype=object) if hasattr(rows, "to_numpy") else rows,
+                       dtype=object)
+    out = np.empty(table.shape, dtype=np.float64)
+    for j in range(table.shape[1]):
+        if j in labels:
+            index = {label: k for k, label in enumerate(labels[j])}
+            text = isinstance(labels[j][0], str)
+            out[:, j] = [index.get(str(v) if text else float(v), np.nan) for v in table[:, j]]
+        else:
+            out[:, j] = table[:, j].astype(np.float64)
+    return out
 
 
 def layer_trace(model: Any, n: int = 1000, seed: int = 0) -> list[np.ndarray]:

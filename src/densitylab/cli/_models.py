@@ -72,9 +72,8 @@ def load_model(run: Path, allow_untrained: bool = False) -> LoadedModel:
                            lambda path: load_images(path, model.pixel_levels_)[0].reshape(
                                -1, model.n_features_in_))
     names = column_names(run, model)
-    categorical = sys.modules.get("densitylab.categorical")
-    if categorical and isinstance(model, categorical.CategoricalDensity):
-        return by_category(model, names)
+    if getattr(getattr(model, "estimator_", model), "categorical_columns_", None):
+        return by_category(model, names)  # (or an AutoDensity, or a detector, of such a table)
     if isinstance(model, Flow):
         return LoadedModel(model.dim, lambda x: flow_log_prob(model, x),
                            lambda n, seed: flow_samples(model, n, seed), names=names)
@@ -195,26 +194,36 @@ def conditional(model, run: Path) -> LoadedModel:
 
 
 def by_category(model, names: tuple[str, ...] | None) -> LoadedModel:
-    """A :class:`~densitylab.CategoricalDensity`: points files are read with its text columns
-    as labels, and samples carry the labels (object arrays)."""
+    """A :class:`~densitylab.CategoricalDensity` (or an AutoDensity holding one, or an
+    OutlierDetector around either): points files are read with its text columns as labels,
+    and samples carry the labels (object arrays)."""
     from densitylab.datasets import load_table
 
-    text = [j for j, labels in zip(model.categorical_columns_, model.categories_, strict=True)
+    inner = getattr(model, "estimator_", model)
+    fitted = getattr(inner, "feature_names_in_", None)
+    names = names or (None if fitted is None else tuple(str(n) for n in fitted))
+    text = [j for j, labels in zip(inner.categorical_columns_, inner.categories_, strict=True)
             if isinstance(labels[0], str)]
 
     def read(path: Path) -> np.ndarray:
         return load_table(path, allow_missing=True, text=True, as_text=text).rows()
 
     def sample(n: int, seed: int) -> np.ndarray:
-        drawn = model.sample(n, random_state=seed)
+        drawn = inner.sample(n, random_state=seed)
         return drawn.to_numpy(dtype=object) if hasattr(drawn, "to_numpy") else drawn
 
-    return LoadedModel(model.n_features_in_, named(model, model.score_samples), sample,
-                       read=read, names=names, training_scores=model.oof_score_samples_)
+    scores = getattr(model, "training_scores_", inner.oof_score_samples_)
+    by_labels = getattr(inner, "best_estimator_", inner)  # the CategoricalDensity
+    rest = [] if by_labels.pooled_ is None else [by_labels.pooled_, *by_labels.own_.values()]
+    return LoadedModel(inner.n_features_in_, named(inner, model.score_samples), sample,
+                       read=read, names=names, training_scores=scores,
+                       marginalises=by_labels.conditional_ is None  # missing labels: always
+                       and all(marginalises(m) for m in rest))
 
 
 def missing_cells(x: np.ndarray) -> np.ndarray:
     """Where ``x`` (numbers, or an object array with labels) has missing (NaN) cells."""
     if x.dtype != object:
         return np.isnan(x)
-    return np.array([[isinstance(v, float) and v != v for v in row] for row in x], dtype=bool)
+    return np.array([[v is None or (isinstance(v, float) and v != v) for v in row]
+                     for row in x], dtype=bool)

@@ -107,7 +107,7 @@ def split_test(x, test_fraction: float, seed: int, rows=None):
 def train(
     data: str = typer.Argument(..., help="A built-in distribution name (see `densitylab datasets`) or a .csv/.npy/.npz file."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    model: str | None = typer.Option(None, help="Default: tabular for a data file (the recipe dl.FlowDensity() uses: a table's scale, rounding and size need it; the coursework realnvp ends in NaNs on many real tables), realnvp for a built-in distribution (the coursework's). Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), cnf (a continuous normalizing flow trained by maximum likelihood through the ODE solver; history.csv counts function evaluations), cnf-fm (the same flow trained by flow matching, simulation-free), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
+    model: str | None = typer.Option(None, help="Default: tabular for a data file (the recipe dl.FlowDensity() uses: a table's scale, rounding and size need it; the coursework realnvp ends in NaNs on many real tables; a table with a text or --column-types categorical column is modelled as P(category) x p(rest | category), the rest by the tabular flow shared, per category or conditional on it, whichever cross-validates best), realnvp for a built-in distribution (the coursework's). Flow model: realnvp, glow, nsf (rational-quadratic spline couplings; use with --standardize), maf (masked autoregressive, affine), recommended (a spline flow with its own recipe: 6 layers of 64,64, batches of 256, Adam 3e-3 cosine, standardised, about 1000 steps), tabular (the recipe for real data: a bounded spline flow whose budget grows with the data, early stopping, rounded columns dequantised), tabular-mixture (the same flow on a Gaussian-mixture base fitted to the data, for clusters), tabular-maf (the same recipe with 5 affine masked autoregressive layers), tabular-maf-spline (spline ones), cnf (a continuous normalizing flow trained by maximum likelihood through the ODE solver; history.csv counts function evaluations), cnf-fm (the same flow trained by flow matching, simulation-free), or auto (dl.AutoDensity: KDE, Gaussian mixture, tabular flow or tabular MAF, whichever has the best 3-fold cross-validated likelihood; writes OUT/model_selection.csv; only --seed, -n, --n-test, --test-fraction, --threads, --quiet apply). Options left unset take the model's defaults; for realnvp/glow/nsf those are the coursework's."),
     layers: int | None = typer.Option(None, "--layers", "-k", help="Number of coupling layers (Glow: steps). Default 4 (recommended: 6)."),
     hidden: str | None = typer.Option(None, help="Hidden widths of each s/t network, comma-separated. Default 32,32 (recommended: 64,64)."),
     epochs: int | None = typer.Option(None, help="Training epochs. Default 1000 (recommended: about 1000 optimizer steps' worth)."),
@@ -134,7 +134,7 @@ def train(
     dequantization: str = typer.Option("uniform", help="Images: uniform or variational dequantization."),
     scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
     missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
-    column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary, categorical); the others are detected. A column holding text is categorical: the model is then P(category) x p(rest | category) (dl.CategoricalDensity). Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
+    column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary, categorical); the others are detected. A column holding text is categorical (also without --model auto): the model is then P(category) x p(rest | category), the rest modelled by one shared model, one per category or a conditional flow given the category, whichever cross-validates best (dl.AutoDensity, dl.CategoricalDensity; the default model's rest is the tabular flow). Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -147,6 +147,7 @@ def train(
     from densitylab.runtime import resolve_device
     from densitylab.training import fit
 
+    default = model is None
     if model is None:
         model = "realnvp" if is_builtin(data) else "tabular"
     if parallel.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed:
@@ -176,6 +177,25 @@ def train(
         return train_conditional(data, out, "tabular" if model == "realnvp" else model, options,
                                  condition_on, seed, n, n_test, test_fraction, val_fraction,
                                  patience, quiet, device)
+    if default and model == "tabular":  # a user's file: it may hold categorical columns
+        from functools import partial
+
+        from densitylab.cli.train_categorical import categorical_table, train_by_category
+
+        found = categorical_table(data, missing, partial(parse_column_types, column_types))
+        if found is not None:
+            flow_options = {"--layers": layers, "--hidden": hidden, "--epochs": epochs,
+                            "--batch-size": batch_size, "--lr": lr, "--schedule": schedule,
+                            "--standardize": standardize}
+            given = [k for k, v in flow_options.items() if v is not None]
+            if given or distributed or resume:
+                raise ValueError(f"{data} has categorical columns: the tabular recipe models "
+                                 "them as P(category) x p(rest | category) with its own "
+                                 f"settings (no {', '.join(given) or '--distributed/--resume'})")
+            check_output(out, "train")
+            return train_by_category(*found, data, out, seed, test_fraction, threads,
+                                     environment(), split_test, training_quantiles,
+                                     candidates=("flow",), quiet=quiet)
     if model == "auto":
         if distributed or resume:
             raise ValueError("--model auto trains on one process and cannot resume")
@@ -296,7 +316,7 @@ def train_auto(data: str, out: Path, seed: int, n: int, n_test: int, test_fracti
     found = categorical_table(data, missing, partial(parse_column_types, column_types))
     if found is not None:  # text or declared categorical columns: p(category) p(rest | category)
         return train_by_category(*found, data, out, seed, test_fraction, threads, environment(),
-                                 split_test, training_quantiles)
+                                 split_test, training_quantiles, candidates=None, quiet=quiet)
     x, truth, names = read_data(data, n, seed, missing)
     check_data(x, data)
     x, test = split_test(x, test_fraction, seed) if truth is None else (x, truth.sample(n_test, seed=seed + 1))

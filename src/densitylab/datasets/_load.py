@@ -24,9 +24,9 @@ class Table:
     x: np.ndarray
     names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
-    labels: dict[int, list[str]] = field(default_factory=dict)
-    """Columns read as text labels (categorical): index -> the cells as written (``x`` holds
-    NaN there)."""
+    labels: dict[int, list[str | None]] = field(default_factory=dict)
+    """Columns read as text labels (categorical): index -> the cells as written, ``None`` for
+    a missing one (``x`` holds NaN there)."""
 
     def rows(self) -> np.ndarray:
         """The table as an object array ``(n, d)``: numbers, and the labels of text columns."""
@@ -135,16 +135,17 @@ def _read_csv(path: Path, allow_missing: bool = False, text: bool = False,
             )
         table.append((number, cells))
     labelled = _text_columns(table, width, names, as_text or set()) if text else set()
-    labels: dict[int, list[str]] = {j - 1: [] for j in sorted(labelled)}
+    labels: dict[int, list[str | None]] = {j - 1: [] for j in sorted(labelled)}
     rows = []
     for number, cells in table:
         values = []
         for j, cell in enumerate(cells, start=1):
             if j in labelled:
-                if not cell or cell.upper() in MISSING:
-                    raise ValueError(f"{path}: row {number}, {column(j)} is missing; a "
-                                     "category cannot be: drop or fill that row")
-                labels[j - 1].append(cell.strip('"'))
+                absent = not cell or cell.upper() in MISSING
+                if absent and not allow_missing:
+                    raise ValueError(f"{path}: row {number}, {column(j)} is missing: drop or "
+                                     "fill that row (or --missing drop)")
+                labels[j - 1].append(None if absent else cell.strip('"'))
                 values.append(math.nan)
                 continue
             try:

@@ -61,6 +61,7 @@ def pairs_panels(
     samples: np.ndarray | None = None,
     model_label: str = "model",
     bars: Mapping[int, tuple[np.ndarray, float]] | None = None,
+    labels: Mapping[int, Sequence[str]] | None = None,
 ) -> Figure:
     """A pairs (corner) plot of a ``d``-dimensional density.
 
@@ -70,7 +71,8 @@ def pairs_panels(
     ``two[i, j] = (grid, image)`` (``x_j`` across, ``x_i`` up), each on its own colour scale
     (the columns' units differ, so one shared scale would leave most panels dark), scaled to its
     own maximum. Above it: ``data`` against ``samples`` of the model, where given. Panels of a
-    column share the horizontal axis and panels of a row the vertical one.
+    column share the horizontal axis and panels of a row the vertical one. A categorical
+    column ``i`` in ``labels`` is drawn at positions ``0, 1, ...`` named by its labels.
     """
     d = len(one)
     names = list(names) if names is not None else [f"$x_{{{i + 1}}}$" for i in range(d)]
@@ -121,6 +123,11 @@ def pairs_panels(
         axes[d - 1, i].set_xlabel(names[i])
         if i > 0:
             axes[i, 0].set_ylabel(names[i])
+    for i, texts in (labels or {}).items():  # categorical columns: their labels as ticks
+        positions = np.arange(len(texts))
+        axes[d - 1, i].set_xticks(positions, [str(t) for t in texts], rotation=45)
+        if i > 0:
+            axes[i, 0].set_yticks(positions, [str(t) for t in texts])
     axes[0, 0].set_ylabel(f"{names[0]}\n(marginal)")
     axes[0, 0].legend(fontsize=7, loc="upper right")
     if d > 1 and (data is not None or samples is not None):

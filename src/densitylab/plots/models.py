@@ -54,10 +54,13 @@ def _range(model: Any, data: np.ndarray | None, seed: int) -> np.ndarray:
     return views.bounds_of(views.draw(model, 2000, seed))
 
 
-def _points(data: Any, dim: int) -> np.ndarray | None:
+def _points(data: Any, dim: int, model: Any = None) -> np.ndarray | None:
+    """``data`` as float rows ``(n, dim)``; the labels of ``model``'s categorical columns
+    as their codes (:func:`densitylab.views.encoded`)."""
     if data is None:
         return None
-    x = np.asarray(data, dtype=np.float64)
+    x = views.encoded(model, data) if views.category_labels(model) else np.asarray(
+        data, dtype=np.float64)
     x = x[:, None] if x.ndim == 1 else x
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"data must have shape (n, {dim}) like the model, got {np.shape(data)}")
@@ -93,10 +96,10 @@ def density(
         title: figure title; by default names the model.
     """
     dim = views.dimension(model)
-    x = _points(data, dim)
+    x = _points(data, dim, model)
     name = name_of(model)
-    if dim > 2:
-        return pairs(model, x, bounds=bounds, resolution=resolution or 50, n_samples=n_samples,
+    if dim > 2 or (dim == 2 and views.category_labels(model)):  # labels: bars, not a grid
+        return pairs(model, data, bounds=bounds, resolution=resolution or 50, n_samples=n_samples,
                      seed=seed, title=title)
     if bounds is not None:
         box = np.asarray(bounds, dtype=np.float64).reshape(dim, 2)
@@ -125,9 +128,11 @@ def samples(
     """Samples of the model against the data: overlaid histograms in 1-D, one scatter in 2-D,
     the pairs plot (data against samples above the diagonal) in more dimensions."""
     dim = views.dimension(model)
-    x = _points(data, dim)
+    x = _points(data, dim, model)
     drawn = views.draw(model, n, seed)
     title = title or f"Data and samples of the {name_of(model)}"
+    if views.category_labels(model) and dim >= 2:  # categorical columns: bars of the pairs plot
+        return pairs(model, data, n_samples=n, seed=seed, title=title)
     if dim == 1:
         return histograms({f"data (n={len(x)})": x[:, 0], f"samples (n={n})": drawn[:, 0]}, title)
     if dim == 2:
@@ -154,10 +159,11 @@ def pairs(
     coordinates (default: the model's column names, else ``x_1, x_2, ...``); as many samples as
     data points are drawn above the diagonal, so the two clouds compare fairly. A discrete
     column (integer, rounded, binary: the model's ``column_types_``) is drawn as bars of
-    probability mass on its diagonal panel.
+    probability mass on its diagonal panel; so is a categorical one, at positions ``0, 1,
+    ...`` named by its labels (``data`` may then be a DataFrame holding the labels).
     """
     dim = views.dimension(model)
-    x = _points(data, dim)
+    x = _points(data, dim, model)
     drawn = views.draw(model, n_samples, seed)
     box = (np.asarray(bounds, dtype=np.float64).reshape(dim, 2) if bounds is not None
            else views.bounds_of(*([x] if x is not None else []), drawn))
@@ -167,7 +173,8 @@ def pairs(
         names = [str(n) for n in model.feature_names_in_]
     return pairs_panels(one, two, title or f"Marginals of the {name_of(model)}", names=names,
                         data=x[:shown] if x is not None else None, samples=drawn[:shown],
-                        model_label=name_of(model), bars=views.discrete_masses(model, drawn))
+                        model_label=name_of(model), bars=views.discrete_masses(model, drawn),
+                        labels=views.category_labels(model))
 
 
 def layers(
