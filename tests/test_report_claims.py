@@ -38,7 +38,7 @@ def test_findings_are_recomputed_from_the_metrics_and_a_hand_edit_fails():
     outcome = depth_outcome()
     experiments.check_findings(outcome)  # as computed: passes
     text = " ".join(outcome.findings)
-    assert "K=4 fits better" in text and "rules disagree" in text
+    assert "K=4 fits better" in text and "final-weights rule says instead" in text
     for old, new in (("2.200", "2.100"),  # a number
                      ("K=4 fits better", "K=2 fits better"),  # a verdict
                      ("beats the single Gaussian", "is worse than the single Gaussian")):
@@ -196,6 +196,24 @@ def test_layer_plots_never_strand_a_lone_panel():
     for ax in axes[1, 1:]:
         ax.set_visible(False)
     assert any("lone panel" in p for p in layout_problems(stranded))
+
+
+def test_two_plus_one_is_a_lone_panel_and_three_loss_panels_share_one_row():
+    from densitylab.plots._figure import Figure
+    from densitylab.plots._layout import layout_problems
+    from densitylab.plots.flows import loss_curves
+    from densitylab.training.result import History
+
+    two_plus_one = Figure(figsize=(8, 6), layout="constrained")
+    axes = two_plus_one.subplots(2, 2)
+    axes[1, 1].set_visible(False)
+    assert any("lone panel" in p for p in layout_problems(two_plus_one))
+    histories = {lb: History({"train_nll": [2.0, 1.5], "val_nll": [2.1, 1.6]}, [0.1, 0.2])
+                 for lb in "abc"}
+    fig = loss_curves(histories, groups={lb: (lb,) for lb in "abc"})
+    assert layout_problems(fig) == []
+    rows = {ax.get_subplotspec().rowspan.start for ax in fig.axes if ax.get_visible()}
+    assert rows == {0}
 
 
 def test_loss_curves_keep_one_colour_per_run_across_panels():

@@ -14,11 +14,10 @@ import re
 Step = tuple[str, list[tuple[str, str]]]  # heading, [(prose, latex), ...]
 
 CONVENTION = (
-    "Direction, once for the whole page: f is the normalizing map, z = f(x), with layers "
-    "z_k = f_k(z_{k-1}) from z_0 = x to z_K = z. The coursework writes the generative map "
-    "instead, x = g(z) with g = g_K o ... o g_1; translation: g = f^-1, the coursework's "
-    "g_i^-1 is our layer f_(K+1-i), and its sum of inverse log-determinants is our "
-    "sum of log|det dz_k/dz_(k-1)|."
+    "Direction, once for the whole page: f maps data to latent, z = f(x), through layers "
+    "z_k = f_k(z_(k-1)) from z_0 = x to z_K = z. In one line, for the coursework (whose f "
+    "maps z to x, and whose y is our z): its f is our f^-1, and its layer f_i is our "
+    "f_(K+1-i)^-1."
 )
 
 DERIVATIONS: list[Step] = [
@@ -110,6 +109,21 @@ DERIVATIONS: list[Step] = [
              "triangular solves. On images the same W mixes the channels at every pixel (a "
              "1x1 convolution), and a multi-scale architecture factors out half of the "
              "dimensions after each block, so later, costlier steps work on fewer of them.", ""),
+        ],
+    ),
+    (
+        "Why a flow leaks between modes",
+        [
+            ("With a Gaussian base, a flow's density is positive everywhere, so some mass "
+             "between two modes is unavoidable; how much is set by how far the Jacobian can "
+             "shrink there:",
+             r"p(x) = \mathcal{N}(f(x); 0, I)\,\left|\det \frac{\partial f(x)}{\partial x}\right|"),
+            ("To make p tiny on a gap between modes, f must either send the whole gap into "
+             "the Gaussian's far tail, or make |det df/dx| tiny there while the modes on both "
+             "sides keep it large. A coupling's determinant is exp of a sum of s(x_a), whose "
+             "networks are smooth and trained at finite size, so |det| cannot jump between "
+             "neighbouring points: the gap is thinned, never emptied. The sections measure "
+             "how much is left as the share of samples off the support.", ""),
         ],
     ),
     (

@@ -43,9 +43,10 @@ def _diagram(name: str) -> dict[str, str]:
 
     figures = {"coupling-inverse": (
         coupling_inverse_graph,
-        "Task 2: the inverse x = f^-1(y) as a computational graph. y_a passes through "
-        "unchanged and feeds the s and t networks, which are only evaluated, never inverted; "
-        "y_b is shifted by -t(y_a), then scaled elementwise by exp(-s(y_a)).")}
+        "Task 2: the inverse x = f^-1(z) as a computational graph (the coursework's y is this "
+        "page's z). z_a passes through unchanged and feeds the s and t networks, which are "
+        "only evaluated, never inverted; z_b is shifted by -t(z_a), then scaled elementwise "
+        "by exp(-s(z_a)).")}
     draw, caption = figures[name]
     buffer = io.BytesIO()
     draw().savefig(buffer, format="svg", metadata={"Date": None})
