@@ -72,6 +72,18 @@ def test_the_report_refuses_a_page_whose_text_was_edited(tmp_path):
         render([outcome], tmp_path, True, table, table)
 
 
+def test_a_summary_longer_than_three_sentences_is_refused():
+    from densitylab.report import _text, sentences
+
+    assert sentences("K=4 fits better (test NLL 2.524 against 2.638). Both agree.") == 2
+    assert sentences("Does depth help? Yes. Measured twice. Done.") == 4
+    outcome = depth_outcome()
+    assert _text(outcome)[0] == outcome.findings[0]
+    outcome.findings[0] += " One more. And another."
+    with pytest.raises(ValueError, match="depth: its summary has 5 sentences"):
+        _text(outcome)
+
+
 # -- sample quality that sees support and modes ------------------------------------------------
 GRID = np.array([(a, b) for a in range(5) for b in range(5)], dtype=float)
 

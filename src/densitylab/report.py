@@ -118,14 +118,31 @@ def environment() -> dict[str, Any]:
     }
 
 
+MAX_SUMMARY_SENTENCES = 3
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=[A-Z(])")
+
+
+def sentences(text: str) -> int:
+    """How many sentences ``text`` holds (a full stop, question or exclamation mark followed
+    by a capital starts a new one; decimals such as 2.524 do not)."""
+    return len(_SENTENCE_END.split(text.strip())) if text.strip() else 0
+
+
 def _text(outcome: Outcome) -> tuple[str, list[str]]:
     """The section's plain-language summary and its bullets (an outcome of another build may
-    carry one paragraph: then it is the summary)."""
+    carry one paragraph: then it is the summary). A summary of this build's experiments longer
+    than :data:`MAX_SUMMARY_SENTENCES` sentences is refused."""
     if isinstance(outcome.findings, str):
         return outcome.findings, []
     if not outcome.findings:
         return "", []
-    return outcome.findings[0], list(outcome.findings[1:])
+    from densitylab.experiments import registry
+
+    summary = outcome.findings[0]
+    if outcome.name in registry() and sentences(summary) > MAX_SUMMARY_SENTENCES:
+        raise ValueError(f"{outcome.name}: its summary has {sentences(summary)} sentences, "
+                         f"at most {MAX_SUMMARY_SENTENCES} fit the top of a section")
+    return summary, list(outcome.findings[1:])
 
 
 def reconciliation(outcomes: list[Outcome]) -> Table | None:
