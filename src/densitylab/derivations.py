@@ -211,7 +211,15 @@ def sample(n, layers, dim):                       # Task 8: x ~ p(x), with log p
     for layer in reversed(layers):                # z_K -> ... -> z_0 = x
         z, ld = layer.to_data(z)
         log_p = log_p - ld
-    return z, log_p""",
+    return z, log_p
+
+def sample_each_step(n, layers, dim):             # Task 8: samples after every layer
+    z = torch.randn(n, dim)
+    steps = [z]                                   # the prior first: z_K
+    for layer in reversed(layers):                # z_(K-1), ..., z_0 = x
+        z, _ = layer.to_data(z)
+        steps.append(z)
+    return steps                                  # the data last""",
 }
 
 # (source document, task, what it asks, where the page answers it: "#id")
