@@ -66,13 +66,19 @@ def _fewer_couplings(metrics: dict, bpd: dict) -> str:
         return f"epoch {epochs[k]}" + (f" ({seconds[k]:.1f} s)" if seconds.get(k) else "")
     outcome = compare(*bpd[r], *bpd[g])
     verdict = {-1: "better", 1: "worse", 0: "within noise"}[outcome]
-    # fewer couplings for as good a fit, or as many for a better one
-    holds = (outcome <= 0 and count[r] < count[g]) or (outcome < 0 and count[r] <= count[g])
+    # fewer couplings for as good a fit, or as many for a better one; worse with as many or
+    # more refutes it; anything else this pair cannot decide
+    if (outcome <= 0 and count[r] < count[g]) or (outcome < 0 and count[r] <= count[g]):
+        claim = "holds here."
+    elif outcome > 0 and count[r] >= count[g]:
+        claim = "does not hold here."
+    else:
+        claim = "is neither supported nor refuted by this pair."
     return (f"The project's claim that RealNVP needs fewer coupling layers: the multi-scale "
             f"RealNVP has {count[r]} couplings, the multi-scale Glow {count[g]} (each after a "
             f"1x1 convolution); the RealNVP is {verdict} on test bits/dim ({bpd[r][0]:.3f} "
             f"against {bpd[g][0]:.3f}) and reaches the target at {reach(r)} against "
-            f"{reach(g)}: the claim " + ("holds here." if holds else "does not hold here."))
+            f"{reach(g)}: the claim {claim}")
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
