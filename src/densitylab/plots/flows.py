@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from densitylab.plots._figure import Figure
-from densitylab.plots._layout import balanced_axes, balanced_grid, wrap_title
+from densitylab.plots._layout import MAX_ASPECT, balanced_axes, balanced_grid, wrap_title
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
 
@@ -135,10 +135,17 @@ def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
               per_row: int = 4, shared_limits=None) -> Figure:
     """One panel per entry: ``draw(ax, *arguments, title=label)`` for ``label: arguments``,
     at most ``per_row`` panels in a row. ``shared_limits``: axis limits every panel uses
-    (passed to ``draw`` as ``limits=``), so the panels compare on the same axes."""
+    (passed to ``draw`` as ``limits=``), so the panels compare on the same axes; with them,
+    each row is as tall as the equal-aspect panels need, not a square with blank bands."""
     n = len(panels)
     cols, rows = balanced_grid(n, per_row)
-    fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
+    height = size
+    if shared_limits is not None:
+        (x0, x1), (y0, y1) = shared_limits
+        plot = 0.75 * size  # the axes' width inside a panel's labels and margins
+        height = min(size, plot * (y1 - y0) / (x1 - x0) + (size - plot))
+        height = max(height, (size * cols / (0.9 * MAX_ASPECT) - 0.4) / rows)  # never too wide
+    fig = Figure(figsize=(size * cols, height * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, arguments) in zip(axes, panels.items(), strict=False):
         label = wrap_title(label, 0.8 * size)  # the axes' width, within the panel's margins
