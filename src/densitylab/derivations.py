@@ -15,9 +15,9 @@ Step = tuple[str, list[tuple[str, str]]]  # heading, [(prose, latex), ...]
 
 CONVENTION = (
     "Direction, once for the whole page: f maps data to latent, z = f(x), through layers "
-    "z_k = f_k(z_(k-1)) from z_0 = x to z_K = z. In one line, for the coursework (whose f "
-    "maps z to x, and whose y is our z): its f is our f^-1, and its layer f_i is our "
-    "f_(K+1-i)^-1."
+    "z_k = f_k(z_(k-1)) from z_0 = x to z_K = z. In one line, for the coursework, whose flow "
+    "maps z to x: its f is our f^-1 and its layer f_i our f_(K+1-i)^-1, while its coupling "
+    "y = f(x) of Tasks 2-6 runs our way (its y is our z)."
 )
 
 DERIVATIONS: list[Step] = [
