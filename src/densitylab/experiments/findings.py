@@ -145,6 +145,9 @@ def weight_rules(label: str, m: dict[str, Any]) -> str:
     decided on the paired standard error of their difference (the same test points)."""
     best = (m["test_nll"], m["test_nll_se"])
     final = (m["final_test_nll"], m["final_test_nll_se"])
+    if m["best_epoch"] == m["epochs_run"]:
+        return (f"{label}: the best-validation weights are the final ones (epoch "
+                f"{m['best_epoch']}), test NLL {best[0]:.3f}")
     # one model against another on the same test points: the paired standard error
     outcome = compare(best[0], m["final_minus_best_se"], final[0], 0.0)
     verdict = {0: "within noise", -1: "best-validation weights better beyond noise",
