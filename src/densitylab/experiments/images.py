@@ -235,7 +235,7 @@ def images_findings(metrics: dict) -> list[str]:
                0: "blank images with sparse noise score within noise of real digits, so "
                "likelihood cannot tell them apart",
                1: "blank images with sparse noise get a lower likelihood than real digits"}[blank]
-    summary = (f"{_capital(best_sentence(bpd, 'test bits/dim'))} (lower is better). "
+    summary = (f"{_capital(best_sentence(bpd, 'test bits/dim, the lowest'))}. "
                f"{_capital(scale)}. As a novelty score, {novelty}.")
     reached = [f"{k} at epoch {e}" for k, e in metrics["epochs_to_target"].items() if e]
     missed = [k for k, e in metrics["epochs_to_target"].items() if not e]
