@@ -79,6 +79,13 @@ def loss_curves(
     return fig
 
 
+def trace_labels(steps: int) -> list[str]:
+    """Panel titles of a trace of ``steps`` layers, prior first, in the page's direction
+    (layers map x = z_0 -> z_1 -> ... -> z_K = z, so sampling runs z_K -> ... -> z_0)."""
+    return ([f"$z = z_{{{steps}}}$ (prior)"] + [f"$z_{{{k}}}$" for k in range(steps - 1, 0, -1)]
+            + ["$x = z_0$ (data)"])
+
+
 def trace_panels(
     trace: Sequence[np.ndarray], labels: Sequence[str], title: str, data: np.ndarray | None = None
 ) -> Figure:
