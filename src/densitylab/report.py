@@ -180,8 +180,10 @@ def _why(m: dict, best: dict, one_setting: bool, compare) -> str:
         return "within noise of the best of these runs"
     epochs, best_epoch = m.get("epochs"), m.get("best_epoch")
     if epochs and best_epoch and best_epoch >= 0.9 * epochs:
+        longer = best.get("epochs") and best["epochs"] > epochs
         return (f"still improving when its {epochs}-epoch budget ran out (best epoch "
-                f"{best_epoch}): a longer budget goes further")
+                f"{best_epoch})" + (f"; the best run here, with {best['epochs']} epochs, went "
+                                    "further" if longer else ""))
     return ("converged earlier than its budget, worse beyond noise: training noise (batching "
             "and float rounding make the trajectories of one seed diverge)")
 
