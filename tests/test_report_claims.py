@@ -365,3 +365,17 @@ def test_the_page_links_the_images_and_continuous_flows_answers(tmp_path):
         assert all(f"<li>{escape(b)}</li>" in page for b in outcome.findings[1:])
     alone = render(outcomes[:1], tmp_path, True, table, table)
     assert "the study <code>continuous-flows</code> was not run" in alone
+
+
+def test_numpy_speed_explanation_only_where_size_separates_wins_from_losses():
+    from densitylab.experiments.engines import _where
+
+    configs = [(64, 32), (256, 32), (64, 128), (64, 512)]
+    se = {e: [0.0001] * 4 for e in ("NumPy", "torch (autograd)")}
+    clean = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.03, 0.1]}
+    assert "up to 8192 and loses at every one from 8192" not in _where(configs, clean, se)
+    assert "wins at every setting with batch x width up to 8192" not in _where(configs, clean, se)
+    separated = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.05, 0.1]}
+    assert "up to 8192 and loses at every one from 32768" in _where(configs, separated, se)
+    tie = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.04, 0.1]}
+    assert _where(configs, tie, se) == ""  # 64 x 128 = 8192 is a tie: no size separates them

@@ -168,7 +168,10 @@ def _where(configs, seconds, errors) -> str:
                for i, (b, w) in enumerate(configs)}
     wins = [b * w for (b, w), o in outcome.items() if o < 0]
     losses = [b * w for (b, w), o in outcome.items() if o > 0]
-    if wins and losses and max(wins) < min(losses):
+    separated = wins and losses and all(
+        (o < 0) if b * w <= max(wins) else (o > 0) if b * w >= min(losses) else True
+        for (b, w), o in outcome.items())
+    if separated:
         return (f": it wins at every setting with batch x width up to {max(wins)} and loses "
                 f"at every one from {min(losses)} (torch's larger fixed cost per operation "
                 "weighs most on small products)")
