@@ -245,7 +245,8 @@ def _layers_135(metrics: Metrics) -> list[str]:
                    + "; ".join(f"{d} " + "/".join(
                        f"{metrics[f'{d} K={k}']['sample_quality']['recall']:.3f}"
                        for k in (1, 3, 5)) for d in ("moons", "circles")) + ".")
-    bullets.append("Latent codes of the test points: " + _latent_sentence(
+    bullets.append("Latent codes of the test points (a perfect flow's are N(0, I): a round cloud "
+                   "with 39%, 86% and 99% of them within radius 1, 2 and 3): " + _latent_sentence(
         metrics, [f"{d} K={k}" for d in ("moons", "circles") for k in (1, 3, 5)]) + ".")
     widths = {m["hidden"][0]: m for lb, m in metrics.items() if lb.startswith("moons K=5")}
     if len(widths) > 1:
