@@ -345,8 +345,9 @@ def _realnvp_vs_glow(metrics: Metrics) -> list[str]:
         f"{against_gaussian('RealNVP', r)}; {against_gaussian('Glow', g)}.",
         f"{weight_rules('RealNVP', r)}; {weight_rules('Glow', g)}.",
         f"Training time: RealNVP {r['train_seconds']:.1f} s, Glow {g['train_seconds']:.1f} s "
-        "(RealNVP on densitylab's compiled engine, Glow on torch autograd: this compares "
-        "implementations as much as architectures).",
+        "(each on the engine densitylab's engine='auto' picks: the compiled one where it "
+        "supports the flow, else torch autograd; this compares implementations as much as "
+        "architectures).",
         *_convergence(metrics, ("RealNVP", "Glow")),
     ]
     for lb, m in (("RealNVP", r), ("Glow", g)):
