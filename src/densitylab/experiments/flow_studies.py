@@ -97,7 +97,7 @@ def _per_dataset(metrics: Metrics) -> list[str]:
         summary,
         easiest_and_hardest(metrics),
         "; ".join(against_gaussian(lb, m) for lb, m in metrics.items()) + ".",
-        "; ".join(weight_rules(lb, m) for lb, m in metrics.items()) + ".",
+        *(f"Test NLL by the weights kept, {weight_rules(lb, m)}." for lb, m in metrics.items()),
         *([_budget(metrics)] if _budget(metrics) else []),
         "; ".join(_samples(lb, m) for lb, m in metrics.items()) + ".",
         *_bridges(metrics),
