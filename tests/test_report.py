@@ -65,11 +65,11 @@ def test_experiments_in_parallel_give_the_results_of_one_at_a_time(tmp_path):
 
 
 def assert_same_numbers(a, b, path="metrics"):
-    """Equal structure and values (floats to 1e-9), timings aside."""
+    """Equal structure and values (floats to 1e-9), timings and the machine's load aside."""
     if isinstance(a, dict):
         assert a.keys() == b.keys(), path
         for key in a:
-            if not any(word in key for word in ("seconds", "time")):
+            if not any(word in key for word in ("seconds", "time", "load_average")):
                 assert_same_numbers(a[key], b[key], f"{path}.{key}")
     elif isinstance(a, list | tuple):
         assert len(a) == len(b), path
@@ -144,7 +144,8 @@ def layer_metrics(moons_gap: float, circles_gap: float, se: float) -> dict:
                           "test_nll_se": se, "hidden": [512], "latent_normality": latent,
                           "sample_quality": {"low_density_fraction": 0.02, "recall": 0.98},
                           "history": {"val_nll": [2.0] * 12, "train_nll": [2.0] * 12},
-                          "best_val_nll": 1.9, "best_epoch": 11, "epochs": 12}
+                          "best_val_nll": 1.9, "best_epoch": 11, "epochs": 12,
+                          "gaussian": {"test_nll": 3.0, "test_nll_se": se}}
         for data in ("moons", "circles") for k in (1, 3, 5)
     }
 
@@ -158,7 +159,14 @@ def test_layers_findings_call_a_dataset_easier_only_beyond_the_noise():
         layer_metrics(0.20, 0.40, se=0.01)))
     text = " ".join(_layers_135(layer_metrics(0.406, 0.403, se=0.04)))
     assert "K=5: moons 0.406 vs circles 0.403 (within noise)" in text
-    assert "KS 0.050" in text
+    assert "moons K=1 0.050" in text
+    assert "within noise of each other at every depth" in text
+    assert "No better than a single Gaussian" not in text
+    mixed = layer_metrics(0.40, 0.20, se=0.01)
+    mixed["moons K=3"]["test_nll"] = 3.5  # worse than the single Gaussian's 3.0
+    text = " ".join(_layers_135(mixed))
+    assert "No better than a single Gaussian beyond noise: moons K=3 is worse" in text
+    assert "circles is the easier data set at every depth; moons is never easier" in text
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def test_findings_are_recomputed_from_the_metrics_and_a_hand_edit_fails():
     outcome = depth_outcome()
     experiments.check_findings(outcome)  # as computed: passes
     text = " ".join(outcome.findings)
-    assert "K=4 fits better" in text and "rules disagree" in text
+    assert "K=4 fits better" in text and "final-weights rule says instead" in text
     for old, new in (("2.200", "2.100"),  # a number
                      ("K=4 fits better", "K=2 fits better"),  # a verdict
                      ("beats the single Gaussian", "is worse than the single Gaussian")):
@@ -70,6 +70,18 @@ def test_the_report_refuses_a_page_whose_text_was_edited(tmp_path):
     table = Table("t", ["a"], [])
     with pytest.raises(ValueError, match="depth: finding 1"):
         render([outcome], tmp_path, True, table, table)
+
+
+def test_a_summary_longer_than_three_sentences_is_refused():
+    from densitylab.report import _text, sentences
+
+    assert sentences("K=4 fits better (test NLL 2.524 against 2.638). Both agree.") == 2
+    assert sentences("Does depth help? Yes. Measured twice. Done.") == 4
+    outcome = depth_outcome()
+    assert _text(outcome)[0] == outcome.findings[0]
+    outcome.findings[0] += " One more. And another."
+    with pytest.raises(ValueError, match="depth: its summary has 5 sentences"):
+        _text(outcome)
 
 
 # -- sample quality that sees support and modes ------------------------------------------------
@@ -196,6 +208,24 @@ def test_layer_plots_never_strand_a_lone_panel():
     for ax in axes[1, 1:]:
         ax.set_visible(False)
     assert any("lone panel" in p for p in layout_problems(stranded))
+
+
+def test_two_plus_one_is_a_lone_panel_and_three_loss_panels_share_one_row():
+    from densitylab.plots._figure import Figure
+    from densitylab.plots._layout import layout_problems
+    from densitylab.plots.flows import loss_curves
+    from densitylab.training.result import History
+
+    two_plus_one = Figure(figsize=(8, 6), layout="constrained")
+    axes = two_plus_one.subplots(2, 2)
+    axes[1, 1].set_visible(False)
+    assert any("lone panel" in p for p in layout_problems(two_plus_one))
+    histories = {lb: History({"train_nll": [2.0, 1.5], "val_nll": [2.1, 1.6]}, [0.1, 0.2])
+                 for lb in "abc"}
+    fig = loss_curves(histories, groups={lb: (lb,) for lb in "abc"})
+    assert layout_problems(fig) == []
+    rows = {ax.get_subplotspec().rowspan.start for ax in fig.axes if ax.get_visible()}
+    assert rows == {0}
 
 
 def test_loss_curves_keep_one_colour_per_run_across_panels():
@@ -335,3 +365,17 @@ def test_the_page_links_the_images_and_continuous_flows_answers(tmp_path):
         assert all(f"<li>{escape(b)}</li>" in page for b in outcome.findings[1:])
     alone = render(outcomes[:1], tmp_path, True, table, table)
     assert "the study <code>continuous-flows</code> was not run" in alone
+
+
+def test_numpy_speed_explanation_only_where_size_separates_wins_from_losses():
+    from densitylab.experiments.engines import _where
+
+    configs = [(64, 32), (256, 32), (64, 128), (64, 512)]
+    se = {e: [0.0001] * 4 for e in ("NumPy", "torch (autograd)")}
+    clean = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.03, 0.1]}
+    assert "up to 8192 and loses at every one from 8192" not in _where(configs, clean, se)
+    assert "wins at every setting with batch x width up to 8192" not in _where(configs, clean, se)
+    separated = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.05, 0.1]}
+    assert "up to 8192 and loses at every one from 32768" in _where(configs, separated, se)
+    tie = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.04, 0.1]}
+    assert _where(configs, tie, se) == ""  # 64 x 128 = 8192 is a tie: no size separates them

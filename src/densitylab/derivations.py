@@ -14,11 +14,10 @@ import re
 Step = tuple[str, list[tuple[str, str]]]  # heading, [(prose, latex), ...]
 
 CONVENTION = (
-    "Direction, once for the whole page: f is the normalizing map, z = f(x), with layers "
-    "z_k = f_k(z_{k-1}) from z_0 = x to z_K = z. The coursework writes the generative map "
-    "instead, x = g(z) with g = g_K o ... o g_1; translation: g = f^-1, the coursework's "
-    "g_i^-1 is our layer f_(K+1-i), and its sum of inverse log-determinants is our "
-    "sum of log|det dz_k/dz_(k-1)|."
+    "Direction, once for the whole page: f maps data to latent, z = f(x), through layers "
+    "z_k = f_k(z_(k-1)) from z_0 = x to z_K = z. In one line, for the coursework, whose flow "
+    "maps z to x: its f is our f^-1 and its layer f_i our f_(K+1-i)^-1, while its coupling "
+    "y = f(x) of Tasks 2-6 runs our way (its y is our z)."
 )
 
 DERIVATIONS: list[Step] = [
@@ -113,6 +112,21 @@ DERIVATIONS: list[Step] = [
         ],
     ),
     (
+        "Why a flow leaks between modes",
+        [
+            ("With a Gaussian base, a flow's density is positive everywhere, so some mass "
+             "between two modes is unavoidable; how much is set by how far the Jacobian can "
+             "shrink there:",
+             r"p(x) = \mathcal{N}(f(x); 0, I)\,\left|\det \frac{\partial f(x)}{\partial x}\right|"),
+            ("To make p tiny on a gap between modes, f must either send the whole gap into "
+             "the Gaussian's far tail, or make |det df/dx| tiny there while the modes on both "
+             "sides keep it large. A coupling's determinant is exp of a sum of s(x_a), whose "
+             "networks are smooth and trained at finite size, so |det| cannot jump between "
+             "neighbouring points: the gap is thinned, never emptied. The sections measure "
+             "how much is left as the share of samples off the support.", ""),
+        ],
+    ),
+    (
         "Monte-Carlo log-likelihood",
         [
             ("The quantity a flow is trained and judged on is an expectation over the unknown "
@@ -197,7 +211,15 @@ def sample(n, layers, dim):                       # Task 8: x ~ p(x), with log p
     for layer in reversed(layers):                # z_K -> ... -> z_0 = x
         z, ld = layer.to_data(z)
         log_p = log_p - ld
-    return z, log_p""",
+    return z, log_p
+
+def sample_each_step(n, layers, dim):             # Task 8: samples after every layer
+    z = torch.randn(n, dim)
+    steps = [z]                                   # the prior first: z_K
+    for layer in reversed(layers):                # z_(K-1), ..., z_0 = x
+        z, _ = layer.to_data(z)
+        steps.append(z)
+    return steps                                  # the data last""",
 }
 
 # (source document, task, what it asks, where the page answers it: "#id")

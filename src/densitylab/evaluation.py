@@ -103,7 +103,7 @@ def evaluate_flow(
         "latent_normality": metrics.latent_normality(latent_codes(flow, test[:5000])),
         "sample_quality": metrics.sample_quality(
             samples, test, truth.log_prob if truth is not None else None, max_points=max_points
-        ),
+        ) | {"n_samples": n_samples},
     }
     if truth is not None:
         entropy = truth.entropy()

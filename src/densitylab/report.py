@@ -43,9 +43,10 @@ def _diagram(name: str) -> dict[str, str]:
 
     figures = {"coupling-inverse": (
         coupling_inverse_graph,
-        "Task 2: the inverse x = f^-1(y) as a computational graph. y_a passes through "
-        "unchanged and feeds the s and t networks, which are only evaluated, never inverted; "
-        "y_b is shifted by -t(y_a), then scaled elementwise by exp(-s(y_a)).")}
+        "Task 2: the inverse x = f^-1(z) as a computational graph (the coursework's y is this "
+        "page's z). z_a passes through unchanged and feeds the s and t networks, which are "
+        "only evaluated, never inverted; z_b is shifted by -t(z_a), then scaled elementwise "
+        "by exp(-s(z_a)).")}
     draw, caption = figures[name]
     buffer = io.BytesIO()
     draw().savefig(buffer, format="svg", metadata={"Date": None})
@@ -117,14 +118,31 @@ def environment() -> dict[str, Any]:
     }
 
 
+MAX_SUMMARY_SENTENCES = 3
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=[A-Z(])")
+
+
+def sentences(text: str) -> int:
+    """How many sentences ``text`` holds (a full stop, question or exclamation mark followed
+    by a capital starts a new one; decimals such as 2.524 do not)."""
+    return len(_SENTENCE_END.split(text.strip())) if text.strip() else 0
+
+
 def _text(outcome: Outcome) -> tuple[str, list[str]]:
     """The section's plain-language summary and its bullets (an outcome of another build may
-    carry one paragraph: then it is the summary)."""
+    carry one paragraph: then it is the summary). A summary of this build's experiments longer
+    than :data:`MAX_SUMMARY_SENTENCES` sentences is refused."""
     if isinstance(outcome.findings, str):
         return outcome.findings, []
     if not outcome.findings:
         return "", []
-    return outcome.findings[0], list(outcome.findings[1:])
+    from densitylab.experiments import registry
+
+    summary = outcome.findings[0]
+    if outcome.name in registry() and sentences(summary) > MAX_SUMMARY_SENTENCES:
+        raise ValueError(f"{outcome.name}: its summary has {sentences(summary)} sentences, "
+                         f"at most {MAX_SUMMARY_SENTENCES} fit the top of a section")
+    return summary, list(outcome.findings[1:])
 
 
 def reconciliation(outcomes: list[Outcome]) -> Table | None:
@@ -162,8 +180,10 @@ def _why(m: dict, best: dict, one_setting: bool, compare) -> str:
         return "within noise of the best of these runs"
     epochs, best_epoch = m.get("epochs"), m.get("best_epoch")
     if epochs and best_epoch and best_epoch >= 0.9 * epochs:
+        longer = best.get("epochs") and best["epochs"] > epochs
         return (f"still improving when its {epochs}-epoch budget ran out (best epoch "
-                f"{best_epoch}): a longer budget goes further")
+                f"{best_epoch})" + (f"; the best run here, with {best['epochs']} epochs, went "
+                                    "further" if longer else ""))
     return ("converged earlier than its budget, worse beyond noise: training noise (batching "
             "and float rounding make the trajectories of one seed diverge)")
 

@@ -506,8 +506,8 @@ def run_figures(result, test, truth, seed: int) -> dict:
     if flow.dim == 2:
         trace = [t.detach().double().numpy() for t in flow.trace_to_data(1000, seed=seed)]
         steps = len(trace) - 1
-        labels = (["prior z"] + [f"after layer {k}" for k in range(1, steps)] + ["data x"]
-                  if flow.config["builder"] != "cnf" else [f"t = {k / steps:.2f}" for k in range(steps + 1)])
+        labels = (flow_plots.trace_labels(steps) if flow.config["builder"] != "cnf"
+                  else [f"t = {k / steps:.2f}" for k in range(steps + 1)])
         figures["layers"] = flow_plots.trace_panels(trace, labels, "Samples after every layer, z -> x")
         bounds = truth.bounds() if truth is not None else flow_plots.robust_limits(test)
         grid = make_grid(bounds, 150)

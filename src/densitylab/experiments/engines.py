@@ -4,6 +4,7 @@ engine, from the same initial weights on the same batches: seconds per epoch and
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -47,8 +48,29 @@ def _train(engine: str, batch: int, width: int, x: np.ndarray, epochs: int):
             lambda points: flow_log_prob(result.flow, points))
 
 
+def load() -> float:
+    """The machine's 1-minute load average (NaN where the system does not report one)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def contention(metrics: dict) -> str:
+    """What the recorded load says about the timings, against the number of cores."""
+    loads, cores = metrics.get("load_average"), metrics.get("cores")
+    if not loads or not cores or any(math.isnan(v) for v in loads):
+        return "The machine's load was not recorded."
+    text = (f"The runner ran this study alone; the machine's 1-minute load average was "
+            f"{loads[0]:.1f} at its start and {loads[1]:.1f} at its end, on {cores} cores")
+    if max(loads) > cores:
+        return text + ": other processes competed for the cores, so read the timings as ratios."
+    return text + "."
+
+
 def run_engines(out: Path, quick: bool) -> Outcome:
     start = time.perf_counter()
+    load_at_start = load()
     moons = datasets.get("moons")
     x, test = moons.sample(1500, seed=0), moons.sample(20000, seed=1)
     epochs = 3 if quick else 8  # the first is warm-up, dropped
@@ -82,12 +104,12 @@ def run_engines(out: Path, quick: bool) -> Outcome:
         figures={"seconds-per-epoch.png": f"Median seconds per epoch of each implementation "
                  f"over epochs 2-{epochs} (the first, warm-up, dropped), with error bars of two "
                  "standard errors; RealNVP K=4 on moons (N=1500); one group per batch size and "
-                 "network width. Measured alone: the runner never runs this study beside "
-                 "another."},
+                 "network width."},
         tables=[Table(f"Median seconds per epoch (epochs 2-{epochs}) and test NLL on 20,000 "
                       "fresh points (torch/NumPy > 1 means NumPy is faster)",
                       columns + ["torch/NumPy"], rows)],
         metrics={"seconds_per_epoch": seconds, "seconds_per_epoch_se": errors,
+                 "load_average": [load_at_start, load()], "cores": os.cpu_count(),
                  "configs": [list(c) for c in configs],
                  "test_nll": {f"{e} b{b} w{w}": v for (e, b, w), v in nll.items()}},
         seconds=time.perf_counter() - start,
@@ -100,13 +122,13 @@ def engines_findings(metrics: dict) -> list[str]:
     seconds, errors = metrics["seconds_per_epoch"], metrics["seconds_per_epoch_se"]
     nll = {(e, b, w): metrics["test_nll"][f"{e} b{b} w{w}"] for e in ENGINES
            for b, w in configs}
-    return _findings(configs, seconds, errors, nll)
+    return _findings(configs, seconds, errors, nll) + [contention(metrics)]
 
 
 def _findings(configs, seconds, errors, nll) -> list[str]:
     """Speed claims by the page's rule: a difference in seconds per epoch counts only beyond
     two standard errors of the difference (medians over the epochs after warm-up)."""
-    from densitylab.experiments.findings import compare
+    from densitylab.experiments.findings import best_group, compare
 
     wins, losses, ties = [], [], []
     for i, (b, w) in enumerate(configs):
@@ -119,7 +141,8 @@ def _findings(configs, seconds, errors, nll) -> list[str]:
         else:
             ties.append(f"batch {b}, width {w}")
     spread = max(abs(nll["NumPy", b, w] - nll["torch (autograd)", b, w]) for b, w in configs)
-    fastest = {c: min(ENGINES, key=lambda e, i=i: seconds[e][i]) for i, c in enumerate(configs)}
+    fastest = {c: best_group({e: (seconds[e][i], errors[e][i]) for e in ENGINES})
+               for i, c in enumerate(configs)}
     bullets = [f"NumPy faster than torch autograd at {', '.join(wins) or 'no setting'}."]
     if losses:
         bullets.append(f"Torch faster than NumPy at {', '.join(losses)}.")
@@ -127,10 +150,29 @@ def _findings(configs, seconds, errors, nll) -> list[str]:
         bullets.append(f"Within noise (two standard errors of the medians): {'; '.join(ties)}.")
     bullets.append(f"From the same weights on the same batches, the test NLLs differ by at most "
                    f"{spread:.4f} nats (float32 torch against float64 NumPy).")
-    bullets.append("Fastest per setting (median): " + ", ".join(
-        f"batch {b}/width {w}: {e}" for (b, w), e in fastest.items()) + ".")
-    summary = (f"NumPy beats torch autograd at {len(wins)} of {len(configs)} settings (small "
-               "tensors, where a framework's fixed cost per operation dominates) and loses at "
-               f"{len(losses)} (large matrix products); from the same weights their test NLLs "
-               f"differ by at most {spread:.3f} nats.")
+    bullets.append("Fastest per setting (median; ties within noise joined by /): " + ", ".join(
+        f"batch {b}/width {w}: {' / '.join(group)}" for (b, w), group in fastest.items()) + ".")
+    summary = (f"NumPy beats torch autograd at {len(wins)} of {len(configs)} settings and loses "
+               f"at {len(losses)}{_where(configs, seconds, errors)}; from the same weights "
+               f"their test NLLs differ by at most {spread:.3f} nats.")
     return [summary, *bullets]
+
+
+def _where(configs, seconds, errors) -> str:
+    """Where the wins and losses fall by batch x width (the size of each matrix product),
+    when one size separates them."""
+    from densitylab.experiments.findings import compare
+
+    outcome = {(b, w): compare(seconds["NumPy"][i], errors["NumPy"][i],
+                               seconds["torch (autograd)"][i], errors["torch (autograd)"][i])
+               for i, (b, w) in enumerate(configs)}
+    wins = [b * w for (b, w), o in outcome.items() if o < 0]
+    losses = [b * w for (b, w), o in outcome.items() if o > 0]
+    separated = wins and losses and all(
+        (o < 0) if b * w <= max(wins) else (o > 0) if b * w >= min(losses) else True
+        for (b, w), o in outcome.items())
+    if separated:
+        return (f": it wins at every setting with batch x width up to {max(wins)} and loses "
+                f"at every one from {min(losses)} (torch's larger fixed cost per operation "
+                "weighs most on small products)")
+    return ""

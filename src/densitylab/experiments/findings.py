@@ -145,12 +145,21 @@ def weight_rules(label: str, m: dict[str, Any]) -> str:
     decided on the paired standard error of their difference (the same test points)."""
     best = (m["test_nll"], m["test_nll_se"])
     final = (m["final_test_nll"], m["final_test_nll_se"])
+    if m["best_epoch"] == m["epochs_run"]:
+        return (f"{label}: the best-validation weights are the final ones (epoch "
+                f"{m['best_epoch']}), test NLL {best[0]:.3f}")
     # one model against another on the same test points: the paired standard error
     outcome = compare(best[0], m["final_minus_best_se"], final[0], 0.0)
-    verdict = {0: "within noise", -1: "best-validation weights better beyond noise",
-               1: "final weights better beyond noise"}[outcome]
+    verdict = {0: "within noise", -1: "best-validation better", 1: "final better"}[outcome]
+    noise = f"{Z:g} paired SE = {Z * m['final_minus_best_se']:.3f}"
+    if final[1] > HEAVY_TAIL * best[1]:
+        noise += (f"; the final weights' SE {final[1]:.3f} is over {HEAVY_TAIL:g} times the "
+                  "best's: a few test points given almost no density carry their mean")
     return (f"{label}: best-validation weights (epoch {m['best_epoch']}) {best[0]:.3f}, final "
-            f"weights (epoch {m['epochs_run']}) {final[0]:.3f}: {verdict}")
+            f"(epoch {m['epochs_run']}) {final[0]:.3f}: {verdict} ({noise})")
+
+
+HEAVY_TAIL = 10.0  # an SE this many times another's: the mean is carried by a few points
 
 
 def verdict_under(metrics: Metrics, first: str, second: str, rule: str) -> int:

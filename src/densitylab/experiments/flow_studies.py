@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from densitylab.experiments.findings import (
     Metrics,
     against_gaussian,
@@ -44,23 +46,41 @@ def _samples(label: str, m: dict) -> str:
             f"{quality['precision']:.3f}, recall {quality['recall']:.3f}")
 
 
+def _off_support_se(m: dict) -> float:
+    """Binomial standard error of a sampler's off-support share."""
+    p = _off_support(m)
+    return math.sqrt(max(p * (1 - p), 0.0) / m["sample_quality"].get("n_samples", 5000))
+
+
 def _bridges(metrics: Metrics) -> list[str]:
-    """Where the multimodal fits leak density between modes, measured; and why they must."""
+    """Where the multimodal fits leak density between modes, measured (why they must: the
+    derivation "Why a flow leaks between modes")."""
     multimodal = {lb: m for lb, m in metrics.items()
                   if m["data"] in ("gaussians-rot", "gaussians-grid", "checkerboard")}
     leaking = {lb: m for lb, m in multimodal.items()
-               if _off_support(m) > 2 * OFF_SUPPORT_PERFECT}
+               if compare(_off_support(m), _off_support_se(m), OFF_SUPPORT_PERFECT, 0.0) > 0}
     if not leaking:
         return []
     return [
-        "Density between the modes (off-support share above twice a perfect sampler's "
-        f"{OFF_SUPPORT_PERFECT}): " + ", ".join(f"{lb} {_off_support(m):.3f}"
-                                                for lb, m in leaking.items())
-        + ". Why: p(x) = N(f(x)) |det df/dx|, so emptying the gap between two modes needs the "
-        "Jacobian to vanish there or f to throw the gap far into the Gaussian's tail; "
-        "networks of this size keep the Jacobian bounded, so the density between modes can "
-        "be thinned but not removed."
+        "Density between the modes, beyond noise (off-support share against about "
+        f"{OFF_SUPPORT_PERFECT} for a perfect sampler): "
+        + ", ".join(f"{lb} {_off_support(m):.3f} ± {_off_support_se(m):.3f}"
+                    for lb, m in leaking.items())
+        + ". A flow with a Gaussian base cannot empty a gap; see the derivation \"Why a flow "
+        "leaks between modes\"."
     ]
+
+
+def _budget(metrics: Metrics) -> str:
+    """Which runs were still improving when their budget ran out (best epoch in its last
+    tenth): their verdicts hold at this budget, not for the architecture."""
+    late = [lb for lb, m in metrics.items() if m["best_epoch"] >= 0.9 * m["epochs"]]
+    if not late:
+        return ""
+    return ("Still improving when the budget ran out (best epoch in the last tenth): "
+            + ", ".join(f"{lb} (epoch {metrics[lb]['best_epoch']} of "
+                        f"{metrics[lb]['epochs']})" for lb in late)
+            + ": the verdict holds at this budget.")
 
 
 def _per_dataset(metrics: Metrics) -> list[str]:
@@ -77,29 +97,51 @@ def _per_dataset(metrics: Metrics) -> list[str]:
         summary,
         easiest_and_hardest(metrics),
         "; ".join(against_gaussian(lb, m) for lb, m in metrics.items()) + ".",
-        "; ".join(weight_rules(lb, m) for lb, m in metrics.items()) + ".",
+        *(f"Test NLL by the weights kept, {weight_rules(lb, m)}." for lb, m in metrics.items()),
+        *([_budget(metrics)] if _budget(metrics) else []),
         "; ".join(_samples(lb, m) for lb, m in metrics.items()) + ".",
         *_bridges(metrics),
     ]
 
 
-def _two_runs(metrics: Metrics, first: str, second: str, factor: str, question: str
-              ) -> list[str]:
-    """The findings of a two-run coursework comparison (Tasks 10-12), under both rules."""
-    outcome = verdict_under(metrics, first, second, "")
-    answer = {-1: f"{first} fits better", 1: f"{second} fits better",
-              0: f"{factor} makes no difference beyond noise"}[outcome]
+def _leak_versus(metrics: Metrics, first: str, second: str) -> str:
+    """The two runs' off-support shares compared by the page's rule (binomial errors)."""
     a, b = metrics[first], metrics[second]
+    outcome = compare(_off_support(a), _off_support_se(a), _off_support(b), _off_support_se(b))
+    shares = (f"{first} {_off_support(a):.3f} ± {_off_support_se(a):.3f}, {second} "
+              f"{_off_support(b):.3f} ± {_off_support_se(b):.3f}")
+    perfect = (f" (a perfect sampler: about {OFF_SUPPORT_PERFECT}; why a flow cannot reach it: "
+               "the derivation \"Why a flow leaks between modes\")")
+    if outcome == 0:
+        return f"Samples off the support: {shares}, within noise{perfect}."
+    fewer = first if outcome < 0 else second
+    return (f"Samples off the support: {shares}; {fewer} puts fewer between the modes beyond "
+            f"noise{perfect}.")
+
+
+def _two_runs(metrics: Metrics, first: str, second: str, factor: str, question: str,
+              key: str = "test_nll") -> list[str]:
+    """The findings of a two-run coursework comparison (Tasks 10-12), under both rules.
+    ``key``: ``"test_nll"`` (same law) or ``"entropy_gap"`` (different laws: the gap to each
+    law's own entropy, KL(true || model))."""
+    a, b = metrics[first], metrics[second]
+    outcome = compare(a[key], a["test_nll_se"], b[key], b["test_nll_se"])
+    final = compare(a[f"final_{key}"], a["final_test_nll_se"], b[f"final_{key}"],
+                    b["final_test_nll_se"])
+    words = {-1: f"{first} fits better", 1: f"{second} fits better",
+             0: f"{factor} makes no difference beyond noise"}
+    what = "test NLL" if key == "test_nll" else "KL(true || model)"
+    agree = ("Both weight-keeping rules give this verdict." if final == outcome else
+             f"The coursework's final-weights rule says instead: {words[final]}.")
     return [
-        f"{question} On 20,000 fresh test points, {answer} "
-        f"(test NLL {a['test_nll']:.3f} against {b['test_nll']:.3f}). "
-        + rules_agree(metrics, first, second),
+        f"{question} On 20,000 fresh test points, {words[outcome]} ({what} {a[key]:.3f} "
+        f"against {b[key]:.3f}). {agree}",
         f"{describe(first, a)}; {describe(second, b)}.",
-        pairwise(metrics, first, second, factor),
+        versus(first, a[key], a["test_nll_se"], second, b[key], b["test_nll_se"], what) + ".",
         f"{weight_rules(first, a)}; {weight_rules(second, b)}.",
+        *([_budget(metrics)] if _budget(metrics) else []),
+        _leak_versus(metrics, first, second),
         f"{against_gaussian(first, a)}; {against_gaussian(second, b)}.",
-        f"{_samples(first, a)}; {_samples(second, b)}.",
-        *_bridges(metrics),
     ]
 
 
@@ -118,34 +160,59 @@ def _data_size(metrics: Metrics) -> list[str]:
 
 
 def _complexity(metrics: Metrics) -> list[str]:
-    a, b = metrics["3 Gaussians"], metrics["7 Gaussians"]
-    outcome = compare(a["entropy_gap"], a["test_nll_se"], b["entropy_gap"], b["test_nll_se"])
-    answer = {-1: "three Gaussians are fitted better", 1: "seven Gaussians are fitted better",
-              0: "the two are fitted equally well within noise"}[outcome]
-    final = compare(a["final_entropy_gap"], a["final_test_nll_se"], b["final_entropy_gap"],
-                    b["final_test_nll_se"])
-    agree = ("Both weight-keeping rules agree." if final == outcome else
-             "The coursework's final-weights rule gives a different verdict.")
-    return [
-        f"Measured as KL(true || model), the excess of the test NLL over each law's own "
-        f"entropy, {answer}. {agree}",
-        f"{describe('3 Gaussians', a)}; {describe('7 Gaussians', b)}.",
-        versus("3 Gaussians", a["entropy_gap"], a["test_nll_se"], "7 Gaussians",
-               b["entropy_gap"], b["test_nll_se"], "KL(true || model)") + ".",
-        f"{weight_rules('3 Gaussians', a)}; {weight_rules('7 Gaussians', b)}.",
-        f"{against_gaussian('3 Gaussians', a)}; {against_gaussian('7 Gaussians', b)}.",
-        f"{_samples('3 Gaussians', a)}; {_samples('7 Gaussians', b)}.",
-        *_bridges(metrics),
-    ]
+    return _two_runs(metrics, "3 Gaussians", "7 Gaussians", "the number of modes",
+                     "Which law does the flow fit better, measured against each law's own "
+                     "entropy?", key="entropy_gap")
 
 
 def _latent_sentence(metrics: Metrics, labels: list[str]) -> str:
-    parts = []
-    for lb in labels:
-        ln = metrics[lb]["latent_normality"]
-        parts.append(f"{lb}: KS {ln['ks_statistic']:.3f} (p={ln['ks_pvalue']:.2g}), Mardia "
-                     f"kurtosis p={ln['mardia_kurtosis_pvalue']:.2g}")
-    return "; ".join(parts)
+    """KS distance of the test points' |z|^2 from chi^2(2) per run, and which runs a 5% test
+    (on either the KS or Mardia's kurtosis) still tells from N(0, I)."""
+    ks = ", ".join(f"{lb} {metrics[lb]['latent_normality']['ks_statistic']:.3f}"
+                   for lb in labels)
+    rejected = [lb for lb in labels
+                if min(metrics[lb]["latent_normality"]["ks_pvalue"],
+                       metrics[lb]["latent_normality"]["mardia_kurtosis_pvalue"]) < 0.05]
+    verdict = (f"a 5% test (KS or Mardia's kurtosis) tells the codes from N(0, I) for "
+               f"{len(rejected)} of {len(labels)} runs"
+               + (f" (not for {', '.join(lb for lb in labels if lb not in rejected)})"
+                  if 0 < len(rejected) < len(labels) else ""))
+    return f"KS distance of |z|^2 from chi^2(2) (0 for a perfect flow): {ks}; {verdict}"
+
+
+def _easier(verdicts: dict[int, int]) -> str:
+    """Which data set is easier, from the per-depth verdicts (-1 moons, +1 circles, 0 tie)."""
+    moons = [k for k, v in verdicts.items() if v < 0]
+    circles = [k for k, v in verdicts.items() if v > 0]
+    ties = [k for k, v in verdicts.items() if v == 0]
+
+    def at(ks):
+        return "every depth" if len(ks) == len(verdicts) else "K=" + "/".join(map(str, ks))
+    if moons and circles:
+        return (f"which data set is easier depends on the depth (moons at {at(moons)}, "
+                f"circles at {at(circles)})")
+    if not moons and not circles:
+        return "the two data sets are within noise of each other at every depth"
+    easier, other = ("moons", "circles") if moons else ("circles", "moons")
+    return (f"{easier} is the easier data set at {at(moons or circles)}"
+            + (f", within noise at {at(ties)}" if ties else "") + f"; {other} is never easier")
+
+
+def _hole(metrics: Metrics) -> str:
+    """Where circles' samples land off the support more than moons' (its empty centre is one
+    more gap a flow can only thin), depth by depth, by the page's rule on binomial errors."""
+    more = {}
+    for k in (1, 3, 5):
+        mo, ci = metrics[f"moons K={k}"], metrics[f"circles K={k}"]
+        more[k] = compare(_off_support(ci), _off_support_se(ci), _off_support(mo),
+                          _off_support_se(mo))
+    circles_worse = [k for k, v in more.items() if v > 0]
+    listing = ", ".join(f"K={k} {_off_support(metrics[f'circles K={k}']):.3f} against "
+                        f"{_off_support(metrics[f'moons K={k}']):.3f}" for k in more)
+    return ("Why circles is harder where it is: its samples fall off the support more than "
+            f"moons' beyond noise at {len(circles_worse)} of 3 depths ({listing}); the empty "
+            "centre of the circles is a gap the flow can thin but not empty (the derivation "
+            "\"Why a flow leaks between modes\").")
 
 
 def _layers_135(metrics: Metrics) -> list[str]:
@@ -157,6 +224,12 @@ def _layers_135(metrics: Metrics) -> list[str]:
         best = best_sentence({k: (m["test_nll"], m["test_nll_se"]) for k, m in depth_runs.items()},
                              "test NLL")
         bullets.append(f"{data}, test NLL by depth: {listing}; {best}.")
+    not_beating = [lb for lb, m in metrics.items()
+                   if compare(m["test_nll"], m["test_nll_se"], m["gaussian"]["test_nll"],
+                              m["gaussian"]["test_nll_se"]) >= 0]
+    if not_beating:
+        bullets.append("No better than a single Gaussian beyond noise: " + "; ".join(
+            against_gaussian(lb, metrics[lb]) for lb in not_beating) + ".")
     per_k = []
     for k in (1, 3, 5):
         mo, ci = metrics[f"moons K={k}"], metrics[f"circles K={k}"]
@@ -165,31 +238,32 @@ def _layers_135(metrics: Metrics) -> list[str]:
         verdict = {-1: "moons easier", 1: "circles easier", 0: "within noise"}[verdicts[k]]
         per_k.append(f"K={k}: moons {mo['entropy_gap']:.3f} vs circles {ci['entropy_gap']:.3f} "
                      f"({verdict})")
-    if len(set(verdicts.values())) == 1:
-        answer = {-1: "moons is the easier data set at every depth",
-                  1: "circles is the easier data set at every depth",
-                  0: "the two data sets are within noise of each other at every depth"}[
-                      verdicts[1]]
-    else:
-        answer = "which data set is easier depends on the depth"
+    answer = _easier(verdicts)
     bullets.append("KL(true || model) by depth (nats): " + "; ".join(per_k) + ".")
-    bullets.append("Samples, K=1/3/5: " + "; ".join(
-        f"{d} off-support " + "/".join(f"{_off_support(metrics[f'{d} K={k}']):.3f}"
-                                       for k in (1, 3, 5))
-        + ", recall " + "/".join(f"{metrics[f'{d} K={k}']['sample_quality']['recall']:.3f}"
-                                 for k in (1, 3, 5)) for d in ("moons", "circles")) + ".")
-    bullets.append(
-        "Latent codes of test points (a perfect flow gives N(0, I): KS of |z|^2 against "
-        "chi^2(2) near 0): " + _latent_sentence(metrics, [f"{d} K={k}" for d in ("moons",
-                                                                              "circles")
-                                                        for k in (1, 3, 5)]) + ".")
+    bullets.append(_hole(metrics))
+    bullets.append("Support recall of the samples (1: every data region reached), K=1/3/5: "
+                   + "; ".join(f"{d} " + "/".join(
+                       f"{metrics[f'{d} K={k}']['sample_quality']['recall']:.3f}"
+                       for k in (1, 3, 5)) for d in ("moons", "circles")) + ".")
+    bullets.append("Latent codes of the test points (a perfect flow's are N(0, I): a round cloud "
+                   "with 39%, 86% and 99% of them within radius 1, 2 and 3): " + _latent_sentence(
+        metrics, [f"{d} K={k}" for d in ("moons", "circles") for k in (1, 3, 5)]) + ".")
     widths = {m["hidden"][0]: m for lb, m in metrics.items() if lb.startswith("moons K=5")}
     if len(widths) > 1:
         listing = ", ".join(f"{h}: {widths[h]['test_nll']:.3f} ± {widths[h]['test_nll_se']:.3f}"
                             for h in sorted(widths))
-        best = best_sentence({f"width {h}": (m["test_nll"], m["test_nll_se"])
-                              for h, m in widths.items()}, "test NLL")
-        bullets.append(f"Width sweep, moons K=5 (width: test NLL): {listing}; {best}.")
+        estimates = {f"width {h}": (m["test_nll"], m["test_nll_se"]) for h, m in widths.items()}
+        group = best_group(estimates)
+        worse = [lb for lb in (f"width {h}" for h in sorted(widths)) if lb not in group]
+        order = [h for h in sorted(widths)]
+        monotone = all(widths[a]["test_nll"] >= widths[b]["test_nll"]
+                       for a, b in zip(order, order[1:], strict=False))
+        bullets.append(
+            f"Width sweep, moons K=5 (width: test NLL): {listing}; "
+            + best_sentence(estimates, "test NLL")
+            + (f"; worse beyond noise: {', '.join(worse)}" if worse else "")
+            + ("; a wider network is better at every step" if monotone else
+               "; the test NLL does not fall steadily with the width") + ".")
     early = {lb: m["history"]["val_nll"][9] for lb, m in metrics.items()
              if len(m["history"]["val_nll"]) >= 10}
     if early:
@@ -229,7 +303,30 @@ def _convergence(metrics: Metrics, labels: tuple[str, str], margin: float = 0.05
             first_by[clock] = None if tie else order[0]
         text += " First there: " + ", ".join(
             f"in {clock}, {who or 'a tie'}" for clock, who in first_by.items()) + "."
+        if "RealNVP" in labels:
+            held = [clock for clock, who in first_by.items() if who == "RealNVP"]
+            text += (" The project's claim that RealNVP converges faster holds "
+                     + (f"in {' and '.join(held)} only." if len(held) == 1 else
+                        "by both clocks." if held else "by neither clock."))
     return [text]
+
+
+def _overfits(label: str, m: dict) -> list[str]:
+    """"Overfits" only when, from the best validation epoch to the last, the test NLL rose
+    beyond noise while the training NLL fell (the model learning its own points); a rise with
+    the training NLL not falling is drift, said as such."""
+    rise = m["final_test_nll"] - m["test_nll"]
+    if compare(m["test_nll"], m["final_minus_best_se"], m["final_test_nll"], 0.0) >= 0:
+        return []
+    train = m["history"]["train_nll"]
+    fall = train[m["best_epoch"] - 1] - train[m["epochs_run"] - 1]
+    what = (f"overfits: from its best validation epoch {m['best_epoch']} to its last "
+            f"({m['epochs_run']}) the training NLL fell by {fall:.3f} while the test NLL rose "
+            f"by {rise:.3f}, beyond noise" if fall > 0 else
+            f"drifts: its test NLL is {rise:.3f} nats worse at its last epoch "
+            f"({m['epochs_run']}) than at its best validation epoch {m['best_epoch']}, beyond "
+            f"noise, while its training NLL did not fall ({-fall:+.3f})")
+    return [f"{label} {what}."]
 
 
 def _realnvp_vs_glow(metrics: Metrics) -> list[str]:
@@ -248,16 +345,13 @@ def _realnvp_vs_glow(metrics: Metrics) -> list[str]:
         f"{against_gaussian('RealNVP', r)}; {against_gaussian('Glow', g)}.",
         f"{weight_rules('RealNVP', r)}; {weight_rules('Glow', g)}.",
         f"Training time: RealNVP {r['train_seconds']:.1f} s, Glow {g['train_seconds']:.1f} s "
-        "(RealNVP on densitylab's compiled engine, Glow on torch autograd: this compares "
-        "implementations as much as architectures).",
+        "(each on the engine densitylab's engine='auto' picks: the compiled one where it "
+        "supports the flow, else torch autograd; this compares implementations as much as "
+        "architectures).",
         *_convergence(metrics, ("RealNVP", "Glow")),
     ]
     for lb, m in (("RealNVP", r), ("Glow", g)):
-        rise = m["final_test_nll"] - m["test_nll"]
-        if compare(m["test_nll"], m["final_minus_best_se"], m["final_test_nll"], 0.0) < 0:
-            bullets.append(f"{lb} overfits: its test NLL is {rise:.3f} nats worse at its last "
-                           f"epoch ({m['epochs_run']}) than at its best validation epoch "
-                           f"{m['best_epoch']}, beyond noise.")
+        bullets += _overfits(lb, m)
     more_modes = g["mode_coverage"]["n_covered"] - r["mode_coverage"]["n_covered"]
     recall = compare(g["sample_quality"]["recall"], recall_se(g["sample_quality"]["recall"]),
                      r["sample_quality"]["recall"], recall_se(r["sample_quality"]["recall"]),

@@ -82,12 +82,12 @@ def _panels_per_row(fig: Figure) -> int:
 
 
 def _lone_panels(fig: Figure) -> bool:
-    """Whether a grid has a row holding one panel while another of its rows holds three or
-    more: a lone panel stranded on a row of its own (use fewer columns)."""
+    """Whether a grid has a row holding one panel while another of its rows holds two or
+    more: a lone panel stranded on a row of its own (2 + 1 belongs on one row of 3)."""
     grids: dict[int, list[int]] = {}
     for (grid, _), count in _row_counts(fig).items():
         grids.setdefault(grid, []).append(count)
-    return any(min(counts) == 1 and max(counts) >= 3 for counts in grids.values())
+    return any(min(counts) == 1 and max(counts) >= 2 for counts in grids.values())
 
 
 def layout_problems(fig: Figure) -> list[str]:

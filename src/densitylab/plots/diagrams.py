@@ -11,10 +11,10 @@ _NODE = dict(boxstyle="round,pad=0.02,rounding_size=0.05", linewidth=1.2)
 
 
 def coupling_inverse_graph() -> Figure:
-    """The inverse ``x = f^{-1}(y)`` of an affine coupling as a computational graph.
+    """The inverse ``x = f^{-1}(z)`` of an affine coupling as a computational graph.
 
-    Inputs ``y_a`` and ``y_b`` on the left, outputs ``x_a`` and ``x_b`` on the right; the
-    networks ``s`` and ``t`` read ``y_a`` (which equals ``x_a``), so they are only evaluated,
+    Inputs ``z_a`` and ``z_b`` on the left, outputs ``x_a`` and ``x_b`` on the right; the
+    networks ``s`` and ``t`` read ``z_a`` (which equals ``x_a``), so they are only evaluated,
     never inverted.
     """
     with rc_context({"mathtext.fontset": "cm"}):
@@ -23,12 +23,12 @@ def coupling_inverse_graph() -> Figure:
         ax.set(xlim=(0, 10), ylim=(0, 4.3))
         ax.axis("off")
         nodes = {  # name: (centre x, centre y, width, label, colour)
-            "ya": (0.7, 3.5, 0.9, r"$y_a$", "#dbe9f6"),
-            "yb": (0.7, 0.7, 0.9, r"$y_b$", "#dbe9f6"),
+            "ya": (0.7, 3.5, 0.9, r"$z_a$", "#dbe9f6"),
+            "yb": (0.7, 0.7, 0.9, r"$z_b$", "#dbe9f6"),
             "s": (3.3, 2.6, 1.5, r"$s(\cdot)$ net", "#fde2c8"),
             "t": (3.3, 1.7, 1.5, r"$t(\cdot)$ net", "#fde2c8"),
-            "exp": (5.9, 2.6, 1.7, r"$\exp(-s(y_a))$", "#eeeeee"),
-            "minus": (5.9, 0.7, 1.7, r"$y_b - t(y_a)$", "#eeeeee"),
+            "exp": (5.9, 2.6, 1.7, r"$\exp(-s(z_a))$", "#eeeeee"),
+            "minus": (5.9, 0.7, 1.7, r"$z_b - t(z_a)$", "#eeeeee"),
             "times": (7.7, 0.7, 0.7, r"$\odot$", "#eeeeee"),
             "xa": (9.3, 3.5, 0.9, r"$x_a$", "#dff0d8"),
             "xb": (9.3, 0.7, 0.9, r"$x_b$", "#dff0d8"),
@@ -53,7 +53,7 @@ def coupling_inverse_graph() -> Figure:
                 ax.text((start[0] + end[0]) / 2, start[1] + 0.12, text, ha="center",
                         fontsize=9, color="#555555")
 
-        arrow("ya", "right", "xa", "left", "copied unchanged: x_a = y_a")
+        arrow("ya", "right", "xa", "left", "copied unchanged: x_a = z_a")
         arrow("ya", "right", "s", "left")
         arrow("ya", "right", "t", "left")
         arrow("s", "right", "exp", "left")
@@ -62,6 +62,6 @@ def coupling_inverse_graph() -> Figure:
         arrow("minus", "right", "times", "left")
         arrow("exp", "bottom", "times", "top")
         arrow("times", "right", "xb", "left")
-        ax.set_title(r"Inverse of an affine coupling: $x_a = y_a$,  "
-                     r"$x_b = (y_b - t(y_a)) \odot \exp(-s(y_a))$", fontsize=11)
+        ax.set_title(r"Inverse of an affine coupling: $x_a = z_a$,  "
+                     r"$x_b = (z_b - t(z_a)) \odot \exp(-s(z_a))$", fontsize=11)
     return fig

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from densitylab.plots._figure import Figure
-from densitylab.plots._layout import balanced_grid, wrap_title
+from densitylab.plots._layout import MAX_ASPECT, balanced_axes, balanced_grid, wrap_title
 
 POINT = dict(s=3, alpha=0.5, linewidths=0)
 
@@ -55,29 +55,35 @@ def loss_curves(
 
     At most three runs (six curves) share a panel: ``groups`` (``{panel title: [run labels]}``)
     says which runs go together; by default consecutive runs are grouped by three. Panels sit
-    side by side, at most two in a row, with the legend under each."""
+    side by side, at most three in a row, the rows balanced (3 panels: one row, never 2 + 1),
+    with the legend under each."""
     labels = list(histories)
     if groups is None:
         chunks = [labels[i:i + RUNS_PER_LOSS_PANEL]
                   for i in range(0, len(labels), RUNS_PER_LOSS_PANEL)]
         groups = {"" if len(chunks) == 1 else ", ".join(c): c for c in chunks}
     n = len(groups)
-    cols = min(n, 2)
-    rows = -(-n // cols)
-    fig = Figure(figsize=(6.2 * cols, 4.6 * rows + 0.3), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    cols, rows = balanced_grid(n, max_cols=3)
+    width = 6.2 if cols < 3 else 5.0
+    fig = Figure(figsize=(width * cols, 4.6 * rows + 0.3), layout="constrained")
+    axes = balanced_axes(fig.subplots(rows, cols, squeeze=False), n)
     # one colour per run on every panel: a run shown twice keeps its colour
     colour = {lb: f"C{i % 10}" for i, lb in enumerate(dict.fromkeys(
         lb for members in groups.values() for lb in members))}
-    for ax, (name, members) in zip(axes, groups.items(), strict=False):
+    for ax, (name, members) in zip(axes, groups.items(), strict=True):
         _loss_axes(ax, {lb: histories[lb] for lb in members}, entropy,
                    [colour[lb] for lb in members], ylabel)
         if name:
-            ax.set_title(name, fontsize=10)
-    for ax in axes[n:]:
-        ax.set_visible(False)
+            ax.set_title(wrap_title(name, 0.8 * width), fontsize=10)
     fig.suptitle(title)
     return fig
+
+
+def trace_labels(steps: int) -> list[str]:
+    """Panel titles of a trace of ``steps`` layers, prior first, in the page's direction
+    (layers map x = z_0 -> z_1 -> ... -> z_K = z, so sampling runs z_K -> ... -> z_0)."""
+    return ([f"$z = z_{{{steps}}}$ (prior)"] + [f"$z_{{{k}}}$" for k in range(steps - 1, 0, -1)]
+            + ["$x = z_0$ (data)"])
 
 
 def trace_panels(
@@ -136,10 +142,17 @@ def panel_row(draw, panels: Mapping[str, tuple], title: str, size: float = 4.2,
               per_row: int = 4, shared_limits=None) -> Figure:
     """One panel per entry: ``draw(ax, *arguments, title=label)`` for ``label: arguments``,
     at most ``per_row`` panels in a row. ``shared_limits``: axis limits every panel uses
-    (passed to ``draw`` as ``limits=``), so the panels compare on the same axes."""
+    (passed to ``draw`` as ``limits=``), so the panels compare on the same axes; with them,
+    each row is as tall as the equal-aspect panels need, not a square with blank bands."""
     n = len(panels)
     cols, rows = balanced_grid(n, per_row)
-    fig = Figure(figsize=(size * cols, size * rows + 0.4), layout="constrained")
+    height = size
+    if shared_limits is not None:
+        (x0, x1), (y0, y1) = shared_limits
+        plot = 0.75 * size  # the axes' width inside a panel's labels and margins
+        height = min(size, plot * (y1 - y0) / (x1 - x0) + (size - plot))
+        height = max(height, (size * cols / (0.9 * MAX_ASPECT) - 0.4) / rows)  # never too wide
+    fig = Figure(figsize=(size * cols, height * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (label, arguments) in zip(axes, panels.items(), strict=False):
         label = wrap_title(label, 0.8 * size)  # the axes' width, within the panel's margins

@@ -29,6 +29,7 @@ from densitylab.plots._figure import Figure
 from densitylab.plots.flows import (
     loss_curves,
     samples_vs_data,
+    trace_labels,
     trace_panels,
     vector_field_panels,
 )
@@ -184,7 +185,7 @@ def layers(
     ``FlowDensity``), prior first and data last, on shared axes. In more than two dimensions
     the panels show the first two coordinates."""
     trace = views.layer_trace(model, n, seed)
-    labels = ["prior z"] + [f"after layer {k}" for k in range(1, len(trace) - 1)] + ["data x"]
+    labels = trace_labels(len(trace) - 1)
     dim = trace[0].shape[1]
     x = _points(data, dim)
     note = "" if dim == 2 else " (first two coordinates)"
