@@ -7,12 +7,14 @@ from densitylab.experiments.findings import (
     against_gaussian,
     best_group,
     best_sentence,
+    budget_note,
     compare,
     describe,
     easiest_and_hardest,
     epochs_to_reach,
     gap_estimates,
     overfit,
+    paired_runs,
     pairwise,
     recall_se,
     rules_agree,
@@ -68,7 +70,7 @@ def _per_dataset(metrics: Metrics) -> list[str]:
     easiest, hardest = best_group(gaps), best_group(gaps, lower_is_better=False)
     beaten = [lb for lb, m in metrics.items()
               if compare(m["test_nll"], m["test_nll_se"], m["gaussian"]["test_nll"],
-                         m["gaussian"]["test_nll_se"]) < 0]
+                         m["gaussian"]["test_nll_se"], paired=m["gaussian"].get("paired_se")) < 0]
     summary = (f"The 4-coupling flow comes closest to the truth on {' / '.join(easiest)} and "
                f"stays furthest from it on {' / '.join(hardest)}, measured as KL(true || model) "
                f"on 20,000 fresh points. It beats a single Gaussian on {len(beaten)} of "
@@ -80,6 +82,7 @@ def _per_dataset(metrics: Metrics) -> list[str]:
         "; ".join(weight_rules(lb, m) for lb, m in metrics.items()) + ".",
         "; ".join(_samples(lb, m) for lb, m in metrics.items()) + ".",
         *_bridges(metrics),
+        budget_note(metrics),
     ]
 
 
@@ -100,6 +103,7 @@ def _two_runs(metrics: Metrics, first: str, second: str, factor: str, question: 
         f"{against_gaussian(first, a)}; {against_gaussian(second, b)}.",
         f"{_samples(first, a)}; {_samples(second, b)}.",
         *_bridges(metrics),
+        budget_note(metrics, [first, second]),
     ]
 
 
@@ -136,6 +140,7 @@ def _complexity(metrics: Metrics) -> list[str]:
         f"{against_gaussian('3 Gaussians', a)}; {against_gaussian('7 Gaussians', b)}.",
         f"{_samples('3 Gaussians', a)}; {_samples('7 Gaussians', b)}.",
         *_bridges(metrics),
+        budget_note(metrics, ["3 Gaussians", "7 Gaussians"]),
     ]
 
 
@@ -155,7 +160,8 @@ def _layers_135(metrics: Metrics) -> list[str]:
         listing = ", ".join(f"{k}: {m['test_nll']:.3f} ± {m['test_nll_se']:.3f}"
                             for k, m in depth_runs.items())
         best = best_sentence({k: (m["test_nll"], m["test_nll_se"]) for k, m in depth_runs.items()},
-                             "test NLL")
+                             "test NLL", paired=paired_runs(metrics, {k: f"{data} {k}"
+                                                                      for k in depth_runs}))
         bullets.append(f"{data}, test NLL by depth: {listing}; {best}.")
     per_k = []
     for k in (1, 3, 5):
@@ -184,11 +190,14 @@ def _layers_135(metrics: Metrics) -> list[str]:
                                                                               "circles")
                                                         for k in (1, 3, 5)]) + ".")
     widths = {m["hidden"][0]: m for lb, m in metrics.items() if lb.startswith("moons K=5")}
+    width_runs = {f"width {m['hidden'][0]}": lb for lb, m in metrics.items()
+                  if lb.startswith("moons K=5")}
     if len(widths) > 1:
         listing = ", ".join(f"{h}: {widths[h]['test_nll']:.3f} ± {widths[h]['test_nll_se']:.3f}"
                             for h in sorted(widths))
         best = best_sentence({f"width {h}": (m["test_nll"], m["test_nll_se"])
-                              for h, m in widths.items()}, "test NLL")
+                              for h, m in widths.items()}, "test NLL",
+                             paired=paired_runs(metrics, width_runs))
         bullets.append(f"Width sweep, moons K=5 (width: test NLL): {listing}; {best}.")
     early = {lb: m["history"]["val_nll"][9] for lb, m in metrics.items()
              if len(m["history"]["val_nll"]) >= 10}
@@ -204,7 +213,9 @@ def _layers_135(metrics: Metrics) -> list[str]:
                f"last tenth) and tested on 20,000 fresh points, {answer}. "
                + best_sentence({f"K={k}": (metrics[f'moons K={k}']['test_nll'],
                                            metrics[f'moons K={k}']['test_nll_se'])
-                                for k in (1, 3, 5)}, "test NLL on moons") + ".")
+                                for k in (1, 3, 5)}, "test NLL on moons",
+                               paired=paired_runs(metrics, {f"K={k}": f"moons K={k}"
+                                                            for k in (1, 3, 5)})) + ".")
     return [summary, *bullets]
 
 
@@ -254,7 +265,8 @@ def _realnvp_vs_glow(metrics: Metrics) -> list[str]:
     ]
     for lb, m in (("RealNVP", r), ("Glow", g)):
         rise = m["final_test_nll"] - m["test_nll"]
-        if compare(m["test_nll"], m["final_minus_best_se"], m["final_test_nll"], 0.0) < 0:
+        if compare(m["test_nll"], m["test_nll_se"], m["final_test_nll"],
+                   m["final_test_nll_se"], paired=m["final_minus_best_se"]) < 0:
             bullets.append(f"{lb} overfits: its test NLL is {rise:.3f} nats worse at its last "
                            f"epoch ({m['epochs_run']}) than at its best validation epoch "
                            f"{m['best_epoch']}, beyond noise.")
