@@ -31,7 +31,7 @@ from densitylab.plots import flows as flow_plots
 
 N_FIT = 10_000
 TARGET_GAP = 0.05  # nats: "at the entropy limit", for the findings
-CAP, PATIENCE = 120, 10  # every flow: at most CAP epochs, stopped after PATIENCE without a
+CAP, PATIENCE = 120, 15  # every flow: at most CAP epochs, stopped after PATIENCE without a
 # better validation NLL on the fresh validation points (converged)
 
 _RECOMMENDED_OPTIONS = {k: v for k, v in RECOMMENDED_MODEL.items()
@@ -153,7 +153,9 @@ def run_limits(out: Path, quick: bool) -> Outcome:
         + "".join(f"{a} is left out: it is the same law as {b}; " for a, b in dropped.items())
         + "), how close do the "
         "coursework's RealNVP, Glow, the recommended spline flow and KDE with a cross-validated "
-        "bandwidth come, and at what training cost?",
+        "bandwidth come, and at what training cost? Every flow gets the same budget and trains "
+        f"to convergence: until {runs[0].budget.patience} epochs bring no better NLL on "
+        f"{len(some.val)} fresh validation points, at most {runs[0].budget.epochs} epochs.",
         findings=[],
         figures={f"{k}.png": caption for k, (_, caption) in figures.items()},
         tables=_tables(scores, runs), metrics=scores, seconds=time.perf_counter() - start,
