@@ -90,6 +90,7 @@ def _convergence_record(result, run: Run, batched: int) -> dict[str, Any]:
     seconds = result.history.seconds
     return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "epochs": run.budget.epochs, "patience": run.budget.patience,
+            "n_val": run.data.n_val,
             "hit_cap": result.stop_reason == "completed",
             "seconds_to_best": seconds[result.best_epoch - 1] / batched if result.best_epoch
             else 0.0}
@@ -107,7 +108,8 @@ def run_limits(out: Path, quick: bool) -> Outcome:
     for run in runs:
         dist_label, model_name = run.label.split(" | ")
         data = prepared[run.label]
-        share = results[run.label].wall_time / batched[run.label]
+        # its batch's time up to its own last epoch, shared out among the flows trained together
+        share = results[run.label].history.seconds[-1] / batched[run.label]
         scores.setdefault(dist_label, {"entropy": data.truth.entropy()})
         points = log_p.setdefault(dist_label, {})
         points[model_name] = flow_log_prob(results[run.label].flow, data.test)
@@ -238,7 +240,8 @@ def _convergence(scores: dict[str, dict[str, Any]]) -> list[str]:
     """How each flow family converged, in epochs and in seconds; how many hit the cap; which
     family gets to its best first by each clock; how loaded the machine was."""
     n, first = len(scores), next(iter(scores.values()))
-    cap, patience = first[next(iter(FLOWS))]["epochs"], first[next(iter(FLOWS))]["patience"]
+    some = first[next(iter(FLOWS))]
+    cap, patience, n_val = some["epochs"], some["patience"], some["n_val"]
     out, medians = [], {}
     for model in FLOWS:
         records = [s[model] for s in scores.values()]
@@ -257,7 +260,7 @@ def _convergence(scores: dict[str, dict[str, Any]]) -> list[str]:
     busy = max(load["before"], load["after"]) > 1.5
     out.append(
         f"Every flow had the same budget (at most {cap} epochs, early stopping after {patience} "
-        "without a better validation NLL on 2000 fresh points). Fewest epochs to the best "
+        f"without a better validation NLL on {n_val} fresh points). Fewest epochs to the best "
         f"(median over the {n} laws): {by_epochs}; fewest seconds: {by_seconds}"
         + (" (the two clocks agree)." if by_epochs == by_seconds else
            " (the clocks disagree: an epoch costs each family a different time).")
