@@ -328,6 +328,7 @@ def test_limits_counts_the_flows_that_hit_the_cap_and_judges_speed_by_both_clock
         return {"entropy_gap": 0.1, "test_nll": 1.1, "test_nll_se": 0.01, "train_seconds": 9.0,
                 "best_epoch": 120 if capped else best, "epochs_run": 120 if capped else best + 10,
                 "epochs": 120, "patience": 10, "hit_cap": capped, "n_val": 2000,
+                "stop_reason": "completed" if capped else "early-stopping",
                 "seconds_to_best": {"coursework RealNVP": 1.0, "Glow": 6.0,
                                     "recommended": 3.0}[model]}
 

@@ -91,7 +91,7 @@ def _convergence_record(result, run: Run, batched: int) -> dict[str, Any]:
     return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "epochs": run.budget.epochs, "patience": run.budget.patience,
             "n_val": run.data.n_val,
-            "hit_cap": result.stop_reason == "completed",
+            "hit_cap": result.stop_reason == "completed", "stop_reason": result.stop_reason,
             "seconds_to_best": seconds[result.best_epoch - 1] / batched if result.best_epoch
             else 0.0}
 
@@ -246,12 +246,15 @@ def _convergence(scores: dict[str, dict[str, Any]]) -> list[str]:
     for model in FLOWS:
         records = [s[model] for s in scores.values()]
         capped = sum(r["hit_cap"] for r in records)
+        converged = sum(r["stop_reason"] == "early-stopping" for r in records)
+        other = n - capped - converged  # diverged or interrupted
         epochs = [r["best_epoch"] for r in records]
         seconds = [r["seconds_to_best"] for r in records]
         medians[model] = (float(np.median(epochs)), float(np.median(seconds)))
         out.append(
-            f"{model}: converged (stopped by early stopping) on {n - capped} of {n} "
-            f"distributions, hit the {cap}-epoch cap (still improving) on {capped}; best "
+            f"{model}: converged (stopped by early stopping) on {converged} of {n} "
+            f"distributions, hit the {cap}-epoch cap (still improving) on {capped}"
+            + (f", stopped otherwise (diverged) on {other}" if other else "") + "; best "
             f"epoch {min(epochs)}-{max(epochs)} (median {medians[model][0]:g}), reached after "
             f"{min(seconds):.1f}-{max(seconds):.1f} s (median {medians[model][1]:.1f} s).")
     by_epochs = min(FLOWS, key=lambda m: medians[m][0])
