@@ -124,7 +124,7 @@ def best_sentence(
     kind = se_kind(pair(paired, best, next(lb for lb in estimates if lb != best)))
     if len(group) == 1:
         return (f"{best} has the best {what} ({value:.{digits}f} ± {se:.{digits}f}), beyond "
-                f"noise ({kind} standard errors)")
+                f"noise ({Z:g} standard errors, {kind})")
     names = ", ".join(group[:-1]) + " and " + group[-1]
     every = " (all of them)" if len(group) == len(estimates) else ""
     return (f"{names}{every} are within noise of each other on {what} "
