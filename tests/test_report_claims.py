@@ -386,3 +386,21 @@ def test_runs_on_the_same_test_points_are_compared_paired():
                                                     "difference beyond noise")
     with pytest.raises(ValueError, match="does not follow from its metrics"):
         experiments.check_findings(edited)
+
+
+def test_real_data_methods_on_the_same_folds_are_compared_paired():
+    """Fold means that move together (an easy and a hard fold for every method): the paired
+    error of AutoDensity minus the baseline is small and the verdict is 'better'."""
+    from densitylab.experiments.real_data import METHODS, real_data_findings
+
+    folds = np.array([-10.0, -14.0, -12.0])  # the folds differ far more than the methods
+    shift = {m: 0.0 for m in METHODS} | {"dl.AutoDensity()": 0.5,
+                                         "sklearn GaussianMixture (BIC)": -1.0}
+    cells = {}
+    for m in METHODS:
+        means = folds + shift[m] + np.array([0.01, -0.01, 0.0])
+        cells[m] = {"fold_means": means.tolist(), "mean": float(means.mean()),
+                    "se": float(means.std(ddof=1) / np.sqrt(3))}
+    text = " ".join(real_data_findings({"set": cells | {"auto_picked": ["kde"]}}))
+    assert "is better than the better scikit-learn baseline" in text  # unpaired: within noise
+    assert "paired: every method on the same folds" in text

@@ -30,7 +30,9 @@ def difference_se(se_a: float, se_b: float, paired: float | None = None) -> floa
     """Standard error of ``a - b``: ``paired`` (that of the mean per-point difference, when
     both were measured on the same points) where given, else the independent estimates'
     standard errors added in quadrature."""
-    return float(paired) if paired is not None else math.hypot(float(se_a), float(se_b))
+    if paired is not None and math.isfinite(paired):
+        return float(paired)
+    return math.hypot(float(se_a), float(se_b))
 
 
 def paired_se(log_p_a: np.ndarray, log_p_b: np.ndarray) -> float:
