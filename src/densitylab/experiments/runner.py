@@ -94,6 +94,7 @@ def train_runs(
             standardize=budget.standardize,
             schedule=budget.schedule,
             patience=budget.patience,
+            engine=budget.engine,
             verbose=verbose,
             keep_final=True,
         )
