@@ -116,7 +116,8 @@ def _evaluate(result, test: np.ndarray, entropy: float, seconds: float
     scoring = time.perf_counter() - t0
     nll, se = metrics.nll_with_error(log_p)
     row = {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - entropy,
-           "train_seconds": seconds, "score_seconds": scoring, "best_epoch": result.best_epoch}
+           "train_seconds": seconds, "score_seconds": scoring, "best_epoch": result.best_epoch,
+           "epochs_run": result.epochs_run}
     if before is not None:
         solves = math.ceil(len(test) / INFERENCE_CHUNK)
         row["nfe_per_solve"] = (function_evaluations(flow) - before) / solves
@@ -191,6 +192,13 @@ def continuous_flows_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
                    "from the first epoch to the last (median).")
     bullets.append(f"Scoring the test points took the flow-matching CNF {score_ratio:.0f} times "
                    "the spline flow's time (median).")
+    late = {m: sum(s[m]["best_epoch"] >= 0.9 * s[m]["epochs_run"] for s in scores.values())
+            for m in MODELS if all("epochs_run" in s[m] for s in scores.values())}
+    if late:
+        bullets.append("Best validation epoch in the last tenth of its fixed step budget (still "
+                       "improving when the budget ran out): "
+                       + ", ".join(f"{m} on {k} of {n} laws" for m, k in late.items())
+                       + "; those gaps are what this budget reaches, not the model's limit.")
     kind = ("paired (every model on the same test points)"
             if all(_pair(s, FM, ML) is not None for s in scores.values()) else "unpaired")
     bullets.append(f"Within noise means a difference under {Z:g} standard errors of the "
