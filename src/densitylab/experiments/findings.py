@@ -53,7 +53,8 @@ def paired_table(log_p: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]
 
 def se_kind(paired: float | None) -> str:
     """How a comparison's standard error was formed, for the sentence that reports it."""
-    return "paired: the same test points" if paired is not None else "unpaired"
+    used = paired is not None and math.isfinite(paired)  # as difference_se decides
+    return "paired: the same test points" if used else "unpaired"
 
 
 def compare(
