@@ -325,3 +325,38 @@ def test_formulas_are_svg_with_stretchy_delimiters():
     parts = _segments(r"J = \begin{pmatrix} A & 0 \\ B & C \end{pmatrix}, x")
     assert parts[1] == [["A", "0"], ["B", "C"]]
     assert formula_svg(r"\left|\det \frac{a}{b}\right|").startswith("<svg")
+
+
+def test_limits_counts_the_flows_that_hit_the_cap_and_judges_speed_by_both_clocks():
+    from densitylab.experiments.limits import FLOWS, GAUSSIAN, MODELS, limits_findings
+
+    def record(model: str, i: int) -> dict:
+        best = {"coursework RealNVP": 40 + i, "Glow": 20 + i, "recommended": 30}[model]
+        capped = model == "coursework RealNVP" and i < 2
+        return {"entropy_gap": 0.1, "test_nll": 1.1, "test_nll_se": 0.01, "train_seconds": 9.0,
+                "best_epoch": 120 if capped else best, "epochs_run": 120 if capped else best + 10,
+                "epochs": 120, "patience": 10, "hit_cap": capped, "n_val": 2000,
+                "stop_reason": "completed" if capped else "early-stopping",
+                "seconds_to_best": {"coursework RealNVP": 1.0, "Glow": 6.0,
+                                    "recommended": 3.0}[model]}
+
+    scores = {f"d{i}": {"entropy": 1.0, "realnvp_glow_mean_abs_diff": 0.5,
+                        "training_load": {"before": 2.4, "after": 2.1, "cores": 2},
+                        GAUSSIAN: {"test_nll": 2.0, "test_nll_se": 0.01},
+                        **{m: record(m, i) for m in FLOWS},
+                        "KDE (CV)": {"entropy_gap": 0.1, "test_nll": 1.1, "test_nll_se": 0.01,
+                                     "train_seconds": 1.0}}
+              for i in range(5)}
+    text = " ".join(limits_findings(scores))
+    assert ("coursework RealNVP: converged (stopped by early stopping) on 3 of 5 distributions, "
+            "hit the 120-epoch cap (still improving) on 2") in text
+    assert "Glow: converged (stopped by early stopping) on 5 of 5" in text
+    assert "Fewest epochs to the best (median over the 5 laws): Glow; fewest seconds: " \
+        "coursework RealNVP (the clocks disagree" in text
+    assert "other work shared the cores" in text
+    assert "unpaired standard errors" in text  # no per-point scores stored here
+    for s in scores.values():  # every model on the same points: a paired error for each pair
+        for m in (*MODELS, GAUSSIAN):
+            s[m]["paired_se"] = {o: 0.001 for o in (*MODELS, GAUSSIAN) if o != m}
+    assert "paired standard errors: every model on the same test points" in \
+        " ".join(limits_findings(scores))

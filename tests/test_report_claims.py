@@ -379,3 +379,72 @@ def test_numpy_speed_explanation_only_where_size_separates_wins_from_losses():
     assert "up to 8192 and loses at every one from 32768" in _where(configs, separated, se)
     tie = {"NumPy": [0.01, 0.01, 0.04, 0.4], "torch (autograd)": [0.03, 0.02, 0.04, 0.1]}
     assert _where(configs, tie, se) == ""  # 64 x 128 = 8192 is a tie: no size separates them
+
+
+# -- paired standard errors: two models on the same test points -------------------------------
+def correlated_scores(n: int = 20_000, shift: float = 0.02, seed: int = 0):
+    """Two models' per-point log-densities on one test set: they share the points' large
+    spread (hard points are hard for both) and differ by a small, consistent ``shift``."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(-2.0, 1.5, n)
+    return common + shift + rng.normal(0, 0.05, n), common + rng.normal(0, 0.05, n)
+
+
+def test_paired_and_unpaired_errors_disagree_and_the_rule_uses_the_paired_one():
+    from densitylab.experiments.findings import compare, paired_se, versus
+
+    a, b = correlated_scores()
+    (nll_a, se_a), (nll_b, se_b) = metrics.nll_with_error(a), metrics.nll_with_error(b)
+    paired = paired_se(a, b)
+    assert paired < se_a / 10  # the shared spread cancels in the per-point differences
+    assert compare(nll_a, se_a, nll_b, se_b) == 0  # unpaired: 0.02 is within noise
+    assert compare(nll_a, se_a, nll_b, se_b, paired=paired) == -1  # paired: a is better
+    text = versus("A", nll_a, se_a, "B", nll_b, se_b, "test NLL", paired=paired)
+    assert text.startswith("A is better than B") and "paired: the same test points" in text
+    unpaired = versus("A", nll_a, se_a, "B", nll_b, se_b, "test NLL")
+    assert "within noise" in unpaired and "(unpaired)" in unpaired
+    with pytest.raises(ValueError, match="one length"):
+        paired_se(a, b[:-1])
+
+
+def test_runs_on_the_same_test_points_are_compared_paired():
+    """The depth study's two runs share their test points: the stored paired error decides,
+    and editing the verdict by hand still fails the check."""
+    from densitylab.experiments.findings import paired_se
+
+    a, b = correlated_scores()
+    (nll_a, se_a), (nll_b, se_b) = metrics.nll_with_error(a), metrics.nll_with_error(b)
+    measured = {"K=4": run_metrics(nll_a, se=se_a), "K=2": run_metrics(nll_b, se=se_b)}
+    unpaired = " ".join(experiments.get("depth").findings(copy.deepcopy(measured)))
+    assert "depth makes no difference beyond noise" in unpaired
+    for rule in ("paired_se", "final_paired_se"):
+        measured["K=4"][rule] = {"K=2": paired_se(a, b)}
+        measured["K=2"][rule] = {"K=4": paired_se(b, a)}
+    outcome = Outcome("depth", "t", "q", experiments.get("depth").findings(measured),
+                      metrics=measured)
+    text = " ".join(outcome.findings)
+    assert "K=4 fits better" in text and "paired: the same test points" in text
+    experiments.check_findings(outcome)
+    edited = copy.deepcopy(outcome)
+    edited.findings[0] = edited.findings[0].replace("K=4 fits better", "depth makes no "
+                                                    "difference beyond noise")
+    with pytest.raises(ValueError, match="does not follow from its metrics"):
+        experiments.check_findings(edited)
+
+
+def test_real_data_methods_on_the_same_folds_are_compared_paired():
+    """Fold means that move together (an easy and a hard fold for every method): the paired
+    error of AutoDensity minus the baseline is small and the verdict is 'better'."""
+    from densitylab.experiments.real_data import METHODS, real_data_findings
+
+    folds = np.array([-10.0, -14.0, -12.0])  # the folds differ far more than the methods
+    shift = {m: 0.0 for m in METHODS} | {"dl.AutoDensity()": 0.5,
+                                         "sklearn GaussianMixture (BIC)": -1.0}
+    cells = {}
+    for m in METHODS:
+        means = folds + shift[m] + np.array([0.01, -0.01, 0.0])
+        cells[m] = {"fold_means": means.tolist(), "mean": float(means.mean()),
+                    "se": float(means.std(ddof=1) / np.sqrt(3))}
+    text = " ".join(real_data_findings({"set": cells | {"auto_picked": ["kde"]}}))
+    assert "is better than the better scikit-learn baseline" in text  # unpaired: within noise
+    assert "paired: every method on the same folds" in text

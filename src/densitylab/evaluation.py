@@ -64,16 +64,22 @@ def round_trip_error(flow: Flow, x: np.ndarray) -> float:
     return float((back - x_t).abs().max())
 
 
+def gaussian_log_prob(fit: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per-point log-density of the single full-covariance Gaussian fitted by maximum
+    likelihood to ``fit`` (for paired comparisons with a model scored on the same points)."""
+    from scipy.stats import multivariate_normal
+
+    mean, cov = fit.mean(axis=0), np.cov(fit, rowvar=False, bias=True)
+    return np.atleast_1d(multivariate_normal(mean, cov).logpdf(points))
+
+
 def gaussian_reference(fit: np.ndarray, test: np.ndarray, entropy: float | None = None
                        ) -> dict[str, float]:
     """The single full-covariance Gaussian fitted by maximum likelihood to ``fit``, scored on
     ``test``: the reference row of every comparison (a model that does not beat it beyond noise
     has learned nothing a mean and a covariance do not say). Returns its test NLL and standard
     error, and with the ``entropy`` its gap ``KL(true || Gaussian) = NLL - H``."""
-    from scipy.stats import multivariate_normal
-
-    mean, cov = fit.mean(axis=0), np.cov(fit, rowvar=False, bias=True)
-    nll, se = metrics.nll_with_error(multivariate_normal(mean, cov).logpdf(test))
+    nll, se = metrics.nll_with_error(gaussian_log_prob(fit, test))
     out = {"test_nll": nll, "test_nll_se": se}
     if entropy is not None:
         out["entropy_gap"] = metrics.entropy_gap(nll, entropy)

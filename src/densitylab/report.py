@@ -243,16 +243,20 @@ def write_report(
     """
     env = environment() | {"experiments at once": jobs}
     total = sum(o.seconds for o in outcomes)
-    rows = [[o.name, f"{o.seconds:.1f}"] for o in outcomes] + [["sum", f"{total:.1f}"]]
+    rows = [[o.name, f"{o.seconds:.1f}", " / ".join(f"{v:.1f}" for v in o.load) or "—"]
+            for o in outcomes] + [["sum", f"{total:.1f}", ""]]
     if wall_seconds is not None:
-        rows.append([f"whole run ({jobs} at once)", f"{wall_seconds:.1f}"])
+        rows.append([f"whole run ({jobs} at once)", f"{wall_seconds:.1f}", ""])
     from densitylab.experiments import registry
 
     timed = [o.name for o in outcomes if o.name in registry() and registry()[o.name].exclusive]
-    timing = Table("Wall time per experiment (seconds)", ["experiment", "seconds"], rows,
+    timing = Table("Wall time per experiment (seconds)",
+                   ["experiment", "seconds", "load average at start / end"], rows,
                    note=(f"Studies whose findings compare timings ({', '.join(timed)}) ran "
                          "alone, after the others, whatever the number of experiments at once; "
-                         "the machine may still have been shared with other users."
+                         "their load average (one-minute, all processes) says whether other "
+                         f"users still shared the machine's {os.cpu_count() or 1} cores (about "
+                         "1 when a study ran alone on an idle machine)."
                          if timed else ""))
     env_table = Table("Environment", ["item", "value"], [[k, v] for k, v in env.items()])
     page = render(outcomes, out, quick, env_table, timing)

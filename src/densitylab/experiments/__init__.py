@@ -62,10 +62,12 @@ def run(name: str, out: str | os.PathLike, quick: bool = False, verbose: bool = 
 
     experiment = get(name)
     with output_directory(Path(out), "experiment") as staging:
+        load = os.getloadavg()[0]  # with the end's: how shared the machine was
         if isinstance(experiment, FlowExperiment):
             outcome = run_flow_experiment(experiment, staging, quick, verbose)
         else:
             outcome = experiment.run(staging, quick)
+        outcome.load = [load, os.getloadavg()[0]]
         outcome = with_findings(outcome, experiment)
         outcome.write(staging)
     return outcome

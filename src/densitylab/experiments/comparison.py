@@ -18,8 +18,15 @@ import numpy as np
 import torch
 
 from densitylab import baselines, metrics, plots
-from densitylab.evaluation import flow_log_prob, flow_samples
-from densitylab.experiments.findings import Z, best_group, compare, recall_se
+from densitylab.evaluation import flow_log_prob, flow_samples, gaussian_log_prob
+from densitylab.experiments.findings import (
+    Z,
+    best_group,
+    compare,
+    pair,
+    paired_table,
+    recall_se,
+)
 from densitylab.experiments.runner import (
     GAUSSIAN_ROW,
     Outcome,
@@ -105,12 +112,16 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
         data = prepared[f"{label} | RealNVP"]
         fit, val, test, truth = data.fit, data.val, data.test, data.truth
         noise = energy_noise(truth, test, n_samples=N_SAMPLES)
+        log_p = {GAUSSIAN_ROW: gaussian_log_prob(fit, test)}  # every test point: paired
         for run in (r for r in runs if r.label.startswith(f"{label} | ")):
             name, result = run.label.split(" | ")[1], results[run.label]
             samples = flow_samples(result.flow, N_SAMPLES, seed=1)
-            scores[label][name] = _score(samples, test, truth, flow_log_prob(result.flow, test))
+            log_p[name] = flow_log_prob(result.flow, test)
+            scores[label][name] = _score(samples, test, truth, log_p[name])
             scores[label][name] |= {
                 "train_seconds": result.wall_time / batched[run.label],
+                "seconds_to_best": result.history.seconds[result.best_epoch - 1]
+                / batched[run.label] if result.best_epoch else 0.0,
                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "stop_reason": result.stop_reason, "run_key": run_key(run),
                 "data_label": truth.label, "epochs": run.budget.epochs}
@@ -118,7 +129,8 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
         t0 = time.perf_counter()
         kde = KDE(bandwidth="cv").fit(fit)
         samples = kde.sample(N_SAMPLES, random_state=1)
-        scores[label]["KDE (CV)"] = _score(samples, test, truth, kde.score_samples(test))
+        log_p["KDE (CV)"] = kde.score_samples(test)
+        scores[label]["KDE (CV)"] = _score(samples, test, truth, log_p["KDE (CV)"])
         scores[label]["KDE (CV)"]["train_seconds"] = time.perf_counter() - t0
         panels[label, "KDE (CV)"] = (test[:N_SAMPLES], samples)
         for name, free_bits in ((VAE_PLAIN, 0.0), (VAE_FIXED, FREE_BITS)):
@@ -132,8 +144,9 @@ def run_comparison(out: Path, quick: bool) -> Outcome:
             samples = gan.sample(N_SAMPLES, seed=1).double().numpy()
         scores[label]["GAN"] = _score(samples, test, truth, None) | {"train_seconds": seconds}
         panels[label, "GAN"] = (test[:N_SAMPLES], samples)
-        gaussian = metrics_gaussian(fit, test, truth)
-        scores[label][GAUSSIAN_ROW] = gaussian
+        scores[label][GAUSSIAN_ROW] = metrics_gaussian(fit, test, truth)
+        for name, errors in paired_table(log_p).items():  # the VAEs' NLL: other points
+            scores[label][name]["paired_se"] = errors
         for name in (VAE_PLAIN, VAE_FIXED):
             vae = scores[label][name]
             points = test[:vae["n_nll_points"]]
@@ -237,10 +250,12 @@ def comparison_findings(scores: dict[str, dict[str, dict]]) -> list[str]:
     for label, per_model in scores.items():
         nll = {m: (s["test_nll"], s["test_nll_se"]) for m, s in per_model.items()
                if "test_nll" in s}
-        best = best_group(nll)
+        paired = _paired(per_model)
+        best = best_group(nll, paired=paired)
         g = per_model[GAUSSIAN_ROW]
         beat = [m for m in nll if m != GAUSSIAN_ROW
-                and compare(*nll[m], g["test_nll"], g["test_nll_se"]) < 0]
+                and compare(*nll[m], g["test_nll"], g["test_nll_se"],
+                            paired=pair(paired, m, GAUSSIAN_ROW)) < 0]
         recall = {m: (s["recall"], s["recall_se"]) for m, s in per_model.items() if "recall" in s}
         closest = best_group(recall, lower_is_better=False)
         closest_any[label] = closest
@@ -290,11 +305,48 @@ def comparison_findings(scores: dict[str, dict[str, dict]]) -> list[str]:
     plain = sum(v[VAE_PLAIN]["collapse"]["collapsed"] for v in scores.values())
     fixed = sum(v[VAE_FIXED]["collapse"]["collapsed"] for v in scores.values())
     winners = sorted({best_group({m: (s["test_nll"], s["test_nll_se"]) for m, s in p.items()
-                                  if "test_nll" in s})[0] for p in scores.values()})
+                                  if "test_nll" in s}, paired=_paired(p))[0]
+                      for p in scores.values()})
     summary = ((f"{winners[0]} has the lowest test NLL on every law. " if len(winners) == 1
                 else f"The lowest test NLL belongs to {', '.join(winners)}, by law. ")
                + f"The plain VAE collapses to a single Gaussian on {plain} of {len(scores)} laws; "
                f"with free bits on {fixed}. Sample quality is judged by support recall and "
                "off-support share, which see missed modes and bridges that energy distance "
                "averages away.")
+    bullets.extend(_convergence(scores))
+    bullets.append("Test NLLs are compared on paired standard errors (the per-point differences "
+                   "on the same 20,000 test points) between the flows, KDE and the single "
+                   "Gaussian; the VAEs' importance-weighted NLL, estimated on fewer points, on "
+                   "unpaired ones.")
     return [summary, *bullets]
+
+
+def _convergence(scores: dict[str, dict[str, dict]]) -> list[str]:
+    """How the flows converged under their equal budget, in epochs and in seconds, and which
+    got to its best first by each clock."""
+    flows = [(lb, m, s) for lb, p in scores.items() for m, s in p.items() if "best_epoch" in s]
+    if not flows:
+        return []
+    capped = [f"{lb} {m} (best epoch {s['best_epoch']} of {s['epochs']})"
+              for lb, m, s in flows if s["stop_reason"] == "completed"]
+    cap = flows[0][2]["epochs"]
+    parts = []
+    for lb, p in scores.items():
+        runs = {m: s for m, s in p.items() if "best_epoch" in s}
+        reach = "; ".join(f"{m} epoch {s['best_epoch']}, {s['seconds_to_best']:.1f} s"
+                          for m, s in runs.items())
+        by = {clock: min(runs, key=lambda m, k=key: runs[m][k])
+              for clock, key in (("epochs", "best_epoch"), ("seconds", "seconds_to_best"))}
+        same = by["epochs"] == by["seconds"]
+        parts.append(f"{lb}: {reach} (first by epochs {by['epochs']}, by seconds "
+                     f"{by['seconds']}{'' if same else ': the clocks disagree'})")
+    return [f"Convergence under the flows' equal budget (at most {cap} epochs, early "
+            f"stopping): {len(flows) - len(capped)} of {len(flows)} runs stopped converged; hit "
+            "the cap (still improving): " + ("; ".join(capped) if capped else "none")
+            + ". Best epoch and seconds to it: " + "; ".join(parts) + "."]
+
+
+def _paired(per_model: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """The stored paired standard errors of one law's models (those scored on every test
+    point)."""
+    return {m: s["paired_se"] for m, s in per_model.items() if "paired_se" in s}

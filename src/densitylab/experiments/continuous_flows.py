@@ -20,7 +20,7 @@ import numpy as np
 
 from densitylab import metrics, plots, views
 from densitylab.evaluation import flow_log_prob, in_float64
-from densitylab.experiments.findings import Z, compare
+from densitylab.experiments.findings import Z, compare, paired_table
 from densitylab.experiments.limits import distinct_laws
 from densitylab.experiments.runner import Outcome, Table
 from densitylab.flows import (
@@ -63,7 +63,7 @@ def run_continuous_flows(out: Path, quick: bool) -> Outcome:
     fits = [law.sample(plan["n"], seed=0) for law in laws]
     tests = [law.sample(plan["n_test"], seed=1) for law in laws]
     scores: dict[str, dict[str, Any]] = {law.label: {"entropy": law.entropy()} for law in laws}
-    kept = {}
+    kept, log_p = {}, {law.label: {} for law in laws}
     for model in MODELS:
         build, options = FITS[model]
         epochs = recommended_epochs(plan["n"], batch_size=options["batch_size"],
@@ -73,8 +73,12 @@ def run_continuous_flows(out: Path, quick: bool) -> Outcome:
                            verbose=False, **options)
         share = (time.perf_counter() - t0) / len(laws)
         for law, result, test in zip(laws, results, tests, strict=True):
-            scores[law.label][model] = _evaluate(result, test, law.entropy(), share)
+            scores[law.label][model], log_p[law.label][model] = _evaluate(
+                result, test, law.entropy(), share)
             kept[law.label, model] = result
+    for label, points in log_p.items():  # every model on the law's test points: paired
+        for model, errors in paired_table(points).items():
+            scores[label][model]["paired_se"] = errors
     shown = next(law for law in laws if law.name == SHOWN)
     figures = {
         "gaps": (_gap_figure(scores), "Gap between each model's test NLL and the entropy "
@@ -101,8 +105,10 @@ def run_continuous_flows(out: Path, quick: bool) -> Outcome:
     )
 
 
-def _evaluate(result, test: np.ndarray, entropy: float, seconds: float) -> dict[str, float]:
-    """Test NLL with its standard error, gap, seconds and the solver's work."""
+def _evaluate(result, test: np.ndarray, entropy: float, seconds: float
+              ) -> tuple[dict[str, Any], np.ndarray]:
+    """Test NLL with its standard error, gap, seconds and the solver's work; and the
+    per-point test log-densities."""
     flow = in_float64(result.flow)  # the copy that scores, so that its evaluations count
     before = function_evaluations(flow)
     t0 = time.perf_counter()
@@ -110,13 +116,14 @@ def _evaluate(result, test: np.ndarray, entropy: float, seconds: float) -> dict[
     scoring = time.perf_counter() - t0
     nll, se = metrics.nll_with_error(log_p)
     row = {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - entropy,
-           "train_seconds": seconds, "score_seconds": scoring, "best_epoch": result.best_epoch}
+           "train_seconds": seconds, "score_seconds": scoring, "best_epoch": result.best_epoch,
+           "epochs_run": result.epochs_run}
     if before is not None:
         solves = math.ceil(len(test) / INFERENCE_CHUNK)
         row["nfe_per_solve"] = (function_evaluations(flow) - before) / solves
         nfe = result.history.columns.get("train_nfe")
         row["train_nfe_first_last"] = [nfe[0], nfe[-1]] if nfe else [0.0, 0.0]
-    return row
+    return row, log_p
 
 
 def _gap_figure(scores: dict[str, dict[str, Any]]):
@@ -136,6 +143,17 @@ def _transport_figure(result, law, quick: bool):
                           "flow-matching CNF", max_cols=3)
 
 
+def _pair(s: dict[str, Any], a: str, b: str) -> float | None:
+    """The stored paired standard error of ``a - b`` on one law's test points, if any."""
+    return s[a].get("paired_se", {}).get(b)
+
+
+def _kind(scores: dict[str, dict[str, Any]]) -> str:
+    """How the models' differences' standard errors were formed, for the page."""
+    return ("paired (every model on the same test points)"
+            if all(_pair(s, FM, ML) is not None for s in scores.values()) else "unpaired")
+
+
 def _within(s: dict[str, Any]) -> bool:
     """Within the target gap unless above it beyond noise."""
     return s["entropy_gap"] - Z * s["test_nll_se"] <= TARGET_GAP
@@ -147,11 +165,12 @@ def continuous_flows_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
     within = {m: sum(_within(s[m]) for s in scores.values()) for m in MODELS}
     better_cnf = sum(_within(s[ML]) or _within(s[FM]) for s in scores.values())
     verdicts = [compare(s[FM]["entropy_gap"], s[FM]["test_nll_se"], s[ML]["entropy_gap"],
-                        s[ML]["test_nll_se"]) for s in scores.values()]
+                        s[ML]["test_nll_se"], paired=_pair(s, FM, ML)) for s in scores.values()]
     ratio = np.median([s[ML]["train_seconds"] / s[FM]["train_seconds"] for s in scores.values()])
     spline_ahead = sum(
         all(compare(s[MODELS[0]]["entropy_gap"], s[MODELS[0]]["test_nll_se"],
-                    s[c]["entropy_gap"], s[c]["test_nll_se"]) == -1 for c in (ML, FM))
+                    s[c]["entropy_gap"], s[c]["test_nll_se"], paired=_pair(s, MODELS[0], c))
+            == -1 for c in (ML, FM))
         for s in scores.values())
     summary = (f"The better of the two CNFs comes within {TARGET_GAP} nats of the entropy on "
                f"{better_cnf} of {n} laws, the recommended spline flow on {within[MODELS[0]]}. "
@@ -179,6 +198,13 @@ def continuous_flows_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
                    "from the first epoch to the last (median).")
     bullets.append(f"Scoring the test points took the flow-matching CNF {score_ratio:.0f} times "
                    "the spline flow's time (median).")
+    late = {m: sum(s[m]["best_epoch"] >= 0.9 * s[m]["epochs_run"] for s in scores.values())
+            for m in MODELS if all("epochs_run" in s[m] for s in scores.values())}
+    if late:
+        bullets.append("Best validation epoch in the last tenth of its fixed step budget (still "
+                       "improving when the budget ran out): "
+                       + ", ".join(f"{m} on {k} of {n} laws" for m, k in late.items())
+                       + "; those gaps are what this budget reaches, not the model's limit.")
     return [summary, *bullets]
 
 
@@ -194,7 +220,9 @@ def _tables(scores: dict[str, dict[str, Any]], plan: dict[str, Any]) -> list[Tab
         Table("Gap to the entropy (test NLL - entropy = KL(true || model)) ± standard error, "
               "nats", ["distribution", "entropy", *MODELS], gap_rows,
               note=f"A gap counts as within {TARGET_GAP} nats of the entropy when it is not "
-              f"above {TARGET_GAP} by more than {Z:g} standard errors."),
+              f"above {TARGET_GAP} by more than {Z:g} standard errors. Two models of a law "
+              f"differ when their gaps differ by more than {Z:g} standard errors of the "
+              f"difference, {_kind(scores)}."),
         Table("Training seconds per law (each family trained together, the time shared out) "
               "and function evaluations per test solve", ["distribution", *MODELS,
                                                            "NFE (ML)", "NFE (FM)"], cost_rows,

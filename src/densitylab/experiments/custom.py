@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from densitylab import datasets, metrics, plots
+from densitylab.experiments.findings import paired_table
 from densitylab.experiments.outcome import Outcome, Table
 from densitylab.experiments.spec import CustomExperiment
 from densitylab.grids import make_grid
@@ -78,15 +79,21 @@ def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:
         x, held_out = truth.sample(n, seed=0), truth.sample(n, seed=1)
         grid = make_grid(truth.bounds(), resolution)
         images = {"true density": np.exp(truth.log_prob(grid.points)).reshape(grid.shape)}
+        held_out_scores = {}
         for bandwidth in (*BANDWIDTHS, *RULES):
             kde = KDE(bandwidth=bandwidth).fit(x)
             score = _score(kde, truth, held_out, resolution)
+            held_out_scores[_name(bandwidth)] = kde.score_samples(held_out)
             results[f"{label} | {bandwidth}"] = score
             rows.append([label, _bandwidth_label(bandwidth, kde), f"{score['ise']:.5f}",
                          f"{score['kl']:.4f}",
                          f"{-score['held_out_ll']:.4f} ± {score['held_out_ll_se']:.4f}"])
             if bandwidth in BANDWIDTHS:
                 images[f"KDE h={bandwidth:g}"] = kde.evaluate_grid(grid)
+        # every bandwidth scored on the same held-out points: paired errors of the differences
+        for bandwidth, errors in zip((*BANDWIDTHS, *RULES),
+                                     paired_table(held_out_scores).values(), strict=True):
+            results[f"{label} | {bandwidth}"]["paired_se"] = errors
         results[f"{label} | roughness"] = roughness(truth, n) | {"entropy": truth.entropy()}
         slug = label.replace(" ", "-").replace("=", "")
         figures[f"kde-{slug}"] = (
@@ -110,6 +117,11 @@ def run_kde_bandwidth(out: Path, quick: bool) -> Outcome:
                       + (" (a --quick preview: N cut from 10000)" if quick else "") + ".")],
         metrics=results, seconds=time.perf_counter() - start,
     )
+
+
+def _name(bandwidth) -> str:
+    """A bandwidth as the findings name it: ``h=0.5`` for a fixed one, a rule by its name."""
+    return f"h={bandwidth:g}" if bandwidth in BANDWIDTHS else str(bandwidth)
 
 
 def _score(kde, truth, held_out: np.ndarray, resolution: int) -> dict[str, float]:
@@ -167,14 +179,24 @@ def _nll(score: dict) -> tuple[float, float]:
     return -score["held_out_ll"], score["held_out_ll_se"]
 
 
-def _trade_off(label: str, fixed: dict) -> tuple[float, str]:
+def _paired(results: dict, label: str, bandwidths) -> dict:
+    """``{b: {c: paired standard error of b - c}}`` for bandwidths of one law (all scored on
+    the same held-out points), keyed as ``bandwidths`` are; empty where none was stored."""
+    return {b: {c: results[f"{label} | {b}"]["paired_se"][_name(c)] for c in bandwidths
+                if c != b and _name(c) in results[f"{label} | {b}"].get("paired_se", {})}
+            for b in bandwidths}
+
+
+def _trade_off(label: str, fixed: dict, paired: dict) -> tuple[float, str]:
     """The best of the coursework's bandwidths by held-out NLL, and what the others lose,
-    each side decided by the page's rule: smaller h loses to variance, larger h to bias."""
-    from densitylab.experiments.findings import best_group, compare
+    each side decided by the page's rule (on the paired standard errors of the same held-out
+    points): smaller h loses to variance, larger h to bias."""
+    from densitylab.experiments.findings import Z, best_group, compare, pair, se_kind
 
     nll = {h: _nll(fixed[h]) for h in BANDWIDTHS}
-    best = best_group(nll)[0]
-    worse = {h for h in BANDWIDTHS if h != best and compare(*nll[best], *nll[h]) < 0}
+    best = best_group(nll, paired=paired)[0]
+    worse = {h for h in BANDWIDTHS if h != best
+             and compare(*nll[best], *nll[h], paired=pair(paired, best, h)) < 0}
     smaller = sorted(h for h in worse if h < best)
     larger = sorted(h for h in worse if h > best)
     ties = sorted(h for h in BANDWIDTHS if h != best and h not in worse)
@@ -188,28 +210,32 @@ def _trade_off(label: str, fixed: dict) -> tuple[float, str]:
     if ties:
         parts.append(f"h = {', '.join(f'{h:g}' for h in ties)} within noise of it")
     listing = ", ".join(f"h={h:g} {v:.3f} ± {se:.3f}" for h, (v, se) in nll.items())
-    return best, f"{label}: held-out NLL {listing}; best h={best:g}; " + "; ".join(parts) + "."
+    other = next(h for h in BANDWIDTHS if h != best)
+    rule = f"{Z:g} standard errors, {se_kind(pair(paired, best, other))}"
+    return best, (f"{label}: held-out NLL {listing}; best h={best:g}; " + "; ".join(parts)
+                  + f" ({rule}).")
 
 
 def kde_findings(results: dict[str, dict[str, float]]) -> list[str]:
     """The KDE section's text from its metrics (held-out NLL throughout, lower is better);
     the curvature theory only where it holds."""
-    from densitylab.experiments.findings import best_group, compare
+    from densitylab.experiments.findings import Z, best_group, compare, pair
 
     bullets, best_fixed, best_kl, cv_ok = [], {}, {}, []
     for label in KDE_PART:
         fixed = {h: results[f"{label} | {h}"] for h in BANDWIDTHS}
-        best_fixed[label], bullet = _trade_off(label, fixed)
+        paired = _paired(results, label, (*BANDWIDTHS, *RULES))
+        best_fixed[label], bullet = _trade_off(label, fixed, paired)
         bullets.append(bullet)
         scores = [*fixed.values(), *(results[f"{label} | {r}"] for r in RULES)]
         best_kl[label] = min(s["kl"] for s in scores)
         cv, best = results[f"{label} | cv"], fixed[best_fixed[label]]
-        if compare(*_nll(cv), *_nll(best)) <= 0:
+        if compare(*_nll(cv), *_nll(best), paired=pair(paired, "cv", best_fixed[label])) <= 0:
             cv_ok.append(label)
     rules = []
     for label in KDE_PART:
         scored = {r: _nll(results[f"{label} | {r}"]) for r in RULES}
-        group = best_group(scored)
+        group = best_group(scored, paired=_paired(results, label, RULES))
         winner = (f"{group[0]} best beyond noise" if len(group) == 1 else
                   f"{' / '.join(group)} within noise of each other"
                   + (" (all three)" if len(group) == len(RULES) else ""))
@@ -218,7 +244,11 @@ def kde_findings(results: dict[str, dict[str, float]]) -> list[str]:
             for r, (v, _) in scored.items()) + f"; {winner}")
     same = [label for label in KDE_PART if results[f"{label} | scott"]["bandwidth"]
             == results[f"{label} | silverman"]["bandwidth"]]
-    bullets.append("Rules, held-out NLL (effective h = sqrt|det H|): " + "; ".join(rules) + "."
+    kind = ("paired: the same held-out points" if all(
+        "paired_se" in results[f"{label} | {r}"] for label in KDE_PART for r in RULES)
+        else "unpaired")
+    bullets.append(f"Rules, held-out NLL (effective h = sqrt|det H|; within noise: under {Z:g} "
+                   f"standard errors, {kind}): " + "; ".join(rules) + "."
                    + (f" Scott's and Silverman's bandwidths are identical on {len(same)} of "
                       f"{len(KDE_PART)} laws (in 2-D their factors coincide)." if same else ""))
     below = []
@@ -367,8 +397,8 @@ CUSTOM_STUDIES = (
                      _comparison, cost=4.2, findings=_comparison_findings),
     CustomExperiment("limits", "How close to the entropy: every distribution, four models",
                      "The coursework RealNVP, Glow, the recommended spline flow and KDE (CV) on "
-                     "all 13 built-in distributions (10,000 points): gap to the entropy and "
-                     "training time.",
+                     "all 13 built-in distributions (10,000 points), every flow trained to "
+                     "convergence under one cap: gap to the entropy, epochs and seconds.",
                      _limits, cost=9.0, findings=_limits_findings),
     CustomExperiment("triangular-coupling", "Triangular coupling (z_a = A x_a) in 4 and 8 "
                      "dimensions", "The plain and the triangular coupling flow on rotated "

@@ -13,6 +13,7 @@ import numpy as np
 from densitylab import datasets, plots
 from densitylab.evaluation import flow_log_prob
 from densitylab.experiments.runner import Outcome, Table
+from densitylab.experiments.timing import per_epoch
 from densitylab.flows import realnvp
 from densitylab.numpy_flow import NumpyRealNVP
 from densitylab.numpy_flow import fit as numpy_fit
@@ -23,17 +24,6 @@ CONFIGS = ((64, 32), (256, 32), (1500, 32), (64, 128), (64, 512), (1500, 512))  
 ENGINES = ("NumPy", "torch (autograd)", "compiled (numba)")
 
 
-def _per_epoch(cumulative: list[float]) -> tuple[float, float]:
-    """Median seconds per epoch and its standard error, from cumulative times, the first
-    (warm-up: compilation, allocation, caches) epoch dropped. The median's standard error is
-    ``1.2533 * 1.4826 MAD / sqrt(n)`` (the normal-theory factor, with a robust spread), so one
-    epoch slowed by another process moves neither."""
-    durations = np.diff(np.concatenate([[0.0], cumulative]))[1:]
-    median = float(np.median(durations))
-    mad = float(np.median(np.abs(durations - median)))
-    return median, 1.2533 * 1.4826 * mad / math.sqrt(len(durations))
-
-
 def _train(engine: str, batch: int, width: int, x: np.ndarray, epochs: int):
     """Train one engine; returns (seconds per epoch, its standard error over the epochs,
     log-density function of the result)."""
@@ -41,10 +31,10 @@ def _train(engine: str, batch: int, width: int, x: np.ndarray, epochs: int):
     if engine == "NumPy":
         model = NumpyRealNVP.from_torch(flow)
         result = numpy_fit(model, x, epochs=epochs, batch_size=batch, seed=8)
-        return (*_per_epoch(result.history.seconds), result.model.log_prob)
+        return (*per_epoch(result.history.seconds), result.model.log_prob)
     kind = "torch" if engine.startswith("torch") else "compiled"
     result = fit(flow, x, epochs=epochs, batch_size=batch, seed=8, verbose=False, engine=kind)
-    return (*_per_epoch(result.history.seconds),
+    return (*per_epoch(result.history.seconds),
             lambda points: flow_log_prob(result.flow, points))
 
 

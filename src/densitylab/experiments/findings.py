@@ -2,9 +2,12 @@
 
 One rule decides every "better", "worse", "best" and "easier" on the report page:
 :func:`compare`. Two estimates differ only when their difference exceeds :data:`Z` standard
-errors of that difference (the estimates' standard errors added in quadrature, which is
-conservative when both were measured on the same test points); otherwise the page says
-"within noise". Quantities that cannot be negative (an energy distance, a KL divergence) are
+errors of that difference; otherwise the page says "within noise". When both were measured on
+the same test points, that standard error is the *paired* one, of the mean of the per-point
+differences (:func:`paired_se`; studies store it in their metrics); only where the points
+differ is it the *unpaired* one, the two standard errors added in quadrature (which ignores
+the correlation of two models' scores on shared points, and is far wider). The sentences say
+which. Quantities that cannot be negative (an energy distance, a KL divergence) are
 compared after clipping their unbiased estimates at 0: two samplers whose estimates are both
 at or below 0 are equally close to the data, and the closest is the one nearest 0, never the
 most negative.
@@ -16,23 +19,53 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 Metrics = dict[str, dict[str, Any]]
+Paired = Mapping[str, Mapping[str, float]]  # {a: {b: paired standard error of a - b}}
 Z = 2.0  # a difference is real when it exceeds Z standard errors of the difference
 
 
-def difference_se(se_a: float, se_b: float) -> float:
-    """Standard error of ``a - b`` for independent estimates (conservative for paired ones)."""
+def difference_se(se_a: float, se_b: float, paired: float | None = None) -> float:
+    """Standard error of ``a - b``: ``paired`` (that of the mean per-point difference, when
+    both were measured on the same points) where given, else the independent estimates'
+    standard errors added in quadrature."""
+    if paired is not None and math.isfinite(paired):
+        return float(paired)
     return math.hypot(float(se_a), float(se_b))
+
+
+def paired_se(log_p_a: np.ndarray, log_p_b: np.ndarray) -> float:
+    """Standard error of the difference of two mean log-densities measured on the same
+    points: the standard error of the mean of the per-point differences."""
+    a, b = np.asarray(log_p_a, dtype=float), np.asarray(log_p_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"paired scores need two 1-D arrays of one length >= 2, got shapes "
+                         f"{a.shape} and {b.shape}")
+    return float(np.std(a - b, ddof=1) / math.sqrt(a.size))
+
+
+def paired_table(log_p: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """``{a: {b: paired standard error of a - b}}`` for every two labels scored on the same
+    points (the arrays of ``log_p`` are per-point log-densities on one set of points)."""
+    return {a: {b: paired_se(log_p[a], log_p[b]) for b in log_p if b != a} for a in log_p}
+
+
+def se_kind(paired: float | None) -> str:
+    """How a comparison's standard error was formed, for the sentence that reports it."""
+    used = paired is not None and math.isfinite(paired)  # as difference_se decides
+    return "paired: the same test points" if used else "unpaired"
 
 
 def compare(
     a: float, se_a: float, b: float, se_b: float, *, lower_is_better: bool = True,
-    floor: float | None = None,
+    floor: float | None = None, paired: float | None = None,
 ) -> int:
     """``-1`` when ``a`` is better beyond noise, ``+1`` when ``b`` is, ``0`` within noise.
 
     ``floor``: the quantity cannot go below it (0 for a distance), so estimates under it
-    count as it.
+    count as it. ``paired``: the standard error of ``a - b`` from per-point differences
+    (:func:`paired_se`), used instead of the unpaired combination of ``se_a`` and ``se_b``.
     """
     if floor is not None:
         a, b = max(a, floor), max(b, floor)
@@ -40,7 +73,7 @@ def compare(
     if not (finite_a and finite_b):  # a non-finite estimate (a diverged model) is the worse
         return 0 if finite_a == finite_b else (-1 if finite_a else 1)
     diff = a - b
-    if abs(diff) <= Z * difference_se(se_a, se_b):
+    if abs(diff) <= Z * difference_se(se_a, se_b, paired):
         return 0
     a_better = diff < 0 if lower_is_better else diff > 0
     return -1 if a_better else 1
@@ -48,9 +81,10 @@ def compare(
 
 def best_group(
     estimates: Mapping[str, tuple[float, float]], *, lower_is_better: bool = True,
-    floor: float | None = None,
+    floor: float | None = None, paired: Paired | None = None,
 ) -> list[str]:
-    """The best label first, then every label within noise of it (by :func:`compare`)."""
+    """The best label first, then every label within noise of it (by :func:`compare`, on the
+    paired standard error where ``paired`` has the pair)."""
     def key(label: str) -> float:
         value = estimates[label][0]
         if floor is not None:
@@ -62,44 +96,62 @@ def best_group(
     return [best] + [
         label for label in order[1:]
         if compare(*estimates[best], *estimates[label], lower_is_better=lower_is_better,
-                   floor=floor) == 0
+                   floor=floor, paired=pair(paired, best, label)) == 0
     ]
+
+
+def paired_runs(metrics: Metrics, names: Mapping[str, str], rule: str = "") -> Paired:
+    """The runs' stored paired standard errors (``paired_se``, or ``final_paired_se`` with
+    ``rule="final_"``) under the short ``names`` ``{short: run label}`` a sentence uses."""
+    return {a: {b: metrics[la][f"{rule}paired_se"][lb] for b, lb in names.items()
+                if b != a and lb in metrics[la].get(f"{rule}paired_se", {})}
+            for a, la in names.items()}
+
+
+def pair(paired: Paired | None, a: str, b: str) -> float | None:
+    """The paired standard error of ``a - b`` if ``paired`` holds it (else ``None``)."""
+    return None if paired is None else paired.get(a, {}).get(b)
 
 
 def best_sentence(
     estimates: Mapping[str, tuple[float, float]], what: str, *, lower_is_better: bool = True,
-    floor: float | None = None, digits: int = 3,
+    floor: float | None = None, digits: int = 3, paired: Paired | None = None,
 ) -> str:
     """"X has the best WHAT (v ± se)" or "A, B and C are within noise of each other"."""
-    group = best_group(estimates, lower_is_better=lower_is_better, floor=floor)
+    group = best_group(estimates, lower_is_better=lower_is_better, floor=floor,
+                       paired=paired)
     if len(estimates) == 1:
         return ""
     best = group[0]
     value, se = estimates[best]
+    kind = se_kind(pair(paired, best, next(lb for lb in estimates if lb != best)))
     if len(group) == 1:
-        return f"{best} has the best {what} ({value:.{digits}f} ± {se:.{digits}f}), beyond noise"
+        return (f"{best} has the best {what} ({value:.{digits}f} ± {se:.{digits}f}), beyond "
+                f"noise ({Z:g} standard errors, {kind})")
     names = ", ".join(group[:-1]) + " and " + group[-1]
     every = " (all of them)" if len(group) == len(estimates) else ""
     return (f"{names}{every} are within noise of each other on {what} "
             f"(the best {value:.{digits}f} ± {se:.{digits}f}; differences under {Z:g} "
-            "standard errors)")
+            f"standard errors, {kind})")
 
 
 def versus(
     label_a: str, a: float, se_a: float, label_b: str, b: float, se_b: float, what: str, *,
     lower_is_better: bool = True, floor: float | None = None, unit: str = "nats",
-    digits: int = 3,
+    digits: int = 3, paired: float | None = None,
 ) -> str:
-    """One comparison sentence decided by :func:`compare`."""
-    outcome = compare(a, se_a, b, se_b, lower_is_better=lower_is_better, floor=floor)
+    """One comparison sentence decided by :func:`compare` (``paired``: as there)."""
+    outcome = compare(a, se_a, b, se_b, lower_is_better=lower_is_better, floor=floor,
+                      paired=paired)
     diff = abs(a - b)
-    noise = Z * difference_se(se_a, se_b)
+    noise = Z * difference_se(se_a, se_b, paired)
+    errors = f"{Z:g} standard errors ({se_kind(paired)}) = {noise:.{digits}f}"
     if outcome == 0:
         return (f"{label_a} and {label_b} are within noise on {what} (difference "
-                f"{diff:.{digits}f} {unit}, {Z:g} standard errors = {noise:.{digits}f})")
+                f"{diff:.{digits}f} {unit}, {errors})")
     winner, loser = (label_a, label_b) if outcome < 0 else (label_b, label_a)
     return (f"{winner} is better than {loser} on {what} by {diff:.{digits}f} {unit} "
-            f"(beyond {Z:g} standard errors = {noise:.{digits}f})")
+            f"(beyond {errors})")
 
 
 RECALL_SE_FLOOR = 0.01  # k-NN supports of 2000 points: recall wobbles about this much by seed
@@ -133,7 +185,8 @@ def describe(label: str, m: dict[str, Any]) -> str:
 def against_gaussian(label: str, m: dict[str, Any]) -> str:
     """How a run compares with the single full-covariance Gaussian on its own data."""
     g = m["gaussian"]
-    outcome = compare(m["test_nll"], m["test_nll_se"], g["test_nll"], g["test_nll_se"])
+    outcome = compare(m["test_nll"], m["test_nll_se"], g["test_nll"], g["test_nll_se"],
+                      paired=g.get("paired_se"))
     verdict = {-1: "beats", 1: "is worse than", 0: "is within noise of"}[outcome]
     return (f"{label} {verdict} the single Gaussian ({m['test_nll']:.3f} against "
             f"{g['test_nll']:.3f} ± {g['test_nll_se']:.3f})")
@@ -149,9 +202,11 @@ def weight_rules(label: str, m: dict[str, Any]) -> str:
         return (f"{label}: the best-validation weights are the final ones (epoch "
                 f"{m['best_epoch']}), test NLL {best[0]:.3f}")
     # one model against another on the same test points: the paired standard error
-    outcome = compare(best[0], m["final_minus_best_se"], final[0], 0.0)
+    paired = m["final_minus_best_se"]
+    outcome = compare(*best, *final, paired=paired)
     verdict = {0: "within noise", -1: "best-validation better", 1: "final better"}[outcome]
-    noise = f"{Z:g} paired SE = {Z * m['final_minus_best_se']:.3f}"
+    kind = "paired" if se_kind(paired).startswith("paired") else "unpaired"
+    noise = f"{Z:g} {kind} SE = {Z * difference_se(best[1], final[1], paired):.3f}"
     if final[1] > HEAVY_TAIL * best[1]:
         noise += (f"; the final weights' SE {final[1]:.3f} is over {HEAVY_TAIL:g} times the "
                   "best's: a few test points given almost no density carry their mean")
@@ -162,11 +217,18 @@ def weight_rules(label: str, m: dict[str, Any]) -> str:
 HEAVY_TAIL = 10.0  # an SE this many times another's: the mean is carried by a few points
 
 
+def run_pair(metrics: Metrics, first: str, second: str, rule: str = "") -> float | None:
+    """The paired standard error of two runs' test NLL difference under a weight rule
+    (``""`` or ``"final_"``), where both were tested on the same points (else ``None``)."""
+    return metrics[first].get(f"{rule}paired_se", {}).get(second)
+
+
 def verdict_under(metrics: Metrics, first: str, second: str, rule: str) -> int:
-    """:func:`compare` of two runs' test NLL under a weight rule (``""`` or ``"final_"``)."""
+    """:func:`compare` of two runs' test NLL under a weight rule (``""`` or ``"final_"``),
+    paired where they share their test points."""
     a, b = metrics[first], metrics[second]
     return compare(a[f"{rule}test_nll"], a[f"{rule}test_nll_se"], b[f"{rule}test_nll"],
-                   b[f"{rule}test_nll_se"])
+                   b[f"{rule}test_nll_se"], paired=run_pair(metrics, first, second, rule))
 
 
 def rules_agree(metrics: Metrics, first: str, second: str) -> str:
@@ -182,9 +244,9 @@ def rules_agree(metrics: Metrics, first: str, second: str) -> str:
 def pairwise(metrics: Metrics, first: str, second: str, factor: str) -> str:
     """Compare two runs on test NLL (same truth, so the same as the gap), naming the factor."""
     a, b = metrics[first], metrics[second]
-    outcome = compare(a["test_nll"], a["test_nll_se"], b["test_nll"], b["test_nll_se"])
+    outcome = verdict_under(metrics, first, second, "")
     verdict = versus(first, a["test_nll"], a["test_nll_se"], second, b["test_nll"],
-                     b["test_nll_se"], "test NLL")
+                     b["test_nll_se"], "test NLL", paired=run_pair(metrics, first, second))
     if outcome == 0:
         verdict += f": at this budget {factor} made no measurable difference"
     return f"{verdict}."
@@ -203,7 +265,8 @@ def easiest_and_hardest(metrics: Metrics) -> str:
     gaps = gap_estimates(metrics)
     easiest = best_group(gaps)
     hardest = best_group(gaps, lower_is_better=False)
-    text = f"Gap between test NLL and the true entropy (nats): {listing}. "
+    text = (f"Gap between test NLL and the true entropy (nats): {listing} (compared on "
+            "unpaired standard errors: each law has its own test points). ")
     if len(easiest) == len(metrics):
         return text + "All are within noise of each other."
     return text + (f"Easiest to fit: {' / '.join(easiest)}"
@@ -218,3 +281,20 @@ def epochs_to_reach(values: list[float], target: float) -> int | None:
         if value <= target:
             return epoch
     return None
+
+
+def budget_note(metrics: Metrics, labels: list[str] | None = None) -> str:
+    """Which runs were still improving when their fixed budget ran out (best validation epoch
+    in its last tenth), so a verdict between them is one at this budget, not at convergence."""
+    labels = list(metrics) if labels is None else labels
+    late = [lb for lb in labels if metrics[lb]["best_epoch"] >= 0.9 * metrics[lb]["epochs"]]
+    if not late:
+        listing = ", ".join(f"{lb} {metrics[lb]['best_epoch']} of {metrics[lb]['epochs']}"
+                            for lb in labels)
+        return ("Every run's best validation epoch came before the last tenth of its budget "
+                f"({listing}).")
+    return ("Still improving when the fixed budget ran out (best validation epoch in its last "
+            "tenth): " + ", ".join(f"{lb} ({metrics[lb]['best_epoch']} of "
+                                   f"{metrics[lb]['epochs']})" for lb in late)
+            + f"; {len(late)} of {len(labels)} runs, so the verdicts here hold for this budget, "
+            "not at convergence.")

@@ -9,15 +9,18 @@ from densitylab.experiments.findings import (
     against_gaussian,
     best_group,
     best_sentence,
+    budget_note,
     compare,
     describe,
     easiest_and_hardest,
     epochs_to_reach,
     gap_estimates,
     overfit,
+    paired_runs,
     pairwise,
     recall_se,
     rules_agree,
+    run_pair,
     verdict_under,
     versus,
     weight_rules,
@@ -71,24 +74,12 @@ def _bridges(metrics: Metrics) -> list[str]:
     ]
 
 
-def _budget(metrics: Metrics) -> str:
-    """Which runs were still improving when their budget ran out (best epoch in its last
-    tenth): their verdicts hold at this budget, not for the architecture."""
-    late = [lb for lb, m in metrics.items() if m["best_epoch"] >= 0.9 * m["epochs"]]
-    if not late:
-        return ""
-    return ("Still improving when the budget ran out (best epoch in the last tenth): "
-            + ", ".join(f"{lb} (epoch {metrics[lb]['best_epoch']} of "
-                        f"{metrics[lb]['epochs']})" for lb in late)
-            + ": the verdict holds at this budget.")
-
-
 def _per_dataset(metrics: Metrics) -> list[str]:
     gaps = gap_estimates(metrics)
     easiest, hardest = best_group(gaps), best_group(gaps, lower_is_better=False)
     beaten = [lb for lb, m in metrics.items()
               if compare(m["test_nll"], m["test_nll_se"], m["gaussian"]["test_nll"],
-                         m["gaussian"]["test_nll_se"]) < 0]
+                         m["gaussian"]["test_nll_se"], paired=m["gaussian"].get("paired_se")) < 0]
     summary = (f"The 4-coupling flow comes closest to the truth on {' / '.join(easiest)} and "
                f"stays furthest from it on {' / '.join(hardest)}, measured as KL(true || model) "
                f"on 20,000 fresh points. It beats a single Gaussian on {len(beaten)} of "
@@ -98,9 +89,9 @@ def _per_dataset(metrics: Metrics) -> list[str]:
         easiest_and_hardest(metrics),
         "; ".join(against_gaussian(lb, m) for lb, m in metrics.items()) + ".",
         *(f"Test NLL by the weights kept, {weight_rules(lb, m)}." for lb, m in metrics.items()),
-        *([_budget(metrics)] if _budget(metrics) else []),
         "; ".join(_samples(lb, m) for lb, m in metrics.items()) + ".",
         *_bridges(metrics),
+        budget_note(metrics),
     ]
 
 
@@ -125,9 +116,11 @@ def _two_runs(metrics: Metrics, first: str, second: str, factor: str, question: 
     ``key``: ``"test_nll"`` (same law) or ``"entropy_gap"`` (different laws: the gap to each
     law's own entropy, KL(true || model))."""
     a, b = metrics[first], metrics[second]
-    outcome = compare(a[key], a["test_nll_se"], b[key], b["test_nll_se"])
+    # the same test points (one law) pair the runs; the gap's difference is then the NLL's
+    paired, final_paired = (run_pair(metrics, first, second, rule) for rule in ("", "final_"))
+    outcome = compare(a[key], a["test_nll_se"], b[key], b["test_nll_se"], paired=paired)
     final = compare(a[f"final_{key}"], a["final_test_nll_se"], b[f"final_{key}"],
-                    b["final_test_nll_se"])
+                    b["final_test_nll_se"], paired=final_paired)
     words = {-1: f"{first} fits better", 1: f"{second} fits better",
              0: f"{factor} makes no difference beyond noise"}
     what = "test NLL" if key == "test_nll" else "KL(true || model)"
@@ -137,11 +130,12 @@ def _two_runs(metrics: Metrics, first: str, second: str, factor: str, question: 
         f"{question} On 20,000 fresh test points, {words[outcome]} ({what} {a[key]:.3f} "
         f"against {b[key]:.3f}). {agree}",
         f"{describe(first, a)}; {describe(second, b)}.",
-        versus(first, a[key], a["test_nll_se"], second, b[key], b["test_nll_se"], what) + ".",
+        versus(first, a[key], a["test_nll_se"], second, b[key], b["test_nll_se"], what,
+               paired=paired) + ".",
         f"{weight_rules(first, a)}; {weight_rules(second, b)}.",
-        *([_budget(metrics)] if _budget(metrics) else []),
         _leak_versus(metrics, first, second),
         f"{against_gaussian(first, a)}; {against_gaussian(second, b)}.",
+        budget_note(metrics, [first, second]),
     ]
 
 
@@ -222,11 +216,13 @@ def _layers_135(metrics: Metrics) -> list[str]:
         listing = ", ".join(f"{k}: {m['test_nll']:.3f} ± {m['test_nll_se']:.3f}"
                             for k, m in depth_runs.items())
         best = best_sentence({k: (m["test_nll"], m["test_nll_se"]) for k, m in depth_runs.items()},
-                             "test NLL")
+                             "test NLL", paired=paired_runs(metrics, {k: f"{data} {k}"
+                                                                      for k in depth_runs}))
         bullets.append(f"{data}, test NLL by depth: {listing}; {best}.")
     not_beating = [lb for lb, m in metrics.items()
                    if compare(m["test_nll"], m["test_nll_se"], m["gaussian"]["test_nll"],
-                              m["gaussian"]["test_nll_se"]) >= 0]
+                              m["gaussian"]["test_nll_se"],
+                              paired=m["gaussian"].get("paired_se")) >= 0]
     if not_beating:
         bullets.append("No better than a single Gaussian beyond noise: " + "; ".join(
             against_gaussian(lb, metrics[lb]) for lb in not_beating) + ".")
@@ -249,18 +245,21 @@ def _layers_135(metrics: Metrics) -> list[str]:
                    "with 39%, 86% and 99% of them within radius 1, 2 and 3): " + _latent_sentence(
         metrics, [f"{d} K={k}" for d in ("moons", "circles") for k in (1, 3, 5)]) + ".")
     widths = {m["hidden"][0]: m for lb, m in metrics.items() if lb.startswith("moons K=5")}
+    width_runs = {f"width {m['hidden'][0]}": lb for lb, m in metrics.items()
+                  if lb.startswith("moons K=5")}
     if len(widths) > 1:
         listing = ", ".join(f"{h}: {widths[h]['test_nll']:.3f} ± {widths[h]['test_nll_se']:.3f}"
                             for h in sorted(widths))
         estimates = {f"width {h}": (m["test_nll"], m["test_nll_se"]) for h, m in widths.items()}
-        group = best_group(estimates)
+        paired = paired_runs(metrics, width_runs)
+        group = best_group(estimates, paired=paired)
         worse = [lb for lb in (f"width {h}" for h in sorted(widths)) if lb not in group]
         order = [h for h in sorted(widths)]
         monotone = all(widths[a]["test_nll"] >= widths[b]["test_nll"]
                        for a, b in zip(order, order[1:], strict=False))
         bullets.append(
             f"Width sweep, moons K=5 (width: test NLL): {listing}; "
-            + best_sentence(estimates, "test NLL")
+            + best_sentence(estimates, "test NLL", paired=paired)
             + (f"; worse beyond noise: {', '.join(worse)}" if worse else "")
             + ("; a wider network is better at every step" if monotone else
                "; the test NLL does not fall steadily with the width") + ".")
@@ -278,7 +277,9 @@ def _layers_135(metrics: Metrics) -> list[str]:
                f"last tenth) and tested on 20,000 fresh points, {answer}. "
                + best_sentence({f"K={k}": (metrics[f'moons K={k}']['test_nll'],
                                            metrics[f'moons K={k}']['test_nll_se'])
-                                for k in (1, 3, 5)}, "test NLL on moons") + ".")
+                                for k in (1, 3, 5)}, "test NLL on moons",
+                               paired=paired_runs(metrics, {f"K={k}": f"moons K={k}"
+                                                            for k in (1, 3, 5)})) + ".")
     return [summary, *bullets]
 
 
@@ -316,7 +317,8 @@ def _overfits(label: str, m: dict) -> list[str]:
     beyond noise while the training NLL fell (the model learning its own points); a rise with
     the training NLL not falling is drift, said as such."""
     rise = m["final_test_nll"] - m["test_nll"]
-    if compare(m["test_nll"], m["final_minus_best_se"], m["final_test_nll"], 0.0) >= 0:
+    if compare(m["test_nll"], m["test_nll_se"], m["final_test_nll"], m["final_test_nll_se"],
+               paired=m["final_minus_best_se"]) >= 0:
         return []
     train = m["history"]["train_nll"]
     fall = train[m["best_epoch"] - 1] - train[m["epochs_run"] - 1]

@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from densitylab import datasets, plots
-from densitylab.experiments.findings import Z, best_sentence, compare, difference_se, versus
+from densitylab.experiments.findings import (
+    Z,
+    best_sentence,
+    compare,
+    difference_se,
+    pair,
+    paired_table,
+    se_kind,
+    versus,
+)
 from densitylab.experiments.runner import Outcome, Table
 from densitylab.image_estimator import ImageFlow
 from densitylab.image_figures import dequantization_noise, image_figures
@@ -64,7 +73,8 @@ def _fewer_couplings(metrics: dict, bpd: dict) -> str:
         if not epochs.get(k):
             return "never"
         return f"epoch {epochs[k]}" + (f" ({seconds[k]:.1f} s)" if seconds.get(k) else "")
-    outcome = compare(*bpd[r], *bpd[g])
+    paired = pair(metrics.get("paired_se"), r, g)
+    outcome = compare(*bpd[r], *bpd[g], paired=paired)
     verdict = {-1: "better", 1: "worse", 0: "within noise"}[outcome]
     # fewer couplings for as good a fit, or as many for a better one; worse with as many or
     # more refutes it; anything else this pair cannot decide
@@ -77,8 +87,8 @@ def _fewer_couplings(metrics: dict, bpd: dict) -> str:
     return (f"The project's claim that RealNVP needs fewer coupling layers: the multi-scale "
             f"RealNVP has {count[r]} couplings, the multi-scale Glow {count[g]} (each after a "
             f"1x1 convolution); the RealNVP is {verdict} on test bits/dim ({bpd[r][0]:.3f} "
-            f"against {bpd[g][0]:.3f}) and reaches the target at {reach(r)} against "
-            f"{reach(g)}: the claim {claim}")
+            f"against {bpd[g][0]:.3f}; {Z:g} standard errors, {se_kind(paired)}) and reaches "
+            f"the target at {reach(r)} against {reach(g)}: the claim {claim}")
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -126,11 +136,11 @@ def run_images(out: Path, quick: bool) -> Outcome:
     train, val, test = datasets.image_split(len(pixels))
     if quick:
         train, val = train[:400], val[:60]
-    fitted, rows, results = {}, [], {}
+    fitted, rows, results, per_image = {}, [], {}, {}
     for label, est in _models(quick).items():
         est.fit(pixels[train], X_val=pixels[val])
         fitted[label] = est
-        bpd = est.score_samples(pixels[test])
+        bpd = per_image[label] = est.score_samples(pixels[test])
         epochs = len(est.history_.val_nll)
         results[label] = {"bpd": _mean_se(bpd), "parameters": _parameters(est),
                           "epochs": epochs, "best_epoch": est.best_epoch_,
@@ -138,10 +148,10 @@ def run_images(out: Path, quick: bool) -> Outcome:
     target = max(min(r["history"].val_nll) for r in results.values()) / (64 * math.log(2))
     for r in results.values():
         r["epochs_to_target"], r["seconds_to_target"] = _to_target(r["history"], target)
-    references = {"per-pixel categorical": _mean_se(_categorical_bpd(pixels[train],
-                                                                     pixels[test])),
-                  "full-covariance Gaussian": _mean_se(_gaussian_bpd(pixels[train],
-                                                                     pixels[test]))}
+    per_image["per-pixel categorical"] = _categorical_bpd(pixels[train], pixels[test])
+    per_image["full-covariance Gaussian"] = _gaussian_bpd(pixels[train], pixels[test])
+    references = {k: _mean_se(per_image[k])
+                  for k in ("per-pixel categorical", "full-covariance Gaussian")}
     for label, r in results.items():
         mean, se = r["bpd"]
         reach = ("-" if r["epochs_to_target"] is None else
@@ -197,6 +207,8 @@ def run_images(out: Path, quick: bool) -> Outcome:
                "epochs_to_target": {k: r["epochs_to_target"] for k, r in results.items()},
                "seconds_to_target": {k: r["seconds_to_target"] for k, r in results.items()},
                "couplings": {k: couplings(est) for k, est in _models(quick).items()},
+               # every model scored on the same test digits: paired errors of the differences
+               "paired_se": paired_table(per_image),
                "novelty": {k: list(v) for k, v in novel.items()}}
     captions = {
         "samples.png": "Test digits and multi-scale Glow samples at temperatures 0.5, 0.7, 1.0.",
@@ -224,28 +236,34 @@ BLANK = "blank images with sparse noise"
 def images_findings(metrics: dict) -> list[str]:
     """The section's text from its saved metrics: a short summary, then bullets."""
     bpd = {k: tuple(v) for k, v in metrics["bits_per_dim"].items()}
+    paired = metrics.get("paired_se")
     novel = {k: tuple(v) for k, v in metrics["novelty"].items()}
     left_out = f"left-out class {LEFT_OUT}"
     scale = versus("the multi-scale Glow", *bpd["multi-scale Glow"], "the single-scale Glow of "
                    "about the same size", *bpd["single-scale Glow"], "test bits/dim",
-                   unit="bits/dim")
+                   unit="bits/dim", paired=pair(paired, "multi-scale Glow", "single-scale Glow"))
     blank = compare(*novel[BLANK], *novel[HELD])
     novelty = {-1: "blank images with sparse noise get a higher likelihood than real digits, "
                "the known failure of likelihoods for novelty",
                0: "blank images with sparse noise score within noise of real digits, so "
                "likelihood cannot tell them apart",
                1: "blank images with sparse noise get a lower likelihood than real digits"}[blank]
-    summary = (f"{_capital(best_sentence(bpd, 'test bits/dim, the lowest'))}. "
+    best = best_sentence(bpd, "test bits/dim, the lowest", paired=paired)
+    summary = (f"{_capital(best)}. "
                f"{_capital(scale)}. As a novelty score, {novelty}.")
-    reached = [f"{k} at epoch {e}" for k, e in metrics["epochs_to_target"].items() if e]
+    seconds = metrics.get("seconds_to_target", {})
+    reached = [f"{k} at epoch {e}" + (f" ({seconds[k]:.1f} s)" if k in seconds else "")
+               for k, e in metrics["epochs_to_target"].items() if e]
     missed = [k for k, e in metrics["epochs_to_target"].items() if not e]
     return [
         summary,
-        _capital(best_sentence({k: bpd[k] for k in FLOWS}, "bits/dim among the three flows"))
+        _capital(best_sentence({k: bpd[k] for k in FLOWS}, "bits/dim among the three flows",
+                               paired=paired))
         + ".",
         "Dequantization: " + versus("uniform", *bpd["multi-scale Glow"], "variational",
                                     *bpd[VARIATIONAL], "the multi-scale Glow's test bits/dim",
-                                    unit="bits/dim") + ".",
+                                    unit="bits/dim",
+                                    paired=pair(paired, "multi-scale Glow", VARIATIONAL)) + ".",
         f"Speed to {metrics['target']:.3f} bits/dim (the worst best validation bound of the four "
         f"flows): reached by {', '.join(reached) or 'none'}"
         + (f"; not reached by {', '.join(missed)}" if missed else "") + ".",

@@ -33,6 +33,7 @@ class Outcome:
     tables: list[Table] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    load: list[float] = field(default_factory=list)  # load average at its start and end
 
     def write(self, directory: Path) -> None:
         """``outcome.json`` (everything, for the report), plus ``metrics.json`` and

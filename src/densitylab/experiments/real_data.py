@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from densitylab.experiments.findings import Z, best_group, compare
+from densitylab.experiments.findings import Z, best_group, compare, paired_table
 from densitylab.experiments.runner import Outcome, Table
 from densitylab.mixtures import select_by_bic
 
@@ -226,10 +226,13 @@ def real_data_findings(metrics: dict[str, dict[str, Any]]) -> list[str]:
     for name, per_set in metrics.items():
         cells = {m: c for m, c in per_set.items() if m != "auto_picked"}
         estimates = {m: (c["mean"], c["se"]) for m, c in cells.items()}
-        group = best_group(estimates, lower_is_better=False)
+        # every method on the same folds: the error of a difference from the folds' differences
+        paired = paired_table({m: c["fold_means"] for m, c in cells.items()})
+        group = best_group(estimates, lower_is_better=False, paired=paired)
         best_sk = max(SKLEARN, key=lambda m: cells[m]["mean"])
         auto, sk = cells["dl.AutoDensity()"], cells[best_sk]
-        outcome = compare(auto["mean"], auto["se"], sk["mean"], sk["se"], lower_is_better=False)
+        outcome = compare(auto["mean"], auto["se"], sk["mean"], sk["se"], lower_is_better=False,
+                          paired=paired["dl.AutoDensity()"][best_sk])
         verdicts.append(outcome)
         verdict = {-1: "better than", 0: "within noise of", 1: "worse than"}[outcome]
         sentences.append(
@@ -243,5 +246,6 @@ def real_data_findings(metrics: dict[str, dict[str, Any]]) -> list[str]:
     summary = (f"On {len(metrics)} real data sets, AutoDensity is better than the better "
                f"scikit-learn baseline on {verdicts.count(-1)}, within noise on "
                f"{verdicts.count(0)} and worse on {verdicts.count(1)} (held-out "
-               f"log-likelihood, {Z:g} standard errors over the folds).")
+               f"log-likelihood, {Z:g} standard errors over the folds, paired: every method "
+               "on the same folds).")
     return [summary, *sentences]

@@ -22,9 +22,11 @@ from densitylab.evaluation import (
     evaluate_flow,
     flow_log_prob,
     flow_samples,
+    gaussian_log_prob,
     gaussian_reference,
     latent_codes,
 )
+from densitylab.experiments.findings import paired_se, paired_table
 from densitylab.experiments.outcome import Outcome, Table
 from densitylab.experiments.spec import Data, FlowExperiment, Run
 from densitylab.flows import build
@@ -92,6 +94,7 @@ def train_runs(
             standardize=budget.standardize,
             schedule=budget.schedule,
             patience=budget.patience,
+            engine=budget.engine,
             verbose=verbose,
             keep_final=True,
         )
@@ -125,15 +128,15 @@ def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> di
         report["mode_coverage"] = metrics_.mode_coverage(samples, centres,
                                                          radius=2 * data.truth.std)
     report["energy_se"] = energy_noise(data.truth, data.test)
-    final = result.final_model if result.final_model is not None else result.flow
-    final_log_p = flow_log_prob(final, data.test)
+    best_log_p, final_log_p = test_log_probs(result, data)
     final_nll, final_se = metrics_.nll_with_error(final_log_p)
-    # the two rules' models scored on the same points: the paired error of their difference
-    _, paired_se = metrics_.nll_with_error(final_log_p - flow_log_prob(result.flow, data.test))
+    gaussian = gaussian_reference(data.fit, data.test, data.truth.entropy())
+    # models scored on the same points: the paired error of their difference
+    gaussian["paired_se"] = paired_se(best_log_p, gaussian_log_prob(data.fit, data.test))
     return report | {
         "final_test_nll": final_nll,
         "final_test_nll_se": final_se,
-        "final_minus_best_se": paired_se,
+        "final_minus_best_se": paired_se(final_log_p, best_log_p),
         "final_entropy_gap": metrics_.entropy_gap(final_nll, data.truth.entropy()),
         "epochs_run": result.epochs_run,
         "data": data.truth.name,
@@ -152,9 +155,33 @@ def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> di
         "train_seconds": result.wall_time,
         "trained_together": batched,
         "history": result.history.to_dict(),
-        "gaussian": gaussian_reference(data.fit, data.test, data.truth.entropy()),
+        "gaussian": gaussian,
         "run_key": run_key(run),
     }
+
+
+def test_log_probs(result: FitResult, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point test log-densities of the best-validation and the final weights."""
+    final = result.final_model if result.final_model is not None else result.flow
+    return flow_log_prob(result.flow, data.test), flow_log_prob(final, data.test)
+
+
+def add_paired(metrics: dict[str, dict[str, Any]], results: dict[str, FitResult],
+               prepared: dict[str, Prepared]) -> None:
+    """Give every run the paired standard errors of its test NLL minus each other run's that
+    was tested on the very same points (``paired_se``, and ``final_paired_se`` for the final
+    weights): comparisons between them then use those, not the unpaired combination."""
+    by_points: dict[bytes, list[str]] = defaultdict(list)
+    for label, data in prepared.items():
+        by_points[data.test.tobytes()].append(label)
+    for labels in by_points.values():
+        if len(labels) < 2:
+            continue
+        scores = {lb: test_log_probs(results[lb], prepared[lb]) for lb in labels}
+        for index, key in enumerate(("paired_se", "final_paired_se")):
+            table = paired_table({lb: s[index] for lb, s in scores.items()})
+            for lb in labels:
+                metrics[lb][key] = table[lb]
 
 
 def run_key(run: Run) -> str:
@@ -343,6 +370,7 @@ def run_flow_experiment(
     metrics = {
         r.label: run_metrics(r, results[r.label], prepared[r.label], batched[r.label]) for r in runs
     }
+    add_paired(metrics, results, prepared)
     figures = draw(experiment, runs, results, prepared, metrics)
     plots.save_figures(out / "figures", {name: fig for name, (fig, _) in figures.items()},
                        strict=True)

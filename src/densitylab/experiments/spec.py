@@ -42,6 +42,7 @@ class Budget:
     standardize: bool = False
     schedule: str | None = None
     patience: int | None = None  # early stopping: epochs without a better validation NLL
+    engine: str = "auto"  # densitylab.fit's engine: "compiled" skips a stopped model's epochs
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ import torch
 from scipy.stats import ortho_group
 
 from densitylab import datasets, metrics
-from densitylab.evaluation import evaluate_flow, flow_samples, in_float64
-from densitylab.experiments.findings import compare, versus
+from densitylab.evaluation import evaluate_flow, flow_log_prob, flow_samples, in_float64
+from densitylab.experiments.findings import Z, compare, paired_se, versus
 from densitylab.experiments.runner import Outcome, Table
+from densitylab.experiments.timing import per_epoch, timed
 from densitylab.flows import build
 from densitylab.flows.transforms import TriangularCoupling
 from densitylab.training import fit_many
@@ -61,22 +62,6 @@ class RotatedProduct:
         return float(sum(law.entropy() for law in self.laws))
 
 
-def _timed(fn, repeats: int = 5) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _epoch_seconds(cumulative: list[float]) -> float:
-    """Median seconds per epoch, the first (warm-up: allocation, caches) dropped, so one slow
-    epoch, or the first model's warm-up, does not decide a ratio."""
-    durations = np.diff(np.concatenate([[0.0], cumulative]))
-    return float(np.median(durations[1:] if len(durations) > 1 else durations))
-
-
 def _measure(flow, truth: RotatedProduct, test: np.ndarray, seconds: float,
              result) -> dict[str, Any]:
     report = evaluate_flow(flow, test, truth, seed=8)
@@ -86,8 +71,10 @@ def _measure(flow, truth: RotatedProduct, test: np.ndarray, seconds: float,
         _, logdet = flow64.to_latent(x_t)
         z = torch.randn(100_000, truth.dim, dtype=torch.float64,
                         generator=torch.Generator().manual_seed(3))
-        sample_s = _timed(lambda: flow64.to_data(z))
-        density_s = _timed(lambda: flow64.to_latent(torch.as_tensor(test, dtype=torch.float64)))
+        sample_s, sample_se = timed(lambda: flow64.to_data(z))
+        density_s, density_se = timed(
+            lambda: flow64.to_latent(torch.as_tensor(test, dtype=torch.float64)))
+    epoch_s, epoch_se = per_epoch(result.history.seconds)
     triangular = [t for t in flow.transforms if isinstance(t, TriangularCoupling)]
     log_det_a = float(sum(t.log_diag.detach().double().sum() for t in triangular))
     mixing = [float(t.lower.detach().abs().max()) for t in triangular]
@@ -96,8 +83,9 @@ def _measure(flow, truth: RotatedProduct, test: np.ndarray, seconds: float,
         "logdet_mean": float(logdet.mean()), "logdet_sd": float(logdet.std()),
         "logdet_target": truth.dim / 2 * math.log(2 * math.pi * math.e) - truth.entropy(),
         "log_det_A": log_det_a, "max_offdiagonal_A": max(mixing, default=0.0),
-        "sample_seconds_100k": sample_s, "density_seconds_test": density_s,
-        "train_seconds": seconds, "epoch_seconds": _epoch_seconds(result.history.seconds),
+        "sample_seconds_100k": sample_s, "sample_seconds_100k_se": sample_se,
+        "density_seconds_test": density_s, "density_seconds_test_se": density_se,
+        "epoch_seconds": epoch_s, "epoch_seconds_se": epoch_se, "train_seconds": seconds,
         "best_epoch": result.best_epoch,
         "epochs": len(result.history.val_nll), "history": {
             "train_nll": result.history.train_nll, "val_nll": result.history.val_nll},
@@ -113,6 +101,7 @@ def run_triangular(out: Path, quick: bool) -> Outcome:
     for dim, parts in PARTS.items():
         truth = RotatedProduct(parts)
         x, test = truth.sample(n_fit, seed=0), truth.sample(n_test, seed=1)
+        log_p: dict[str, np.ndarray] = {}
         for name, triangular in MODELS.items():
             flow = build("realnvp", dim=dim, n_layers=LAYERS, hidden=HIDDEN, seed=8,
                          triangular=triangular)
@@ -124,19 +113,27 @@ def run_triangular(out: Path, quick: bool) -> Outcome:
             label = f"D={dim} {name}"
             s = _measure(result.flow, truth, test, seconds, result)
             scores[label] = s | {"dim": dim, "data": truth.name}
+            log_p[name] = flow_log_prob(result.flow, test)
             rows.append([
                 label, f"{s['test_nll']:.4f} ± {s['test_nll_se']:.4f}",
                 f"{s['entropy_gap']:+.4f}", f"{s['logdet_mean']:.3f} ± {s['logdet_sd']:.3f}",
                 f"{s['logdet_target']:.3f}", f"{s['log_det_A']:.3f}",
                 f"{s['max_offdiagonal_A']:.3f}", f"{s['energy_distance_5k']:.4f}",
                 f"{s['sample_quality']['low_density_fraction']:.3f}",
-                f"{s['sample_seconds_100k'] * 1000:.0f}", f"{s['train_seconds']:.1f}",
+                f"{s['sample_seconds_100k'] * 1000:.0f} ± {s['sample_seconds_100k_se'] * 1000:.0f}",
+                f"{s['epoch_seconds']:.3f} ± {s['epoch_seconds_se']:.3f}",
+                f"{s['train_seconds']:.1f}",
                 f"{s['best_epoch']} of {s['epochs']}",
             ])
+        # both flows scored on the same test points: the paired error of their difference
+        tri, plain = f"D={dim} triangular coupling", f"D={dim} plain coupling"
+        scores[tri]["paired_se"] = {plain: paired_se(log_p["triangular coupling"],
+                                                     log_p["plain coupling"])}
         settings.append([f"D={dim}", truth.name, n_fit, n_test])
     columns = ["run", "test NLL ± SE", "gap", "mean log|det dz/dx| ± sd", "its value for a "
                "perfect model", "log det A (all layers)", "max |A_ij|, i>j", "energy dist.",
-               "samples off-support", "ms to sample 100k", "train s", "best epoch"]
+               "samples off-support", "ms to sample 100k (median ± SE)",
+               "s per epoch (median ± SE)", "train s", "best epoch"]
     note = (f"Both flows: RealNVP, K={LAYERS} couplings with alternating half masks, "
             f"{HIDDEN[0]}x{HIDDEN[1]} LeakyReLU networks, standardised data, {epochs} epochs, "
             "batch 128, Adam 2e-3 with a cosine schedule to 0 (both end at rest), seed 8, "
@@ -160,19 +157,25 @@ def run_triangular(out: Path, quick: bool) -> Outcome:
     )
 
 
-TRAINING = {"epoch_seconds": "a training epoch (median, the first dropped)",
-            "train_seconds": "training"}
+def _paired(scores: dict[str, dict[str, Any]], dim: int) -> float | None:
+    """The paired standard error of the triangular minus the plain flow's test NLL in ``dim``
+    dimensions (both scored on the same test points), where it was stored."""
+    return scores[f"D={dim} triangular coupling"].get("paired_se", {}).get(
+        f"D={dim} plain coupling")
 
 
-def _ratio(what: str, ratio: float) -> str:
-    """A timing ratio (triangular / plain) in words; within 10% is timing noise on a shared
-    machine, and a triangular flow measured faster is noise too (it does more work)."""
-    if ratio < 0.9:
+def _cost(what: str, tri: dict[str, Any], plain: dict[str, Any], key: str) -> str:
+    """A timing of the triangular against the plain flow, decided by the page's rule on the
+    medians' standard errors (a triangular flow measured faster does strictly more work, so
+    that can only be timing noise)."""
+    ratio = tri[key] / plain[key]
+    outcome = compare(tri[key], tri[f"{key}_se"], plain[key], plain[f"{key}_se"])
+    if outcome == 0:
+        return f"{what} took the plain flow's time within noise ({ratio:.2f}x)"
+    if outcome < 0:
         return (f"{what} measured {ratio:.2f}x the plain flow's time, which can only be timing "
                 "noise (it does strictly more work)")
-    if ratio <= 1.1:
-        return f"{what} took about the plain flow's time ({ratio:.2f}x, within timing noise)"
-    return f"{what} took {ratio:.2f}x the plain flow's time"
+    return f"{what} took {ratio:.2f}x the plain flow's time (beyond {Z:g} standard errors)"
 
 
 def triangular_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
@@ -181,7 +184,7 @@ def triangular_findings(scores: dict[str, dict[str, Any]]) -> list[str]:
     for dim in PARTS:
         plain, tri = scores[f"D={dim} plain coupling"], scores[f"D={dim} triangular coupling"]
         outcome = compare(tri["test_nll"], tri["test_nll_se"], plain["test_nll"],
-                          plain["test_nll_se"])
+                          plain["test_nll_se"], paired=_paired(scores, dim))
         verdicts.append(f"in D={dim} it is " + {-1: "better", 1: "worse",
                                                  0: "within noise of the plain flow"}[outcome])
     summary = ("Letting the coupling mix its conditioning half (z_a = A x_a) keeps the "
@@ -200,15 +203,15 @@ def _findings(scores: dict[str, dict[str, Any]]) -> list[str]:
     for dim in PARTS:
         plain, tri = scores[f"D={dim} plain coupling"], scores[f"D={dim} triangular coupling"]
         nll = versus("the triangular flow", tri["test_nll"], tri["test_nll_se"], "the plain flow",
-                     plain["test_nll"], plain["test_nll_se"], "test NLL")
-        cost = tri["sample_seconds_100k"] / plain["sample_seconds_100k"]
-        key = "epoch_seconds" if "epoch_seconds" in tri else "train_seconds"
-        train = tri[key] / plain[key]
+                     plain["test_nll"], plain["test_nll_se"], "test NLL",
+                     paired=_paired(scores, dim))
+        cost = _cost("sampling 100,000 points", tri, plain, "sample_seconds_100k")
+        train = _cost("a training epoch", tri, plain, "epoch_seconds")
         sentences.append(
             f"D={dim}: {nll}. Its A mixes (largest off-diagonal |A_ij| "
             f"{tri['max_offdiagonal_A']:.2f}) and contributes log det A = "
-            f"{tri['log_det_A']:.2f} nats. (2) Cost: {_ratio('sampling 100,000 points', cost)}"
-            f"; {_ratio(TRAINING[key], train)}. (3) Samples: energy distance "
+            f"{tri['log_det_A']:.2f} nats. (2) Cost (medians, warm-up dropped): {cost}"
+            f"; {train}. (3) Samples: energy distance "
             f"{tri['energy_distance_5k']:.4f} against "
             f"{plain['energy_distance_5k']:.4f}, off-support share "
             f"{tri['sample_quality']['low_density_fraction']:.3f} against "
