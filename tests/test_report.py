@@ -259,30 +259,86 @@ def test_flows_vs_baselines_findings_use_the_rule():
     from densitylab.experiments.comparison import GAUSSIAN_ROW, VAE_FIXED, VAE_PLAIN
     from densitylab.experiments.comparison import comparison_findings as findings
 
-    def row(nll, se, recall, **extra):
+    def row(nll, se, recall, precision=0.99, **extra):
         return {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - 1.0,
                 "energy_distance": 0.001, "energy_se": 0.002, "recall": recall,
-                "recall_se": 0.01, "low_density_fraction": 0.02, **extra}
+                "precision": precision, "recall_se": 0.01, "low_density_fraction": 0.02,
+                "median_nll": nll, "worst_nll": 9.0, **extra}
 
-    def vae(nll, collapsed):
-        return row(nll, 0.01, 0.99, collapse={"collapsed": collapsed, "margin": 0.1,
-                                              "noise": 0.03, "bound_gap": 0.1})
+    def vae(nll, collapsed, precision=0.99):
+        return row(nll, 0.01, 0.99, precision, collapse={"collapsed": collapsed, "margin": 0.1,
+                                                         "noise": 0.03, "bound_gap": 0.1})
 
-    scores = {"moons": {"RealNVP": row(1.10, 0.05, 0.99), "Glow": row(1.12, 0.05, 0.98),
-                        "KDE (CV)": row(1.50, 0.05, 0.99), VAE_PLAIN: vae(1.9, True),
-                        VAE_FIXED: vae(1.4, False),
-                        "GAN": {"energy_distance": -0.006, "energy_se": 0.002, "recall": 0.6,
-                                "recall_se": 0.01, "low_density_fraction": 0.01},
-                        GAUSSIAN_ROW: {"test_nll": 1.9, "test_nll_se": 0.01,
-                                       "entropy_gap": 0.9}}}
-    text = " ".join(findings(scores))
+    def gan(recall, **extra):
+        return {"energy_distance": -0.006, "energy_se": 0.002, "recall": recall,
+                "precision": 0.99, "recall_se": 0.01, "low_density_fraction": 0.01, **extra}
+
+    def law(gan_row, **models):
+        return {"RealNVP": row(1.10, 0.05, 0.99), "Glow": row(1.12, 0.05, 0.98),
+                "KDE (CV)": row(1.50, 0.05, 0.99), VAE_PLAIN: vae(1.9, True),
+                VAE_FIXED: vae(1.4, False), "GAN": gan_row,
+                GAUSSIAN_ROW: {"test_nll": 1.9, "test_nll_se": 0.01, "entropy_gap": 0.9}} | models
+
+    text = " ".join(findings({"moons": law(gan(0.6))}))
     assert "lowest test NLL RealNVP (1.100" in text and "Glow within noise" in text
-    # the GAN's negative energy distance does not hide its missing modes
-    assert "Mode collapse (support recall below the best model's beyond noise): moons (recall " \
-        "0.600 against RealNVP's 0.990)" in text
+    # the GAN's negative energy distance does not hide the support it misses; with no modes
+    # to count, that is not called mode collapse
+    assert "Support missed without a missed mode (recall below the best model's beyond " \
+        "noise): moons (recall 0.600 against RealNVP's 0.990)" in text
+    assert "Mode collapse (modes missed, by the mode-coverage column): on no law" in text
     assert "Collapsed (no better than one Gaussian) on moons" in text
-    assert "The plain VAE collapses to a single Gaussian on 1 of 1 laws; with free bits on 0" \
-        in text
+    assert ("The plain-ELBO VAE is no better than a single Gaussian (collapsed) on every law, "
+            "the VAE with free bits on no law.") in text
+    # every mode reached (coverage 1.00): lower recall is missed support, never mode collapse
+    text = " ".join(findings({"grid": law(gan(0.6, mode_coverage=1.0))}))
+    assert "Mode collapse (modes missed, by the mode-coverage column): on no law" in text
+    assert "every mode reached (coverage 1.00)" in text
+    text = " ".join(findings({"grid": law(gan(0.6, mode_coverage=0.5))}))
+    assert "mode-coverage column): grid (mode coverage 0.50)" in text
+    assert "the GAN misses modes on 1 of the 1 laws with modes to count" in text
+
+
+def test_support_f1_ranks_an_over_dispersed_sampler_below_a_faithful_one():
+    """A collapsed VAE spreading samples everywhere reaches every data region (recall 1.000)
+    at precision 0.55: support recall alone ranks it first, support F1 last."""
+    from densitylab.experiments.comparison import GAUSSIAN_ROW, VAE_FIXED, VAE_PLAIN
+    from densitylab.experiments.comparison import comparison_findings as findings
+
+    def row(recall, precision, nll=1.5):
+        return {"test_nll": nll, "test_nll_se": 0.01, "entropy_gap": nll - 1.0,
+                "energy_distance": 0.001, "energy_se": 0.002, "recall": recall,
+                "precision": precision, "recall_se": 0.01, "low_density_fraction": 0.02,
+                "collapse": {"collapsed": True, "margin": 0.0, "noise": 0.03, "bound_gap": 0.0}}
+
+    per_model = {"RealNVP": row(0.97, 0.97), "Glow": row(0.96, 0.96),
+                 "KDE (CV)": row(0.99, 0.99, 1.2), VAE_PLAIN: row(1.0, 0.55),
+                 VAE_FIXED: row(1.0, 0.55), "GAN": row(0.98, 0.97) | {"test_nll": None},
+                 GAUSSIAN_ROW: {"test_nll": 1.9, "test_nll_se": 0.01, "entropy_gap": 0.9}}
+    del per_model["GAN"]["test_nll"]
+    bullets = findings({"moons": per_model})
+    ranking = next(b for b in bullets if b.startswith("Closest samples by support F1"))
+    assert ranking.split("moons: ")[1].startswith("KDE (CV) (P 0.990, R 0.990)")
+    assert "VAE" not in ranking
+    text = " ".join(bullets)
+    assert "KDE (CV)'s samples are the closest or within noise of it on every law" in text
+
+
+def test_a_heavy_tailed_mean_is_undecided_not_within_noise():
+    """Glow's mean NLL carried by a few points with almost no density (13.554 ± 11.408): the
+    rule would call it within noise of KDE; the page says the mean cannot decide."""
+    from densitylab.experiments.comparison import _nll_bullet
+    from densitylab.experiments.runner import GAUSSIAN_ROW
+
+    def row(nll, se, median):
+        return {"test_nll": nll, "test_nll_se": se, "entropy_gap": nll - 1.0,
+                "median_nll": median, "worst_nll": 2.2e5}
+
+    text = _nll_bullet("moons", {"KDE (CV)": row(1.08, 0.004, 0.95),
+                                 "Glow": row(13.554, 11.408, 1.31),
+                                 GAUSSIAN_ROW: {"test_nll": 1.9, "test_nll_se": 0.01}})
+    assert "within noise" not in text
+    assert "the mean cannot decide against Glow (13.554 ± 11.408" in text
+    assert "median 1.310 against 0.950" in text
 
 
 def test_figures_are_checked_for_width_panels_and_clipped_titles(tmp_path):

@@ -244,27 +244,77 @@ def _architectures() -> Table:
                  rows, folded=True)
 
 
+def _heavy(s: dict) -> bool:
+    """A test NLL whose mean rests on a few points given almost no density: its standard
+    error is over :data:`HEAVY_TAIL_SE` on the study's 20,000 points."""
+    return s.get("test_nll_se", 0.0) > HEAVY_TAIL_SE and "worst_nll" in s
+
+
+def _nll_bullet(label: str, per_model: dict[str, dict]) -> str:
+    """One law's likelihood ranking by the page's rule; a model within noise of the best only
+    because a heavy tail widened its standard error is said to be undecided, with its median."""
+    nll = {m: (s["test_nll"], s["test_nll_se"]) for m, s in per_model.items() if "test_nll" in s}
+    paired = _paired(per_model)
+    best = best_group(nll, paired=paired)
+    g = per_model[GAUSSIAN_ROW]
+    beat = [m for m in nll if m != GAUSSIAN_ROW
+            and compare(*nll[m], g["test_nll"], g["test_nll_se"],
+                        paired=pair(paired, m, GAUSSIAN_ROW)) < 0]
+    ties = [m for m in best[1:] if not _heavy(per_model[m])]
+    undecided = [m for m in best[1:] if _heavy(per_model[m])]
+    top = per_model[best[0]]
+    text = (f"{label}: lowest test NLL {best[0]} ({nll[best[0]][0]:.3f}, KL(true || model) "
+            f"{top['entropy_gap']:.3f})"
+            + (f", {', '.join(ties)} within noise" if ties else
+               ", beyond noise" if not undecided else ""))
+    if undecided:
+        text += ("; the mean cannot decide against " + ", ".join(
+            f"{m} ({per_model[m]['test_nll']:.3f} ± {per_model[m]['test_nll_se']:.3f}: a few "
+            f"test points given almost no density, the worst "
+            f"{per_model[m]['worst_nll']:.0f} nats; median {per_model[m]['median_nll']:.3f} "
+            f"against {top.get('median_nll', float('nan')):.3f})" for m in undecided))
+    return (text + f"; beating the single Gaussian ({g['test_nll']:.3f}): "
+            + (", ".join(beat) if beat else "none") + ".")
+
+
+def _f1(s: dict) -> tuple[float, float]:
+    """Support F1 of a sampler, ``2PR / (P + R)``, and its standard error by the delta method
+    from the binomial errors of precision and recall: it sees both failures, samples off the
+    data (low precision: over-dispersion, bridges) and data without samples (low recall)."""
+    p, r = s["precision"], s["recall"]
+    if p + r == 0:
+        return 0.0, recall_se(0.0, N_SAMPLES)
+    f1 = 2 * p * r / (p + r)
+    d_p, d_r = 2 * r * r / (p + r) ** 2, 2 * p * p / (p + r) ** 2
+    return f1, float(np.hypot(d_p * recall_se(p, N_SAMPLES), d_r * recall_se(r, N_SAMPLES)))
+
+
+def _gan_verdict(label: str, per_model: dict[str, dict]) -> tuple[str, str]:
+    """What the GAN's measured columns say on one law: ``("modes", text)`` when the
+    mode-coverage column shows missed modes (mode collapse), ``("support", text)`` when its
+    support recall is below the best model's beyond noise with no mode missed (or no modes to
+    count), else ``("", "")``."""
+    gan = per_model["GAN"]
+    if gan.get("mode_coverage", 1.0) < 1.0:
+        return "modes", f"{label} (mode coverage {gan['mode_coverage']:.2f})"
+    best_recall = max(s["recall"] for s in per_model.values() if "recall" in s)
+    leader = next(m for m, s in per_model.items() if s.get("recall") == best_recall)
+    if compare(gan["recall"], gan["recall_se"], best_recall, per_model[leader]["recall_se"],
+               lower_is_better=False) > 0:
+        modes = (f", every mode reached (coverage {gan['mode_coverage']:.2f})"
+                 if "mode_coverage" in gan else "")
+        return "support", (f"{label} (recall {gan['recall']:.3f} against {leader}'s "
+                           f"{best_recall:.3f}{modes})")
+    return "", ""
+
+
+def _count(k: int, n: int) -> str:
+    return "every law" if k == n else "no law" if k == 0 else f"{k} of {n} laws"
+
+
 def comparison_findings(scores: dict[str, dict[str, dict]]) -> list[str]:
     """The section's text from its metrics: likelihood ranking, VAE collapse, sample quality."""
-    bullets, closest_any = [], {}
-    for label, per_model in scores.items():
-        nll = {m: (s["test_nll"], s["test_nll_se"]) for m, s in per_model.items()
-               if "test_nll" in s}
-        paired = _paired(per_model)
-        best = best_group(nll, paired=paired)
-        g = per_model[GAUSSIAN_ROW]
-        beat = [m for m in nll if m != GAUSSIAN_ROW
-                and compare(*nll[m], g["test_nll"], g["test_nll_se"],
-                            paired=pair(paired, m, GAUSSIAN_ROW)) < 0]
-        recall = {m: (s["recall"], s["recall_se"]) for m, s in per_model.items() if "recall" in s}
-        closest = best_group(recall, lower_is_better=False)
-        closest_any[label] = closest
-        bullets.append(
-            f"{label}: lowest test NLL {best[0]} ({nll[best[0]][0]:.3f}, KL(true || model) "
-            f"{per_model[best[0]]['entropy_gap']:.3f})"
-            + (f", {', '.join(best[1:])} within noise" if len(best) > 1 else ", beyond noise")
-            + f"; beating the single Gaussian ({g['test_nll']:.3f}): "
-            + (", ".join(beat) if beat else "none") + ".")
+    bullets = [_nll_bullet(label, per_model) for label, per_model in scores.items()]
     for name in (VAE_PLAIN, VAE_FIXED):
         verdicts = {label: per_model[name]["collapse"] for label, per_model in scores.items()}
         collapsed = [lb for lb, v in verdicts.items() if v["collapsed"]]
@@ -276,43 +326,52 @@ def comparison_findings(scores: dict[str, dict[str, dict]]) -> list[str]:
             + ", ".join(f"{v['bound_gap']:.3f}" for v in verdicts.values())
             + (f". Collapsed (no better than one Gaussian) on {', '.join(collapsed)}."
                if collapsed else ". Not collapsed on any law."))
-    collapsed_gan, listing = [], []
+    found: dict[str, list[str]] = {"modes": [], "support": []}
+    listing = []
     for label, per_model in scores.items():
         gan = per_model["GAN"]
-        best_recall = max(s["recall"] for s in per_model.values() if "recall" in s)
-        leader = next(m for m, s in per_model.items() if s.get("recall") == best_recall)
-        if compare(gan["recall"], gan["recall_se"], best_recall, per_model[leader]["recall_se"],
-                   lower_is_better=False) > 0:
-            collapsed_gan.append(f"{label} (recall {gan['recall']:.3f} against {leader}'s "
-                                 f"{best_recall:.3f})")
-        listing.append(f"{label} recall {gan['recall']:.3f}, off-support "
-                       f"{gan['low_density_fraction']:.3f}, energy distance "
-                       f"{gan['energy_distance']:.4f}")
-    bullets.append("GAN samples: " + "; ".join(listing) + ". Mode collapse (support recall "
-                   "below the best model's beyond noise): "
-                   + ("; ".join(collapsed_gan) if collapsed_gan else "on no law") + ".")
-    heavy = [f"{lb} {m} {s['test_nll']:.3f} ± {s['test_nll_se']:.3f} (median "
-             f"{s['median_nll']:.3f}, worst point {s['worst_nll']:.0f})"
-             for lb, p in scores.items() for m, s in p.items()
-             if s.get("test_nll_se", 0.0) > HEAVY_TAIL_SE and "worst_nll" in s]
-    if heavy:
-        bullets.append(f"Test NLLs whose standard error exceeds {HEAVY_TAIL_SE}: a few test "
-                       "points the model gives almost no density carry the mean, so "
-                       "'within noise' there means the mean cannot tell, not that the models "
-                       "are alike: " + "; ".join(heavy) + ".")
-    bullets.append("Highest support recall (samples covering the data), within noise: "
-                   + "; ".join(f"{lb}: {', '.join(c)}" for lb, c in closest_any.items()) + ".")
+        kind, text = _gan_verdict(label, per_model)
+        if kind:
+            found[kind].append(text)
+        listing.append(f"{label} precision {gan['precision']:.3f}, recall {gan['recall']:.3f}, "
+                       f"off-support {gan['low_density_fraction']:.3f}"
+                       + (f", mode coverage {gan['mode_coverage']:.2f}"
+                          if "mode_coverage" in gan else "")
+                       + f", energy distance {gan['energy_distance']:.4f}")
+    bullets.append(
+        "GAN samples: " + "; ".join(listing) + ". Mode collapse (modes missed, by the "
+        "mode-coverage column): " + ("; ".join(found["modes"]) or "on no law") + ". Support "
+        "missed without a missed mode (recall below the best model's beyond noise): "
+        + ("; ".join(found["support"]) or "on no law") + ".")
+    closest = {}
+    for label, per_model in scores.items():
+        f1 = {m: _f1(s) for m, s in per_model.items() if "recall" in s and "precision" in s}
+        closest[label] = best_group(f1, lower_is_better=False)
+    bullets.append(
+        "Closest samples by support F1 (2PR / (P + R) of support precision P and recall R: "
+        "over-dispersed samples lose precision, collapsed ones recall), best first and those "
+        "within noise of it: " + "; ".join(
+            f"{lb}: " + ", ".join(
+                f"{m} (P {scores[lb][m]['precision']:.3f}, R {scores[lb][m]['recall']:.3f})"
+                for m in group) for lb, group in closest.items()) + ".")
     plain = sum(v[VAE_PLAIN]["collapse"]["collapsed"] for v in scores.values())
     fixed = sum(v[VAE_FIXED]["collapse"]["collapsed"] for v in scores.values())
     winners = sorted({best_group({m: (s["test_nll"], s["test_nll_se"]) for m, s in p.items()
                                   if "test_nll" in s}, paired=_paired(p))[0]
                       for p in scores.values()})
+    ahead = {m: sum(m in g for g in closest.values()) for m in MODELS}
+    leader = max(MODELS, key=lambda m: (ahead[m], -MODELS.index(m)))
+    n = len(scores)
+    counted = sum("mode_coverage" in p["GAN"] for p in scores.values())
     summary = ((f"{winners[0]} has the lowest test NLL on every law. " if len(winners) == 1
                 else f"The lowest test NLL belongs to {', '.join(winners)}, by law. ")
-               + f"The plain VAE collapses to a single Gaussian on {plain} of {len(scores)} laws; "
-               f"with free bits on {fixed}. Sample quality is judged by support recall and "
-               "off-support share, which see missed modes and bridges that energy distance "
-               "averages away.")
+               + f"The plain-ELBO VAE is no better than a single Gaussian (collapsed) on "
+               f"{_count(plain, n)}, the VAE with free bits on {_count(fixed, n)}. "
+               f"By support F1, which sees samples off the data as well as data without "
+               f"samples, {leader}'s samples are the closest or within noise of it on "
+               f"{_count(ahead[leader], n)}"
+               + (f"; the GAN misses modes on {len(found['modes'])} of the {counted} laws with "
+                  "modes to count." if counted else "."))
     bullets.extend(_convergence(scores))
     bullets.append("Test NLLs are compared on paired standard errors (the per-point differences "
                    "on the same 20,000 test points) between the flows, KDE and the single "
