@@ -205,19 +205,29 @@ def test_limits_findings_count_what_was_measured():
             for i in range(1, 8)}
     text = " ".join(_findings(limit_scores(gaps)))
     # recommended gaps 0.01..0.07 (SE 0.001): five within 0.05; largest d7 and d6
-    assert ("recommended: within 0.05 nats of the entropy (not above it beyond noise) on 5 of 7 "
-            "distributions") in text
+    assert ("recommended: gap to the entropy at most 0.05 nats, or above it by less than 2 "
+            "standard errors, on 5 of 7 distributions") in text
     assert "largest on d7 (0.070) and d6 (0.060)" in text
-    assert "KDE (CV): within 0.05 nats of the entropy (not above it beyond noise) on 7 of 7" in text
+    assert "KDE (CV): gap to the entropy at most 0.05 nats, or above it by less than 2 " \
+        "standard errors, on 7 of 7" in text
     # d1..d4: recommended below KDE's 0.045 beyond noise; d5..d7: KDE below it
     assert ("The recommended model has the smallest gap alone on 4 of 7 distributions and "
             "shares it, within noise, on 0 more") in text
     assert "d7 is the hardest to reach" in text
     # with large standard errors a 0.07 gap is not shown to exceed 0.05, and all tie
     noisy = " ".join(_findings(limit_scores(gaps, se=0.05)))
-    assert "recommended: within 0.05 nats of the entropy (not above it beyond noise) on 7 of 7" \
-        in noisy
+    assert "recommended: gap to the entropy at most 0.05 nats, or above it by less than 2 " \
+        "standard errors, on 7 of 7" in noisy
     assert "smallest gap alone on 0 of 7" in noisy
+
+
+def test_limits_setting_lists_the_left_out_laws_without_a_dangling_separator():
+    from densitylab.experiments.limits import _setting
+
+    text = _setting(1000, 20000, {"gmm (sigma=0.5)": "gaussians-grid"})
+    assert text == ("1000 training points; 20000 fresh test points; gmm (sigma=0.5) is left "
+                    "out: it is the same law as gaussians-grid")
+    assert _setting(1000, 20000, {}) == "1000 training points; 20000 fresh test points"
 
 
 # -- the one rule behind every comparison on the page ------------------------------------------

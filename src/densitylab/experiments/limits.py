@@ -139,7 +139,8 @@ def run_limits(out: Path, quick: bool) -> Outcome:
     figures = {"gaps": (_gap_figure(scores),
                         "Gap between each model's test NLL and the entropy, per distribution "
                         f"(log scale; gaps below 0.001 nats, sampling noise included, are drawn "
-                        f"at 0.001). Dashed: {TARGET_GAP} nats."),
+                        f"at 0.001), with error bars of {Z:g} standard errors. Dashed: "
+                        f"{TARGET_GAP} nats."),
                "density": (_density_figure(runs, results, prepared, quick),
                            "The true density (upper) and the recommended model's (lower) for "
                            "every distribution, one colour scale per pair.")}
@@ -152,10 +153,8 @@ def run_limits(out: Path, quick: bool) -> Outcome:
     return Outcome(
         name="limits", title="How close to the entropy: every distribution, four models",
         question="The entropy of a distribution is the lowest expected test NLL any model can "
-        f"reach. On every built-in distribution ({len(some.fit)} training points, "
-        f"{len(some.test)} fresh test points; "
-        + "".join(f"{a} is left out: it is the same law as {b}; " for a, b in dropped.items())
-        + "), how close do the "
+        f"reach. On every built-in distribution ({_setting(len(some.fit), len(some.test), dropped)}"
+        "), how close do the "
         "coursework's RealNVP, Glow, the recommended spline flow and KDE with a cross-validated "
         "bandwidth come, and at what training cost? Every flow gets the same budget and trains "
         f"to convergence: until {runs[0].budget.patience} epochs bring no better NLL on "
@@ -166,11 +165,19 @@ def run_limits(out: Path, quick: bool) -> Outcome:
     )
 
 
+def _setting(n_fit: int, n_test: int, dropped: dict[str, str]) -> str:
+    """The study's data in one parenthesis: sizes, then each law left out as a duplicate."""
+    return "; ".join([f"{n_fit} training points", f"{n_test} fresh test points",
+                      *(f"{a} is left out: it is the same law as {b}"
+                        for a, b in dropped.items())])
+
+
 def _gap_figure(scores: dict[str, dict[str, Any]]):
     series = {m: [max(s[m]["entropy_gap"], 1e-3) for s in scores.values()] for m in MODELS}
+    errors = {m: [Z * s[m]["test_nll_se"] for s in scores.values()] for m in MODELS}
     return flow_plots.grouped_bars(list(scores), series, "test NLL - entropy (nats)",
                                    "Gap to the entropy per distribution",
-                                   reference=(TARGET_GAP, f"{TARGET_GAP} nats"))
+                                   reference=(TARGET_GAP, f"{TARGET_GAP} nats"), errors=errors)
 
 
 def _density_figure(runs: list[Run], results, prepared, quick: bool):
@@ -289,8 +296,9 @@ def _findings(scores: dict[str, dict[str, Any]]) -> list[str]:
         worst = sorted(gaps, key=gaps.get, reverse=True)[:2]
         seconds = sum(s[model]["train_seconds"] for s in scores.values()) / n
         sentences.append(
-            f"{model}: within {TARGET_GAP} nats of the entropy (not above it beyond noise) on "
-            f"{within} of {n} distributions, median gap {np.median(list(gaps.values())):.3f}, "
+            f"{model}: gap to the entropy at most {TARGET_GAP} nats, or above it by less than "
+            f"{Z:g} standard errors, on {within} of {n} distributions; median gap "
+            f"{np.median(list(gaps.values())):.3f}, "
             "largest on " + " and ".join(f"{d} ({gaps[d]:.3f})" for d in worst)
             + f"; {seconds:.1f} s of training per distribution."
         )
