@@ -299,9 +299,9 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
             trace = [
                 t.detach().double().numpy() for t in results[lb].flow.trace_to_data(1000, seed=0)
             ]
-            names = ["prior z"] + [f"layer {k}" for k in range(1, len(trace) - 1)] + ["x"]
             figures[f"layers-{slug(lb)}"] = (
-                flow_plots.trace_panels(trace, names, f"{lb}: 1000 samples after every layer"),
+                flow_plots.trace_panels(trace, flow_plots.trace_labels(len(trace) - 1),
+                                        f"{lb}: 1000 samples after every layer"),
                 f"{lb}: samples pushed from the prior through each layer to data space "
                 "(shared axes).",
             )
