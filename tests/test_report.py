@@ -426,3 +426,16 @@ def test_limits_counts_the_flows_that_hit_the_cap_and_judges_speed_by_both_clock
             s[m]["paired_se"] = {o: 0.001 for o in (*MODELS, GAUSSIAN) if o != m}
     assert "paired standard errors: every model on the same test points" in \
         " ".join(limits_findings(scores))
+
+
+def test_quick_figures_label_the_width_that_ran():
+    from densitylab import experiments
+    from densitylab.experiments.runner import ran_labels
+
+    study = experiments.get("layers-1-3-5")
+    quick = [r.quick() for r in study.runs]
+    shown = ran_labels(study, quick)
+    widths = [shown[lb] for lb in ("moons K=5 h=64", "moons K=5", "moons K=5 h=1024")]
+    assert widths == ["moons K=5 h=64", "moons K=5 (ran width 64)",
+                      "moons K=5 h=1024 (ran width 64)"]
+    assert ran_labels(study, list(study.runs)) == {r.label: r.label for r in study.runs}

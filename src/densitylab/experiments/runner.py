@@ -280,15 +280,20 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
     """The figures the experiment asks for; returns ``{file stem: (Figure, caption)}``."""
     figures = {}
     labels = [r.label for r in runs]
+    shown = ran_labels(experiment, runs)
     if "loss" in experiment.figures:
         entropies = {round(metrics[lb]["entropy"], 6) for lb in labels}
         entropy = entropies.pop() if len(entropies) == 1 else None
+        groups = None if experiment.loss_groups is None else {
+            title + (" (--quick: widths cut)" if any(shown[lb] != lb for lb in members) else ""):
+            tuple(shown[lb] for lb in members)
+            for title, members in experiment.loss_groups.items()}
         figures["loss"] = (
             flow_plots.loss_curves(
-                {lb: results[lb].history for lb in labels},
+                {shown[lb]: results[lb].history for lb in labels},
                 entropy,
                 "Negative log-likelihood per epoch",
-                groups=experiment.loss_groups,
+                groups=groups,
             ),
             "Training (dashed) and validation (solid) negative log-likelihood per epoch.",
         )
@@ -306,9 +311,8 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
                 "(shared axes).",
             )
     if "samples" in experiment.figures:
-        panels = {
-            lb: (prepared[lb].test[:2000], flow_samples(results[lb].flow, 2000, 1)) for lb in labels
-        }
+        panels = {shown[lb]: (prepared[lb].test[:2000], flow_samples(results[lb].flow, 2000, 1))
+                  for lb in labels}
         limits = flow_plots.robust_limits(*(test for test, _ in panels.values()), pad=0.25)
         figures["samples"] = (
             flow_plots.panel_row(flow_plots.draw_samples, panels,
@@ -318,13 +322,23 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
             "points (light blue, underneath); every panel has the same axes.",
         )
     if "latent" in experiment.figures:
-        panels = {lb: (latent_codes(results[lb].flow, prepared[lb].test[:2000]),) for lb in labels}
+        panels = {shown[lb]: (latent_codes(results[lb].flow, prepared[lb].test[:2000]),)
+                  for lb in labels}
         figures["latent"] = (
             flow_plots.panel_row(flow_plots.draw_latent, panels, "Latent codes z of test points",
                                  size=3.6),
             "Test points mapped to latent space; a good flow makes them look like N(0, I).",
         )
     return figures
+
+
+def ran_labels(experiment: FlowExperiment, runs: list[Run]) -> dict[str, str]:
+    """``{run label: the label a figure shows}``: the label itself, or, where the run trained
+    narrower networks than its label says (``--quick`` cuts widths), the label with the width
+    that ran, so that three runs cut to one width are not shown as 64, 512 and 1024."""
+    full = {r.label: r.model.hidden for r in experiment.runs}
+    return {r.label: r.label if full.get(r.label, r.model.hidden) == r.model.hidden
+            else f"{r.label} (ran width {'x'.join(map(str, r.model.hidden))})" for r in runs}
 
 
 def density_figure(labels: list[str], results, prepared) -> tuple:
