@@ -428,8 +428,9 @@ def test_limits_counts_the_flows_that_hit_the_cap_and_judges_speed_by_both_clock
         " ".join(limits_findings(scores))
 
 
-def test_quick_figures_label_the_width_that_ran():
+def test_quick_figures_label_the_width_that_ran_and_the_engine_that_trained():
     from densitylab import experiments
+    from densitylab.experiments.flow_studies import _engines
     from densitylab.experiments.runner import ran_labels
 
     study = experiments.get("layers-1-3-5")
@@ -439,3 +440,7 @@ def test_quick_figures_label_the_width_that_ran():
     assert widths == ["moons K=5 h=64", "moons K=5 (ran width 64)",
                       "moons K=5 h=1024 (ran width 64)"]
     assert ran_labels(study, list(study.runs)) == {r.label: r.label for r in study.runs}
+    text = _engines({"engine": "compiled"}, {"engine": "torch"})
+    assert "RealNVP on the compiled (numba) engine, Glow on the torch autograd engine" in text
+    assert "implementations as much as architectures" in text
+    assert "one engine" in _engines({"engine": "torch"}, {"engine": "torch"})

@@ -256,3 +256,17 @@ def test_a_new_objective_is_one_class_and_one_registry_entry(monkeypatch):
         dl.fit(flows.realnvp(2, 2), x, objective="half-nll", engine="compiled", epochs=1)
     with pytest.raises(ValueError, match="unknown objective"):
         dl.fit(flows.realnvp(2, 2), x, objective="elbo", **options)
+
+
+def test_the_result_records_the_engine_auto_picked():
+    """engine='auto' resolves per model (compiled for small RealNVPs, torch for Glow): the
+    result says which trained it, so a report can state it rather than assume it."""
+    x = dl.datasets.get("moons").sample(128, seed=0)
+    picked = {name: dl.fit(build, x, epochs=1, batch_size=64, verbose=False).engine
+              for name, build in (("realnvp", flows.realnvp(2, 2, (8, 8), seed=0)),
+                                  ("glow", flows.build("glow", dim=2, n_layers=2,
+                                                       hidden=(8, 8), seed=0)))}
+    assert picked == {"realnvp": "compiled", "glow": "torch"}
+    forced = dl.fit(flows.realnvp(2, 2, (8, 8), seed=0), x, epochs=1, engine="torch",
+                    verbose=False)
+    assert forced.engine == "torch"

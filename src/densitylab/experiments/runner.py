@@ -152,6 +152,7 @@ def run_metrics(run: Run, result: FitResult, data: Prepared, batched: int) -> di
         "best_val_nll": result.best_val_nll,
         "n_val": len(data.val),
         "stop_reason": result.stop_reason,
+        "engine": result.engine,  # which engine engine="auto" picked
         "train_seconds": result.wall_time,
         "trained_together": batched,
         "history": result.history.to_dict(),
@@ -256,7 +257,7 @@ def settings_table(experiment: FlowExperiment, runs: list[Run],
             run.label, m["n_fit"], m["n_val"], m["n_test"], run.model.builder,
             run.model.layers, "x".join(map(str, run.model.hidden)),
             b.epochs, b.batch_size, f"{b.lr:g}" + (" cosine" if b.schedule else ""), b.seed,
-            "yes" if b.standardize else "no", checkpoint_rule(m),
+            "yes" if b.standardize else "no", checkpoint_rule(m), m.get("engine") or "—",
             f"{m['train_seconds']:.1f}"
             + (f" (x{m['trained_together']} batched)" if m["trained_together"] > 1 else ""),
         ])
@@ -271,7 +272,8 @@ def settings_table(experiment: FlowExperiment, runs: list[Run],
     return Table(
         "Settings of every run (Adam; s and t networks with LeakyReLU)",
         ["run", "train points", "fresh val. points", "fresh test points", "model", "K", "hidden",
-         "epochs", "batch", "lr", "seed", "standardised", "weights kept", "train s"], rows,
+         "epochs", "batch", "lr", "seed", "standardised", "weights kept", "engine", "train s"],
+        rows,
         note=note, folded=True,
     )
 

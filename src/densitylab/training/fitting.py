@@ -225,7 +225,7 @@ def fit_many(
         for result, final in zip(results, unstack(model), strict=True):
             result.final_model = final.eval()
         runner.load_state(driver.best_state)
-    return [dataclasses.replace(r, threads=workers) for r in results]
+    return [dataclasses.replace(r, threads=workers, engine=runner.name) for r in results]
 
 
 fit.__signature__ = inspect.signature(fit_many).replace(

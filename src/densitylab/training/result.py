@@ -78,6 +78,7 @@ class FitResult:
     val_indices: np.ndarray
     threads: int = 1  # threads training used (torch's, or the compiled engine's model workers)
     final_model: Any = None  # the last epoch's weights, when asked for (fit_many keep_final)
+    engine: str = ""  # the engine that trained it ("torch", "compiled": engine="auto" resolved)
 
     @property
     def flow(self) -> Any:
