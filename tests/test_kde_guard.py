@@ -1,4 +1,4 @@
-"""The defensive component of KDE(bandwidth="cv") (densitylab.kde.guard): it bounds the
+"""The defensive component of KDE(bandwidth="cv") (densitylab.guard): it bounds the
 log-density of points off the data's thin directions, costs at most -log(1 - eps) anywhere, and
 leaves the bandwidth choice and the density's exact properties (mass 1, marginals) as they were."""
 
@@ -11,8 +11,8 @@ import pytest
 from scipy.stats import norm
 
 import densitylab as dl
+from densitylab.guard import GUARD_WEIGHT
 from densitylab.kde.bandwidth import select_bandwidth
-from densitylab.kde.guard import GUARD_WEIGHT
 
 
 def correlated(n: int = 300, seed: int = 0) -> np.ndarray:

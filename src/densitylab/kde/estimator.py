@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from densitylab import threads as threads_
 from densitylab._validation import check_positive_int, estimator_points, feature_names_of
 from densitylab.grids import Grid
+from densitylab.guard import GUARD_WEIGHT, Guard, check_guard_weight
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
 from densitylab.kde.engines import (
     Index,
@@ -38,7 +39,6 @@ from densitylab.kde.engines import (
     one_blas_thread,
     tree_log_kernel_sums,
 )
-from densitylab.kde.guard import GUARD_WEIGHT, Guard, check_guard_weight
 from densitylab.kde.loo import loo_scorer
 from densitylab.missing import marginal_log_density
 from densitylab.runtime import resolve_device
@@ -84,7 +84,7 @@ class KDE(BaseEstimator):
             (:class:`densitylab.support.Support`), and the density carried back with the
             Jacobian, so it integrates to 1 on the support, is 0 outside it, and samples stay in
             it. Every training point must lie strictly inside.
-        guard: the weight ``eps`` of a defensive component (:mod:`densitylab.kde.guard`):
+        guard: the weight ``eps`` of a defensive component (:mod:`densitylab.guard`):
             ``f = (1 - eps) KDE + eps N(m, diag(s^2))`` with the estimate's own mean and
             per-axis variance, which bounds the log-density of points off the data's thin
             directions at a cost of at most ``-log(1 - eps)`` nats anywhere. ``None`` (default):
@@ -176,7 +176,7 @@ class KDE(BaseEstimator):
         if guard is None:
             guard = GUARD_WEIGHT if _names_cv(self.bandwidth) else 0.0
         self.guard_weight_ = guard
-        self._guard = Guard.of(x, w, h, guard) if guard > 0 else None
+        self._guard = Guard.of_kde(x, w, h, guard) if guard > 0 else None
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
         self.__dict__.pop("feature_names_in_", None)
