@@ -18,7 +18,7 @@ import densitylab as dl
 from densitylab.estimators import FlowDensity
 from densitylab.evaluation import flow_log_prob, flow_samples
 from densitylab.flows import build
-from densitylab.guard import FLOW_WIDEN, GUARD_WEIGHT, Guard
+from densitylab.guard import GUARD_WEIGHT, WIDEN, Guard
 
 MEAN, SD = np.array([0.5, -1.0]), np.array([1.5, 0.7])
 
@@ -118,7 +118,7 @@ def test_the_guard_of_data_is_the_data_mean_and_twice_its_spread():
     x = np.random.default_rng(4).normal([3.0, -2.0, 0.0], [1.0, 5.0, 0.0], size=(500, 3))
     guard = Guard.of_data(x, GUARD_WEIGHT)
     np.testing.assert_allclose(guard.mean, x.mean(axis=0))
-    np.testing.assert_allclose(guard.sd, FLOW_WIDEN * np.r_[x.std(axis=0)[:2], 1.0])
+    np.testing.assert_allclose(guard.sd, WIDEN * np.r_[x.std(axis=0)[:2], 1.0])
     weights = np.r_[np.ones(250), np.zeros(250)]  # zero weights: the first half's spread
     np.testing.assert_allclose(Guard.of_data(x, 0.01, weights).mean, x[:250].mean(axis=0))
 

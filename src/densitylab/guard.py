@@ -12,28 +12,27 @@ The guard is the defensive mixture of importance sampling (Hesterberg 1995)::
 
     f(x) = (1 - eps) * p(x) + eps * N(x; m, diag(s^2))
 
-with ``m`` the data's mean and ``s`` a per-axis width of the data's spread, so ``N`` is the
-estimate with its correlations and modes forgotten. Everywhere ``log f >= log p + log(1 -
-eps)``, so the guard costs at most ``-log(1 - eps)`` (0.01 nats for ``eps = 0.01``) where the
-data are, and it bounds every point's log-density below by ``log eps`` plus the Gaussian's,
-which is finite and moderate within a few standard deviations of the data along each axis.
-``f`` integrates to 1 when ``p`` does, and is sampled exactly: with probability ``eps`` a draw
-of the Gaussian, else one of ``p``.
+with ``m`` the data's mean and ``s`` twice the model's own per-axis spread (:data:`WIDEN`), so
+``N`` is the estimate with its correlations and modes forgotten and its spread doubled. For a
+KDE the spread is the data's standard deviation combined with the kernel's,
+``s = sqrt((2 sd)^2 + diag(H H^T))`` (:meth:`Guard.of_kde`); for a flow, which has no kernel,
+``s = 2 sd`` (:meth:`Guard.of_data`). Everywhere ``log f >= log p + log(1 - eps)``, so the guard
+costs at most ``-log(1 - eps)`` (0.01 nats for ``eps = 0.01``) where the data are, and it bounds
+every point's log-density below by ``log eps`` plus the Gaussian's, which is finite and moderate
+within a few standard deviations of the data along each axis. ``f`` integrates to 1 when ``p``
+does, and is sampled exactly: with probability ``eps`` a draw of the Gaussian, else one of ``p``.
 
-The width, measured on the same folds of ``benchmarks/real_data.py`` (``benchmarks/RESULTS.md``,
-issue #34):
+The width, one rule for both, measured on the seven sets of ``benchmarks/real_data.py`` (3 folds;
+``benchmarks/RESULTS.md``, issue #34, where the commands are):
 
-- **KDE** (:func:`Guard.of_kde`): ``s^2`` is the estimate's own per-axis variance, the data's
-  plus the kernel's (:data:`KDE_WIDEN` = 1). A KDE's tail is at least its kernel at every
-  point, so the Gaussian only has to cover the thin directions: breast-cancer's worst held-out
-  value went from -543 to -128.5 (mixture -411.9), digits-64's is -332 (mixture -488), and the
-  mean rose (29.60 -> 31.72 on breast-cancer).
-- **Flows** (:func:`Guard.of_data`): ``s`` is twice the data's standard deviation
-  (:data:`FLOW_WIDEN` = 2). A flow has no kernel: its far tail can be far thinner than the
-  data's spread. With the data's own ``s`` the digits-64 flow's worst fold value stays 95 nats
-  below the mixture's; doubled it goes from -653 to -223 (mixture -428) and raises the fold's
-  mean by 0.71 nats; the MAF on breast-cancer -1222 -> -109 (mean +10.6), the mixture-base flow
-  on wine -114 -> -30 (mean +1.3 to +3.6).
+- **Flows**: with the data's own ``sd`` (a width of 1) the digits-64 flow's worst held-out value
+  stays 95 nats below the BIC mixture's on a fold; with ``2 sd`` the worst values of the three
+  flows on digits-64, wine and breast-cancer go from -712/-721/-713, -56/-118/-94 and
+  -171/-410/-1183 to -282, -35 and -70 (the mixture: -488, -55, -412), and no mean falls (the
+  MAF's on breast-cancer rises from 32.92 to 36.82).
+- **KDE**: the estimate's own spread (width 1) already met the target (breast-cancer -128.5,
+  digits-64 -332); with the data's part doubled the worst values rise further on every set
+  (-63 and -255) and the means move by -0.04 to +0.49 nats (breast-cancer 31.72 -> 32.21).
 
 References:
     Hesterberg, T. (1995). Weighted average importance sampling and defensive mixture
@@ -48,18 +47,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLOW_WIDEN", "GUARD_WEIGHT", "KDE_WIDEN", "Guard", "check_guard_weight"]
+__all__ = ["GUARD_WEIGHT", "WIDEN", "Guard", "check_guard_weight"]
 
 GUARD_WEIGHT = 0.01
 """The defensive weight ``eps`` where a guard is on by default (``KDE(bandwidth="cv")``, the
 tabular flow recipes): costs at most 0.01 nats per point, and adds ``log(0.01) = -4.6`` nats to
 the Gaussian's log-density as the floor of the estimate."""
 
-KDE_WIDEN = 1.0
-"""The KDE's Gaussian has the estimate's own per-axis spread (the data's and the kernel's)."""
-
-FLOW_WIDEN = 2.0
-"""A flow's Gaussian has twice the data's per-axis standard deviation (see the module text)."""
+WIDEN = 2.0
+"""The Gaussian's width in the data's standard deviations, per axis (see the module text)."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -97,21 +93,21 @@ class Guard:
     @classmethod
     def of_kde(cls, x: np.ndarray, weights: np.ndarray, h: np.ndarray, weight: float) -> Guard:
         """The guard of the KDE with points ``x`` ``(n, d)``, normalised ``weights`` and
-        bandwidth ``h``: the estimate's mean and per-axis standard deviation."""
+        bandwidth ``h``: the data's mean, and per axis :data:`WIDEN` times their standard
+        deviation combined with the kernel's."""
         mean, data_sd = _spread(x, weights)
         kernel_sd = np.linalg.norm(h, axis=1)  # sqrt(diag(H H^T)) without squaring H
-        return cls(weight, mean, np.hypot(KDE_WIDEN * data_sd, kernel_sd))
+        return cls(weight, mean, np.hypot(WIDEN * data_sd, kernel_sd))
 
     @classmethod
-    def of_data(cls, x: np.ndarray, weight: float, weights: np.ndarray | None = None,
-                widen: float = FLOW_WIDEN) -> Guard:
+    def of_data(cls, x: np.ndarray, weight: float, weights: np.ndarray | None = None) -> Guard:
         """The guard of a model trained on ``x`` ``(n, d)`` (rows weighted by ``weights``,
-        ``None``: equally) without kernels of its own (a flow): the data's mean and ``widen``
-        times their standard deviation per axis (axes of no spread get a width of 1, so the
-        Gaussian stays a density)."""
+        ``None``: equally) without kernels of its own (a flow): the data's mean and
+        :data:`WIDEN` times their standard deviation per axis (axes of no spread get a width
+        of 1, so the Gaussian stays a density)."""
         w = np.full(len(x), 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
         mean, sd = _spread(x, w / w.sum())
-        return cls(weight, mean, widen * np.where(sd > 0, sd, 1.0))
+        return cls(weight, mean, WIDEN * np.where(sd > 0, sd, 1.0))
 
     def log_density(self, y: np.ndarray) -> np.ndarray:
         """``log N(y; mean, diag(sd^2))`` per row of ``y``."""

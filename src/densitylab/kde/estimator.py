@@ -85,8 +85,9 @@ class KDE(BaseEstimator):
             Jacobian, so it integrates to 1 on the support, is 0 outside it, and samples stay in
             it. Every training point must lie strictly inside.
         guard: the weight ``eps`` of a defensive component (:mod:`densitylab.guard`):
-            ``f = (1 - eps) KDE + eps N(m, diag(s^2))`` with the estimate's own mean and
-            per-axis variance, which bounds the log-density of points off the data's thin
+            ``f = (1 - eps) KDE + eps N(m, diag(s^2))`` with the data's mean and, per axis,
+            ``s^2`` four times the data's variance plus the kernel's (the width the flows'
+            guard shares), which bounds the log-density of points off the data's thin
             directions at a cost of at most ``-log(1 - eps)`` nats anywhere. ``None`` (default):
             ``0.01`` under ``bandwidth="cv"``, whose kernels the data's covariance shapes, and
             ``0`` otherwise (the plain KDE, equal to scipy's and scikit-learn's); ``0`` turns it
