@@ -174,3 +174,21 @@ def test_the_shell_scores_and_saves_the_guarded_flow_python_loads(tmp_path):
     # 30 standard deviations off column b: bounded below by the guard's Gaussian
     floor = math.log(GUARD_WEIGHT) + model._guard.log_density(np.array([[5.0, 3.0]]))
     assert shell[-1] >= floor[0] - 1e-6
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--guard", "1.5"], "guard must be"),
+    (["--guard", "0.01", "--model", "auto"], "--guard applies"),
+    (["--guard", "0.01", "--condition-on", "0"], "--guard applies"),
+])
+def test_the_shell_refuses_a_bad_or_misplaced_guard(tmp_path, extra, message):
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    data = tmp_path / "table.csv"
+    np.savetxt(data, np.random.default_rng(7).normal(size=(40, 2)), delimiter=",")
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"),
+                                      *extra])
+    assert isinstance(result.exception, ValueError) and message in str(result.exception)
+    assert not (tmp_path / "run").exists()

@@ -157,9 +157,12 @@ def train(
         check_positive_int(threads, "--threads")
     from densitylab.cli.train_images import is_image_data, train_images
 
+    if guard is not None and (model == "auto" or condition_on is not None):
+        raise ValueError("--guard applies to the flows of train (--model auto's candidates "
+                         "carry their own; --condition-on models have none)")
     if is_image_data(data, images):
-        if resume or condition_on is not None:
-            raise ValueError("image flows take neither --resume nor --condition-on")
+        if resume or condition_on is not None or guard is not None:
+            raise ValueError("image flows take neither --resume, --condition-on nor --guard")
         width = parse_hidden(hidden)
         return train_images(data, out, model, layers, width[0] if width else None, epochs,
                             batch_size, lr, seed, val_fraction, patience, pixel_levels,
