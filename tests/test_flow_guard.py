@@ -192,3 +192,23 @@ def test_the_shell_refuses_a_bad_or_misplaced_guard(tmp_path, extra, message):
                                       *extra])
     assert isinstance(result.exception, ValueError) and message in str(result.exception)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # (about 3 s: a training run of the command line)
+def test_a_guarded_run_writes_the_guarded_density_s_numbers(tmp_path):
+    from typer.testing import CliRunner
+
+    from densitylab.cli import app
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "moons", "--model", "tabular", "--epochs", "2",
+                                      "-n", "300", "--n-test", "500", "--seed", "8",
+                                      "--out", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    model = dl.load(run / "model")
+    test = dl.datasets.get("moons").sample(500, seed=9)  # train's test points: seed + 1
+    assert metrics["guard_weight"] == GUARD_WEIGHT
+    assert metrics["test_nll"] == pytest.approx(-model.score_samples(test).mean(), rel=1e-12)
+    assert metrics["entropy_gap"] == pytest.approx(metrics["test_nll"] - metrics["entropy"])
+    assert 0 <= metrics["grid"]["tv"] <= 1  # the guarded density's grid divergences

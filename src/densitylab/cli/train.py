@@ -443,6 +443,25 @@ def guarded(result, x, model: str, guard: float, seed: int):
     return est
 
 
+def guarded_report(model, test, truth, seed: int) -> dict:
+    """The numbers of :func:`~densitylab.evaluation.evaluate_flow` that are the density's or
+    its samples', for the guarded ``FlowDensity`` ``model`` a run saves (the round trip and
+    the latent codes stay the flow's)."""
+    from densitylab import metrics
+
+    test_nll, test_nll_se = metrics.nll_with_error(model.score_samples(test))
+    samples = model.sample(5000, random_state=seed)
+    report = {"test_nll": test_nll, "test_nll_se": test_nll_se, "guard_weight": model.guard,
+              "sample_quality": metrics.sample_quality(
+                  samples, test, truth.log_prob if truth is not None else None, max_points=5000)}
+    if truth is not None:
+        report["entropy_gap"] = metrics.entropy_gap(test_nll, truth.entropy())
+        if model.n_features_in_ == 2:
+            report["grid"] = metrics.grid_divergences(truth.log_prob, model.score_samples,
+                                                      truth.bounds(), 200)
+    return report
+
+
 def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_checkpoint: bool,
               guard: float = 0.0) -> dict:
     """Compute every output first, then swap the finished run directory into place.
@@ -454,7 +473,7 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
     quantiles and density figures are the guarded density's (the latent codes and round trip
     stay the flow's).
     """
-    from densitylab import metrics, plots
+    from densitylab import plots
     from densitylab.evaluation import evaluate_flow, flow_log_prob, in_float64
     from densitylab.flows import function_evaluations
     from densitylab.io import save
@@ -466,9 +485,7 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
     model = guarded(result, x, config["model"], guard, seed) if guard > 0 else result.flow
     train_scores = model.score_samples(x) if guard > 0 else flow_log_prob(scorer, x)
     if guard > 0:
-        report["test_nll"], report["test_nll_se"] = metrics.nll_with_error(
-            model.score_samples(test))
-        report["guard_weight"] = guard
+        report |= guarded_report(model, test, truth, seed)
     if before is not None:  # a continuous flow: the solver's work to score the training points
         report["score_nfe"] = function_evaluations(scorer) - before
     report["train_log_density_quantiles"] = training_quantiles(train_scores)
