@@ -18,7 +18,7 @@ from densitylab._validation import check_positive_int, complete_rows
 from densitylab.evaluation import flow_log_prob, in_float64
 from densitylab.flows import Flow, build
 from densitylab.flows.recipes import TABULAR_MODELS, settings, split, tabular_budget
-from densitylab.guard import GUARD_WEIGHT, Guard, check_guard_weight
+from densitylab.guard import Guard, guard_weight
 from densitylab.runtime import torch_threads
 from densitylab.training import fit, fit_many
 
@@ -200,9 +200,7 @@ class FlowDensity(_FlowRecipe, DensityMixin, BaseEstimator):
     def _fit_together(self, estimators: list[FlowDensity], datasets: Sequence[ArrayLike],
                       sample_weight: ArrayLike | None = None) -> None:
         self._settings(1)  # unknown model or schedule: fail before looking at the data
-        eps = check_guard_weight(self.guard)
-        if eps is None:
-            eps = GUARD_WEIGHT if self.model in TABULAR_MODELS else 0.0
+        eps = guard_weight(self.guard, self.model in TABULAR_MODELS)
         xs = [validate_data(est, X, dtype=np.float64, ensure_min_samples=2,
                             ensure_all_finite=False)
               for est, X in zip(estimators, datasets, strict=True)]

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GUARD_WEIGHT", "WIDEN", "Guard", "check_guard_weight"]
+__all__ = ["GUARD_WEIGHT", "WIDEN", "Guard", "check_guard_weight", "guard_weight"]
 
 GUARD_WEIGHT = 0.01
 """The defensive weight ``eps`` where a guard is on by default (``KDE(bandwidth="cv")``, the
@@ -80,6 +80,16 @@ def _spread(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     scale = np.max(np.abs(deviation), axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     return mean, scale * np.sqrt(weights @ (deviation / scale) ** 2)
+
+
+def guard_weight(guard: object, on_by_default: bool) -> float:
+    """The weight in use: ``guard`` when set, else :data:`GUARD_WEIGHT` where the estimator's
+    rule turns the guard on by default (``KDE(bandwidth="cv")``, the tabular flow recipes) and
+    0 elsewhere; a ``ValueError`` outside ``[0, 1)``."""
+    eps = check_guard_weight(guard)
+    if eps is None:
+        return GUARD_WEIGHT if on_by_default else 0.0
+    return eps
 
 
 @dataclass(frozen=True)

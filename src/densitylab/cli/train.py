@@ -145,7 +145,7 @@ def train(
     from densitylab._validation import check_positive_int
     from densitylab.cli._data import is_builtin, read_data
     from densitylab.flows.recipes import TABULAR_MODELS, settings, split
-    from densitylab.guard import GUARD_WEIGHT, check_guard_weight
+    from densitylab.guard import guard_weight
     from densitylab.runtime import resolve_device
     from densitylab.training import fit
 
@@ -190,9 +190,7 @@ def train(
                           column_types, missing)
     if column_types is not None:
         raise ValueError("--column-types applies to --model auto")
-    guard = check_guard_weight(guard)
-    if guard is None:
-        guard = GUARD_WEIGHT if model in TABULAR_MODELS else 0.0
+    guard = guard_weight(guard, model in TABULAR_MODELS)
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}

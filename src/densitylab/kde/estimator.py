@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from densitylab import threads as threads_
 from densitylab._validation import check_positive_int, estimator_points, feature_names_of
 from densitylab.grids import Grid
-from densitylab.guard import GUARD_WEIGHT, Guard, check_guard_weight
+from densitylab.guard import Guard, guard_weight
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
 from densitylab.kde.engines import (
     Index,
@@ -165,7 +165,7 @@ class KDE(BaseEstimator):
         x, w = x[positive], w[positive] / w[positive].sum()
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
-        guard = check_guard_weight(self.guard)
+        guard = guard_weight(self.guard, _names_cv(self.bandwidth))
         with one_blas_thread():
             h, factor = resolve_bandwidth(self.bandwidth, x, w)
             chol, mean = cholesky_of_gram(h), w @ x
@@ -174,8 +174,6 @@ class KDE(BaseEstimator):
         with np.errstate(over="ignore", under="ignore"):
             self.covariance_ = h @ h.T
         self.factor_ = factor
-        if guard is None:
-            guard = GUARD_WEIGHT if _names_cv(self.bandwidth) else 0.0
         self.guard_weight_ = guard
         self._guard = Guard.of_kde(x, w, h, guard) if guard > 0 else None
         self.data_, self.weights_ = x, w
