@@ -179,7 +179,6 @@ def test_the_shell_scores_and_saves_the_guarded_flow_python_loads(tmp_path):
 @pytest.mark.parametrize(("extra", "message"), [
     (["--guard", "1.5"], "guard must be"),
     (["--guard", "0.01", "--model", "auto"], "--guard applies"),
-    (["--guard", "0.01", "--condition-on", "0"], "--guard applies"),
 ])
 def test_the_shell_refuses_a_bad_or_misplaced_guard(tmp_path, extra, message):
     from typer.testing import CliRunner
@@ -212,3 +211,29 @@ def test_a_guarded_run_writes_the_guarded_density_s_numbers(tmp_path):
     assert metrics["test_nll"] == pytest.approx(-model.score_samples(test).mean(), rel=1e-12)
     assert metrics["entropy_gap"] == pytest.approx(metrics["test_nll"] - metrics["entropy"])
     assert 0 <= metrics["grid"]["tv"] <= 1  # the guarded density's grid divergences
+
+
+def test_the_conditional_flow_carries_the_guard_as_a_density_of_y_for_every_x(tmp_path):
+    from densitylab.estimators import ConditionalFlowDensity
+
+    rng = np.random.default_rng(8)
+    c = rng.uniform(-1, 1, size=(200, 1))
+    y = np.c_[np.sin(3 * c[:, 0]), c[:, 0]] + 0.1 * rng.normal(size=(200, 2))
+    est = ConditionalFlowDensity(n_layers=1, hidden=(8,), epochs=2).fit(c, y)
+    plain = ConditionalFlowDensity(n_layers=1, hidden=(8,), epochs=2, guard=0).fit(c, y)
+    assert est.guard_weight_ == GUARD_WEIGHT and plain.guard_weight_ == 0.0
+    np.testing.assert_allclose(est._guard.sd, 2 * y.std(axis=0))
+    # for one condition, the guarded conditional density of y integrates to 1
+    t = np.linspace(-8, 8, 401)
+    a, b = np.meshgrid(t, t)
+    grid = np.c_[a.ravel(), b.ravel()]
+    density = np.exp(est.score_samples(np.full((len(grid), 1), 0.3), grid)).reshape(a.shape)
+    assert np.trapezoid(np.trapezoid(density, t, axis=1), t) == pytest.approx(1.0, abs=2e-3)
+    x = np.r_[c[:20], [[40.0]]]  # the last: a condition far outside the training range
+    np.testing.assert_allclose(est.score_samples(x, y[:21]),
+                               est._guard.mix(plain.score_samples(x, y[:21]), y[:21]),
+                               rtol=1e-12)
+    dl.save(est, tmp_path / "c")
+    back = dl.load(tmp_path / "c")
+    np.testing.assert_array_equal(back.score_samples(x, y[:21]), est.score_samples(x, y[:21]))
+    np.testing.assert_array_equal(back.sample(x, random_state=1), est.sample(x, 1))

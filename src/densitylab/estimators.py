@@ -327,6 +327,9 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
     stopping; one modelled column gets autoregressive splines computed from ``X``).
     ``embedding`` (e.g. ``(32, 8)``: hidden widths, then the embedded size) passes ``X``
     through a small network shared by all layers before their conditioners read it.
+    ``guard``: as :class:`FlowDensity`'s, ``(1 - eps) p(y | X) + eps N(y; m, diag((2 sd)^2))``
+    with the mean and standard deviations of the training ``y`` (a density of ``y`` for every
+    ``X``; ``None``: 0.01 for the tabular recipes, 0 for the others).
 
     Example:
         >>> import numpy as np
@@ -353,6 +356,7 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         verbose: bool | None = False,  # None: a progress bar when stderr is a terminal
         device: str = "cpu",
         embedding: Sequence[int] | None = None,
+        guard: float | None = None,
     ) -> None:
         self.model = model
         self.n_layers = n_layers
@@ -368,10 +372,12 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         self.verbose = verbose
         self.device = device
         self.embedding = embedding
+        self.guard = guard
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> ConditionalFlowDensity:
         """Train a conditional flow of ``y`` given ``X``."""
         self._settings(1)  # unknown model or schedule: fail before looking at the data
+        eps = guard_weight(self.guard, self.model in TABULAR_MODELS)
         context, targets = self._checked(X, y, reset=True)
         seed = int(np.random.default_rng(self.random_state).integers(2**31))
         builder, architecture, fit_options, patience = self._recipe(len(targets))
@@ -389,7 +395,9 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
                                    "best_val_nll": result.best_val_nll,
                                    "context_mean": self.context_mean_.tolist(),
                                    "context_scale": self.context_scale_.tolist(),
-                                   "shift": shift.tolist()})
+                                   "shift": shift.tolist(),
+                                   "guard": Guard.of_data(targets, eps).summary() if eps > 0
+                                   else None})
         self.history_ = result.history
         return self
 
@@ -425,11 +433,15 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
                              "numbers, the scales positive")
         self.best_epoch_, self.best_val_nll_ = summary["best_epoch"], summary["best_val_nll"]
         self.shift_ = checked_shift(summary, flow.dim)
+        self._guard = Guard.from_summary(summary.get("guard"), flow.dim)  # None: saved before
+        self.guard_weight_ = 0.0 if self._guard is None else self._guard.weight
 
     def fitted_summary(self) -> dict[str, Any]:
+        guard = getattr(self, "_guard", None)
         return {"best_epoch": self.best_epoch_, "best_val_nll": self.best_val_nll_,
                 "context_mean": self.context_mean_.tolist(),
-                "context_scale": self.context_scale_.tolist(), "shift": self.shift_.tolist()}
+                "context_scale": self.context_scale_.tolist(), "shift": self.shift_.tolist(),
+                "guard": None if guard is None else guard.summary()}
 
     def score_samples(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """``log p(y_i | X_i)`` in nats for every row, in the units of ``y``."""
@@ -437,8 +449,9 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         context, targets = self._checked(X, y)
         with torch.no_grad(), torch_threads(1):
             log_p = self.flow_.log_prob(targets - self.shift_, self._scaled(context),
-                                        dtype=torch.float64)
-        return log_p.cpu().numpy()
+                                        dtype=torch.float64).cpu().numpy()
+        guard = getattr(self, "_guard", None)
+        return log_p if guard is None else guard.mix(log_p, targets)
 
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Total conditional log-likelihood: higher is better."""
@@ -451,4 +464,7 @@ class ConditionalFlowDensity(_FlowRecipe, BaseEstimator):
         with torch.no_grad():
             draws = self.flow_.sample(len(context), seed=random_state,
                                       context=self._scaled(context))
-        return draws.double().cpu().numpy() + self.shift_
+        draws = draws.double().cpu().numpy() + self.shift_
+        guard = getattr(self, "_guard", None)
+        return draws if guard is None else guard.sample_into(draws,
+                                                             np.random.default_rng(random_state))

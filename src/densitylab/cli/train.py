@@ -135,7 +135,7 @@ def train(
     scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
     missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
     column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary, categorical); the others are detected. A column holding text is categorical: the model is then P(category) x p(rest | category) (dl.CategoricalDensity). Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
-    guard: float | None = typer.Option(None, "--guard", help="Weight eps of the defensive component (densitylab.guard): the model saved is (1 - eps) flow + eps N(mean, (2 sd)^2) of the training data, so no point scores absurdly low off the data; costs at most -log(1 - eps) nats anywhere. Default: 0.01 for the tabular recipes (as dl.FlowDensity), 0 for the others (the coursework's flows, saved as plain flows)."),
+    guard: float | None = typer.Option(None, "--guard", help="Weight eps of the defensive component (densitylab.guard): the model saved is (1 - eps) flow + eps N(mean, (2 sd)^2) of the training data, so no point scores absurdly low off the data; costs at most -log(1 - eps) nats anywhere. Default: 0.01 for the tabular recipes (as dl.FlowDensity; with --condition-on, N(y) of the modelled columns), 0 for the others (the coursework's flows, saved as plain flows)."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -157,9 +157,9 @@ def train(
         check_positive_int(threads, "--threads")
     from densitylab.cli.train_images import is_image_data, train_images
 
-    if guard is not None and (model == "auto" or condition_on is not None):
+    if guard is not None and model == "auto":
         raise ValueError("--guard applies to the flows of train (--model auto's candidates "
-                         "carry their own; --condition-on models have none)")
+                         "carry their own)")
     if is_image_data(data, images):
         if resume or condition_on is not None or guard is not None:
             raise ValueError("image flows take neither --resume, --condition-on nor --guard")
@@ -176,7 +176,7 @@ def train(
         check_output(out, "train")
         chosen = {"n_layers": layers, "hidden": parse_hidden(hidden), "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, "schedule": schedule,
-                  "standardize": standardize}
+                  "standardize": standardize, "guard": guard}
         options = {k: v for k, v in chosen.items() if v is not None}
         return train_conditional(data, out, "tabular" if model == "realnvp" else model, options,
                                  condition_on, seed, n, n_test, test_fraction, val_fraction,
