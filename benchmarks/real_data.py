@@ -32,6 +32,8 @@ Methods (all choices by cross-validation or BIC on the training fold only):
            autoregressive flow (issue #21)
   dl-maf-spline  dl.FlowDensity(model="tabular-maf-spline"), spline MAF layers: only when named
            in --methods
+  dl-flow-plain, dl-flow-mix-plain, dl-maf-plain  the three flows with guard=0 (no defensive
+           component, densitylab.guard; the same trained flows): only when named in --methods
   auto     dl.AutoDensity(random_state=0, column_types="continuous"): the best of its
            candidates by 3-fold CV, every column modelled as a continuous density
 
@@ -167,11 +169,12 @@ def sk_kde(x: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     return score
 
 
-def flow_recipe(model: str) -> Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray]]:
-    """A method that fits ``dl.FlowDensity(model=model)``."""
+def flow_recipe(model: str, guard: float | None = None
+                ) -> Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray]]:
+    """A method that fits ``dl.FlowDensity(model=model, guard=guard)``."""
 
     def method(x: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-        return dl.FlowDensity(model=model, random_state=seed).fit(x).score_samples
+        return dl.FlowDensity(model=model, random_state=seed, guard=guard).fit(x).score_samples
 
     return method
 
@@ -194,7 +197,12 @@ METHODS: dict[str, Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray
     "dl-maf": flow_recipe("tabular-maf"),
     "auto": dl_auto,
 }
-EXTRA_METHODS = {"dl-maf-spline": flow_recipe("tabular-maf-spline")}
+EXTRA_METHODS = {"dl-maf-spline": flow_recipe("tabular-maf-spline"),
+                 # the same flows without their defensive component (guard=0, densitylab.guard):
+                 # trained identically, so they show what the guard changes (issue #34)
+                 "dl-flow-plain": flow_recipe("tabular", 0.0),
+                 "dl-flow-mix-plain": flow_recipe("tabular-mixture", 0.0),
+                 "dl-maf-plain": flow_recipe("tabular-maf", 0.0)}
 """Run only when named in ``--methods`` (the default run keeps to 15 minutes)."""
 
 

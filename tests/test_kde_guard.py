@@ -1,4 +1,4 @@
-"""The defensive component of KDE(bandwidth="cv") (densitylab.kde.guard): it bounds the
+"""The defensive component of KDE(bandwidth="cv") (densitylab.guard): it bounds the
 log-density of points off the data's thin directions, costs at most -log(1 - eps) anywhere, and
 leaves the bandwidth choice and the density's exact properties (mass 1, marginals) as they were."""
 
@@ -11,8 +11,8 @@ import pytest
 from scipy.stats import norm
 
 import densitylab as dl
+from densitylab.guard import GUARD_WEIGHT, WIDEN
 from densitylab.kde.bandwidth import select_bandwidth
-from densitylab.kde.guard import GUARD_WEIGHT
 
 
 def correlated(n: int = 300, seed: int = 0) -> np.ndarray:
@@ -29,8 +29,8 @@ def test_a_point_off_a_thin_direction_keeps_a_bounded_log_density():
     off = np.array([[0.0, 1.0], [1.0, -0.5]])  # one standard deviation off the line
     assert np.all(plain.score_samples(off) < -1e4)  # the absurd value, before
     scores = guarded.score_samples(off)
-    # the floor: log eps + the independent Gaussian with the estimate's mean and variances
-    sd = np.sqrt(x.var(axis=0) + np.diag(guarded.covariance_))
+    # the floor: log eps + the independent Gaussian: the mean, twice the sd with the kernel
+    sd = np.sqrt(WIDEN**2 * x.var(axis=0) + np.diag(guarded.covariance_))
     floor = math.log(GUARD_WEIGHT) + norm.logpdf(off, x.mean(axis=0), sd).sum(axis=1)
     np.testing.assert_allclose(scores, floor, atol=1e-9)  # the kernels add nothing there
     assert np.all(scores > -10)
@@ -72,7 +72,7 @@ def test_samples_draw_the_guard_at_its_weight():
     kde = dl.KDE(bandwidth="cv", guard=0.2).fit(x)
     draws = kde.sample(20000, random_state=0)
     off_line = np.abs(draws[:, 1] - draws[:, 0]) > 0.05  # the kernels never reach this far
-    sd = np.sqrt(x.var(axis=0) + np.diag(kde.covariance_))  # the guard's, independent axes
+    sd = np.sqrt(WIDEN**2 * x.var(axis=0) + np.diag(kde.covariance_))  # the guard's axes
     expected = 0.2 * 2 * norm.sf(0.05 / np.hypot(*sd))
     assert off_line.mean() == pytest.approx(expected, abs=0.01)
 

@@ -628,7 +628,7 @@ Tensors = dict[str, Any]
 def _kde_state(kde: Any) -> tuple[Tensors, dict]:
     support = getattr(kde, "support_", None)
     config = {} if support is None else {"bounds": support.to_json()}
-    if getattr(kde, "guard_weight_", 0.0) > 0:  # the defensive component (densitylab.kde.guard)
+    if getattr(kde, "guard_weight_", 0.0) > 0:  # the defensive component (densitylab.guard)
         config["guard"] = kde.guard_weight_
     return ({"data": kde.data_, "weights": kde.weights_, "bandwidth": kde.bandwidth_}, config)
 

@@ -117,7 +117,7 @@ def kde(
         "bandwidth_matrix": model.bandwidth_.tolist(),
         "kernel_covariance": model.covariance_.tolist(),
         "bandwidth_factor": model.factor_,
-        "guard_weight": model.guard_weight_,  # the defensive component of "cv" (kde.guard)
+        "guard_weight": model.guard_weight_,  # the defensive component of "cv" (densitylab.guard)
     }
     if len(x) >= 10:  # out-of-fold: each point scored by the KDE of the other folds
         scores = out_of_fold_scores(KDE(bandwidth=spec), x, cv=5, random_state=seed)

@@ -135,6 +135,7 @@ def train(
     scales: int = typer.Option(2, help="Images: scales of the multi-scale flow."),
     missing: str = typer.Option("error", "--missing", help=MISSING_HELP),
     column_types: str | None = typer.Option(None, "--column-types", help="With --model auto: declare column types, e.g. price=positive,rooms=integer,share=bounded(0;1) (name or 0-based index = continuous, positive, bounded(a;b), integer, integer(step), rounded(step), binary, categorical); the others are detected. A column holding text is categorical (also without --model auto): the model is then P(category) x p(rest | category), the rest modelled by one shared model, one per category or a conditional flow given the category, whichever cross-validates best (dl.AutoDensity, dl.CategoricalDensity; the default model's rest is the tabular flow). Discrete columns are scored as log-probabilities, continuous ones as log-densities; the types are printed and saved with the model."),
+    guard: float | None = typer.Option(None, "--guard", help="Weight eps of the defensive component (densitylab.guard): the model saved is (1 - eps) flow + eps N(mean, (2 sd)^2) of the training data, so no point scores absurdly low off the data; costs at most -log(1 - eps) nats anywhere. Default: 0.01 for the tabular recipes (as dl.FlowDensity; with --condition-on, N(y) of the modelled columns), 0 for the others (the coursework's flows, saved as plain flows)."),
     condition_on: str | None = typer.Option(None, "--condition-on", help="Learn p(other columns | these columns): comma-separated column indices of DATA, e.g. 0,1 (a conditional flow of --model, default tabular; score and sample then take these columns as the condition)."),
 ) -> None:
     """Train a normalizing flow and write config, metrics, history, model and figures to OUT."""
@@ -144,6 +145,7 @@ def train(
     from densitylab._validation import check_positive_int
     from densitylab.cli._data import is_builtin, read_data
     from densitylab.flows.recipes import TABULAR_MODELS, settings, split
+    from densitylab.guard import guard_weight
     from densitylab.runtime import resolve_device
     from densitylab.training import fit
 
@@ -156,9 +158,12 @@ def train(
         check_positive_int(threads, "--threads")
     from densitylab.cli.train_images import is_image_data, train_images
 
+    if guard is not None and model == "auto":
+        raise ValueError("--guard applies to the flows of train (--model auto's candidates "
+                         "carry their own)")
     if is_image_data(data, images):
-        if resume or condition_on is not None:
-            raise ValueError("image flows take neither --resume nor --condition-on")
+        if resume or condition_on is not None or guard is not None:
+            raise ValueError("image flows take neither --resume, --condition-on nor --guard")
         width = parse_hidden(hidden)
         return train_images(data, out, model, layers, width[0] if width else None, epochs,
                             batch_size, lr, seed, val_fraction, patience, pixel_levels,
@@ -172,7 +177,7 @@ def train(
         check_output(out, "train")
         chosen = {"n_layers": layers, "hidden": parse_hidden(hidden), "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, "schedule": schedule,
-                  "standardize": standardize}
+                  "standardize": standardize, "guard": guard}
         options = {k: v for k, v in chosen.items() if v is not None}
         return train_conditional(data, out, "tabular" if model == "realnvp" else model, options,
                                  condition_on, seed, n, n_test, test_fraction, val_fraction,
@@ -205,6 +210,7 @@ def train(
                           column_types, missing)
     if column_types is not None:
         raise ValueError("--column-types applies to --model auto")
+    guard = guard_weight(guard, model in TABULAR_MODELS)
     chosen = {"n_layers": layers, "hidden": parse_hidden(hidden),
               "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
               "standardize": standardize}
@@ -253,10 +259,10 @@ def train(
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
             "ema": ema, "seed": seed, "n_train_and_val": len(x), "val_fraction": val_fraction,
             "patience": patience, "device": device, "processes": processes, "threads": result.threads, "flow": result.flow.config, "environment": environment(),
-            "columns": names,
+            "columns": names, "guard": guard,
         }
         report = write_run(claim, config, result, x, test, truth, seed,
-                           keep_checkpoint=result.stop_reason == "interrupted")
+                           keep_checkpoint=result.stop_reason == "interrupted", guard=guard)
     if not report["trained"]:
         typer.echo(f"error: training {result.stop_reason} and no epoch improved on the untrained "
                    f"model; {out} is marked untrained (try a smaller --lr)", err=True)
@@ -438,14 +444,53 @@ def environment() -> dict[str, str]:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_checkpoint: bool) -> dict:
+def guarded(result, x, model: str, guard: float, seed: int):
+    """The trained flow with the defensive component of weight ``guard`` fitted to ``x`` (the
+    training data, as ``dl.FlowDensity`` fits it): the ``FlowDensity`` a run saves, scores and
+    draws, so the shell's numbers are Python's ``score_samples``."""
+    import numpy as np
+
+    from densitylab.estimators import FlowDensity
+    from densitylab.guard import Guard
+
+    est = FlowDensity(model=model, guard=guard, random_state=seed)
+    est.restore(result.flow, {"best_epoch": result.best_epoch,
+                              "best_val_nll": result.best_val_loss,
+                              "shift": np.zeros(x.shape[1]).tolist(),
+                              "guard": Guard.of_data(x, guard).summary()})
+    return est
+
+
+def guarded_report(model, test, truth, seed: int) -> dict:
+    """The numbers of :func:`~densitylab.evaluation.evaluate_flow` that are the density's or
+    its samples', for the guarded ``FlowDensity`` ``model`` a run saves (the round trip and
+    the latent codes stay the flow's)."""
+    from densitylab import metrics
+
+    test_nll, test_nll_se = metrics.nll_with_error(model.score_samples(test))
+    samples = model.sample(5000, random_state=seed)
+    report = {"test_nll": test_nll, "test_nll_se": test_nll_se, "guard_weight": model.guard,
+              "sample_quality": metrics.sample_quality(
+                  samples, test, truth.log_prob if truth is not None else None, max_points=5000)}
+    if truth is not None:
+        report["entropy_gap"] = metrics.entropy_gap(test_nll, truth.entropy())
+        if model.n_features_in_ == 2:
+            report["grid"] = metrics.grid_divergences(truth.log_prob, model.score_samples,
+                                                      truth.bounds(), 200)
+    return report
+
+
+def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_checkpoint: bool,
+              guard: float = 0.0) -> dict:
     """Compute every output first, then swap the finished run directory into place.
 
     Returns the metrics; ``trained`` is false when no epoch improved on the untrained model
     (a run that diverged at once), and ``densitylab score``/``sample`` refuse such a run. The
     training data's log-densities are recorded as quantiles, for ``score --contamination``.
+    With a ``guard`` weight the run saves the guarded ``FlowDensity``; its test NLL, training
+    quantiles and density figures are the guarded density's (the latent codes and round trip
+    stay the flow's).
     """
-
     from densitylab import plots
     from densitylab.evaluation import evaluate_flow, flow_log_prob, in_float64
     from densitylab.flows import function_evaluations
@@ -455,7 +500,10 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
     report = evaluate_flow(result.flow, test, truth, seed=seed)
     scorer = in_float64(result.flow)  # (the copy that scores, so that its evaluations count)
     before = function_evaluations(scorer)
-    train_scores = flow_log_prob(scorer, x)
+    model = guarded(result, x, config["model"], guard, seed) if guard > 0 else result.flow
+    train_scores = model.score_samples(x) if guard > 0 else flow_log_prob(scorer, x)
+    if guard > 0:
+        report |= guarded_report(model, test, truth, seed)
     if before is not None:  # a continuous flow: the solver's work to score the training points
         report["score_nfe"] = function_evaluations(scorer) - before
     report["train_log_density_quantiles"] = training_quantiles(train_scores)
@@ -464,7 +512,7 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
                "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "wall_time": result.wall_time,
                "seconds_per_epoch": result.wall_time / max(result.epochs_run, 1)}
-    figures = run_figures(result, test, truth, seed)
+    figures = run_figures(result, test, truth, seed, model)
     with claim.replace() as staging:
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         (staging / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -472,17 +520,20 @@ def write_run(claim, config: dict, result, x, test, truth, seed: int, keep_check
             writer = csv.DictWriter(handle, ["epoch", *result.history.columns, "seconds"])
             writer.writeheader()
             writer.writerows(result.history.rows())
-        save(result.flow, staging / "model")
+        save(model, staging / "model")
         plots.save_figures(staging / "figures", figures)
         if keep_checkpoint and (out / CHECKPOINT).is_dir():
             shutil.copytree(out / CHECKPOINT, staging / CHECKPOINT)
     return report
 
 
-def run_figures(result, test, truth, seed: int) -> dict:
+def run_figures(result, test, truth, seed: int, model) -> dict:
+    """The run's figures; densities and samples are ``model``'s (the flow, or the guarded
+    ``FlowDensity`` the run saves), the latent codes and layers the flow's."""
     import numpy as np
 
-    from densitylab.evaluation import flow_log_prob, flow_samples, latent_codes
+    from densitylab import views
+    from densitylab.evaluation import latent_codes
     from densitylab.grids import make_grid
     from densitylab.plots import flows as flow_plots
     from densitylab.plots.kde import density_panels
@@ -494,10 +545,10 @@ def run_figures(result, test, truth, seed: int) -> dict:
 
         return {
             "loss": plots.loss(result, entropy=entropy, title="Negative log-likelihood per epoch"),
-            "density": plots.density(flow, data=test[:2000], seed=seed),
-            "samples": plots.samples(flow, test[:2000], seed=seed),
+            "density": plots.density(model, data=test[:2000], seed=seed),
+            "samples": plots.samples(model, test[:2000], seed=seed),
         }
-    samples = flow_samples(flow, min(len(test), 2000), seed)
+    samples = views.draw(model, min(len(test), 2000), seed)
     figures = {
         "loss": loss_figure(result.history, entropy),
         "samples": flow_plots.samples_vs_data(test[:2000], samples, "Test data and flow samples"),
@@ -511,7 +562,7 @@ def run_figures(result, test, truth, seed: int) -> dict:
         figures["layers"] = flow_plots.trace_panels(trace, labels, "Samples after every layer, z -> x")
         bounds = truth.bounds() if truth is not None else flow_plots.robust_limits(test)
         grid = make_grid(bounds, 150)
-        panels = {"flow p(x)": np.exp(flow_log_prob(flow, grid.points)).reshape(grid.shape)}
+        panels = {"flow p(x)": np.exp(views.log_density(model, grid.points)).reshape(grid.shape)}
         if truth is not None:
             truth_image = np.exp(truth.log_prob(grid.points)).reshape(grid.shape)
             panels = {"true p(x)": truth_image, **panels}
@@ -520,7 +571,7 @@ def run_figures(result, test, truth, seed: int) -> dict:
         from densitylab import plots
 
         if pairs_figure_allowed(flow.dim):
-            figures["density"] = plots.pairs(flow, test[:2000], seed=seed,
+            figures["density"] = plots.pairs(model, test[:2000], seed=seed,
                                              title="Marginals of the flow and the test data")
         figures["layers"] = plots.layers(flow, seed=seed)
     return figures

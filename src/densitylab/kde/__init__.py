@@ -4,7 +4,8 @@
 ``BANDWIDTH_RULES``, and :func:`leave_one_out_log_likelihood` is the criterion ``"cv"`` maximises.
 Beside them: ``estimator`` (the class), ``engines`` (the kd-tree, dense and grid summations),
 ``kernels`` (their compiled loops), ``bandwidth`` (the rules, the ``"cv"`` kernel-shape search),
-``loo`` (the leave-one-out scorer) and ``guard`` (the defensive component of ``"cv"``).
+``loo`` (the leave-one-out scorer). The defensive component of ``"cv"`` is the one the flows
+share, :mod:`densitylab.guard`.
 """
 
 from densitylab.kde.bandwidth import BANDWIDTH_RULES

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from densitylab import threads as threads_
 from densitylab._validation import check_positive_int, estimator_points, feature_names_of
 from densitylab.grids import Grid
+from densitylab.guard import Guard, guard_weight
 from densitylab.kde.bandwidth import cholesky_of_gram, resolve_bandwidth
 from densitylab.kde.engines import (
     Index,
@@ -38,7 +39,6 @@ from densitylab.kde.engines import (
     one_blas_thread,
     tree_log_kernel_sums,
 )
-from densitylab.kde.guard import GUARD_WEIGHT, Guard, check_guard_weight
 from densitylab.kde.loo import loo_scorer
 from densitylab.missing import marginal_log_density
 from densitylab.runtime import resolve_device
@@ -84,9 +84,10 @@ class KDE(BaseEstimator):
             (:class:`densitylab.support.Support`), and the density carried back with the
             Jacobian, so it integrates to 1 on the support, is 0 outside it, and samples stay in
             it. Every training point must lie strictly inside.
-        guard: the weight ``eps`` of a defensive component (:mod:`densitylab.kde.guard`):
-            ``f = (1 - eps) KDE + eps N(m, diag(s^2))`` with the estimate's own mean and
-            per-axis variance, which bounds the log-density of points off the data's thin
+        guard: the weight ``eps`` of a defensive component (:mod:`densitylab.guard`):
+            ``f = (1 - eps) KDE + eps N(m, diag(s^2))`` with the data's mean and, per axis,
+            ``s^2`` four times the data's variance plus the kernel's (the width the flows'
+            guard shares), which bounds the log-density of points off the data's thin
             directions at a cost of at most ``-log(1 - eps)`` nats anywhere. ``None`` (default):
             ``0.01`` under ``bandwidth="cv"``, whose kernels the data's covariance shapes, and
             ``0`` otherwise (the plain KDE, equal to scipy's and scikit-learn's); ``0`` turns it
@@ -164,7 +165,7 @@ class KDE(BaseEstimator):
         x, w = x[positive], w[positive] / w[positive].sum()
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
-        guard = check_guard_weight(self.guard)
+        guard = guard_weight(self.guard, _names_cv(self.bandwidth))
         with one_blas_thread():
             h, factor = resolve_bandwidth(self.bandwidth, x, w)
             chol, mean = cholesky_of_gram(h), w @ x
@@ -173,10 +174,8 @@ class KDE(BaseEstimator):
         with np.errstate(over="ignore", under="ignore"):
             self.covariance_ = h @ h.T
         self.factor_ = factor
-        if guard is None:
-            guard = GUARD_WEIGHT if _names_cv(self.bandwidth) else 0.0
         self.guard_weight_ = guard
-        self._guard = Guard.of(x, w, h, guard) if guard > 0 else None
+        self._guard = Guard.of_kde(x, w, h, guard) if guard > 0 else None
         self.data_, self.weights_ = x, w
         self.n_features_in_ = x.shape[1]
         self.__dict__.pop("feature_names_in_", None)
