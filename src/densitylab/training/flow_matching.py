@@ -44,7 +44,7 @@ class FlowMatching(Likelihood):
     rate to 0) the last weights are the settled ones. Measured on 5,000 points, a (128, 128,
     128) field with 4 Fourier octaves, 10,000 steps: the last epoch against the best
     validation one, gap to the entropy 0.033 vs 0.059 nats on moons (see
-    ``benchmarks/RESULTS.md``)."""
+    ``benchmarks/RESULTS.md``). Early stopping (``patience``) therefore does not apply."""
 
     train_columns = ("train_fm",)
     val_column = "val_fm"
