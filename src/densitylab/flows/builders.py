@@ -294,6 +294,7 @@ def cnf(
     *,
     activation: str = "elu",
     frequencies: int = 3,
+    fourier: int = 0,
     divergence: str | None = None,
     solver: str = "dopri5",
     rtol: float = 1e-5,
@@ -308,7 +309,8 @@ def cnf(
 ) -> Flow:
     """Continuous normalizing flow: one :class:`~densitylab.flows.continuous.ContinuousFlow`,
     a vector field MLP ``v(t, x)`` (``hidden`` widths, smooth ``activation``, ``frequencies``
-    sinusoids of time) integrated by torchdiffeq from the base (``t = 0``) to the data
+    sinusoids of time, ``fourier`` octaves of Fourier features of ``x`` for sharp structure,
+    0 for none) integrated by torchdiffeq from the base (``t = 0``) to the data
     (``t = 1``).
 
     ``solver`` is adaptive (``"dopri5"``, with ``rtol`` / ``atol``) or fixed-step (``"rk4"``,
@@ -340,13 +342,13 @@ def cnf(
     generator = torch.Generator().manual_seed(seed)
     transform = ContinuousFlow(
         dim, hidden, context=_transform_context(context, embedding), frequencies=frequencies,
-        activation=activation, divergence=divergence, solver=solver, rtol=rtol, atol=atol,
-        steps=steps, adjoint=adjoint, snapshots=snapshots, n_models=n_models,
-        generator=generator, seed=seed)
+        activation=activation, fourier=fourier, divergence=divergence, solver=solver,
+        rtol=rtol, atol=atol, steps=steps, adjoint=adjoint, snapshots=snapshots,
+        n_models=n_models, generator=generator, seed=seed)
     config = dict(builder="cnf", dim=dim, hidden=list(hidden), activation=activation,
-                  frequencies=frequencies, divergence=divergence, solver=solver, rtol=rtol,
-                  atol=atol, steps=steps, adjoint=adjoint, snapshots=snapshots,
-                  context=context, seed=seed)
+                  frequencies=frequencies, fourier=fourier, divergence=divergence,
+                  solver=solver, rtol=rtol, atol=atol, steps=steps, adjoint=adjoint,
+                  snapshots=snapshots, context=context, seed=seed)
     return _conditional_flow([transform], config, context, embedding, generator, n_models)
 
 

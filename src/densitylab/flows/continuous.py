@@ -9,7 +9,9 @@ the network and no backward pass) or Hutchinson's unbiased estimate ``e^T J e`` 
 Rademacher probe per solve (``"hutchinson"``: one extra forward pass, for many columns).
 
 The vector field is an MLP of ``[x, c, cos(k pi t), sin(k pi t)]`` (``k = 1..frequencies``)
-with smooth activations; like every densitylab network it holds ``M`` stacked models.
+with smooth activations, ``x`` optionally expanded into Fourier features ``sin(2^k x)``,
+``cos(2^k x)`` (``k < fourier``) so that a small field can bend sharply (thin rings, spirals,
+the checkerboard's edges); like every densitylab network it holds ``M`` stacked models.
 
 References:
     Chen, Rubanova, Bettencourt & Duvenaud (2018), "Neural Ordinary Differential Equations".
@@ -28,6 +30,7 @@ import torchdiffeq
 from torch import Tensor, nn
 
 from densitylab._validation import check_choice, check_positive_int, check_widths
+from densitylab.flows.nets import MAX_OCTAVES, fourier_features
 from densitylab.flows.transforms import Transform
 
 Activation = tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]
@@ -54,17 +57,20 @@ class VectorField(nn.Module):
 
     Layer ``l`` holds ``weight`` ``(M, fan_in, fan_out)`` and ``bias`` ``(M, 1, fan_out)``,
     initialised like ``torch.nn.Linear`` from ``generator``; the first layer's input rows are
-    ``x``, then ``c``, then the time features.
+    the features of ``x`` (``x`` itself, then with ``fourier`` octaves the sines and cosines of
+    :func:`~densitylab.flows.nets.fourier_features`), then ``c``, then the time features.
     """
 
     def __init__(self, dim: int, hidden: Sequence[int], *, context: int = 0,
-                 frequencies: int = 3, activation: str = "elu", n_models: int = 1,
-                 generator: torch.Generator | None = None) -> None:
+                 frequencies: int = 3, activation: str = "elu", fourier: int = 0,
+                 n_models: int = 1, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.dim, self.context_features, self.frequencies = dim, context, frequencies
+        self.fourier = fourier
         self.activation, self.derivative = ACTIVATIONS[check_choice(activation, ACTIVATIONS,
                                                                     "activation")]
-        widths = (dim + context + 2 * frequencies, *check_widths(hidden), dim)
+        self.features = dim * (1 + 2 * fourier)  # first-layer rows fed by x
+        widths = (self.features + context + 2 * frequencies, *check_widths(hidden), dim)
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
             bound = fan_in**-0.5
@@ -79,8 +85,8 @@ class VectorField(nn.Module):
     def _first_layer(self, t: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
         """Pre-activation of the first layer. ``t`` is a scalar (one time for all points, its
         features multiplied in once) or ``(M, n, 1)`` (a time per point)."""
-        weight, d, c = self.weights[0], self.dim, self.context_features
-        pre = torch.baddbmm(self.biases[0], x, weight[:, :d])
+        weight, d, c = self.weights[0], self.features, self.context_features
+        pre = torch.baddbmm(self.biases[0], fourier_features(x, self.fourier), weight[:, :d])
         if c:
             pre = pre + context @ weight[:, d : d + c]
         if self.frequencies:
@@ -108,10 +114,19 @@ class VectorField(nn.Module):
         pre = self._first_layer(t, x, context)
         out = self.activation(pre)
         slope = self.derivative(pre, out)
-        first = self.weights[0][:, :d]  # (M, D, H)
+        first = self.weights[0][:, :self.features]  # (M, features, H)
         # tangent: J e for a probe, else the full J^T, (M, n, D, H) (row i: d h / d x_i)
-        tangent = (probe @ first * slope if probe is not None
-                   else first.unsqueeze(1) * slope.unsqueeze(2))
+        if self.fourier:
+            directions = (probe if probe is not None else
+                          torch.eye(d, dtype=x.dtype, device=x.device).expand(m, n, d, d))
+            points = x if probe is not None else x.unsqueeze(2)
+            rows = _fourier_tangent(points, directions, self.fourier)
+            tangent = ((rows @ first if probe is not None
+                        else (rows.reshape(m, n * d, -1) @ first).reshape(m, n, d, -1))
+                       * (slope if probe is not None else slope.unsqueeze(2)))
+        else:
+            tangent = (probe @ first * slope if probe is not None
+                       else first.unsqueeze(1) * slope.unsqueeze(2))
         last = len(self.weights) - 1
         for layer in range(1, last + 1):
             weight = self.weights[layer]
@@ -127,6 +142,16 @@ class VectorField(nn.Module):
         if probe is not None:
             return pre, (tangent * probe).sum(-1)
         return pre, torch.diagonal(tangent, dim1=-2, dim2=-1).sum(-1)
+
+
+def _fourier_tangent(x: Tensor, direction: Tensor, octaves: int) -> Tensor:
+    """The derivative of :func:`fourier_features` of ``x`` along ``direction`` (same last
+    dimension ``D``): ``[e, 2^k cos(2^k x) e, -2^k sin(2^k x) e]`` in the features' order."""
+    frequencies = 2.0 ** torch.arange(octaves, dtype=x.dtype, device=x.device)
+    angles = x.unsqueeze(-1) * frequencies
+    scaled = direction.unsqueeze(-1) * frequencies
+    return torch.cat([direction, (scaled * torch.cos(angles)).flatten(-2),
+                      (-scaled * torch.sin(angles)).flatten(-2)], dim=-1)
 
 
 class _Dynamics(nn.Module):
@@ -153,17 +178,19 @@ class ContinuousFlow(Transform):
     """
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), *, context: int = 0,
-                 frequencies: int = 3, activation: str = "elu", divergence: str = "exact",
+                 frequencies: int = 3, activation: str = "elu", fourier: int = 0,
+                 divergence: str = "exact",
                  solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  steps: int = 20, adjoint: bool = False, snapshots: int = 8,
                  n_models: int = 1, generator: torch.Generator | None = None,
                  seed: int = 0) -> None:
         super().__init__(dim, n_models)
         check_options(dim, divergence, solver, rtol, atol, steps, adjoint, snapshots,
-                      frequencies)
+                      frequencies, fourier)
         self.context_features = context
         self.field = VectorField(dim, hidden, context=context, frequencies=frequencies,
-                                 activation=activation, n_models=n_models, generator=generator)
+                                 activation=activation, fourier=fourier, n_models=n_models,
+                                 generator=generator)
         self.divergence, self.solver, self.rtol, self.atol = divergence, solver, rtol, atol
         self.steps, self.adjoint, self.snapshots = steps, adjoint, snapshots
         self.evaluations = 0
@@ -220,7 +247,7 @@ class ContinuousFlow(Transform):
 
 
 def check_options(dim: int, divergence: str, solver: str, rtol: float, atol: float, steps: int,
-                  adjoint: bool, snapshots: int, frequencies: int) -> None:
+                  adjoint: bool, snapshots: int, frequencies: int, fourier: int = 0) -> None:
     """One-line ``ValueError`` for an option a continuous flow cannot run with."""
     check_choice(divergence, DIVERGENCES, "divergence")
     check_choice(solver, ADAPTIVE_SOLVERS + FIXED_SOLVERS, "solver")
@@ -231,6 +258,7 @@ def check_options(dim: int, divergence: str, solver: str, rtol: float, atol: flo
     check_positive_int(steps, "steps", maximum=MAX_STEPS)
     check_positive_int(snapshots, "snapshots", maximum=MAX_STEPS)
     check_positive_int(frequencies, "frequencies", minimum=0)
+    check_positive_int(fourier, "fourier", minimum=0, maximum=MAX_OCTAVES)
     if not isinstance(adjoint, bool):
         raise ValueError(f"adjoint must be True or False, got {adjoint!r}")
     if divergence == "exact" and dim > EXACT_MAX_DIM:

@@ -151,7 +151,8 @@ def fit_many(
             solver for a continuous flow), ``"dequantized"`` (the dequantized bound of an image
             flow on integer pixels), or for a continuous flow ``"flow-matching"`` /
             ``"ot-flow-matching"`` (:class:`~densitylab.training.flow_matching.FlowMatching`:
-            simulation-free regression of its vector field; validated by the same loss). A
+            simulation-free regression of its vector field; the same loss recorded on
+            validation draws, the last epoch kept). A
             continuous flow's history also counts the solver's function evaluations
             (``train_nfe`` per step, ``val_nfe`` per validation).
         keep_final: also return the last epoch's weights, as ``FitResult.final_model`` (the
