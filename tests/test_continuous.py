@@ -281,6 +281,12 @@ def test_flow_density_and_outlier_detector_take_continuous_flows(model, tmp_path
     assert det.predict([[0.5, 0.25], [8.0, 8.0]]).tolist() == [1, -1]
 
 
+def test_flow_matching_refuses_patience():
+    with pytest.raises(ValueError, match="patience .* does not apply to objective 'flow-matching'"):
+        dl.fit(cnf(2, hidden=(8,)), _moons(), epochs=2, patience=3, verbose=False,
+               objective="flow-matching")
+
+
 def test_continuous_flows_are_autodensity_candidates_by_name():
     from densitylab.auto import CANDIDATES, DEFAULT_CANDIDATES
 

@@ -205,6 +205,9 @@ def fit_many(
                 if isinstance(module, ActNorm | ImageActNorm):
                     module.sum_statistics = distributed_.all_reduce_sum
     goal = objective_named(objective, seeds, model)
+    if patience and not goal.keep_best:
+        raise ValueError(f"patience (early stopping) does not apply to objective "
+                         f"{objective!r}: it keeps its last epoch")
     on_compiled = use_compiled(engine, model, distributed, options.batch_size, goal)
     if on_compiled:  # stacked models in Python threads, each on one thread of every pool
         workers = threads_.workers(threads, work=len(flows))
