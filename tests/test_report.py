@@ -440,6 +440,10 @@ def test_quick_figures_label_the_width_that_ran_and_the_engine_that_trained():
     assert widths == ["moons K=5 h=64", "moons K=5 (ran width 64)",
                       "moons K=5 h=1024 (ran width 64)"]
     assert ran_labels(study, list(study.runs)) == {r.label: r.label for r in study.runs}
+    sizes = experiments.get("data-size")
+    assert ran_labels(sizes, [r.quick() for r in sizes.runs]) == {
+        "N=1500": "N=1500 (ran 1000 training points)",
+        "N=3000": "N=3000 (ran 1000 training points)"}
     text = _engines({"engine": "compiled"}, {"engine": "torch"})
     assert "RealNVP on the compiled (numba) engine, Glow on the torch autograd engine" in text
     assert "implementations as much as architectures" in text

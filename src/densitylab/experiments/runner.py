@@ -287,7 +287,7 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
         entropies = {round(metrics[lb]["entropy"], 6) for lb in labels}
         entropy = entropies.pop() if len(entropies) == 1 else None
         groups = None if experiment.loss_groups is None else {
-            title + (" (--quick: widths cut)" if any(shown[lb] != lb for lb in members) else ""):
+            title + (" (--quick: cut)" if any(shown[lb] != lb for lb in members) else ""):
             tuple(shown[lb] for lb in members)
             for title, members in experiment.loss_groups.items()}
         figures["loss"] = (
@@ -336,11 +336,23 @@ def draw(experiment: FlowExperiment, runs: list[Run], results, prepared, metrics
 
 def ran_labels(experiment: FlowExperiment, runs: list[Run]) -> dict[str, str]:
     """``{run label: the label a figure shows}``: the label itself, or, where the run trained
-    narrower networks than its label says (``--quick`` cuts widths), the label with the width
-    that ran, so that three runs cut to one width are not shown as 64, 512 and 1024."""
-    full = {r.label: r.model.hidden for r in experiment.runs}
-    return {r.label: r.label if full.get(r.label, r.model.hidden) == r.model.hidden
-            else f"{r.label} (ran width {'x'.join(map(str, r.model.hidden))})" for r in runs}
+    a narrower network than its label says, or fewer points in a study that varies the
+    number of points (``--quick`` cuts both), the label with what ran, so that three runs cut
+    to one width are not shown as 64, 512 and 1024, nor two cut to one size as N=1500 and
+    N=3000."""
+    planned = {r.label: r for r in experiment.runs}
+    varies_n = len({r.data.n for r in experiment.runs}) > 1
+
+    def shown(run: Run) -> str:
+        plan = planned.get(run.label, run)
+        cuts = []
+        if plan.model.hidden != run.model.hidden:
+            cuts.append(f"width {'x'.join(map(str, run.model.hidden))}")
+        if varies_n and plan.data.n != run.data.n:
+            cuts.append(f"{run.data.n} training points")
+        return run.label if not cuts else f"{run.label} (ran {', '.join(cuts)})"
+
+    return {r.label: shown(r) for r in runs}
 
 
 def density_figure(labels: list[str], results, prepared) -> tuple:
