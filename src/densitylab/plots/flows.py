@@ -93,9 +93,11 @@ def trace_panels(
     possible (5 panels: 3 + 2, never 4 + 1)."""
     n = len(trace)
     cols, rows = balanced_grid(n)
-    fig = Figure(figsize=(2.8 * cols, 3.0 * rows + 0.9), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
     (x0, x1), (y0, y1) = robust_limits(*trace, *([data] if data is not None else []))
+    # rows as tall as the equal-aspect panels (about 2.5 wide after labels), plus a title line
+    row_height = 2.5 * (y1 - y0) / (x1 - x0) + 0.45
+    fig = Figure(figsize=(2.8 * cols, row_height * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
     for ax, points, label in zip(axes, trace, labels, strict=False):
         ax.scatter(points[:, 0], points[:, 1], color="C0", **POINT)
         ax.set_title(label, fontsize=9)
