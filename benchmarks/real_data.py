@@ -314,8 +314,9 @@ def continuous_columns(x: np.ndarray) -> list[int]:
 def spread(x: np.ndarray, types: list, seed: int) -> np.ndarray:
     """``x`` with every discrete column spread by uniform noise over its lattice cell (width
     its step): the dequantisation AutoDensity applies to its own training rows."""
-    steps = np.array([t.step if t.discrete else 0.0 for t in types])
-    return x + (np.random.default_rng(seed).random(x.shape) - 0.5) * steps
+    from densitylab._rounding import dequantise
+
+    return dequantise(x, np.array([t.step if t.discrete else 0.0 for t in types]), seed)
 
 
 def run_table(name: str, folds: int, view: str, seed: int = 0) -> tuple[dict[str, Cell], dict]:
