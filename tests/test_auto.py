@@ -121,6 +121,7 @@ def test_threads_run_folds_side_by_side_with_the_same_result():
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_ring_is_not_a_mixture_of_few_gaussians():
     x = ring(300)
     auto = dl.AutoDensity(random_state=0).fit(x)
@@ -177,6 +178,7 @@ def test_the_mixture_based_flow_wins_on_clusters():
     assert int(np.isfinite(base.log_weights.numpy()).sum()) == 5
 
 
+@pytest.mark.slow
 def test_maf_candidate_wins_on_a_curved_law_is_refitted_and_saved(tmp_path):
     x = banana(150)
     auto = dl.AutoDensity(candidates=("gaussian-mixture", "maf"), random_state=0).fit(x)

@@ -28,7 +28,8 @@ def curved(n: int = 120) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "auto" else n
+                                  for n in ESTIMATORS])  # auto: 5 s (its mixture's BIC search)
 def test_offsets_and_scales_change_log_densities_by_the_jacobian_only(name):
     x = curved()
     points = x[:15] + 0.05
