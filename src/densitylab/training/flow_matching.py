@@ -53,7 +53,7 @@ class FlowMatching(Likelihood):
     keep_best = False
     # Measured, not adopted (benchmarks/cnf_screen.py, benchmarks/RESULTS.md), as keep_best:
     time_power = 1.0  # t = u ** (1 / p), density p t^(p - 1): p = 3 (draws near the data) took
-    # 2spirals 0.13 to 0.09 nats and rings 0.37 to 0.19 at 20,000 steps, but a short run worse
+    # 2spirals 0.13 to 0.09 nats, rings 0.37 to 0.17, but the smooth laws and short runs worse
     sigma_min = 0.0  # the path ends at N(x1, sigma_min^2): x_t = (1 - (1 - s) t) x0 + t x1
 
     def __init__(self, seeds: Sequence[int] = (0,), model: nn.Module | None = None) -> None:
