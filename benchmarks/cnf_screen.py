@@ -6,7 +6,8 @@ optionally a per-epoch moving average of the weights, --ema) and prints the gap
 ``test NLL - entropy`` ± standard error on --n-test fresh points, scored in float32 at the
 solver's tolerance --rtol, with the seconds to train and to score. ``--keep-best`` keeps the
 epoch of lowest validation flow-matching loss (what the objective did before it kept the last
-epoch), to measure that choice.
+epoch), to measure that choice; ``--time-power`` and ``--sigma-min`` set how the objective
+draws times and how far its paths stop short of the data.
 
     python benchmarks/cnf_screen.py moons 10000 --fourier 4 [--lr 1e-2] [--keep-best]
 """
@@ -35,9 +36,13 @@ def main() -> None:
     parser.add_argument("--rtol", type=float, default=1e-5)
     parser.add_argument("--n-test", type=int, default=5000)
     parser.add_argument("--keep-best", action="store_true")
+    parser.add_argument("--time-power", type=float, default=FlowMatching.time_power,
+                        help="t drawn with density p t^(p-1); 1: uniform")
+    parser.add_argument("--sigma-min", type=float, default=FlowMatching.sigma_min)
     args = parser.parse_args()
     torch.set_num_threads(1)
     FlowMatching.keep_best = args.keep_best
+    FlowMatching.time_power, FlowMatching.sigma_min = args.time_power, args.sigma_min
     law = dl.datasets.get(args.law)
     x, test = law.sample(5000, seed=0), law.sample(args.n_test, seed=1)
     flow = dl.flows.cnf(2, tuple(args.hidden), fourier=args.fourier, rtol=args.rtol,

@@ -191,6 +191,7 @@ def test_conditional_cnf_uses_its_context():
     (dict(divergence="trace"), "unknown divergence"),
     (dict(steps=0), "steps must be"),
     (dict(activation="relu"), "unknown activation"),
+    (dict(train_tol=1.5), "train_tol must be a tolerance"),
     (dict(fourier=-1), "fourier must be an integer >= 0"),
     (dict(fourier=30), "fourier must be at most 20"),
     (dict(dim=40, divergence="exact"), "use divergence='hutchinson'"),
@@ -270,6 +271,8 @@ def test_flow_density_and_outlier_detector_take_continuous_flows(model, tmp_path
     est = dl.FlowDensity(model=model, epochs=2, hidden=(16,)).fit(x)
     assert est.flow_.config["builder"] == "cnf"
     assert ("train_nfe" in est.history_.columns) == (model == "cnf")
+    # the maximum-likelihood recipe trains at a looser tolerance than it evaluates
+    assert est.flow_.config["train_tol"] == (1e-3 if model == "cnf" else None)
     val = x[:20]
     scores = est.score_samples(val)
     assert scores.shape == (20,) and np.isfinite(scores).all()
@@ -368,3 +371,39 @@ def test_adjoint_gradients_match_backpropagation_through_the_solver():
         grads.append(torch.cat([p.grad.flatten() for p in flow.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-4)
     assert grads[0].abs().max() > 1.0
+
+
+def test_train_tol_applies_to_training_solves_only():
+    x = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tight = cnf(2, hidden=(8,), rtol=1e-8, atol=1e-8, seed=2).double()
+    loose = cnf(2, hidden=(8,), rtol=1e-8, atol=1e-8, train_tol=1e-2, seed=2).double()
+    loose.load_state_dict(tight.state_dict())
+    counts = []
+    for flow in (tight, loose):
+        before = flow.transforms[-1].evaluations
+        flow.log_prob(x).sum().backward()  # training: the module in train mode, with gradients
+        counts.append(flow.transforms[-1].evaluations - before)
+    assert counts[1] < counts[0]  # the looser training solve takes fewer steps
+    with torch.no_grad():  # evaluation: the same tight solve for both
+        torch.testing.assert_close(loose.log_prob(x), tight.log_prob(x), rtol=0, atol=1e-12)
+    loose.eval()
+    torch.testing.assert_close(loose.log_prob(x), tight.log_prob(x), rtol=0, atol=1e-12)
+    assert loose.config["train_tol"] == 1e-2
+
+
+
+@pytest.mark.parametrize("power, mean, below_half", [(1.0, 0.5, 0.5), (3.0, 0.75, 0.125)])
+def test_flow_matching_draws_times_with_density_p_t_to_the_p_minus_1(power, mean, below_half):
+    from densitylab.training.flow_matching import FlowMatching
+
+    flow, times = cnf(2, hidden=(8,)), []
+    flow.transforms[-1].field.register_forward_pre_hook(lambda _, args: times.append(args[0]))
+    objective, n = FlowMatching(model=flow), 4000
+    objective.time_power = power  # 1: uniform (the default); 3: density 3 t^2
+    objective.point_losses(flow, torch.randn(1, n, 2))
+    t = torch.cat(times).flatten()
+    assert t.shape == (n,) and 0 <= t.min() and t.max() <= 1
+    variance = power / (power + 2) - mean**2  # E t^2 - (E t)^2 for density p t^(p-1)
+    assert abs(t.mean().item() - mean) < 4 * (variance / n) ** 0.5  # within 4 standard errors
+    assert abs((t < 0.5).double().mean().item() - below_half) < 4 * (
+        below_half * (1 - below_half) / n) ** 0.5

@@ -302,6 +302,7 @@ def cnf(
     steps: int = 20,
     adjoint: bool = False,
     snapshots: int = 8,
+    train_tol: float | None = None,
     context: int = 0,
     embedding: Sequence[int] | None = None,
     seed: int = 0,
@@ -344,11 +345,11 @@ def cnf(
         dim, hidden, context=_transform_context(context, embedding), frequencies=frequencies,
         activation=activation, fourier=fourier, divergence=divergence, solver=solver,
         rtol=rtol, atol=atol, steps=steps, adjoint=adjoint, snapshots=snapshots,
-        n_models=n_models, generator=generator, seed=seed)
+        train_tol=train_tol, n_models=n_models, generator=generator, seed=seed)
     config = dict(builder="cnf", dim=dim, hidden=list(hidden), activation=activation,
                   frequencies=frequencies, fourier=fourier, divergence=divergence,
                   solver=solver, rtol=rtol, atol=atol, steps=steps, adjoint=adjoint,
-                  snapshots=snapshots, context=context, seed=seed)
+                  snapshots=snapshots, train_tol=train_tol, context=context, seed=seed)
     return _conditional_flow([transform], config, context, embedding, generator, n_models)
 
 

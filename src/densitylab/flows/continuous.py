@@ -182,17 +182,19 @@ class ContinuousFlow(Transform):
                  divergence: str = "exact",
                  solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  steps: int = 20, adjoint: bool = False, snapshots: int = 8,
+                 train_tol: float | None = None,
                  n_models: int = 1, generator: torch.Generator | None = None,
                  seed: int = 0) -> None:
         super().__init__(dim, n_models)
         check_options(dim, divergence, solver, rtol, atol, steps, adjoint, snapshots,
-                      frequencies, fourier)
+                      frequencies, fourier, train_tol)
         self.context_features = context
         self.field = VectorField(dim, hidden, context=context, frequencies=frequencies,
                                  activation=activation, fourier=fourier, n_models=n_models,
                                  generator=generator)
         self.divergence, self.solver, self.rtol, self.atol = divergence, solver, rtol, atol
         self.steps, self.adjoint, self.snapshots = steps, adjoint, snapshots
+        self.train_tol = train_tol
         self.evaluations = 0
         self._probes = torch.Generator().manual_seed(seed)  # Hutchinson's probes
 
@@ -210,12 +212,20 @@ class ContinuousFlow(Transform):
         dynamics = _Dynamics(self, context, self._probe(x))
         start = (x, torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device))
         options = ({"step_size": 1.0 / self.steps} if self.solver in FIXED_SOLVERS else None)
+        rtol, atol = self._tolerances()
         if self.adjoint and torch.is_grad_enabled():
             return torchdiffeq.odeint_adjoint(
-                dynamics, start, times, rtol=self.rtol, atol=self.atol, method=self.solver,
+                dynamics, start, times, rtol=rtol, atol=atol, method=self.solver,
                 options=options, adjoint_params=tuple(self.field.parameters()))
-        return torchdiffeq.odeint(dynamics, start, times, rtol=self.rtol, atol=self.atol,
+        return torchdiffeq.odeint(dynamics, start, times, rtol=rtol, atol=atol,
                                   method=self.solver, options=options)
+
+    def _tolerances(self) -> tuple[float, float]:
+        """``(rtol, atol)`` of this solve: ``train_tol`` for both while training (the module in
+        training mode and gradients recorded), else ``rtol`` and ``atol``."""
+        if self.train_tol is not None and self.training and torch.is_grad_enabled():
+            return self.train_tol, self.train_tol
+        return self.rtol, self.atol
 
     def _times(self, start: float, end: float, like: Tensor, count: int = 2) -> Tensor:
         return torch.linspace(start, end, count, dtype=like.dtype, device=like.device)
@@ -247,11 +257,15 @@ class ContinuousFlow(Transform):
 
 
 def check_options(dim: int, divergence: str, solver: str, rtol: float, atol: float, steps: int,
-                  adjoint: bool, snapshots: int, frequencies: int, fourier: int = 0) -> None:
+                  adjoint: bool, snapshots: int, frequencies: int, fourier: int = 0,
+                  train_tol: float | None = None) -> None:
     """One-line ``ValueError`` for an option a continuous flow cannot run with."""
     check_choice(divergence, DIVERGENCES, "divergence")
     check_choice(solver, ADAPTIVE_SOLVERS + FIXED_SOLVERS, "solver")
-    for name, value in (("rtol", rtol), ("atol", atol)):
+    tolerances = [("rtol", rtol), ("atol", atol)]
+    if train_tol is not None:  # (None: training solves at rtol and atol too)
+        tolerances.append(("train_tol", train_tol))
+    for name, value in tolerances:
         if (isinstance(value, bool) or not isinstance(value, int | float)
                 or not 0 < value < 1):
             raise ValueError(f"{name} must be a tolerance in (0, 1), got {value!r}")
