@@ -31,9 +31,16 @@ def test_ctrl_c_during_a_candidate_stops_model_selection_and_records_it(monkeypa
                            random_state=seed)
 
     monkeypatch.setitem(auto_module.CANDIDATES, "flow", interrupted_flow)
+    # Python's own Ctrl-C handler, whatever an earlier test in this process left installed
+    # (an event loop's SIGINT handler swallows the signal instead of raising KeyboardInterrupt)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     selector = dl.AutoDensity(candidates=["gaussian-mixture", "flow", "kde"], random_state=0)
-    with pytest.warns(UserWarning, match="interrupted during flow: chose among gaussian-mixture"):
-        selector.fit(data())
+    try:
+        with pytest.warns(UserWarning,
+                          match="interrupted during flow: chose among gaussian-mixture"):
+            selector.fit(data())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert selector.interrupted_ == "flow" and selector.best_name_ == "gaussian-mixture"
     results = selector.cv_results_
     assert results["note"][1].startswith("interrupted") and results["note"][2].startswith(
