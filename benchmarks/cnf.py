@@ -6,17 +6,25 @@ default network, which densitylab's copies), exact divergence, dopri5 evaluated 
 atol 1e-6 (zuko's defaults; densitylab's ``--atol``), float32, one thread; densitylab's
 maximum-likelihood training solves at rtol = atol = ``--train-tol`` (1e-3, its CNF recipe's;
 zuko trains at its evaluation tolerances). The same standardised data
-(``--n`` training points), batches of 256, Adam 3e-3 on a cosine schedule. Maximum likelihood:
+(``--n`` training points), batches of 256, Adam on a cosine schedule at each objective's recipe
+rate (maximum likelihood 3e-3, the ``cnf`` recipe's, for both libraries; flow matching
+``--fm-lr``, 1e-2, the ``cnf-fm`` recipe's). Maximum likelihood:
 ``--ml-steps`` optimizer steps for both libraries (zuko's in a plain loop, no validation;
 densitylab's in its driver, which also validates every epoch on 10% held out and keeps the best
 epoch: that time is counted). Flow matching: densitylab's ``--fm-steps`` steps (simulation-free);
 ``densitylab cnf-fm recipe`` is ``FlowDensity(model="cnf-fm")`` with its own, larger field.
 Reported per law: the gap ``test NLL - entropy`` (KL from the truth) ± standard error on
 ``--n-test`` fresh points, seconds to train, seconds to evaluate those log-densities.
+``flow matching to max. likelihood's gap`` (whenever densitylab's maximum-likelihood CNF is in
+the run; ``--ladder`` with no budgets skips it) answers "how long does flow matching take to
+get as close": the same flow-matching CNF trained afresh on budgets of ``--ladder`` steps,
+smallest first, until one's gap is within two paired standard errors of the maximum-likelihood
+CNF's (or below it); its row gives that budget's training seconds, the one fit a user would
+run.
 zuko is a benchmark-only extra (``pip install -e ".[bench]"``).
 
     python benchmarks/cnf.py [--laws moons 8gaussians] [--n 5000] [--n-test 100000]
-                             [--methods "densitylab cnf-fm"]
+                             [--methods "densitylab cnf-fm"] [--ladder 250 500 1000]
 """
 
 from __future__ import annotations
@@ -69,10 +77,10 @@ def zuko_cnf(x: np.ndarray, steps: int, seed: int):
 
 
 def densitylab_cnf(x: np.ndarray, steps: int, seed: int, objective: str,
-                   atol: float = 1e-5, train_tol: float | None = None):
+                   atol: float = 1e-5, train_tol: float | None = None, lr: float = LR):
     flow = dl.flows.cnf(2, HIDDEN, atol=atol, train_tol=train_tol, seed=seed)
     epochs = dl.flows.recommended_epochs(len(x), batch_size=BATCH, steps=steps)
-    result = dl.fit(flow, x, epochs=epochs, batch_size=BATCH, lr=LR, schedule="cosine",
+    result = dl.fit(flow, x, epochs=epochs, batch_size=BATCH, lr=lr, schedule="cosine",
                     standardize=True, seed=seed, objective=objective, verbose=False)
 
     def log_prob(points: np.ndarray) -> torch.Tensor:
@@ -80,6 +88,27 @@ def densitylab_cnf(x: np.ndarray, steps: int, seed: int, objective: str,
             return result.flow.log_prob(torch.as_tensor(points, dtype=torch.float32))
 
     return log_prob
+
+
+def paired_se(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Standard error of the mean of ``a - b``: two models' log-densities of the same points."""
+    diff = (a.double() - b.double()).numpy()
+    return float(diff.std(ddof=1) / math.sqrt(len(diff)))
+
+
+def time_to_reach(x: np.ndarray, test: np.ndarray, target: torch.Tensor, ladder: list[int],
+                  seed: int, atol: float, lr: float) -> tuple[int, float, torch.Tensor] | None:
+    """The first budget of ``ladder`` (steps) at which a flow-matching CNF's test log-densities
+    are, on average, no worse than ``target``'s beyond two paired standard errors:
+    ``(steps, training seconds of that fit, its log-densities)``; None if none gets there."""
+    for steps in ladder:
+        start = time.perf_counter()
+        log_prob = densitylab_cnf(x, steps, seed, "flow-matching", atol, lr=lr)
+        trained = time.perf_counter() - start
+        log_p = log_prob(test)
+        if (target.double() - log_p.double()).mean().item() <= 2 * paired_se(log_p, target):
+            return steps, trained, log_p
+    return None
 
 
 def recipe_cnf(x: np.ndarray, seed: int):
@@ -103,6 +132,13 @@ def main() -> None:
     parser.add_argument("--train-tol", type=float, default=1e-3,
                         help="densitylab's solves while training, rtol = atol (the CNF "
                              "recipe's); 0: the evaluation's")
+    parser.add_argument("--fm-lr", type=float, default=1e-2,
+                        help="densitylab's flow-matching rate (the cnf-fm recipe's; maximum "
+                             "likelihood keeps 3e-3, the cnf recipe's)")
+    parser.add_argument("--ladder", type=int, nargs="*", default=[250, 500, 1000, 2000, 3000],
+                        help="flow-matching budgets (steps) tried, smallest first, to reach the "
+                             "maximum-likelihood CNF's gap (with that method in the run; "
+                             "none: skip)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="a subset of the methods, by the start of their name")
     args = parser.parse_args()
@@ -112,13 +148,15 @@ def main() -> None:
         "densitylab CNF, max. likelihood": lambda x: densitylab_cnf(
             x, args.ml_steps, args.seed, "nll", args.atol, args.train_tol or None),
         "zuko CNF, max. likelihood": lambda x: zuko_cnf(x, args.ml_steps, args.seed),
-        "densitylab CNF, flow matching": lambda x: densitylab_cnf(x, args.fm_steps, args.seed,
-                                                                   "flow-matching"),
+        "densitylab CNF, flow matching": lambda x: densitylab_cnf(
+            x, args.fm_steps, args.seed, "flow-matching", args.atol, lr=args.fm_lr),
         "densitylab cnf-fm recipe": lambda x: recipe_cnf(x, args.seed),
     }
     if args.methods is not None:
         methods = {k: v for k, v in methods.items()
                    if any(k.startswith(m) for m in args.methods)}
+    ml, reach = "densitylab CNF, max. likelihood", "flow matching to max. likelihood's gap"
+    ladder = bool(args.ladder) and ml in methods
     print(f"{args.n} training points, {args.n_test:,} test points; max. likelihood "
           f"{args.ml_steps} steps, flow matching {args.fm_steps} steps; one thread")
     print("| law | method | gap ± SE (nats) | train (s) | evaluate (s) |")
@@ -126,16 +164,27 @@ def main() -> None:
     for law in laws:
         x = law.sample(args.n, seed=args.seed)
         test = law.sample(args.n_test, seed=args.seed + 1)
+        scored = {}
         for name, train in methods.items():
             start = time.perf_counter()
             log_prob = train(x)
             trained = time.perf_counter() - start
             start = time.perf_counter()
-            log_p = log_prob(test)
+            scored[name] = log_p = log_prob(test)
             evaluated = time.perf_counter() - start
             value, se = gap(log_p, law.entropy())
             print(f"| {law.label} | {name} | {value:.3f} ± {se:.3f} | {trained:.1f} | "
                   f"{evaluated:.1f} |", flush=True)
+        if ladder:
+            reached = time_to_reach(x, test, scored[ml], args.ladder, args.seed, args.atol,
+                                    args.fm_lr)
+            if reached is None:
+                print(f"| {law.label} | {reach} | not within {max(args.ladder)} steps | | |")
+            else:
+                steps, trained, log_p = reached
+                value, se = gap(log_p, law.entropy())
+                print(f"| {law.label} | {reach} | {value:.3f} ± {se:.3f} ({steps} steps) | "
+                      f"{trained:.1f} | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ def test_recipes_count_steps_and_refuse_layers():
     from densitylab.flows.recipes import CNF_FM, settings, split
 
     fm = settings("cnf-fm", 2000)
-    assert fm["objective"] == "flow-matching" and fm["builder"] == "cnf"
+    assert fm["objective"] == "ot-flow-matching" and fm["builder"] == "cnf"
     builder, architecture, _ = split(fm)  # the recipe's defaults build a valid flow
     flow = BUILDERS[builder](2, **architecture)
     assert flow.config["fourier"] == CNF_FM["fourier"] > 0
@@ -407,3 +407,25 @@ def test_flow_matching_draws_times_with_density_p_t_to_the_p_minus_1(power, mean
     assert abs(t.mean().item() - mean) < 4 * (variance / n) ** 0.5  # within 4 standard errors
     assert abs((t < 0.5).double().mean().item() - below_half) < 4 * (
         below_half * (1 - below_half) / n) ** 0.5
+
+
+def test_optimal_pairs_are_a_least_cost_permutation_within_each_block():
+    import itertools
+
+    from densitylab.training import flow_matching
+
+    generator = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(2, 12, 2, generator=generator), torch.randn(2, 12, 2, generator=generator)
+    block = 6
+    paired = flow_matching._paired(x0, x1, block)
+    for k in range(2):
+        for start in range(0, 12, block):
+            rows = slice(start, start + block)
+            # the same base draws, reordered within their block
+            assert sorted(map(tuple, paired[k, rows].tolist())) == sorted(map(tuple,
+                                                                             x0[k, rows].tolist()))
+            best = min((x1[k, rows] - x0[k, rows][list(order)]).square().sum().item()
+                       for order in itertools.permutations(range(block)))
+            cost = (x1[k, rows] - paired[k, rows]).square().sum().item()
+            assert cost == pytest.approx(best, rel=1e-9)
+            assert cost < (x1[k, rows] - x0[k, rows]).square().sum().item()
