@@ -125,6 +125,27 @@ def test_zero_field_is_the_identity():
     assert torch.equal(logdet, torch.zeros(50, dtype=torch.float64))
 
 
+def test_zero_init_starts_at_the_identity_with_the_same_hidden_layers():
+    """``zero_init`` zeroes the last layer only: the density starts as the base's, the other
+    layers are the random draw of the default (the seed's stream is unchanged), and the
+    maximum-likelihood recipe uses it."""
+    from densitylab.flows.recipes import settings, split
+
+    start, random = cnf(2, hidden=(8, 8), zero_init=True, seed=1), cnf(2, hidden=(8, 8), seed=1)
+    x = torch.randn(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z, logdet = start.double().to_latent(x)
+    torch.testing.assert_close(z, x, rtol=0, atol=1e-14)
+    assert torch.equal(logdet, torch.zeros(40, dtype=torch.float64))
+    ours, theirs = (list(f.transforms[-1].field.parameters()) for f in (start, random))
+    zeroed = [not a.any() for a in ours]
+    assert zeroed == [False, False, True, False, False, True]  # weights, then biases
+    assert all(torch.equal(a, b) for a, b, z in zip(ours, theirs, zeroed, strict=True) if not z)
+    assert start.config["zero_init"] and not random.config["zero_init"]
+    _, architecture, _ = split(settings("cnf", 2000))
+    assert architecture["zero_init"] is True
+
+
 def test_linear_field_matches_the_matrix_exponential():
     """v(x) = A x: x(1) = expm(A) z and log|det dx/dz| = trace(A). An ELU layer kept in its
     linear part (a large bias, subtracted again after) makes the MLP exactly linear."""

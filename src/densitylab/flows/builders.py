@@ -295,6 +295,7 @@ def cnf(
     activation: str = "elu",
     frequencies: int = 3,
     fourier: int = 0,
+    zero_init: bool = False,
     divergence: str | None = None,
     solver: str = "dopri5",
     rtol: float = 1e-5,
@@ -312,7 +313,9 @@ def cnf(
     a vector field MLP ``v(t, x)`` (``hidden`` widths, smooth ``activation``, ``frequencies``
     sinusoids of time, ``fourier`` octaves of Fourier features of ``x`` for sharp structure,
     0 for none) integrated by torchdiffeq from the base (``t = 0``) to the data
-    (``t = 1``).
+    (``t = 1``). ``zero_init=True`` starts the field at 0 (its last layer zeroed), so the flow
+    starts as the identity and its density as the base, which maximum-likelihood training
+    moves from faster than from a random field (the ``cnf`` recipe's choice).
 
     ``solver`` is adaptive (``"dopri5"``, with ``rtol`` / ``atol``) or fixed-step (``"rk4"``,
     ``"midpoint"``, ``"euler"``, ``steps`` steps); ``adjoint=True`` computes gradients by the
@@ -343,13 +346,14 @@ def cnf(
     generator = torch.Generator().manual_seed(seed)
     transform = ContinuousFlow(
         dim, hidden, context=_transform_context(context, embedding), frequencies=frequencies,
-        activation=activation, fourier=fourier, divergence=divergence, solver=solver,
-        rtol=rtol, atol=atol, steps=steps, adjoint=adjoint, snapshots=snapshots,
+        activation=activation, fourier=fourier, zero_init=zero_init, divergence=divergence,
+        solver=solver, rtol=rtol, atol=atol, steps=steps, adjoint=adjoint, snapshots=snapshots,
         train_tol=train_tol, n_models=n_models, generator=generator, seed=seed)
     config = dict(builder="cnf", dim=dim, hidden=list(hidden), activation=activation,
-                  frequencies=frequencies, fourier=fourier, divergence=divergence,
-                  solver=solver, rtol=rtol, atol=atol, steps=steps, adjoint=adjoint,
-                  snapshots=snapshots, train_tol=train_tol, context=context, seed=seed)
+                  frequencies=frequencies, fourier=fourier, zero_init=zero_init,
+                  divergence=divergence, solver=solver, rtol=rtol, atol=atol, steps=steps,
+                  adjoint=adjoint, snapshots=snapshots, train_tol=train_tol, context=context,
+                  seed=seed)
     return _conditional_flow([transform], config, context, embedding, generator, n_models)
 
 

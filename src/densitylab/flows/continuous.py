@@ -56,14 +56,17 @@ class VectorField(nn.Module):
     ``(M, n, D)`` velocities, with the divergence ``sum_i dv_i/dx_i`` on request.
 
     Layer ``l`` holds ``weight`` ``(M, fan_in, fan_out)`` and ``bias`` ``(M, 1, fan_out)``,
-    initialised like ``torch.nn.Linear`` from ``generator``; the first layer's input rows are
-    the features of ``x`` (``x`` itself, then with ``fourier`` octaves the sines and cosines of
-    :func:`~densitylab.flows.nets.fourier_features`), then ``c``, then the time features.
+    initialised like ``torch.nn.Linear`` from ``generator`` (the last layer then set to 0 with
+    ``zero_init``: the field starts at 0 and the flow at the identity); the first layer's input
+    rows are the features of ``x`` (``x`` itself, then with ``fourier`` octaves the sines and
+    cosines of :func:`~densitylab.flows.nets.fourier_features`), then ``c``, then the time
+    features.
     """
 
     def __init__(self, dim: int, hidden: Sequence[int], *, context: int = 0,
                  frequencies: int = 3, activation: str = "elu", fourier: int = 0,
-                 n_models: int = 1, generator: torch.Generator | None = None) -> None:
+                 zero_init: bool = False, n_models: int = 1,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.dim, self.context_features, self.frequencies = dim, context, frequencies
         self.fourier = fourier
@@ -72,11 +75,14 @@ class VectorField(nn.Module):
         self.features = dim * (1 + 2 * fourier)  # first-layer rows fed by x
         widths = (self.features + context + 2 * frequencies, *check_widths(hidden), dim)
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        for layer, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             bound = fan_in**-0.5
             weight = torch.empty(n_models, fan_in, fan_out).uniform_(-bound, bound,
                                                                      generator=generator)
             bias = torch.empty(n_models, 1, fan_out).uniform_(-bound, bound, generator=generator)
+            if zero_init and layer == len(widths) - 2:
+                weight.zero_()
+                bias.zero_()
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(bias))
         self.register_buffer("omega", math.pi * torch.arange(1, frequencies + 1.0),
@@ -179,7 +185,7 @@ class ContinuousFlow(Transform):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), *, context: int = 0,
                  frequencies: int = 3, activation: str = "elu", fourier: int = 0,
-                 divergence: str = "exact",
+                 zero_init: bool = False, divergence: str = "exact",
                  solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  steps: int = 20, adjoint: bool = False, snapshots: int = 8,
                  train_tol: float | None = None,
@@ -190,8 +196,8 @@ class ContinuousFlow(Transform):
                       frequencies, fourier, train_tol)
         self.context_features = context
         self.field = VectorField(dim, hidden, context=context, frequencies=frequencies,
-                                 activation=activation, fourier=fourier, n_models=n_models,
-                                 generator=generator)
+                                 activation=activation, fourier=fourier, zero_init=zero_init,
+                                 n_models=n_models, generator=generator)
         self.divergence, self.solver, self.rtol, self.atol = divergence, solver, rtol, atol
         self.steps, self.adjoint, self.snapshots = steps, adjoint, snapshots
         self.train_tol = train_tol

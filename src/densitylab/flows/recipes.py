@@ -58,8 +58,9 @@ data before training; see :func:`~densitylab.flows.with_mixture_base`): for data
 classes. On the real-data benchmark it beats scikit-learn's BIC-selected mixture on the
 15-dimensional digits (-45.09 vs -45.27 nats) and the plain tabular flow on iris, and loses to
 the plain one on wine and breast cancer, so it is a separate candidate of ``AutoDensity``."""
-CNF = {"builder": "cnf", "hidden": (64, 64), "train_tol": 1e-3, "batch_size": 256, "lr": 3e-3,
-       "schedule": "cosine", "standardize": True, "objective": "nll", "steps": 400}
+CNF = {"builder": "cnf", "hidden": (64, 64), "zero_init": True, "train_tol": 1e-3,
+       "batch_size": 256, "lr": 3e-3, "schedule": "cosine", "standardize": True,
+       "objective": "nll", "steps": 400}
 """A continuous flow trained by maximum likelihood through the ODE solver (FFJORD): a (64, 64)
 ELU vector field, exact divergence, dopri5, batches of 256, Adam 3e-3 cosine, about ``steps``
 optimizer steps on standardised data. Every step solves the ODE, so the budget is small and a
