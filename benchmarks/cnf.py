@@ -2,7 +2,8 @@
 zuko's CNF, on the built-in laws, in one run.
 
 Every CNF: a (64, 64) ELU vector field of ``[x, cos(k pi t), sin(k pi t)]``, ``k = 1..3`` (zuko's
-default network, which densitylab's copies), exact divergence, dopri5 evaluated at rtol 1e-5,
+default network, which densitylab's copies; densitylab's starts at zero, its ``cnf`` recipe's
+``zero_init``, zuko's from ``nn.Linear``'s random draw), exact divergence, dopri5 evaluated at rtol 1e-5,
 atol 1e-6 (zuko's defaults; densitylab's ``--atol``), float32, one thread; densitylab's
 maximum-likelihood training solves at rtol = atol = ``--train-tol`` (1e-3, its CNF recipe's;
 zuko trains at its evaluation tolerances). The same standardised data
@@ -13,7 +14,8 @@ rate (maximum likelihood 3e-3, the ``cnf`` recipe's, for both libraries; flow ma
 densitylab's in its driver, which also validates every epoch on 10% held out and keeps the best
 epoch: that time is counted). Flow matching: densitylab's ``--fm-steps`` steps (simulation-free);
 ``densitylab cnf-fm recipe`` is ``FlowDensity(model="cnf-fm")`` with its own, larger field.
-Reported per law: the gap ``test NLL - entropy`` (KL from the truth) ± standard error on
+Reported per law and seed (``--seeds``; with several, each law closes with every method's mean
+gap over the seeds and densitylab's maximum-likelihood CNF minus zuko's): the gap ``test NLL - entropy`` (KL from the truth) ± standard error on
 ``--n-test`` fresh points, seconds to train, seconds to evaluate those log-densities.
 ``flow matching to max. likelihood's gap`` (whenever densitylab's maximum-likelihood CNF is in
 the run; ``--ladder`` with no budgets skips it) answers "how long does flow matching take to
@@ -25,6 +27,7 @@ zuko is a benchmark-only extra (``pip install -e ".[bench]"``).
 
     python benchmarks/cnf.py [--laws moons 8gaussians] [--n 5000] [--n-test 100000]
                              [--methods "densitylab cnf-fm"] [--ladder 250 500 1000]
+                             [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def zuko_cnf(x: np.ndarray, steps: int, seed: int):
 
 def densitylab_cnf(x: np.ndarray, steps: int, seed: int, objective: str,
                    atol: float = 1e-5, train_tol: float | None = None, lr: float = LR):
-    flow = dl.flows.cnf(2, HIDDEN, atol=atol, train_tol=train_tol, seed=seed)
+    flow = dl.flows.cnf(2, HIDDEN, zero_init=True, atol=atol, train_tol=train_tol, seed=seed)
     epochs = dl.flows.recommended_epochs(len(x), batch_size=BATCH, steps=steps)
     result = dl.fit(flow, x, epochs=epochs, batch_size=BATCH, lr=lr, schedule="cosine",
                     standardize=True, seed=seed, objective=objective, verbose=False)
@@ -115,6 +118,25 @@ def recipe_cnf(x: np.ndarray, seed: int):
     return lambda points: torch.as_tensor(est.score_samples(points))
 
 
+def summarize(law, seeds: list[int], gaps: dict[str, list[float]]) -> None:
+    """Rows of each method's mean gap over ``seeds`` ± its standard error over seeds, and of
+    densitylab's maximum-likelihood CNF minus zuko's, seed by seed (the fair comparison at a
+    small budget, where one initial draw moves the gap by more than the libraries differ)."""
+    def mean_se(values: list[float]) -> str:
+        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) / math.sqrt(len(values)):.3f}"
+
+    for name, values in gaps.items():
+        print(f"| {law.label} | {name} | {mean_se(values)} (mean of {len(seeds)} seeds) | | |")
+    ours, theirs = gaps.get(ML), gaps.get(ZUKO)
+    if ours and theirs:
+        difference = [a - b for a, b in zip(ours, theirs, strict=True)]
+        print(f"| {law.label} | densitylab minus zuko | {mean_se(difference)} "
+              f"({', '.join(f'{d:+.3f}' for d in difference)}) | | |", flush=True)
+
+
+ML, ZUKO = "densitylab CNF, max. likelihood", "zuko CNF, max. likelihood"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--laws", nargs="+", default=None)
@@ -122,7 +144,9 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=100_000)
     parser.add_argument("--ml-steps", type=int, default=300)
     parser.add_argument("--fm-steps", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one run per seed (training and test draws, initialisation, "
+                             "batches); with several, each law closes with the means")
     parser.add_argument("--atol", type=float, default=1e-6,
                         help="densitylab's evaluation atol (rtol 1e-5; zuko's, both)")
     parser.add_argument("--train-tol", type=float, default=1e-3,
@@ -141,46 +165,53 @@ def main() -> None:
     torch.set_num_threads(1)
     laws = [d for d in distinct_laws()[0] if args.laws is None or d.name in args.laws]
     methods = {
-        "densitylab CNF, max. likelihood": lambda x: densitylab_cnf(
-            x, args.ml_steps, args.seed, "nll", args.atol, args.train_tol or None),
-        "zuko CNF, max. likelihood": lambda x: zuko_cnf(x, args.ml_steps, args.seed),
-        "densitylab CNF, flow matching": lambda x: densitylab_cnf(
-            x, args.fm_steps, args.seed, "flow-matching", args.atol, lr=args.fm_lr),
-        "densitylab cnf-fm recipe": lambda x: recipe_cnf(x, args.seed),
+        ML: lambda x, seed: densitylab_cnf(x, args.ml_steps, seed, "nll", args.atol,
+                                           args.train_tol or None),
+        ZUKO: lambda x, seed: zuko_cnf(x, args.ml_steps, seed),
+        "densitylab CNF, flow matching": lambda x, seed: densitylab_cnf(
+            x, args.fm_steps, seed, "flow-matching", args.atol, lr=args.fm_lr),
+        "densitylab cnf-fm recipe": recipe_cnf,
     }
     if args.methods is not None:
         methods = {k: v for k, v in methods.items()
                    if any(k.startswith(m) for m in args.methods)}
-    ml, reach = "densitylab CNF, max. likelihood", "flow matching to max. likelihood's gap"
-    ladder = bool(args.ladder) and ml in methods
+    reach = "flow matching to max. likelihood's gap"
+    ladder = bool(args.ladder) and ML in methods
     print(f"{args.n} training points, {args.n_test:,} test points; max. likelihood "
-          f"{args.ml_steps} steps, flow matching {args.fm_steps} steps; one thread")
+          f"{args.ml_steps} steps, flow matching {args.fm_steps} steps; one thread; "
+          f"seeds {', '.join(map(str, args.seeds))}")
     print("| law | method | gap ± SE (nats) | train (s) | evaluate (s) |")
     print("|---|---|---|---|---|")
     for law in laws:
-        x = law.sample(args.n, seed=args.seed)
-        test = law.sample(args.n_test, seed=args.seed + 1)
-        scored = {}
-        for name, train in methods.items():
-            start = time.perf_counter()
-            log_prob = train(x)
-            trained = time.perf_counter() - start
-            start = time.perf_counter()
-            scored[name] = log_p = log_prob(test)
-            evaluated = time.perf_counter() - start
-            value, se = gap(log_p, law.entropy())
-            print(f"| {law.label} | {name} | {value:.3f} ± {se:.3f} | {trained:.1f} | "
-                  f"{evaluated:.1f} |", flush=True)
-        if ladder:
-            reached = time_to_reach(x, test, scored[ml], args.ladder, args.seed, args.atol,
-                                    args.fm_lr)
-            if reached is None:
-                print(f"| {law.label} | {reach} | not within {max(args.ladder)} steps | | |")
-            else:
-                steps, trained, log_p = reached
+        gaps: dict[str, list[float]] = {name: [] for name in methods}
+        for seed in args.seeds:
+            label = law.label if len(args.seeds) == 1 else f"{law.label}, seed {seed}"
+            x = law.sample(args.n, seed=seed)
+            test = law.sample(args.n_test, seed=seed + 1)
+            scored = {}
+            for name, train in methods.items():
+                start = time.perf_counter()
+                log_prob = train(x, seed)
+                trained = time.perf_counter() - start
+                start = time.perf_counter()
+                scored[name] = log_p = log_prob(test)
+                evaluated = time.perf_counter() - start
                 value, se = gap(log_p, law.entropy())
-                print(f"| {law.label} | {reach} | {value:.3f} ± {se:.3f} ({steps} steps) | "
-                      f"{trained:.1f} | |", flush=True)
+                gaps[name].append(value)
+                print(f"| {label} | {name} | {value:.3f} ± {se:.3f} | {trained:.1f} | "
+                      f"{evaluated:.1f} |", flush=True)
+            if ladder:
+                reached = time_to_reach(x, test, scored[ML], args.ladder, seed, args.atol,
+                                        args.fm_lr)
+                if reached is None:
+                    print(f"| {label} | {reach} | not within {max(args.ladder)} steps | | |")
+                else:
+                    steps, trained, log_p = reached
+                    value, se = gap(log_p, law.entropy())
+                    print(f"| {label} | {reach} | {value:.3f} ± {se:.3f} ({steps} steps) | "
+                          f"{trained:.1f} | |", flush=True)
+        if len(args.seeds) > 1:
+            summarize(law, args.seeds, gaps)
 
 
 if __name__ == "__main__":
