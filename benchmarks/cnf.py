@@ -12,11 +12,13 @@ training points), batches of 256, Adam on a cosine schedule at each objective's 
 1e-2, the ``cnf-fm`` recipe's). Maximum likelihood: ``--ml-steps`` optimizer steps for both
 libraries (zuko's in a plain loop, no validation; densitylab's in its driver, which also
 validates every epoch on 10% held out and keeps the best epoch: that time is counted). Flow
-matching: densitylab's ``--fm-steps`` steps (simulation-free); ``densitylab cnf-fm recipe`` is
-``FlowDensity(model="cnf-fm")`` with its own, larger field. Reported per law and seed
-(``--seeds``; with several, each law closes with every method's mean gap over the seeds and
-densitylab's maximum-likelihood CNF minus zuko's): the gap ``test NLL - entropy`` (KL from the
-truth) ± standard error on ``--n-test`` fresh points, seconds to train, seconds to evaluate
+matching: densitylab's ``--fm-steps`` steps (simulation-free), its field also fed 4 octaves of
+Fourier features of ``x`` (the study's and the ``cnf-fm`` recipe's: cheap without a solver in
+training, they would stiffen the ODE that maximum likelihood solves every step); ``densitylab
+cnf-fm recipe`` is ``FlowDensity(model="cnf-fm")`` with its own, larger field. Reported per law
+and seed (``--seeds``; with several, each law closes with every method's mean gap over the seeds
+and densitylab's maximum-likelihood CNF minus zuko's): the gap ``test NLL - entropy`` (KL from
+the truth) ± standard error on ``--n-test`` fresh points, seconds to train, seconds to evaluate
 those log-densities. ``flow matching to max. likelihood's gap`` (whenever densitylab's
 maximum-likelihood CNF is in the run; ``--ladder`` with no budgets skips it) answers "how long
 does flow matching take to get as close": the same flow-matching CNF trained afresh on budgets
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 
 import densitylab as dl
+from densitylab.experiments.continuous_flows import FM_FOURIER
 from densitylab.experiments.findings import paired_se
 from densitylab.experiments.limits import distinct_laws
 
@@ -82,7 +85,11 @@ def zuko_cnf(x: np.ndarray, steps: int, seed: int):
 
 def densitylab_cnf(x: np.ndarray, steps: int, seed: int, objective: str,
                    atol: float = 1e-5, train_tol: float | None = None, lr: float = LR):
-    flow = dl.flows.cnf(2, HIDDEN, zero_init=True, atol=atol, train_tol=train_tol, seed=seed)
+    """densitylab's CNF of the (64, 64) field, starting at zero; by flow matching its field is
+    fed ``FM_FOURIER`` octaves of Fourier features of ``x``, as in the continuous-flows study."""
+    fourier = 0 if objective == "nll" else FM_FOURIER
+    flow = dl.flows.cnf(2, HIDDEN, zero_init=True, fourier=fourier, atol=atol,
+                        train_tol=train_tol, seed=seed)
     epochs = dl.flows.recommended_epochs(len(x), batch_size=BATCH, steps=steps)
     result = dl.fit(flow, x, epochs=epochs, batch_size=BATCH, lr=lr, schedule="cosine",
                     standardize=True, seed=seed, objective=objective, verbose=False)
@@ -122,15 +129,16 @@ def summarize(law, seeds: list[int], gaps: dict[str, list[float]]) -> None:
     """Rows of each method's mean gap over ``seeds`` ± its standard error over seeds, and of
     densitylab's maximum-likelihood CNF minus zuko's, seed by seed (the fair comparison at a
     small budget, where one initial draw moves the gap by more than the libraries differ)."""
-    def mean_se(values: list[float]) -> str:
-        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) / math.sqrt(len(values)):.3f}"
+    def mean_se(values: list[float], sign: str = "") -> str:
+        spread = np.std(values, ddof=1) / math.sqrt(len(values))
+        return f"{np.mean(values):{sign}.3f} ± {spread:.3f}"
 
     for name, values in gaps.items():
         print(f"| {law.label} | {name} | {mean_se(values)} (mean of {len(seeds)} seeds) | | |")
     ours, theirs = gaps.get(ML), gaps.get(ZUKO)
     if ours and theirs:
         difference = [a - b for a, b in zip(ours, theirs, strict=True)]
-        print(f"| {law.label} | densitylab minus zuko | {mean_se(difference)} "
+        print(f"| {law.label} | densitylab minus zuko | {mean_se(difference, '+')} "
               f"({', '.join(f'{d:+.3f}' for d in difference)}) | | |", flush=True)
 
 
