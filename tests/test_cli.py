@@ -91,6 +91,7 @@ def test_train_a_spline_flow_and_the_quality_recipe(tmp_path):
     assert config["flow"]["scale"] == "tanh" and config["flow"]["activation"] == "tanh"
 
 
+@pytest.mark.slow  # two trainings from the shell: the full run's
 @pytest.mark.parametrize("model", ["maf", "tabular-maf"])
 def test_train_a_masked_autoregressive_flow(tmp_path, model):
     # --scale belongs to RealNVP and Glow; the MAF builder takes no such option

@@ -146,6 +146,7 @@ def test_auto_runs_flag_outliers_from_out_of_fold_scores(table, tmp_path):
     assert np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)[:, 1].tolist() == [1, -1]
 
 
+@pytest.mark.slow  # an AutoDensity search from the shell: the full run's
 def test_auto_runs_print_and_take_column_types(tmp_path):
     rng = np.random.default_rng(4)
     frame = pd.DataFrame({"wait": rng.exponential(size=120) + 1.0, "visits": rng.poisson(2, 120)})

@@ -165,6 +165,7 @@ def test_light_commands_import_no_torch_and_no_numba(command):
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh interpreter: the full run's
 def test_sampling_a_saved_flow_imports_neither_numba_nor_scikit_learn(tmp_path):
     dl.save(dl.flows.recommended(2), tmp_path / "model")
     out = run_python(f"""
