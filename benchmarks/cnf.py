@@ -1,30 +1,30 @@
 """Continuous normalizing flows: densitylab's CNF (maximum likelihood and flow matching) against
 zuko's CNF, on the built-in laws, in one run.
 
-Every CNF: a (64, 64) ELU vector field of ``[x, cos(k pi t), sin(k pi t)]``, ``k = 1..3``
-(zuko's default network, which densitylab's copies; densitylab's starts at zero, its ``cnf``
-recipe's ``zero_init``, zuko's from ``nn.Linear``'s random draw), exact divergence, dopri5
-evaluated at rtol 1e-5, atol 1e-6 (zuko's defaults; densitylab's ``--atol``), float32, one
-thread; densitylab's maximum-likelihood training solves at rtol = atol = ``--train-tol`` (1e-3,
-its CNF recipe's; zuko trains at its evaluation tolerances). The same standardised data (``--n``
-training points), batches of 256, Adam on a cosine schedule at each objective's recipe rate
-(maximum likelihood 3e-3, the ``cnf`` recipe's, for both libraries; flow matching ``--fm-lr``,
-1e-2, the ``cnf-fm`` recipe's). Maximum likelihood: ``--ml-steps`` optimizer steps for both
-libraries (zuko's in a plain loop, no validation; densitylab's in its driver, which also
-validates every epoch on 10% held out and keeps the best epoch: that time is counted). Flow
-matching: densitylab's ``--fm-steps`` steps (simulation-free), its field also fed 4 octaves of
-Fourier features of ``x`` (the study's and the ``cnf-fm`` recipe's: cheap without a solver in
-training, they would stiffen the ODE that maximum likelihood solves every step); ``densitylab
-cnf-fm recipe`` is ``FlowDensity(model="cnf-fm")`` with its own, larger field. Reported per law
-and seed (``--seeds``; with several, each law closes with every method's mean gap over the seeds
-and densitylab's maximum-likelihood CNF minus zuko's): the gap ``test NLL - entropy`` (KL from
-the truth) ± standard error on ``--n-test`` fresh points, seconds to train, seconds to evaluate
-those log-densities. ``flow matching to max. likelihood's gap`` (whenever densitylab's
-maximum-likelihood CNF is in the run; ``--ladder`` with no budgets skips it) answers "how long
-does flow matching take to get as close": the same flow-matching CNF trained afresh on budgets
-of ``--ladder`` steps, smallest first, until one's gap is within two paired standard errors of
-the maximum-likelihood CNF's (or below it); its row gives that budget's training seconds, the
-one fit a user would run.
+Every CNF: a (64, 64) ELU vector field of ``[x, cos(k pi t), sin(k pi t)]``, ``k = 1..3`` (zuko's
+default network, which densitylab's copies; densitylab's starts at zero, its ``cnf`` recipe's
+``zero_init``, zuko's from ``nn.Linear``'s random draw), exact divergence, dopri5 evaluated at rtol
+1e-5, atol 1e-6 (zuko's defaults; densitylab's ``--atol``), float32, one thread; densitylab's
+maximum-likelihood training solves at rtol = atol = ``--train-tol`` (1e-3, its CNF recipe's; zuko
+trains at its evaluation tolerances). The same standardised data (``--n`` training points), batches
+of 256, Adam on a cosine schedule at each objective's recipe rate (maximum likelihood 3e-3, the
+``cnf`` recipe's, for both libraries; flow matching ``--fm-lr``, 1e-2, the ``cnf-fm`` recipe's).
+Maximum likelihood: ``--ml-steps`` optimizer steps for both libraries (zuko's in a plain loop, no
+validation; densitylab's in its driver, which also validates every epoch on 10% held out and keeps
+the best epoch: that time is counted). Flow matching: densitylab's ``--fm-steps`` steps
+(simulation-free), its field also fed 4 octaves of Fourier features of ``x`` (the study's and the
+``cnf-fm`` recipe's: cheap without a solver in training, they would stiffen the ODE that maximum
+likelihood solves every step); ``densitylab cnf-fm recipe`` is ``FlowDensity(model="cnf-fm")`` with
+its own, larger field, and ``densitylab recommended spline`` the spline flow's estimator, the
+reference (seconds, not minutes). Reported per law and seed (``--seeds``; with several, each law
+closes with every method's mean gap over the seeds and densitylab's maximum-likelihood CNF minus
+zuko's): the gap ``test NLL - entropy`` (KL from the truth) ± standard error on ``--n-test`` fresh
+points, seconds to train, seconds to evaluate those log-densities. ``flow matching to max.
+likelihood's gap`` (whenever densitylab's maximum-likelihood CNF is in the run; ``--ladder`` with
+no budgets skips it) answers "how long does flow matching take to get as close": the same
+flow-matching CNF trained afresh on budgets of ``--ladder`` steps, smallest first, until one's gap
+is within two paired standard errors of the maximum-likelihood CNF's (or below it); its row gives
+that budget's training seconds, the one fit a user would run.
 zuko is a benchmark-only extra (``pip install -e ".[bench]"``).
 
     python benchmarks/cnf.py [--laws moons 8gaussians] [--n 5000] [--n-test 100000]
@@ -117,12 +117,16 @@ def time_to_reach(x: np.ndarray, test: np.ndarray, target: torch.Tensor, ladder:
     return None
 
 
-def recipe_cnf(x: np.ndarray, seed: int):
-    """``FlowDensity(model="cnf-fm")``: the recipe's (128, 128, 128) field with 4 octaves of
-    Fourier features of ``x``, 10,000 flow-matching steps of 1,024 optimally paired draws (not
-    the same network size as the others: what the recipe reaches)."""
-    est = dl.FlowDensity(model="cnf-fm", random_state=seed).fit(x)
-    return lambda points: torch.as_tensor(est.score_samples(points))
+def recipe(model: str):
+    """A trainer of ``FlowDensity(model=model)`` with its own recipe: ``"cnf-fm"``, the (128,
+    128, 128) field with 4 octaves of Fourier features of ``x``, 10,000 flow-matching steps of
+    1,024 optimally paired draws (not the same network size as the others: what the recipe
+    reaches); ``"recommended"``, the spline flow, the reference a density is measured against."""
+    def train(x: np.ndarray, seed: int):
+        est = dl.FlowDensity(model=model, random_state=seed).fit(x)
+        return lambda points: torch.as_tensor(est.score_samples(points))
+
+    return train
 
 
 def summarize(law, seeds: list[int], gaps: dict[str, list[float]]) -> None:
@@ -178,7 +182,8 @@ def main() -> None:
         ZUKO: lambda x, seed: zuko_cnf(x, args.ml_steps, seed),
         "densitylab CNF, flow matching": lambda x, seed: densitylab_cnf(
             x, args.fm_steps, seed, "flow-matching", args.atol, lr=args.fm_lr),
-        "densitylab cnf-fm recipe": recipe_cnf,
+        "densitylab cnf-fm recipe": recipe("cnf-fm"),
+        "densitylab recommended spline (reference)": recipe("recommended"),
     }
     if args.methods is not None:
         methods = {k: v for k, v in methods.items()
