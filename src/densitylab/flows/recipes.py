@@ -83,7 +83,9 @@ the Fourier features took pinwheel from 0.20 to 0.07 and swissroll from 0.15 to 
 steps; keeping the last epoch instead of the best validation loss, moons 0.059 to 0.033; Adam
 1e-2 instead of 2e-3, 2spirals 0.32 to 0.21 at 10,000 steps; the optimal pairs in batches of
 1,024 instead of independent draws in batches of 256, rings 0.37 to 0.13 and 2spirals 0.13 to
-0.06 (20,000 steps of 1,024 reached 0.055 on 2spirals in twice the time)."""
+0.06 (20,000 steps of 1,024 reached 0.055 on 2spirals in twice the time). On 5,000 points it
+fits 2spirals' training points to within the entropy (larger batches and a smaller field leave
+the test gap at 0.07): the rest is the sample's, and 50,000 points bring it to 0.040."""
 TABULAR_MODELS = ("tabular", "tabular-mixture", "tabular-maf", "tabular-maf-spline")
 """The recipes for real data: their batch, budget and patience follow :func:`tabular_budget`,
 and rounded columns are dequantised by default."""
