@@ -65,13 +65,13 @@ def test_splines_are_monotone_with_positive_slopes(seed, scale):
     raw = raw_parameters(1, scale, seed)[0].expand(len(values), -1)
     z, log_slope = rational_quadratic(values, raw, BOUND)
     assert (z[1:] > z[:-1]).all()
-    # the log-slope is the derivative of the map: compare with central differences
-    h = 1e-6
-    up, _ = rational_quadratic(values + h, raw, BOUND)
-    down, _ = rational_quadratic(values - h, raw, BOUND)
-    interior = (values.abs() < BOUND - 2 * h) | (values.abs() > BOUND + 2 * h)
-    numeric = ((up - down) / (2 * h))[interior]
-    np.testing.assert_allclose(log_slope[interior].exp(), numeric, rtol=1e-4, atol=1e-8)
+    # the log-slope is the derivative of the map: compare with autograd's derivative of z (not
+    # central differences: large scales make bins so narrow that the slope changes 40-fold
+    # within 1e-4, as for seed 112, scale 4.18, where a difference step of 1e-6 is off by 5%)
+    points = values.clone().requires_grad_(True)
+    mapped, _ = rational_quadratic(points, raw, BOUND)
+    (derivative,) = torch.autograd.grad(mapped.sum(), points)
+    np.testing.assert_allclose(log_slope.exp(), derivative, rtol=1e-10, atol=1e-12)
 
 
 def test_nsf_builder_round_trips_saves_and_learns(tmp_path):
