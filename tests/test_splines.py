@@ -71,7 +71,9 @@ def test_splines_are_monotone_with_positive_slopes(seed, scale):
     points = values.clone().requires_grad_(True)
     mapped, _ = rational_quadratic(points, raw, BOUND)
     (derivative,) = torch.autograd.grad(mapped.sum(), points)
-    np.testing.assert_allclose(log_slope.exp(), derivative, rtol=1e-10, atol=1e-12)
+    off_edge = values.abs() != BOUND  # at ±bound the clamps that keep rounding inside stop autograd
+    np.testing.assert_allclose(log_slope[off_edge].exp(), derivative[off_edge], rtol=1e-10,
+                               atol=1e-12)
 
 
 def test_nsf_builder_round_trips_saves_and_learns(tmp_path):
