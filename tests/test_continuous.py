@@ -347,8 +347,9 @@ def test_cli_train_score_sample(model, tmp_path):
         return result.output
 
     out = tmp_path / "run"
-    invoke("train", "moons", "--model", model, "--epochs", 2, "--hidden", "16", "-n", 300,
-           "--n-test", 300, "--quiet", "--out", out)
+    said = invoke("train", "moons", "--model", model, "--epochs", 2, "--hidden", "16", "-n", 300,
+                  "--n-test", 300, "--out", out)
+    assert "evaluating on 300 test points" in said  # the minutes after training are announced
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["score_nfe"] > 0 and np.isfinite(metrics["test_nll"])
     header = (out / "history.csv").read_text().splitlines()[0]

@@ -127,7 +127,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
     device: str = typer.Option("cpu", help="Where to train: cpu, cuda or auto (CUDA when available)."),
     distributed: bool = typer.Option(False, help="Data-parallel training over the processes torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes OUT. Launch: torchrun --nproc-per-node N -m densitylab train ... --distributed"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, nor the note that a continuous flow's evaluation takes a while."),
     threads: int | None = typer.Option(None, help="Threads while training (torch, BLAS, OpenMP, numba; restored after); default: chosen from the work and the cores other processes leave idle (1 for small flows); with --model auto the most any candidate uses, a flow candidate training that many folds at a time. The count used is recorded in config.json."),
     images: bool = typer.Option(False, "--images", help="DATA is images: an .npy/.npz integer array (N, H, W) or (N, C, H, W) (digits-images and PNG folders are images anyway); --model glow or realnvp then trains a multi-scale image flow (--layers: steps per scale, --hidden: conditioner channels)."),
     pixel_levels: int | None = typer.Option(None, help="Images: grey levels (default: detected; 17 for digits-images, 256 for PNG)."),
@@ -254,6 +254,10 @@ def train(
             result = train_flow()
         if not writer:  # every process holds the same result; rank 0 writes it
             return
+        if not quiet and flows.function_evaluations(result.flow) is not None:
+            typer.echo(f"evaluating on {len(test):,} test points, a density grid and the figures: "
+                       "a continuous flow solves its ODE for every point, which can take minutes",
+                       err=True)
         config = {
             "command": "train", "data": data, "model": model, "layers": architecture.get("n_layers"),
             "hidden": architecture["hidden"], **budget, "schedule": budget["schedule"],
