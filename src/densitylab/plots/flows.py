@@ -306,7 +306,7 @@ def vector_field_panels(points: np.ndarray, velocities: Mapping[str, np.ndarray]
     for ax, (label, v) in zip(axes, velocities.items(), strict=False):
         arrows = ax.quiver(points[:, 0], points[:, 1], v[:, 0], v[:, 1], speeds[label],
                            cmap="viridis", clim=(0.0, top), angles="xy")
-        ax.set(title=label, xlabel="x_1", ylabel="x_2", aspect="equal")
+        ax.set(title=label, xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.colorbar(arrows, ax=axes[:n].tolist(), label="speed |dx/dt|", shrink=0.8)
